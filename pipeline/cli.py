@@ -1,0 +1,109 @@
+"""`python -m pipeline run | status | stages | predict`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import config, runner
+from .errors import PipelineError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description="fastai transfer-learning pipeline: "
+                                "download → datablock → lr_find → train → evaluate")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("--config", help="TOML config (default: ./pipeline.toml, else the offline demo)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable)")
+        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    r = sub.add_parser("run", help="run stages in order, skipping up-to-date ones")
+    with_config(r)
+    r.add_argument("--stages", default="all", help=f"all or a comma list of: {', '.join(runner.STAGE_NAMES)}")
+    r.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    with_config(sub.add_parser("status", help="one line per stage: up to date, stale (and why), never run"))
+    sub.add_parser("stages", help="the ordered stages with what each reads and writes")
+    pr = sub.add_parser("predict", help="label images with an exported learner")
+    pr.add_argument("--learner", required=True, help="exports/RUN.pkl")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--trust-learner", action="store_true",
+                    help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
+    pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _cmd_run(args) -> int:
+    cfg = config.load(args.config, args.overrides)
+    stages = runner.resolve_stages(args.stages)
+    t0 = time.perf_counter()
+    result = runner.run(cfg, stages, force=args.force)
+    ran = [s for s, v in result.items() if v == "ran"]
+    print(f"run {cfg.run.name}: ran {', '.join(ran) or 'nothing'}; skipped "
+          f"{', '.join(s for s, v in result.items() if v == 'skipped') or 'nothing'} ({time.perf_counter() - t0:.1f}s)",
+          flush=True)
+    return 0
+
+
+def _cmd_status(args) -> int:
+    cfg = config.load(args.config, args.overrides)
+    for name, state in runner.status(cfg):
+        print(f"{name:<10} {state}")
+    return 0
+
+
+def _cmd_stages(args) -> int:
+    for s in runner.STAGES:
+        reads = ", ".join(f"{r}" for r in s.reads(config.Config())) or "config"
+        print(f"{s.name:<10} {s.summary}\n{'':<10} reads: {reads}\n{'':<10} writes: {s.writes}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from . import inference, sources
+
+    files = []
+    for item in args.images:
+        p = Path(item)
+        if p.is_dir():
+            files += sources.list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise PipelineError(f"{item} is neither an image file nor a folder")
+    if not files:
+        raise PipelineError("no images found in " + ", ".join(args.images))
+    learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
+    labels, conf, _ = inference.predict(learn, files, args.batch_size)
+    if args.csv:
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(["file", "label", "confidence"])
+        w.writerows((str(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
+    else:
+        for f, y, c in zip(files, labels, conf):
+            print(f"{f}\t{y}\t{c:.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PIPELINE_DEBUG") == "1"
+    try:
+        return {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}[args.command](args)
+    except PipelineError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed stages keep their outputs; rerun to continue", file=sys.stderr)
+        return 130

@@ -1,0 +1,247 @@
+"""Config: one dataclass per TOML section, `--set` overrides typed against the field, strict keys."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PipelineError
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
+
+
+@dataclass
+class RunCfg:
+    name: str = "demo"            # run name: runs/<name>/, exports/<name>.pkl
+    seed: int = 42                # global seed (split, sampling, training)
+    workdir: str = "runs"         # per-run artifacts, relative to the config's project dir
+    exports: str = "exports"      # exported learners
+    data_dir: str = "data"        # download cache (datasets, converted weights)
+
+
+@dataclass
+class DownloadCfg:
+    source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits | sign_mnist:SOURCE
+    subdir: str = ""                # image root inside the source; "" = auto-detect
+
+
+@dataclass
+class DatablockCfg:
+    valid_pct: float = 0.2        # RandomSplitter's validation fraction
+    max_per_class: int = 0        # 0 = all images; else a seeded sample per class
+    verify: bool = True           # open every image; corrupt ones are listed and excluded
+
+
+@dataclass
+class LrFindCfg:
+    suggestion: str = "valley"    # valley | slide | minimum | steep: the one train uses when base_lr = "lr_find"
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_it: int = 100
+
+
+@dataclass
+class TrainCfg:
+    arch: str = "tf_efficientnet_lite0"  # resnet18/34/50 (torchvision), any timm name, or logreg/mlp/cnnnet/aslnet
+    pretrained: bool = True
+    method: str = "fine_tune"     # fine_tune | fit_one_cycle | fit
+    base_lr: float | str = "lr_find"  # a number, or "lr_find" to take lr_find's chosen suggestion
+    epochs: int = 4
+    freeze_epochs: int = 1        # fine_tune only
+    batch_size: int = 64
+    image_size: int = 224
+    grayscale: bool = False       # single-channel input (baselines)
+    opt: str = "adam"             # adam | sgd
+    momentum: float = 0.9         # sgd only
+    wd: float = 0.0               # weight decay (0 = fastai default)
+    augment: bool = False         # fastai aug_transforms (no flips)
+    num_workers: int = 0
+
+
+@dataclass
+class TestSetCfg:
+    name: str = ""
+    source: str = ""              # same syntax as download.source
+    subdir: str = ""
+    label_regex: str = ""         # group 1 of a match on the file name is the label; "" = parent folder name
+    label_map: dict[str, str] = field(default_factory=dict)  # e.g. {"Del" = "del"}
+    uppercase: bool = False       # map labels to upper case (e.g. Massey's lowercase letters)
+
+
+@dataclass
+class EvaluateCfg:
+    batch_size: int = 64
+    test_sets: list[TestSetCfg] = field(default_factory=list)
+    trust_learner: bool = False   # skip the sha256 check of the export (only for a file you trust)
+
+
+@dataclass
+class Config:
+    run: RunCfg = field(default_factory=RunCfg)
+    download: DownloadCfg = field(default_factory=DownloadCfg)
+    datablock: DatablockCfg = field(default_factory=DatablockCfg)
+    lr_find: LrFindCfg = field(default_factory=LrFindCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    evaluate: EvaluateCfg = field(default_factory=EvaluateCfg)
+    source_file: str = ""         # where it was loaded from (not a TOML key)
+    project_dir: str = "."        # paths in [run] are relative to this
+
+    def section(self, name: str) -> dict:
+        """The resolved section `name` as plain JSON-able data."""
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict:
+        return {s: self.section(s) for s in SECTIONS}
+
+
+SECTIONS = ("run", "download", "datablock", "lr_find", "train", "evaluate")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, where: str):
+    """Check or convert `value` to the annotated type `tp`; `where` names the key in errors."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for t in typing.get_args(tp):
+            try:
+                return _coerce(value, t, where)
+            except PipelineError as e:
+                errors.append(str(e))
+        raise PipelineError(f"{where}: expected {' or '.join(_type_name(t) for t in typing.get_args(tp))}, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PipelineError(f"{where}: expected a table, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise PipelineError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PipelineError(f"{where}: expected a table, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise PipelineError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise PipelineError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise PipelineError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise PipelineError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _build(cls, data: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in ("source_file", "project_dir")]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise PipelineError(f"unknown key {where}.{unknown[0]}; valid keys in [{where}]: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _parse_set_value(raw: str, tp):
+    """Turn the text of a `--set` value into the annotated type `tp` (TOML literal syntax, bare strings allowed)."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
+                     and not isinstance(value, (int, float))):
+        return raw if not isinstance(value, str) else value
+    return value
+
+
+def apply_set(data: dict, assignment: str) -> None:
+    """Apply one `SECTION.KEY=VALUE` override to the raw config table `data`."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise PipelineError(f"--set expects SECTION.KEY=VALUE, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    if section not in SECTIONS:
+        raise PipelineError(f"unknown config section [{section}] in --set; valid sections: {', '.join(SECTIONS)}")
+    cls = typing.get_type_hints(Config)[section]
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        raise PipelineError(f"unknown key {section}.{key}; valid keys in [{section}]: {', '.join(hints)}")
+    data.setdefault(section, {})[key] = _parse_set_value(raw.strip(), hints[key])
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no stage could use, with the fix in the message."""
+    checks = [
+        (0.0 < cfg.datablock.valid_pct < 1.0, "datablock.valid_pct must be between 0 and 1 (exclusive)"),
+        (cfg.datablock.max_per_class >= 0, "datablock.max_per_class must be >= 0 (0 = all images)"),
+        (cfg.train.image_size > 0, "train.image_size must be a positive number of pixels"),
+        (cfg.train.batch_size > 0, "train.batch_size must be a positive integer"),
+        (cfg.evaluate.batch_size > 0, "evaluate.batch_size must be a positive integer"),
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.freeze_epochs >= 0, "train.freeze_epochs must be >= 0"),
+        (cfg.train.method in ("fine_tune", "fit_one_cycle", "fit"), "train.method must be fine_tune, fit_one_cycle or fit"),
+        (cfg.train.opt in ("adam", "sgd"), "train.opt must be adam or sgd"),
+        (cfg.lr_find.suggestion in ("valley", "slide", "minimum", "steep"),
+         "lr_find.suggestion must be valley, slide, minimum or steep"),
+        (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
+         "train.base_lr must be a number or \"lr_find\""),
+        (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
+        (cfg.train.num_workers >= 0, "train.num_workers must be >= 0"),
+        (bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),
+         "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise PipelineError(message)
+    names = [t.name for t in cfg.evaluate.test_sets]
+    for t in cfg.evaluate.test_sets:
+        if not t.name or not t.source:
+            raise PipelineError("every [[evaluate.test_sets]] needs a name and a source")
+    if len(set(names)) != len(names):
+        raise PipelineError(f"evaluate.test_sets names must be unique, got {names}")
+
+
+def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | None = None) -> Config:
+    """Load the config at `path` (else ./pipeline.toml, else the embedded demo), apply `overrides`, validate."""
+    cwd = Path(cwd or Path.cwd())
+    if path is None:
+        path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else DEMO_CONFIG
+        project_dir = cwd
+    else:
+        path = Path(path)
+        project_dir = cwd
+    if not path.exists():
+        raise PipelineError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise PipelineError(f"{path}: invalid TOML: {e}") from None
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise PipelineError(f"{path}: unknown section [{unknown[0]}]; valid sections: {', '.join(SECTIONS)}")
+    for assignment in overrides:
+        apply_set(data, assignment)
+    cfg = _build(Config, data, "config")
+    cfg.source_file, cfg.project_dir = str(path.resolve()), str(project_dir.resolve())
+    validate(cfg)
+    return cfg
+
+
+def dumps(cfg: Config) -> str:
+    """The resolved config as JSON (saved with each run)."""
+    return json.dumps({"source_file": cfg.source_file, **cfg.to_dict()}, indent=2, sort_keys=True)

@@ -1,0 +1,238 @@
+"""Ordered stage registry, `--stages` resolution, fingerprints, manifests and skip-if-unchanged."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .config import Config, dumps
+from .errors import PipelineError
+from .workspace import Workspace, read_json, sha256_file, sha256_text, write_json, write_text
+
+PKG = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    reads: Callable[[Config], tuple[str, ...]]  # upstream stages whose outputs this one reads
+    config_keys: tuple[str, ...]                # "section" or "section.key" entries that change its result
+    code: tuple[str, ...] = ()                  # pipeline modules (besides stages/<name>.py) it depends on
+    summary: str = ""
+    writes: str = ""
+
+    @property
+    def module(self) -> str:
+        return f"stages.{self.name}"
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+_MODEL_KEYS = ("train.arch", "train.pretrained", "train.image_size", "train.batch_size", "train.grayscale",
+               "train.opt", "train.momentum", "train.wd", "train.augment", "run.seed")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
+          "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
+          "dataset.json"),
+    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources"),
+          "verify images, seeded RandomSplitter, persist the split",
+          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png"),
+    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training"),
+          "fastai lr_find on the persisted split; all suggestions + the chosen one",
+          "lr_find.json, lr_find.png"),
+    Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
+          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training"),
+          "train (fine_tune by default), export the learner and its model card",
+          "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
+    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data"),
+          "batched inference on each test set; accuracy, tallies, plots",
+          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, metrics.json; metrics.json"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def resolve_stages(spec: str) -> list[str]:
+    """`all` or a comma list of stage names → the stages in pipeline order."""
+    if spec.strip() == "all":
+        return list(STAGE_NAMES)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        raise PipelineError(f"unknown stage {unknown[0] if unknown else spec!r}; stages are: all, {', '.join(STAGE_NAMES)}")
+    return [n for n in STAGE_NAMES if n in names]
+
+
+def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
+    out = {}
+    for key in keys:
+        section, _, attr = key.partition(".")
+        out[key] = cfg.section(section)[attr] if attr else cfg.section(section)
+    return out
+
+
+def _code_hash(stage: Stage) -> str:
+    files = [Path(importlib.util.find_spec(stage.module).origin)] + [PKG / f"{m}.py" for m in stage.code]
+    return sha256_text("".join(sha256_file(f) for f in files) + __version__)
+
+
+@dataclass
+class Fingerprint:
+    config: str
+    code: str
+    inputs: dict[str, str]
+    external: str = ""
+    missing: list[str] = field(default_factory=list)   # upstream stages with no complete manifest
+
+    @property
+    def digest(self) -> str:
+        return sha256_text(json.dumps([self.config, self.code, self.inputs, self.external], sort_keys=True))
+
+
+def manifest_path(ws: Workspace, stage: str) -> Path:
+    return ws.artifact(stage, "manifest.json")
+
+
+def read_manifest(ws: Workspace, stage: str) -> dict | None:
+    path = manifest_path(ws, stage)
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def fingerprint(cfg: Config, ws: Workspace, stage: Stage) -> Fingerprint:
+    """What `stage` would run on now: its config keys, its code, its inputs' digests, its external data."""
+    inputs, missing = {}, []
+    for up in stage.reads(cfg):
+        m = read_manifest(ws, up)
+        if m is None:
+            missing.append(up)
+        else:
+            inputs[up] = m["outputs_digest"]
+    mod = stage.load()
+    external = mod.external_fingerprint(cfg, ws) if hasattr(mod, "external_fingerprint") else ""
+    return Fingerprint(sha256_text(json.dumps(_config_part(cfg, stage.config_keys), sort_keys=True, default=str)),
+                       _code_hash(stage), inputs, external, missing)
+
+
+def _rel(path: Path, cfg: Config) -> str:
+    return os.path.relpath(path, cfg.project_dir)
+
+
+def _describe_outputs(paths: list[Path], cfg: Config) -> dict:
+    out = {}
+    for p in paths:
+        st = p.stat()
+        out[_rel(p, cfg)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
+    return out
+
+
+def outputs_intact(manifest: dict, cfg: Config) -> str:
+    """'' when every recorded output is present and unchanged, else the first problem found."""
+    for rel, rec in manifest["outputs"].items():
+        p = Path(cfg.project_dir) / rel
+        try:
+            st = p.stat()
+        except OSError:
+            return f"output {rel} is missing"
+        if st.st_size != rec["size"] or (st.st_mtime_ns != rec["mtime_ns"] and sha256_file(p) != rec["sha256"]):
+            return f"output {rel} was modified"
+    return ""
+
+
+def staleness(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint | None = None) -> str:
+    """'' when `stage` is up to date, else why not (never run / config changed / input changed / …)."""
+    m = read_manifest(ws, stage.name)
+    if m is None:
+        return "never run"
+    fp = fp or fingerprint(cfg, ws, stage)
+    if fp.missing:
+        return f"input {fp.missing[0]} has not been run"
+    parts = m.get("parts", {})
+    if parts.get("config") != fp.config:
+        return "config changed"
+    changed = [k for k in fp.inputs if parts.get("inputs", {}).get(k) != fp.inputs[k]]
+    if changed or set(parts.get("inputs", {})) != set(fp.inputs):
+        return f"input changed ({', '.join(changed) or 'inputs differ'})"
+    if parts.get("code") != fp.code:
+        return "code changed"
+    if parts.get("external") != fp.external:
+        return "source data changed"
+    return outputs_intact(m, cfg)
+
+
+class StageLog:
+    """One prefixed, flushed line per message: readable in a terminal and in a CI log."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{self.stage}] {msg}", flush=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
+    """Run `stage`, then record its manifest (written last: a manifest means the outputs are complete)."""
+    log = StageLog(stage.name)
+    manifest_path(ws, stage.name).unlink(missing_ok=True)
+    ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
+    started, t0 = _now(), time.perf_counter()
+    outputs = stage.load().run(cfg, ws, log)
+    duration = time.perf_counter() - t0
+    described = _describe_outputs([Path(p) for p in outputs], cfg)
+    write_json(manifest_path(ws, stage.name), {
+        "stage": stage.name, "fingerprint": fp.digest,
+        "parts": {"config": fp.config, "code": fp.code, "inputs": fp.inputs, "external": fp.external},
+        "outputs": described,
+        "outputs_digest": sha256_text(json.dumps({k: v["sha256"] for k, v in described.items()}, sort_keys=True)),
+        "started": started, "finished": _now(), "duration_s": round(duration, 2),
+    })
+    log(f"done in {duration:.1f}s")
+
+
+def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
+    """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped."""
+    ws = Workspace.from_config(cfg)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    write_text(ws.root / "config.json", dumps(cfg) + "\n")
+    result = {}
+    for name in stages:
+        stage = BY_NAME[name]
+        log = StageLog(name)
+        fp = fingerprint(cfg, ws, stage)
+        if fp.missing:
+            up = fp.missing[0]
+            raise PipelineError(f"{name} needs the outputs of {up}, which has not completed: "
+                                f"run `python -m pipeline run --stages {up},{name}` first")
+        for up in stage.reads(cfg):
+            if up not in stages and (why := staleness(cfg, ws, BY_NAME[up])):
+                log(f"note: {up} is stale ({why}); using its existing outputs — add it to --stages to refresh")
+        why = "forced" if force else staleness(cfg, ws, stage, fp)
+        if not why:
+            log("up to date, skipped")
+            result[name] = "skipped"
+            continue
+        log(f"running ({why})")
+        run_stage(cfg, ws, stage, fp)
+        result[name] = "ran"
+    return result
+
+
+def status(cfg: Config) -> list[tuple[str, str]]:
+    """(stage, 'up to date' or the reason it would run) for every stage."""
+    ws = Workspace.from_config(cfg)
+    return [(s.name, staleness(cfg, ws, s) or "up to date") for s in STAGES]

@@ -1,0 +1,413 @@
+"""Dataset sources: parse `scheme:rest` strings, fetch them into a cache, extract safely, find the images."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from pipeline.errors import PipelineError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+ARCHIVE_EXTS = (".zip", ".tar", ".tar.gz", ".tgz")
+SOURCE_FORMS = ("kaggle:OWNER/SLUG, path:DIR_OR_ARCHIVE, url:https://HOST/FILE.zip|.tar|.tar.gz|.tgz, "
+                "sklearn:digits")
+DONE_MARKER = ".complete"
+JUNK_NAMES = {"__MACOSX"}
+DIGITS_SEED, DIGITS_TEST_FRACTION, DIGITS_SIZE = 0, 0.17, 32
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """Split `source` into (scheme, rest) after checking it has one of the four supported forms."""
+    scheme, _, rest = source.strip().partition(":")
+    ok = {
+        "kaggle": lambda: re.fullmatch(r"[\w.-]+/[\w.-]+", rest),
+        "path": lambda: rest,
+        "url": lambda: (urllib.parse.urlparse(rest).scheme in ("http", "https")
+                        and _is_archive_name(urllib.parse.urlparse(rest).path)),
+        "sklearn": lambda: rest == "digits",
+    }.get(scheme, lambda: False)()
+    if not ok:
+        raise PipelineError(f"bad source {source!r}: expected one of {SOURCE_FORMS}")
+    return scheme, rest
+
+
+def _source_key(source: str) -> str:
+    """Filesystem-safe cache folder name for `source`: a readable slug plus a short hash."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("._")[-60:]
+    return f"{slug}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
+
+
+def materialise(source: str, cache_dir: Path, log=print) -> Path:
+    """Local directory with the files of `source`, fetched into `cache_dir` once; progress goes to `log`."""
+    scheme, rest = parse_source(source)
+    cache_dir = Path(cache_dir)
+    if scheme == "path":
+        path = Path(rest).expanduser()
+        if path.is_dir():
+            return path
+        if not path.is_file():
+            raise PipelineError(f"source path not found: {path}")
+        if not _is_archive_name(path.name):
+            raise PipelineError(f"source path {path} is neither a directory nor a {'/'.join(ARCHIVE_EXTS)} archive")
+        return _cached(f"path:{path.resolve()}", cache_dir, log, lambda out: safe_extract(path, out))
+    if scheme == "url":
+        return _cached(source, cache_dir, log, lambda out: _fetch_url_archive(rest, out, log))
+    if scheme == "kaggle":
+        return _cached(source, cache_dir, log, lambda out: _fetch_kaggle(rest, out, log))
+    return _cached(source, cache_dir, log, _write_digits)
+
+
+def _is_archive_name(name: str) -> bool:
+    """Whether file `name` ends in a supported archive extension."""
+    return name.lower().endswith(ARCHIVE_EXTS)
+
+
+def _cached(source: str, cache_dir: Path, log, fill) -> Path:
+    """Return cache_dir/<key of `source`>, calling `fill(out)` to create it unless its completion marker exists."""
+    out = cache_dir / _source_key(source)
+    if (out / DONE_MARKER).is_file():
+        log(f"using cached {source} at {out}")
+        return out
+    if out.exists():
+        log(f"discarding incomplete cache {out}")
+        shutil.rmtree(out)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(f".{out.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    fill(out)
+    _write_atomic(out / DONE_MARKER, f"{source}\n")
+    log(f"materialised {source} at {out}")
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file and os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _scratch(out: Path) -> tempfile.TemporaryDirectory:
+    """A temporary directory next to `out`, removed on exit (and by `_cached` if a crash left it)."""
+    return tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp", dir=out.parent)
+
+
+@contextlib.contextmanager
+def _staged(dest: Path):
+    """Yield a temp dir next to `dest` that is renamed to `dest` (absent or empty) on success, removed on failure."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------- url
+
+def _fetch_url_archive(url: str, out: Path, log) -> None:
+    """Download the archive at `url` and extract it into `out`."""
+    with _scratch(out) as tmp:
+        name = PurePosixPath(urllib.parse.urlparse(url).path).name
+        archive = Path(tmp) / name
+        log(f"downloading {url}")
+        _download(url, archive)
+        safe_extract(archive, out)
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch `url` into `dest` (via `dest`.part and os.replace), drawing progress on stderr."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as fh:
+            progress = _progress(dest.name, int(resp.headers.get("Content-Length") or 0))
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+                progress(len(chunk))
+            progress(0, final=True)
+    except urllib.error.HTTPError as e:
+        raise PipelineError(f"download failed: {url} answered HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise PipelineError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
+    os.replace(part, dest)
+
+
+def _progress(name: str, total: int, stream=None):
+    """Return `update(nbytes, final=False)` that redraws one line on a TTY, else prints a line per ~10% of `total`."""
+    stream = stream or sys.stderr
+    tty, state = stream.isatty(), {"done": 0, "shown": -1, "t": 0.0}
+
+    def update(nbytes: int, final: bool = False) -> None:
+        state["done"] += nbytes
+        done_mb = state["done"] / 2**20
+        pct = min(100, state["done"] * 100 // total) if total else None
+        text = f"{name}: {done_mb:.1f}" + (f"/{total / 2**20:.1f} MiB {pct}%" if total else " MiB")
+        if tty:
+            if final or time.monotonic() - state["t"] > 0.1:
+                state["t"] = time.monotonic()
+                stream.write(f"\r{text}" + ("\n" if final else ""))
+                stream.flush()
+            return
+        step = pct // 10 if total else int(done_mb // 50)
+        if step > state["shown"] or (final and step != state["shown"]):
+            state["shown"] = step
+            print(text, file=stream, flush=True)
+    return update
+
+
+# -------------------------------------------------------------------------------------------- kaggle
+
+def _fetch_kaggle(slug: str, out: Path, log) -> None:
+    """Download Kaggle dataset `slug` with the official client and extract it into `out` with `safe_extract`."""
+    if not _kaggle_credentials_found():
+        raise PipelineError(
+            f"no Kaggle credentials for kaggle:{slug}: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), "
+            f"or save kaggle.json from kaggle.com/settings to {_kaggle_config_dir()}/kaggle.json; "
+            "to try the pipeline offline run `python -m pipeline run` (uses configs/demo.toml)")
+    log(f"downloading Kaggle dataset {slug}")
+    client_output = io.StringIO()
+    with _scratch(out) as tmp:
+        try:
+            with contextlib.redirect_stdout(client_output):
+                from kaggle.api.kaggle_api_extended import KaggleApi  # importing `kaggle` authenticates and prints
+                api = KaggleApi()
+                api.config_dir = str(_kaggle_config_dir())  # the class reads these once, at import time
+                api.config = os.path.join(api.config_dir, api.config_file)
+                api.authenticate()
+                api.dataset_download_files(slug, path=tmp, unzip=False, quiet=not sys.stderr.isatty())
+        except ImportError:
+            raise PipelineError("the kaggle package is missing: pip install kaggle six") from None
+        except SystemExit:
+            raise PipelineError(f"Kaggle authentication failed for {slug}: check KAGGLE_USERNAME/KAGGLE_KEY "
+                                "or kaggle.json") from None
+        except Exception as e:  # noqa: BLE001 - the client raises requests/urllib3/ValueError/OSError alike
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status == 404:
+                raise PipelineError(f"Kaggle dataset {slug} not found (HTTP 404): check OWNER/SLUG") from None
+            if status in (401, 403):
+                raise PipelineError(f"Kaggle refused {slug} (HTTP {status}): check your Kaggle credentials "
+                                    "and that you accepted the dataset's rules on kaggle.com") from None
+            raise PipelineError(f"Kaggle download of {slug} failed: {_redact(f'{type(e).__name__}: {e}')}") from None
+        finally:
+            for line in client_output.getvalue().splitlines():
+                if line.strip():
+                    log(_redact(line.strip()))
+        archives = sorted(Path(tmp).glob("*.zip"))
+        if not archives:
+            raise PipelineError(f"Kaggle download of {slug} produced no zip file")
+        safe_extract(archives[0], out)
+
+
+def _kaggle_config_dir() -> Path:
+    """The directory the kaggle client reads kaggle.json from (KAGGLE_CONFIG_DIR, ~/.kaggle, or XDG)."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(os.environ["KAGGLE_CONFIG_DIR"]).expanduser()
+    legacy = Path.home() / ".kaggle"
+    if legacy.exists() or not sys.platform.startswith("linux"):
+        return legacy
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+
+
+def _kaggle_json() -> dict:
+    """The parsed kaggle.json, or {} when absent or unreadable."""
+    try:
+        data = json.loads((_kaggle_config_dir() / "kaggle.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _kaggle_credentials_found() -> bool:
+    """Whether any credential form the kaggle client accepts is present (env vars, kaggle.json, access token)."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return True
+    home = Path.home() / ".kaggle"
+    if any((home / n).is_file() for n in ("access_token", "access_token.txt", "credentials.json")):
+        return True
+    stored = _kaggle_json()
+    return bool((os.environ.get("KAGGLE_USERNAME") or stored.get("username"))
+                and (os.environ.get("KAGGLE_KEY") or stored.get("key")))
+
+
+def _redact(text: str) -> str:
+    """`text` with every known Kaggle secret replaced by ***."""
+    for secret in (os.environ.get("KAGGLE_KEY"), os.environ.get("KAGGLE_API_TOKEN"), _kaggle_json().get("key")):
+        if isinstance(secret, str) and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+# ------------------------------------------------------------------------------------------- sklearn
+
+def _write_digits(out: Path) -> None:
+    """Write sklearn's digits into `out` as 32x32 grayscale PNGs (nearest-neighbour 4x upscale of the 8x8 images).
+
+    train/<digit>/<digit>_<i>.png holds a stratified 83%, test/<digit>_<i>.png the rest; i is the sklearn index.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    scale = DIGITS_SIZE // digits.images.shape[1]
+    pixels = np.round(digits.images * (255 / 16)).clip(0, 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+    index = np.arange(len(digits.target))
+    train, test = train_test_split(index, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
+                                   random_state=DIGITS_SEED)
+    with _staged(out) as tmp:
+        for split, ids in (("train", train), ("test", test)):
+            for i in sorted(ids):
+                label = int(digits.target[i])
+                folder = tmp / "train" / str(label) if split == "train" else tmp / "test"
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels[i]).save(folder / f"{label}_{i:04d}.png")
+
+
+# ------------------------------------------------------------------------------------------- extract
+
+def safe_extract(archive: Path, dest: Path, max_ratio: float = 200.0, max_total: int = 64 * 2**30) -> None:
+    """Extract zip/tar `archive` into empty `dest`; refuse escapes, links, devices, > `max_total` or `max_ratio`x."""
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise PipelineError(f"cannot extract {archive.name}: destination {dest} exists and is not empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                entries = [(i.filename, i.is_dir(), _zip_kind(i), i.file_size, lambda i=i: zf.open(i))
+                           for i in zf.infolist()]
+                _extract_entries(archive, dest, entries, max_ratio, max_total)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                entries = [(m.name, m.isdir(), _tar_kind(m), m.size, lambda m=m: tf.extractfile(m))
+                           for m in tf.getmembers()]
+                _extract_entries(archive, dest, entries, max_ratio, max_total)
+        else:
+            raise PipelineError(f"{archive} is not a zip or tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        raise PipelineError(f"cannot extract {archive.name}: {type(e).__name__}: {e}") from None
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    """'symlink' or 'special' for such zip entries (unix mode in the external attributes), else ''."""
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "special file" if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR) else ""
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    """'symlink', 'hardlink' or 'special file' for such tar members, else ''."""
+    if member.issym():
+        return f"symlink to {member.linkname}"
+    if member.islnk():
+        return f"hardlink to {member.linkname}"
+    return "" if member.isfile() or member.isdir() else "special file"
+
+
+def _extract_entries(archive: Path, dest: Path, entries: list, max_ratio: float, max_total: int) -> None:
+    """Check every (name, is_dir, kind, size, opener) entry of `archive`, then write them into `dest` via a temp dir."""
+    total, size = sum(e[3] for e in entries), archive.stat().st_size
+    if total > max_total or total > max_ratio * max(size, 1):
+        raise PipelineError(f"refusing to extract {archive.name}: it declares {total:,} bytes uncompressed from "
+                            f"{size:,} bytes (limits {max_ratio:g}x, {max_total:,} bytes); possible zip bomb")
+    for name, _, kind, _, _ in entries:
+        if kind:
+            raise PipelineError(f"refusing to extract {archive.name}: entry {name!r} is a {kind}")
+        _entry_parts(archive, name)
+    with _staged(dest) as tmp:
+        root = tmp.resolve()
+        for name, is_dir, _, _, opener in entries:
+            target = root.joinpath(*_entry_parts(archive, name))
+            if not target.resolve().is_relative_to(root):
+                raise PipelineError(f"refusing to extract {archive.name}: entry {name!r} escapes the destination")
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with opener() as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _entry_parts(archive: Path, name: str) -> tuple[str, ...]:
+    """The path components of entry `name`, refusing absolute paths, drive letters and `..`."""
+    posix = name.replace("\\", "/")
+    parts = tuple(p for p in posix.split("/") if p not in ("", "."))
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix) or ".." in parts:
+        raise PipelineError(f"refusing to extract {archive.name}: entry {name!r} escapes the destination")
+    return parts
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def _visible(path: Path) -> bool:
+    """False for hidden files/dirs and macOS resource-fork junk."""
+    return not path.name.startswith(".") and path.name not in JUNK_NAMES
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    """The visible subdirectories of `folder`, sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
+
+
+def _has_images(folder: Path) -> bool:
+    """Whether `folder` directly holds an image file."""
+    return any(p.suffix.lower() in IMAGE_EXTS and p.is_file() and _visible(p) for p in folder.iterdir())
+
+
+def find_image_root(base: Path, subdir: str = "") -> Path:
+    """Folder of images or class folders under `base`/`subdir`, skipping single-subfolder wrappers (X/X/...)."""
+    folder = Path(base) / subdir if subdir else Path(base)
+    if not folder.is_dir():
+        raise PipelineError(f"image folder {subdir or base!r} not found under {base}")
+    while not _has_images(folder):
+        subs = _subdirs(folder)
+        if len(subs) == 1:
+            folder = subs[0]
+        elif any(_has_images(s) for s in subs):
+            break
+        else:
+            listed = ", ".join(s.name for s in subs[:8]) or "no subfolders"
+            raise PipelineError(f"no image folder found in {folder} ({listed}): set the source's subdir")
+    return folder
+
+
+def list_images(root: Path) -> list[Path]:
+    """All image files under `root`, sorted, skipping hidden/junk entries and a nested same-named duplicate copy."""
+    root, found = Path(root), []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if _visible(Path(d))]
+        found += [Path(dirpath, f) for f in filenames
+                  if _visible(Path(f)) and Path(f).suffix.lower() in IMAGE_EXTS]
+    present = set(found)
+    return sorted(p for p in found if not _is_nested_duplicate(p, root, present))
+
+
+def _is_nested_duplicate(path: Path, root: Path, present: set[Path]) -> bool:
+    """Whether `path` lies in a folder named like its parent (X/X/...) and the same file (name, size) exists outside."""
+    for folder in path.relative_to(root).parents:
+        inner = root / folder
+        if inner != root and inner.name == inner.parent.name:
+            outer = inner.parent / path.relative_to(inner)
+            if outer in present and outer.stat().st_size == path.stat().st_size:
+                return True
+    return False

@@ -1,0 +1,117 @@
+"""Every path of a run in one place, plus atomic writes and file fingerprints."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths for run `name`: `runs/<name>/<stage>/…`, `exports/<name>.pkl`, the download cache."""
+
+    root: Path       # runs/<name>
+    exports: Path    # exports/
+    data: Path       # download cache
+    name: str
+
+    @classmethod
+    def from_config(cls, cfg) -> "Workspace":
+        base = Path(cfg.project_dir)
+        return cls(root=(base / cfg.run.workdir / cfg.run.name).resolve(),
+                   exports=(base / cfg.run.exports).resolve(),
+                   data=(base / cfg.run.data_dir).resolve(), name=cfg.run.name)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def artifact(self, stage: str, name: str) -> Path:
+        return self.root / stage / name
+
+    @property
+    def learner(self) -> Path:
+        return self.exports / f"{self.name}.pkl"
+
+    @property
+    def model_card(self) -> Path:
+        return self.exports / f"{self.name}.json"
+
+    @property
+    def scratch(self) -> Path:
+        """Where fastai may write its temporary model files (lr_find's _tmp, checkpoints)."""
+        return self.root / "_scratch"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: Path, data) -> Path:
+    """Write `data` as indented JSON to `path` atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """Save a matplotlib `fig` to `path` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def listing_fingerprint(paths, root: Path) -> str:
+    """Fingerprint a set of files by relative path, size and mtime (no content reads, as DVC does)."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.relpath(p, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,82 @@
+"""datablock: verify images, sample, split once with RandomSplitter(valid_pct, seed), persist the split."""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline import data
+from pipeline.errors import PipelineError
+from pipeline.workspace import atomic_path, read_json, save_figure, write_json
+
+
+def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tuple[str, str]]:
+    """At most `per_class` items per label, chosen with `seed`, in the original order."""
+    by_label = defaultdict(list)
+    for item in items:
+        by_label[item[1]].append(item)
+    keep = set()
+    for label, group in by_label.items():
+        keep.update(random.Random(f"{seed}:{label}").sample(group, min(per_class, len(group))))
+    return [it for it in items if it in keep]
+
+
+def _plot_counts(df, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = df.groupby(["label", "is_valid"]).size().unstack(fill_value=0).reindex(columns=[False, True], fill_value=0)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(counts)), 4))
+    ax.bar(counts.index, counts[False], label="train")
+    ax.bar(counts.index, counts[True], bottom=counts[False], label="valid")
+    ax.set(xlabel="class", ylabel="images", title="images per class")
+    ax.tick_params(axis="x", rotation=90)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def run(cfg, ws, log):
+    import pandas as pd
+    from fastai.data.transforms import RandomSplitter
+
+    meta = read_json(ws.artifact("download", "dataset.json"))
+    root = Path(meta["root"])
+    if not root.is_dir():
+        raise PipelineError(f"dataset root {root} is gone: rerun `python -m pipeline run --stages download,datablock`")
+    items = [(p.relative_to(root).as_posix(), p.relative_to(root).parts[0])
+             for p in data.list_images(root) if len(p.relative_to(root).parts) > 1]
+    seed, b = cfg.run.seed, cfg.datablock
+    if b.max_per_class:
+        items = _sample(items, b.max_per_class, seed)
+        log(f"sampled at most {b.max_per_class} per class (seed {seed}): {len(items)} images")
+    bad = []
+    if b.verify:
+        ok, bad = data.verify_images([root / p for p, _ in items], log)
+        good = {p.relative_to(root).as_posix() for p in ok}
+        items = [it for it in items if it[0] in good]
+    with atomic_path(ws.artifact("datablock", "corrupt.csv")) as tmp:
+        pd.DataFrame(bad, columns=["path", "reason"]).to_csv(tmp, index=False)
+    vocab = sorted({label for _, label in items})
+    if len(vocab) < 2:
+        raise PipelineError(f"the dataset has {len(vocab)} class(es) with usable images ({', '.join(vocab) or 'none'}): "
+                            f"a classifier needs at least two class folders under {root}")
+    _, valid_idx = RandomSplitter(valid_pct=b.valid_pct, seed=seed)(items)
+    df = pd.DataFrame(items, columns=["path", "label"])
+    df["is_valid"] = False
+    df.loc[list(valid_idx), "is_valid"] = True
+    n_valid = int(df["is_valid"].sum())
+    log(f"split {len(df) - n_valid} train / {n_valid} valid (valid_pct {b.valid_pct}, seed {seed}), "
+        f"{len(vocab)} classes, {len(bad)} corrupt excluded")
+    with atomic_path(ws.artifact("datablock", data.SPLITS)) as tmp:
+        df.to_csv(tmp, index=False)
+    outputs = [ws.artifact("datablock", data.SPLITS), ws.artifact("datablock", "corrupt.csv"),
+               write_json(ws.artifact("datablock", data.VOCAB), {
+                   "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
+                   "valid_pct": b.valid_pct, "seed": seed, "n_corrupt": len(bad)}),
+               _plot_counts(df, ws.artifact("datablock", "class_counts.png"))]
+    dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
+    dls.show_batch(max_n=16, figsize=(8, 8))
+    import matplotlib.pyplot as plt
+    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
+    return outputs

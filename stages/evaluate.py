@@ -1,0 +1,129 @@
+"""evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import data, datasets, inference
+from pipeline.errors import PipelineError
+from pipeline.labels import Labeller
+from pipeline.workspace import atomic_path, save_figure, sha256_text, write_json
+
+
+def external_fingerprint(cfg, ws) -> str:
+    """Local folder test sets are fingerprinted by their listing."""
+    return sha256_text("".join(datasets.local_fingerprint(t.source, t.subdir) for t in cfg.evaluate.test_sets))
+
+
+def _write_csv(df, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def tallies(df, vocab: list[str]):
+    """Per true category: total, correct, accuracy and the label it is most often mistaken for."""
+    import pandas as pd
+
+    rows = []
+    for label, g in df.groupby("true", sort=True):
+        wrong = g.loc[~g["correct"], "predicted"].value_counts()
+        rows.append({"category": label, "total": len(g), "correct": int(g["correct"].sum()),
+                     "accuracy": float(g["correct"].mean()),
+                     "most_confused_with": wrong.index[0] if len(wrong) else ""})
+    return pd.DataFrame(rows, columns=["category", "total", "correct", "accuracy", "most_confused_with"])
+
+
+def _plot_tallies(tally, name: str, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(tally)), 4))
+    ax.bar(tally["category"], tally["total"], color="lightgray", label="total")
+    ax.bar(tally["category"], tally["correct"], color="C2", label="correct")
+    ax.set(xlabel="category", ylabel="images", title=f"{name}: correct per category")
+    ax.tick_params(axis="x", rotation=90)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def _plot_confusion(df, vocab: list[str], name: str, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = sorted(set(df["true"]))
+    index = {v: i for i, v in enumerate(vocab)}
+    m = np.zeros((len(rows), len(vocab)), dtype=int)
+    for r, (t, p) in enumerate(zip(df["true"], df["predicted"])):
+        m[rows.index(t), index[p]] += 1
+    fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(vocab) + 2), max(4, 0.3 * len(rows) + 1.5)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(vocab)), vocab, rotation=90)
+    ax.set_yticks(range(len(rows)), rows)
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > m.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=f"{name}: confusion")
+    return save_figure(fig, path)
+
+
+def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
+    """Label, verify and predict one test set `t`; write its CSVs, plots and metrics."""
+    import pandas as pd
+
+    out = ws.stage_dir("evaluate") / t.name
+    try:
+        root = datasets.image_root(t.source, t.subdir, ws.data, log)
+    except PipelineError as e:
+        raise PipelineError(f"test set {t.name}: {e}") from None
+    files = data.list_images(root)
+    label = Labeller(t.label_regex, t.label_map, t.uppercase)
+    labelled = [(p, label(p)) for p in files]
+    unmatched = [p for p, y in labelled if y is None]
+    vocab = list(learn.dls.vocab)
+    known = [(p, y) for p, y in labelled if y is not None and y in vocab]
+    unknown = [(p, y) for p, y in labelled if y is not None and y not in vocab]
+    ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
+    good = set(ok)
+    known = [(p, y) for p, y in known if p in good]
+    log(f"{t.name}: {len(files)} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
+        f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
+    if not known:
+        raise PipelineError(f"test set {t.name}: no image under {root} has a label in the model's vocab "
+                            f"(check label_regex {t.label_regex!r}, label_map and uppercase)")
+    preds, conf, _ = inference.predict(learn, [p for p, _ in known], cfg.evaluate.batch_size)
+    df = pd.DataFrame({"file": [str(p.relative_to(root)) for p, _ in known], "true": [y for _, y in known],
+                       "predicted": preds, "confidence": conf})
+    df["correct"] = df["true"] == df["predicted"]
+    tally = tallies(df, vocab)
+    skipped = pd.DataFrame([(str(p.relative_to(root)), "label regex did not match", "") for p in unmatched]
+                           + [(str(p.relative_to(root)), "label not in the model's vocab", y) for p, y in unknown]
+                           + [(str(Path(p).relative_to(root)), f"unreadable: {r}", "") for p, r in corrupt],
+                           columns=["file", "reason", "label"])
+    metrics = {"accuracy": float(df["correct"].mean()), "scored": len(df), "correct": int(df["correct"].sum()),
+               "images": len(files), "unmatched": len(unmatched), "out_of_vocab": len(unknown),
+               "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
+               "source": t.source, "root": str(root)}
+    log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']})")
+    files_out = [_write_csv(df, out / "predictions.csv"), _write_csv(tally, out / "tallies.csv"),
+                 _write_csv(skipped, out / "skipped.csv"),
+                 _plot_tallies(tally, t.name, out / "tallies.png"),
+                 _plot_confusion(df, vocab, t.name, out / "confusion.png"),
+                 write_json(out / "metrics.json", metrics)]
+    return metrics, files_out
+
+
+def run(cfg, ws, log):
+    if not cfg.evaluate.test_sets:
+        raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
+    learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+    summary, outputs = {}, []
+    for t in cfg.evaluate.test_sets:
+        summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)
+        outputs += files
+    outputs.append(write_json(ws.artifact("evaluate", "metrics.json"),
+                              {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab")}
+                               for k, v in summary.items()}))
+    return outputs

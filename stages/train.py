@@ -1,0 +1,74 @@
+"""train: fit the learner (fine_tune by default), plot its history, export it with a model card."""
+from __future__ import annotations
+
+import platform
+
+from pipeline import data, training
+from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_json
+
+
+def _plot_history(df, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss, acc) = plt.subplots(1, 2, figsize=(10, 4))
+    x = df["epoch"] + 1
+    for col, ax in (("loss", loss), ("accuracy", acc)):
+        for split in ("train", "valid"):
+            name = f"{split}_{col}"
+            if name in df:
+                ax.plot(x, df[name], marker="o", label=split)
+        ax.set(xlabel="epoch", ylabel=col, title=col)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def _normalisation(dls) -> dict:
+    for tfm in dls.after_batch:
+        if type(tfm).__name__ == "Normalize":
+            return {"mean": tfm.mean.flatten().tolist(), "std": tfm.std.flatten().tolist()}
+    return {}
+
+
+def _versions() -> dict:
+    import fastai
+    import timm
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "fastai": fastai.__version__,
+            "timm": timm.__version__}
+
+
+def run(cfg, ws, log):
+    import pandas as pd
+    from fastai.torch_core import set_seed
+
+    t = cfg.train
+    lr = t.base_lr if t.base_lr != "lr_find" else read_json(ws.artifact("lr_find", "lr_find.json"))["chosen"]
+    set_seed(cfg.run.seed, reproducible=True)
+    dls = data.dataloaders(ws, cfg)
+    learn = training.make_learner(dls, cfg, ws)
+    log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e}, "
+        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {t.image_size}px, bs {t.batch_size}")
+    rows = training.fit(learn, t, lr, log)
+    history = pd.DataFrame(rows)
+    with atomic_path(ws.artifact("train", "history.csv")) as tmp:
+        history.to_csv(tmp, index=False)
+    last = rows[-1]
+    metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
+               "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
+               "train_seconds": round(sum(r["seconds"] for r in rows), 1)}
+    log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
+
+    training.strip_for_export(learn)
+    with atomic_path(ws.learner) as tmp:
+        learn.export(tmp)
+    card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
+            "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
+            "grayscale": t.grayscale, "normalisation": _normalisation(dls), "metrics": metrics,
+            "versions": _versions(), "config": {"source_file": cfg.source_file, **cfg.to_dict()}}
+    log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
+    return [ws.artifact("train", "history.csv"), _plot_history(history, ws.artifact("train", "curves.png")),
+            write_json(ws.artifact("train", "metrics.json"), metrics), ws.learner,
+            write_json(ws.model_card, card)]
