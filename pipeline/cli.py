@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import config, runner
@@ -94,8 +95,15 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+# Third-party noise that says nothing to a user of this tool (the pickle warning: we verify the sha256 first).
+QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ implementation doesn't accept.*",
+         ".*load_learner. uses Python's insecure pickle.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
     debug = args.debug or os.environ.get("PIPELINE_DEBUG") == "1"
     try:
         return {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}[args.command](args)

@@ -8,6 +8,7 @@ from functools import partial
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+from fastcore.basics import noop
 
 from . import backbones, baselines
 from .errors import PipelineError
@@ -49,11 +50,13 @@ def logged(learn, log):
     bar = not interactive() and any(isinstance(c, ProgressCallback) for c in learn.cbs)
     if bar:
         learn.remove_cb(ProgressCallback)
+    logger, learn.logger = learn.logger, noop if bar else learn.logger  # Recorder prints otherwise
     learn.add_cb(cb)
     try:
         yield cb
     finally:
         learn.remove_cb(cb)
+        learn.logger = logger
         if bar:
             learn.add_cb(ProgressCallback())
 

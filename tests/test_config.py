@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.errors import PipelineError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_demo_config_is_the_default(tmp_path):
+    cfg = config.load(None, cwd=tmp_path)
+    assert cfg.source_file == str(config.DEMO_CONFIG)
+    assert cfg.download.source == "sklearn:digits"
+    assert cfg.evaluate.test_sets[0].label_regex == r"^(\d)_\d+\.png$"
+
+
+def test_pipeline_toml_in_cwd_wins(tmp_path):
+    write(tmp_path, "")
+    (tmp_path / "pipeline.toml").write_text('[run]\nname = "mine"\n')
+    assert config.load(None, cwd=tmp_path).run.name == "mine"
+
+
+@pytest.mark.parametrize("assignment, section, key, expected", [
+    ("train.epochs=6", "train", "epochs", 6),
+    ("train.base_lr=3e-3", "train", "base_lr", 3e-3),
+    ("train.base_lr=lr_find", "train", "base_lr", "lr_find"),
+    ("datablock.verify=false", "datablock", "verify", False),
+    ("datablock.valid_pct=0.3", "datablock", "valid_pct", 0.3),
+    ("download.source=kaggle:grassknoted/asl-alphabet", "download", "source", "kaggle:grassknoted/asl-alphabet"),
+    ("run.name=123", "run", "name", "123"),
+    ("train.momentum=1", "train", "momentum", 1.0),
+])
+def test_set_values_are_typed_against_the_field(tmp_path, assignment, section, key, expected):
+    cfg = config.load(write(tmp_path, ""), [assignment])
+    value = getattr(getattr(cfg, section), key)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("train.epochz=3", "unknown key train.epochz; valid keys in [train]: arch"),
+    ("trian.epochs=3", "unknown config section [trian]"),
+    ("train.epochs=three", "train.epochs: expected an integer, got 'three'"),
+    ("train.epochs=2.5", "train.epochs: expected an integer"),
+    ("datablock.verify=yes", "datablock.verify: expected true/false"),
+    ("train.image_size=0", "train.image_size must be a positive"),
+    ("train.batch_size=0", "train.batch_size must be a positive"),
+    ("train.base_lr=fast", "train.base_lr must be a number or \"lr_find\""),
+    ("datablock.valid_pct=1.5", "valid_pct must be between 0 and 1"),
+    ("epochs=3", "--set expects SECTION.KEY=VALUE"),
+    ("run.name=../x", "run.name must be a plain name"),
+])
+def test_bad_values_fail_with_one_clear_line(tmp_path, assignment, message):
+    with pytest.raises(PipelineError) as e:
+        config.load(write(tmp_path, ""), [assignment])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_section_and_key_in_file(tmp_path):
+    with pytest.raises(PipelineError, match=r"unknown section \[trainer\]; valid sections: run, download"):
+        config.load(write(tmp_path, "[trainer]\nepochs = 1\n"))
+    with pytest.raises(PipelineError, match=r"unknown key config.train.lr"):
+        config.load(write(tmp_path, "[train]\nlr = 1\n"))
+    with pytest.raises(PipelineError, match="invalid TOML"):
+        config.load(write(tmp_path, "[train\n"))
+    with pytest.raises(PipelineError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_test_sets_are_parsed_and_checked(tmp_path):
+    cfg = config.load(write(tmp_path, """
+[[evaluate.test_sets]]
+name = "a"
+source = "path:x"
+label_regex = '^([A-Z])_'
+label_map = { Del = "del" }
+"""))
+    (t,) = cfg.evaluate.test_sets
+    assert (t.name, t.label_map, t.uppercase) == ("a", {"Del": "del"}, False)
+    with pytest.raises(PipelineError, match="unique"):
+        config.load(write(tmp_path, '[[evaluate.test_sets]]\nname="a"\nsource="x"\n'
+                                    '[[evaluate.test_sets]]\nname="a"\nsource="y"\n'))
+    with pytest.raises(PipelineError, match="needs a name and a source"):
+        config.load(write(tmp_path, '[[evaluate.test_sets]]\nname="a"\n'))
+
+
+def test_resolved_config_round_trips_as_json(tmp_path):
+    import json
+
+    cfg = config.load(write(tmp_path, '[train]\nepochs = 7\n'), ["run.seed=3"])
+    saved = json.loads(config.dumps(cfg))
+    assert saved["train"]["epochs"] == 7 and saved["run"]["seed"] == 3
+    assert saved["source_file"] == str((tmp_path / "c.toml").resolve())

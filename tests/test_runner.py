@@ -1,0 +1,102 @@
+"""Fingerprints, manifests, skip-if-unchanged and stale reasons, on the two cheap stages."""
+import os
+import time
+
+import pytest
+
+from pipeline import config, runner
+from pipeline.errors import PipelineError
+from pipeline.workspace import Workspace, read_json
+from tests.conftest import make_image_folder
+
+
+@pytest.fixture
+def project(tmp_path):
+    data = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=5)
+    (tmp_path / "pipeline.toml").write_text(f'[run]\nname = "t"\n[download]\nsource = "path:{data}"\n'
+                                            '[datablock]\nvalid_pct = 0.4\n')
+    return tmp_path, data
+
+
+def load(tmp_path, *overrides):
+    return config.load(None, list(overrides), cwd=tmp_path)
+
+
+def test_resolve_stages():
+    assert runner.resolve_stages("all") == list(runner.STAGE_NAMES)
+    assert runner.resolve_stages("evaluate,train") == ["train", "evaluate"]
+    with pytest.raises(PipelineError, match="unknown stage 'trian'; stages are: all, download"):
+        runner.resolve_stages("trian")
+
+
+def test_rerun_skips_and_reasons(project, capsys):
+    tmp_path, data = project
+    stages = ["download", "datablock"]
+    assert runner.run(load(tmp_path), stages) == {"download": "ran", "datablock": "ran"}
+    ws = Workspace.from_config(load(tmp_path))
+    m = read_json(runner.manifest_path(ws, "datablock"))
+    assert set(m["parts"]["inputs"]) == {"download"}
+    assert any(k.endswith("splits.csv") for k in m["outputs"])
+    assert runner.run(load(tmp_path), stages) == {"download": "skipped", "datablock": "skipped"}
+
+    # a config change of one stage makes only that stage stale
+    assert dict(runner.status(load(tmp_path, "datablock.valid_pct=0.5")))["datablock"] == "config changed"
+    assert dict(runner.status(load(tmp_path, "datablock.valid_pct=0.5")))["download"] == "up to date"
+    # train.epochs does not touch download/datablock/lr_find
+    st = dict(runner.status(load(tmp_path, "train.epochs=9")))
+    assert st["download"] == st["datablock"] == "up to date" and st["lr_find"] == "never run"
+
+    # new data in the source folder: download is stale; after it reruns, datablock's input changed
+    make_image_folder(data, classes=("d",), per_class=5, seed=1)
+    assert dict(runner.status(load(tmp_path)))["download"] == "source data changed"
+    assert runner.run(load(tmp_path), ["download"]) == {"download": "ran"}
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "input changed (download)"
+
+    # asking for datablock alone names nothing stale upstream; a damaged output is caught
+    runner.run(load(tmp_path), ["datablock"])
+    split = ws.artifact("datablock", "splits.csv")
+    split.write_text(split.read_text() + "x,y,False\n")
+    assert dict(runner.status(load(tmp_path)))["datablock"].startswith("output runs/t/datablock/splits.csv was modified")
+    split.unlink()
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "output runs/t/datablock/splits.csv is missing"
+    assert runner.run(load(tmp_path), ["datablock"], force=False) == {"datablock": "ran"}
+    assert runner.run(load(tmp_path), ["datablock"], force=True) == {"datablock": "ran"}
+
+
+def test_touching_a_file_without_changing_it_keeps_outputs_valid(project):
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download", "datablock"])
+    ws = Workspace.from_config(load(tmp_path))
+    p = ws.artifact("datablock", "vocab.json")
+    later = time.time() + 5
+    os.utime(p, (later, later))
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
+
+
+def test_missing_input_names_the_stage_to_run(project):
+    tmp_path, _ = project
+    with pytest.raises(PipelineError, match=r"datablock needs the outputs of download.*--stages download,datablock"):
+        runner.run(load(tmp_path), ["datablock"])
+
+
+def test_stale_upstream_is_named(project, capsys):
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download", "datablock"])
+    capsys.readouterr()
+    runner.run(load(tmp_path, "download.subdir=a"), ["datablock"])
+    out = capsys.readouterr().out
+    assert "[datablock] note: download is stale (config changed)" in out
+
+
+def test_interrupted_stage_leaves_no_manifest(project, monkeypatch):
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download", "datablock"])
+    mod = runner.BY_NAME["datablock"].load()
+
+    def boom(cfg, ws, log):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(load(tmp_path), ["datablock"], force=True)
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "never run"
