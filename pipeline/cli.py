@@ -97,7 +97,7 @@ def _cmd_predict(args) -> int:
 
 # Third-party noise that says nothing to a user of this tool (the pickle warning: we verify the sha256 first).
 QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ implementation doesn't accept.*",
-         ".*load_learner. uses Python's insecure pickle.*")
+         ".*load_learner. uses Python's insecure pickle.*", ".*numpy.core is deprecated.*")
 
 
 def main(argv: list[str] | None = None) -> int:

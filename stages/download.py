@@ -28,8 +28,9 @@ def run(cfg, ws, log):
     if empty:
         log(f"skipped {len(empty)} class folder(s) with no images: {', '.join(empty[:10])}")
     if not counts:
-        raise PipelineError(f"no images in class folders under {root}: expected <root>/<class>/<image>; "
-                            f"set download.subdir to the folder that holds the class folders")
+        raise PipelineError(f"no class folders with images under {root} ({loose} loose images): expected "
+                            f"<root>/<class>/<image> with at least two class folders; set download.subdir "
+                            f"to the folder that holds them")
     log(f"{sum(counts.values())} images in {len(counts)} classes under {root}")
     return [write_json(ws.artifact("download", DATASET), {
         "source": d.source, "root": str(root), "classes": sorted(counts), "counts": dict(sorted(counts.items())),

@@ -18,11 +18,30 @@ def _plot(lrs, losses, found: dict, path):
     ax.plot(lrs, losses)
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="lr_find")
     for (name, lr), color in zip(found.items(), ("C1", "C2", "C3", "C4")):
-        if lr and math.isfinite(lr):
+        if lr:
             i = min(range(len(lrs)), key=lambda k: abs(math.log(lrs[k]) - math.log(lr)))
             ax.plot(lrs[i], losses[i], "o", color=color, label=f"{name} {lr:.2e}")
     ax.legend()
     return save_figure(fig, path)
+
+
+def suggest(lrs, losses, num_it: int, funcs: dict) -> dict:
+    """fastai's suggestion functions over the sweep, as in `Learner.lr_find`, but one failing (a short sweep
+    that diverged early) gives None for that suggestion instead of failing the stage."""
+    import torch
+
+    lr_t, loss_t = torch.tensor(lrs[num_it // 10:-5]), torch.tensor(losses[num_it // 10:-5])
+    nan = torch.nonzero(torch.isnan(loss_t)).flatten()
+    if len(nan):
+        lr_t, loss_t = lr_t[:nan.min()], loss_t[:nan.min()]
+    found = {}
+    for name, func in funcs.items():
+        try:
+            value = float(func(lr_t, loss_t, num_it)[0])
+        except (IndexError, ValueError, RuntimeError):
+            value = None
+        found[name] = value if value is not None and math.isfinite(value) and value > 0 else None
+    return found
 
 
 def run(cfg, ws, log):
@@ -34,16 +53,16 @@ def run(cfg, ws, log):
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
     with training.quiet(learn):
-        res = learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False,
-                            suggest_funcs=(valley, slide, minimum, steep))
-    found = {name: float(v) for name, v in zip(SUGGESTIONS, res)}
-    chosen = found[c.suggestion]
-    if not (math.isfinite(chosen) and chosen > 0):
-        chosen = next((v for v in found.values() if math.isfinite(v) and v > 0), 1e-3)
-        log(f"suggestion {c.suggestion} unusable; falling back to {chosen:.2e}")
-    log("suggestions: " + ", ".join(f"{k} {v:.2e}" for k, v in found.items()) + f"; chosen {c.suggestion} {chosen:.2e}")
+        learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False, suggest_funcs=None)
     rec = learn.recorder
     lrs, losses = [float(x) for x in rec.lrs], [float(x) for x in rec.losses]
+    found = suggest(lrs, losses, c.num_it, dict(zip(SUGGESTIONS, (valley, slide, minimum, steep))))
+    chosen = found[c.suggestion]
+    if chosen is None:
+        chosen = next((v for v in found.values() if v), 1e-3)
+        log(f"suggestion {c.suggestion} could not be computed from this sweep; using {chosen:.2e}")
+    log("suggestions: " + ", ".join(f"{k} {v:.2e}" if v else f"{k} n/a" for k, v in found.items())
+        + f"; chosen {c.suggestion} {chosen:.2e}")
     n = max(1, len(lrs) - 5)  # fastai drops the last few points from its plot: they are the divergence
     return [write_json(ws.artifact("lr_find", "lr_find.json"),
                        {"suggestions": found, "suggestion": c.suggestion, "chosen": chosen,

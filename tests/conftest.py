@@ -24,15 +24,21 @@ def shared_data() -> Path:
 
 
 def make_image_folder(root: Path, classes=("a", "b"), per_class: int = 6, size: int = 16, seed: int = 0) -> Path:
-    """Write `per_class` distinct PNGs for each class under root/<class>/; class k is drawn with brightness k."""
+    """Write `per_class` distinct noisy PNGs for each class under root/<class>/; class k has a bright square in
+    quadrant k % 4 (and a brighter frame for k >= 4), so even a linear model separates the classes."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    h = size // 2
     for k, c in enumerate(classes):
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            arr = (rng.random((size, size, 3)) * 60 + k * 150 / max(1, len(classes) - 1)).clip(0, 255).astype("uint8")
-            Image.fromarray(arr).save(root / c / f"{c}_{i}.png")
+            arr = rng.random((size, size, 3)) * 60
+            r, q = divmod(k % 4, 2)
+            arr[r * h:(r + 1) * h, q * h:(q + 1) * h] += 180
+            if k >= 4:
+                arr[[0, -1], :] = arr[:, [0, -1]] = 255
+            Image.fromarray(arr.clip(0, 255).astype("uint8")).save(root / c / f"{c}_{i}.png")
     return root
 
 

@@ -1,0 +1,83 @@
+"""configs/seeds/*.toml: one loadable config per published baseline row (cheap: nothing is trained)."""
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.baselines import BASELINES
+from pipeline.compare import read_meta
+from pipeline.sign_mnist import FLAT_LABEL_RE
+from tests.conftest import REPO, SHARED_DATA
+
+SEEDS = REPO / "configs" / "seeds"
+CONFIGS = sorted(SEEDS.glob("*.toml"))
+IDS = [p.stem for p in CONFIGS]
+# One config per published row of issue 3 (the digits_* twins of the mnist_* rows run offline).
+PUBLISHED_ROWS = {"signmnist_logreg", "signmnist_mlp", "signmnist_cnnnet", "signmnist_cnnnet_aug",
+                  "mnist_logreg", "mnist_mlp_5ep", "mnist_mlp_10ep", "asl28_aslnet"}
+GRAY_PREFIXES = ("signmnist_", "mnist_", "digits_")
+
+
+def load(path: Path) -> config.Config:
+    return config.load(path, cwd=REPO)
+
+
+def test_every_published_row_has_a_config():
+    assert PUBLISHED_ROWS <= set(IDS)
+    for stem in IDS:
+        if stem.startswith("mnist_"):
+            assert "digits_" + stem[len("mnist_"):] in IDS, f"{stem} has no offline digits_ twin"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_seed_config_loads_and_is_a_from_scratch_baseline(path):
+    cfg = load(path)
+    t = cfg.train
+    assert cfg.run.name == path.stem, "run.name must be the experiment (file) name: runs/<name>/ must not collide"
+    assert t.arch in BASELINES
+    assert t.pretrained is False
+    assert t.method == "fit" and isinstance(t.base_lr, float), "published recipes use a constant, stated lr"
+    assert t.image_size == 28
+    assert t.grayscale is path.stem.startswith(GRAY_PREFIXES), "grayscale data stays single-channel, colour not"
+    assert cfg.evaluate.test_sets, "every row is scored on a test set"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_seed_config_names_its_published_figure(path):
+    meta = read_meta(path)
+    assert re.search(r"\d+(\.\d+)?\s*%", meta.get("published", "")), "needs a '# published: NN %' header line"
+    assert meta.get("data")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_seed_config_data_sources(path):
+    cfg = load(path)
+    sources = [cfg.download.source] + [t.source for t in cfg.evaluate.test_sets]
+    for source in sources:
+        inner = source.removeprefix("sign_mnist:")
+        if inner.startswith("path:"):
+            rel = inner[len("path:"):]
+            assert rel.startswith("../shared/data/"), "shared data is addressed relative to the repo root"
+            if SHARED_DATA.is_dir() and SHARED_DATA.resolve() == (REPO.parent / "shared" / "data").resolve():
+                assert (REPO / rel).exists(), f"{rel} does not exist beside the repo"
+    if path.stem.startswith("signmnist_"):
+        assert cfg.download.source.startswith("sign_mnist:") and cfg.download.subdir == "train"
+        (t,) = cfg.evaluate.test_sets
+        assert t.source == cfg.download.source and t.subdir == "test" and t.label_regex == FLAT_LABEL_RE
+    if path.stem.startswith("digits_"):
+        assert cfg.download.source == "sklearn:digits" and cfg.download.subdir == "train"
+        (t,) = cfg.evaluate.test_sets
+        assert (t.source, t.subdir) == ("sklearn:digits", "test") and re.match(t.label_regex, "7_123.png")
+    if path.stem.startswith("mnist_"):
+        assert cfg.download.source == "url:https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz"
+        (t,) = cfg.evaluate.test_sets
+        assert t.source == cfg.download.source and t.label_regex == "", "MNIST test labels are folder names"
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in CONFIGS if p.stem.startswith("mnist_")])
+def test_digits_twin_trains_exactly_like_the_mnist_config(stem):
+    mnist = tomllib.loads((SEEDS / f"{stem}.toml").read_text())
+    digits = tomllib.loads((SEEDS / f"digits_{stem[len('mnist_'):]}.toml").read_text())
+    assert mnist["train"] == digits["train"]

@@ -1,0 +1,107 @@
+"""All five stages on tiny generated data with a from-scratch baseline: fast, real, and every edge of evaluate."""
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline import config, runner
+from pipeline.errors import PipelineError
+from tests.conftest import make_image_folder
+
+
+@pytest.fixture
+def project(tmp_path):
+    train = make_image_folder(tmp_path / "train", classes=("A", "B", "C"), per_class=32, size=16)
+    (train / "notes.txt").write_text("not an image")
+    (train / "B" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)   # corrupt: excluded, listed
+    (train / "C" / "empty.jpg").write_bytes(b"")                                    # zero bytes: excluded
+    (train / "D").mkdir()                                                            # empty class folder: skipped
+    test = tmp_path / "test"
+    test.mkdir()
+    src = make_image_folder(tmp_path / "tsrc", classes=("A", "B", "C"), per_class=4, size=16, seed=3)
+    for i, f in enumerate(sorted(src.glob("*/*.png"))):
+        shutil.copy(f, test / f"{f.parent.name.lower()}{i:03d}_test.png")
+    shutil.copy(f, test / "z999_test.png")        # label Z: not in the model's vocab
+    shutil.copy(f, test / "README.png")           # no regex match
+    (tmp_path / "pipeline.toml").write_text(f"""
+[run]
+name = "tiny"
+[download]
+source = "path:{train}"
+[datablock]
+valid_pct = 0.25
+[lr_find]
+num_it = 12
+[train]
+arch = "logreg"
+pretrained = false
+method = "fit_one_cycle"
+base_lr = 0.01
+epochs = 4
+batch_size = 8
+image_size = 16
+[[evaluate.test_sets]]
+name = "t"
+source = "path:{test}"
+label_regex = '^([a-z])\\d+_test\\.png$'
+uppercase = true
+""")
+    return tmp_path
+
+
+def test_tiny_pipeline_end_to_end(project, capsys):
+    cfg = config.load(None, cwd=project)
+    assert runner.run(cfg, list(runner.STAGE_NAMES)) == {s: "ran" for s in runner.STAGE_NAMES}
+    out = capsys.readouterr().out
+    assert "skipped 1 class folder(s) with no images: D" in out
+    run = project / "runs" / "tiny"
+
+    corrupt = pd.read_csv(run / "datablock" / "corrupt.csv")
+    assert sorted(p.split("/")[-1] for p in corrupt["path"]) == ["broken.png", "empty.jpg"]
+    split = pd.read_csv(run / "datablock" / "splits.csv")
+    assert len(split) == 96 and split["is_valid"].sum() == 24 and set(split["label"]) == {"A", "B", "C"}
+    assert json.loads((run / "datablock" / "vocab.json").read_text())["vocab"] == ["A", "B", "C"]
+
+    lr = json.loads((run / "lr_find" / "lr_find.json").read_text())
+    assert set(lr["suggestions"]) == {"valley", "slide", "minimum", "steep"} and lr["chosen"] > 0
+    hist = pd.read_csv(run / "train" / "history.csv")
+    assert list(hist["epoch"]) == [0, 1, 2, 3] and {"train_loss", "valid_loss", "train_accuracy", "valid_accuracy"} <= set(hist)
+
+    m = json.loads((run / "evaluate" / "t" / "metrics.json").read_text())
+    assert (m["images"], m["scored"], m["unmatched"], m["out_of_vocab"]) == (14, 12, 1, 1)
+    skipped = pd.read_csv(run / "evaluate" / "t" / "skipped.csv")
+    assert set(skipped["file"]) == {"README.png", "z999_test.png"}
+    preds = pd.read_csv(run / "evaluate" / "t" / "predictions.csv")
+    assert len(preds) == 12 and set(preds["true"]) == {"A", "B", "C"}
+    assert preds["correct"].mean() == pytest.approx(m["accuracy"])
+    tallies = pd.read_csv(run / "evaluate" / "t" / "tallies.csv")
+    assert list(tallies.columns) == ["category", "total", "correct", "accuracy", "most_confused_with"]
+    assert tallies["total"].sum() == 12 and tallies["correct"].sum() == m["correct"]
+    # each class has its own bright quadrant: a logistic regression beats chance (1/3) by far
+    assert m["accuracy"] >= 0.75, m
+
+
+def test_test_set_errors_are_clear(project):
+    cfg = config.load(None, cwd=project)
+    runner.run(cfg, list(runner.STAGE_NAMES))
+    nothing = config.load(None, ["evaluate.batch_size=4"], cwd=project)
+    nothing.evaluate.test_sets[0].label_regex = r"^(\d+)_never\.png$"
+    with pytest.raises(PipelineError, match=r"test set t: no image under .* has a label in the model's vocab"):
+        runner.run(nothing, ["evaluate"])
+    gone = config.load(None, cwd=project)
+    gone.evaluate.test_sets[0].source = f"path:{project / 'missing'}"
+    with pytest.raises(PipelineError, match="test set t: "):
+        runner.run(gone, ["evaluate"], force=True)
+
+
+def test_one_class_dataset_is_refused(tmp_path):
+    data = make_image_folder(tmp_path / "one", classes=("A",), per_class=5)
+    (tmp_path / "pipeline.toml").write_text(f'[download]\nsource = "path:{data}"\n')
+    with pytest.raises(PipelineError, match=r"no class folders with images under .*one/A \(5 loose images\).*at least two"):
+        runner.run(config.load(None, cwd=tmp_path), ["download", "datablock"])
+    # two class folders, but one of them holds only broken files: refused after verification
+    (data / "B").mkdir()
+    (data / "B" / "x.png").write_bytes(b"broken")
+    with pytest.raises(PipelineError, match=r"1 class\(es\) with usable images \(A\): a classifier needs at least two"):
+        runner.run(config.load(None, cwd=tmp_path), ["download", "datablock"])
