@@ -68,10 +68,16 @@ def _probe_download(arch: str) -> None:
     """Fail early, in one line, when torchvision weights for `arch` are neither cached nor downloadable."""
     from torchvision.models import get_model_weights
 
+    import socket
+
     weights = get_model_weights(arch).DEFAULT
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # an unreachable hub must fail, not hang
     try:
         weights.get_state_dict(progress=False)
     except Exception as e:  # URLError, socket timeouts, SSL errors: all mean "not reachable"
         raise PipelineError(f"{arch} ImageNet weights are not in the torch cache and could not be downloaded "
                             f"({type(e).__name__}); set train.pretrained=false, or use arch "
                             f"'{OFFLINE_TIMM}' whose weights ship offline") from None
+    finally:
+        socket.setdefaulttimeout(previous)

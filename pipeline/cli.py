@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sub.add_parser("compare", add_help=False,
+                   help="run several configs (e.g. configs/seeds/*.toml) and write a Markdown comparison table; "
+                        "`compare --help` for options")
     return p
 
 
@@ -101,6 +104,11 @@ QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ imp
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = _parser().parse_args(argv)
     for pattern in QUIET:
         warnings.filterwarnings("ignore", message=pattern)

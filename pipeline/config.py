@@ -52,6 +52,8 @@ class TrainCfg:
     base_lr: float | str = "lr_find"  # a number, or "lr_find" to take lr_find's chosen suggestion
     epochs: int = 4
     freeze_epochs: int = 1        # fine_tune only
+    lr_mult: float = 100.0        # fine_tune only: the body's earliest layers train at base_lr / lr_mult
+    head_dropout: float = 0.5     # dropout (fastai `ps`) in the head vision_learner puts on a backbone
     batch_size: int = 64
     image_size: int = 224
     grayscale: bool = False       # single-channel input (baselines)
@@ -202,6 +204,8 @@ def validate(cfg: Config) -> None:
          "train.base_lr must be a number or \"lr_find\""),
         (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
         (cfg.train.num_workers >= 0, "train.num_workers must be >= 0"),
+        (cfg.train.lr_mult >= 1, "train.lr_mult must be >= 1"),
+        (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
         (bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),
          "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]

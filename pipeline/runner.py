@@ -27,6 +27,7 @@ class Stage:
     code: tuple[str, ...] = ()                  # pipeline modules (besides stages/<name>.py) it depends on
     summary: str = ""
     writes: str = ""
+    external: bool = False                      # its module has external_fingerprint(cfg, ws) (source data)
 
     @property
     def module(self) -> str:
@@ -36,13 +37,13 @@ class Stage:
         return importlib.import_module(self.module)
 
 
-_MODEL_KEYS = ("train.arch", "train.pretrained", "train.image_size", "train.batch_size", "train.grayscale",
+_MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size", "train.grayscale",
                "train.opt", "train.momentum", "train.wd", "train.augment", "run.seed")
 
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
           "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
-          "dataset.json"),
+          "dataset.json", external=True),
     Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources"),
           "verify images, seeded RandomSplitter, persist the split",
           "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png"),
@@ -55,7 +56,8 @@ STAGES: tuple[Stage, ...] = (
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
     Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data"),
           "batched inference on each test set; accuracy, tallies, plots",
-          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, metrics.json; metrics.json"),
+          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, metrics.json; metrics.json",
+          external=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 BY_NAME = {s.name: s for s in STAGES}
@@ -119,8 +121,7 @@ def fingerprint(cfg: Config, ws: Workspace, stage: Stage) -> Fingerprint:
             missing.append(up)
         else:
             inputs[up] = m["outputs_digest"]
-    mod = stage.load()
-    external = mod.external_fingerprint(cfg, ws) if hasattr(mod, "external_fingerprint") else ""
+    external = stage.load().external_fingerprint(cfg, ws) if stage.external else ""  # others: no heavy import
     return Fingerprint(sha256_text(json.dumps(_config_part(cfg, stage.config_keys), sort_keys=True, default=str)),
                        _code_hash(stage), inputs, external, missing)
 
@@ -233,6 +234,14 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
 
 
 def status(cfg: Config) -> list[tuple[str, str]]:
-    """(stage, 'up to date' or the reason it would run) for every stage."""
+    """(stage, 'up to date' or the reason it would run) for every stage; stale upstream makes downstream stale."""
     ws = Workspace.from_config(cfg)
-    return [(s.name, staleness(cfg, ws, s) or "up to date") for s in STAGES]
+    out, stale = [], set()
+    for s in STAGES:
+        why = staleness(cfg, ws, s)
+        if not why and (up := [r for r in s.reads(cfg) if r in stale]):
+            why = f"upstream {up[0]} is stale"
+        if why:
+            stale.add(s.name)
+        out.append((s.name, why or "up to date"))
+    return out

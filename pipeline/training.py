@@ -89,7 +89,7 @@ def make_learner(dls, cfg, ws):
     else:
         arch, extra = backbones.resolve(t.arch, t.pretrained, ws.data)
         try:
-            learn = vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, **extra, **common)
+            learn = vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, ps=t.head_dropout, **extra, **common)
         except (RuntimeError, OSError) as e:
             if t.pretrained and ("download" in str(e).lower() or "connect" in str(e).lower() or "hub" in str(e).lower()):
                 raise PipelineError(f"could not get pretrained weights for {t.arch} ({type(e).__name__}); set "
@@ -103,7 +103,7 @@ def fit(learn, t, lr: float, log) -> list[dict]:
     """Train with `t.method` (fine_tune / fit_one_cycle / fit) at `lr`; returns the per-epoch history rows."""
     with logged(learn, log) as cb:
         if t.method == "fine_tune":
-            learn.fine_tune(t.epochs, lr, freeze_epochs=t.freeze_epochs)
+            learn.fine_tune(t.epochs, lr, freeze_epochs=t.freeze_epochs, lr_mult=t.lr_mult)
         elif t.method == "fit_one_cycle":
             learn.fit_one_cycle(t.epochs, lr)
         else:
