@@ -19,19 +19,17 @@ class EpochLog(Callback):
 
     order = 60  # after Recorder (50), so recorder.values holds this epoch
 
-    def __init__(self, log, echo: bool = True):
-        self.log, self.echo, self.rows = log, echo, []
-
-    def before_fit(self):
-        frozen = getattr(self.learn.opt, "frozen_idx", 0) if self.learn.opt else 0
-        self.phase = "frozen" if frozen else "train"
+    def __init__(self, log, phase: str, offset: int = 0, skip_below: int = 0, echo: bool = True):
+        self.log, self.phase, self.offset, self.skip_below, self.echo, self.rows = log, phase, offset, skip_below, echo, []
 
     def before_epoch(self):
         self._t0 = time.perf_counter()
 
     def after_epoch(self):
+        if self.epoch < self.skip_below:  # an epoch SkipToEpoch passed over on resume
+            return
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
-        row = {"epoch": len(self.rows), "phase": self.phase, **dict(zip(names, map(float, self.recorder.values[-1]))),
+        row = {"epoch": self.offset + len(self.rows), "phase": self.phase, **dict(zip(names, map(float, self.recorder.values[-1]))),
                "seconds": round(time.perf_counter() - self._t0, 2)}
         self.rows.append(row)
         if self.echo:
@@ -44,9 +42,9 @@ def interactive() -> bool:
 
 
 @contextlib.contextmanager
-def logged(learn, log):
+def logged(learn, log, phase: str, offset: int = 0, skip_below: int = 0):
     """Attach an EpochLog; in a non-terminal drop fastprogress' per-batch bars. Detach afterwards."""
-    cb = EpochLog(log, echo=not interactive())
+    cb = EpochLog(log, phase, offset, skip_below, echo=not interactive())
     bar = not interactive() and any(isinstance(c, ProgressCallback) for c in learn.cbs)
     if bar:
         learn.remove_cb(ProgressCallback)
@@ -99,16 +97,82 @@ def make_learner(dls, cfg, ws):
     return learn
 
 
-def fit(learn, t, lr: float, log) -> list[dict]:
-    """Train with `t.method` (fine_tune / fit_one_cycle / fit) at `lr`; returns the per-epoch history rows."""
-    with logged(learn, log) as cb:
-        if t.method == "fine_tune":
-            learn.fine_tune(t.epochs, lr, freeze_epochs=t.freeze_epochs, lr_mult=t.lr_mult)
-        elif t.method == "fit_one_cycle":
-            learn.fit_one_cycle(t.epochs, lr)
-        else:
-            learn.fit(t.epochs, lr)
-    return cb.rows
+def phases(t, lr: float) -> list[tuple[str, int, dict]]:
+    """The schedule as (name, epochs, fit_one_cycle kwargs); fine_tune = fastai's frozen then unfrozen cycles."""
+    if t.method == "fine_tune":
+        half = lr / 2
+        plan = [("frozen", t.freeze_epochs, {"lr_max": slice(lr), "pct_start": 0.99})] if t.freeze_epochs else []
+        return plan + [("unfrozen", t.epochs, {"lr_max": slice(half / t.lr_mult, half), "pct_start": 0.3, "div": 5.0})]
+    return [(t.method, t.epochs, {"lr_max": lr} if t.method == "fit_one_cycle" else {"lr": lr})]
+
+
+class Checkpoint(Callback):
+    """After each completed epoch, save model + optimizer, then (atomically, last) where training stands."""
+
+    order = 70
+
+    def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
+        self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
+        self.rows_before, self.epoch_log = rows_before, epoch_log
+
+    def after_epoch(self):
+        if self.epoch < self.skip_below:
+            return
+        from fastai.learner import save_model
+
+        from .workspace import atomic_path, write_json
+
+        with atomic_path(self.folder / "checkpoint.pth") as tmp:
+            save_model(tmp, self.learn.model, self.learn.opt, with_opt=True)
+        write_json(self.folder / "checkpoint.json", {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
+                                                    "rows": self.rows_before + self.epoch_log.rows})
+
+
+def read_checkpoint(folder, key: str) -> dict | None:
+    """The checkpoint state in `folder` if it was written by a run with the same fingerprint `key`."""
+    from .workspace import read_json
+
+    try:
+        state = read_json(folder / "checkpoint.json")
+    except (OSError, ValueError):
+        return None
+    return state if state.get("key") == key and (folder / "checkpoint.pth").exists() else None
+
+
+def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]:
+    """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
+    checkpoint there with the same `key`; returns the per-epoch history rows."""
+    plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
+    state = read_checkpoint(checkpoints, key) if checkpoints else None
+    for i, (name, n, kwargs) in enumerate(plan):
+        if state and i < state["phase"]:
+            continue
+        if name == "frozen":
+            learn.freeze()
+        elif name == "unfrozen":
+            learn.unfreeze()
+        if state:
+            from fastai.learner import load_model
+
+            if learn.opt is None:
+                learn.create_opt()
+            load_model(checkpoints / "checkpoint.pth", learn.model, learn.opt, with_opt=True, device=learn.dls.device)
+            rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
+            log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
+            state = None
+        skip = start_epoch if i == start_phase else 0
+        if skip >= n:
+            continue
+        with logged(learn, log, name, len(rows), skip) as cb:
+            cbs = [Checkpoint(checkpoints, key, i, skip, list(rows), cb)] if checkpoints else []
+            if t.method == "fit":
+                learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
+            else:
+                learn.fit_one_cycle(n, start_epoch=skip, cbs=cbs, **kwargs)
+        rows += cb.rows
+    for i, r in enumerate(rows):
+        r["epoch"] = i
+    return rows
 
 
 def strip_for_export(learn) -> None:

@@ -51,7 +51,12 @@ def run(cfg, ws, log):
     learn = training.make_learner(dls, cfg, ws)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e}, "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {t.image_size}px, bs {t.batch_size}")
-    rows = training.fit(learn, t, lr, log)
+    from pipeline import runner
+
+    ckpt = ws.scratch / "train"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    key = runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest
+    rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
     history = pd.DataFrame(rows)
     with atomic_path(ws.artifact("train", "history.csv")) as tmp:
         history.to_csv(tmp, index=False)
@@ -69,6 +74,8 @@ def run(cfg, ws, log):
             "grayscale": t.grayscale, "normalisation": _normalisation(dls), "metrics": metrics,
             "versions": _versions(), "config": {"source_file": cfg.source_file, **cfg.to_dict()}}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
+    for leftover in ("checkpoint.json", "checkpoint.pth"):  # state file first: never a state without weights
+        (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", "history.csv"), _plot_history(history, ws.artifact("train", "curves.png")),
             write_json(ws.artifact("train", "metrics.json"), metrics), ws.learner,
             write_json(ws.model_card, card)]
