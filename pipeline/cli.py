@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import signal
 import sys
 import time
 import warnings
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for pattern in QUIET:
         warnings.filterwarnings("ignore", message=pattern)
     debug = args.debug or os.environ.get("PIPELINE_DEBUG") == "1"
+    with contextlib.suppress(ValueError):  # `timeout`/CI cancel: SIGTERM unwinds like Ctrl-C (temp files removed)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}[args.command](args)
     except PipelineError as e:
@@ -120,6 +125,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except OSError as e:  # a file system failure no stage turned into a PipelineError: still one line, with the path
+        if debug:
+            raise
+        print(f"error: {_os_error(e)} (--debug shows the traceback)", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: completed stages keep their outputs; rerun to continue", file=sys.stderr)
         return 130
+
+
+# errnos that mean "this path cannot be created or written here" (a read fails with ENOENT, EIO, ...)
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EFBIG}
+
+
+def _os_error(e: OSError) -> str:
+    """One line naming the path: `cannot write PATH: reason`, `cannot access …` (permissions), `cannot read …`."""
+    if e.filename is None:
+        text = f"{type(e).__name__}: {e}"
+    else:
+        what = ("cannot write" if e.errno in _WRITE_ERRNOS else
+                "cannot access" if e.errno in (errno.EACCES, errno.EPERM) else "cannot read")
+        text = f"{what} {e.filename}: {e.strerror or e}"
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt

@@ -99,6 +99,16 @@ class Config:
     def to_dict(self) -> dict:
         return {s: self.section(s) for s in SECTIONS}
 
+    def to_saved_dict(self) -> dict:
+        """`to_dict` with every source redacted (a signed URL's token is a credential): what runs and cards keep."""
+        from .sources import redact_source
+
+        data = self.to_dict()
+        data["download"]["source"] = redact_source(data["download"]["source"])
+        for t in data["evaluate"]["test_sets"]:
+            t["source"] = redact_source(t["source"])
+        return {"source_file": self.source_file, **data}
+
 
 SECTIONS = ("run", "download", "datablock", "lr_find", "train", "evaluate")
 
@@ -248,4 +258,4 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
 
 def dumps(cfg: Config) -> str:
     """The resolved config as JSON (saved with each run)."""
-    return json.dumps({"source_file": cfg.source_file, **cfg.to_dict()}, indent=2, sort_keys=True)
+    return json.dumps(cfg.to_saved_dict(), indent=2, sort_keys=True)

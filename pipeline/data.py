@@ -22,10 +22,22 @@ def load_split(ws: Workspace):
     return df, Path(meta["root"]), list(meta["vocab"])
 
 
+def image_block(cls):
+    """fastai's `ImageBlock(cls)`, except that each image is first turned upright by its EXIF orientation tag, as a
+    photo viewer shows it (fastai's `PILImage.create` ignores EXIF, so a phone photo stored sideways would train
+    and predict sideways). Only fastai and PIL callables are used: the exported learner carries this step into
+    `predict` and still loads with fastai alone. `create` runs again to give the upright image its fastai type."""
+    from fastai.data.block import TransformBlock
+    from fastai.data.transforms import IntToFloatTensor
+    from PIL import ImageOps
+
+    return TransformBlock(type_tfms=[cls.create, ImageOps.exif_transpose, cls.create], batch_tfms=IntToFloatTensor)
+
+
 def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     """DataLoaders over the persisted split: `ColSplitter`, so every stage sees the very same split."""
-    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock, PILImage,
-                                   PILImageBW, Resize, aug_transforms)
+    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize,
+                                   aug_transforms)
 
     df, root, vocab = load_split(ws)
     t = cfg.train
@@ -33,34 +45,81 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
         raise PipelineError("the split has an empty training or validation set: raise datablock.valid_pct "
                             "or add images, then rerun datablock")
     block = DataBlock(
-        blocks=(ImageBlock(cls=PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
+        blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size),
         batch_tfms=aug_transforms(do_flip=False) if t.augment else None)
     return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=t.num_workers)
 
 
+# Pixel formats fastai's 8-bit RGB/L conversion clips instead of scaling (a 16-bit scan comes out nearly all white).
+HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+# Modes PIL converts to RGB itself; anything else is test-converted (a few exotic ones cannot be).
+SAFE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "La", "CMYK", "YCbCr"}
+
+
 def check_image(path: Path) -> str:
-    """'' if `path` decodes as an image, else the reason (corrupt, truncated, empty, too large, …)."""
-    from PIL import Image
+    """'' if `path` decodes to an image the training pipeline can use, else the reason, one line: empty,
+    corrupt or truncated, too large for PIL's decompression-bomb guard (checked before decoding), 16/32-bit
+    pixels fastai would clip, an unconvertible mode, or EXIF data the upright-turning step cannot apply."""
+    from PIL import Image, ImageOps
 
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
         with Image.open(path) as im:
+            w, h = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and w * h > limit:
+                return f"too large: {w}x{h} pixels exceeds PIL's decompression-bomb limit of {limit:,} pixels"
+            if im.mode in HIGH_DEPTH_MODES:
+                return (f"unsupported {im.mode} pixels (16/32-bit): fastai's 8-bit conversion would clip them; "
+                        "convert the image to 8-bit")
             im.draft("RGB", (64, 64))  # JPEG: decode at reduced scale; still reads the whole stream
             im.load()
+            if im.mode not in SAFE_MODES:
+                im.convert("RGB")
+            # what image_block's upright-turning step will do, on the EXIF as fastai's copy of the image carries it
+            probe = Image.new("L", (1, 1))
+            probe.info = dict(im.info)
+            try:
+                ImageOps.exif_transpose(probe)
+            except Exception as e:  # noqa: BLE001 - PIL's EXIF parser raises SyntaxError, struct.error, ...
+                return " ".join(f"bad EXIF data: {type(e).__name__}: {e}".split())
     except Image.DecompressionBombError as e:
-        return f"too large: {e}".split(" could be")[0]
+        return f"too large: {str(e).split(',')[0]} (possible decompression bomb)"
     except Exception as e:  # PIL raises many types for bad files; each is a reason to skip, not to crash
-        return f"{type(e).__name__}: {e}"
+        return " ".join(f"{type(e).__name__}: {e}".split())
     return ""
+
+
+def shown_name(path) -> str:
+    """`path` as text that can be printed and written to a UTF-8 CSV (undecodable bytes as \\xNN)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def split_unencodable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(paths whose names are valid UTF-8, (path, reason) for the rest): the split and predictions are UTF-8
+    CSVs, and a name from, say, a Latin-1 tar archive cannot be written to one (show it with `shown_name`)."""
+    ok, bad = [], []
+    for p in paths:
+        try:
+            str(p).encode("utf-8")
+            ok.append(p)
+        except UnicodeEncodeError:
+            bad.append((p, "file name is not valid UTF-8: rename it"))
+    return ok, bad
 
 
 def verify_images(paths: list[Path], log=print) -> tuple[list[Path], list[tuple[str, str]]]:
     """Split `paths` into the decodable ones and (path, reason) for the rest, in parallel threads."""
+    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
+    from PIL import Image
+
+    # check_image reports oversized images itself; PIL's warning for them would only add noise to the log
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         reasons = list(pool.map(check_image, paths, chunksize=64))
     ok = [p for p, r in zip(paths, reasons) if not r]

@@ -18,7 +18,7 @@ def materialise(source: str, cache_dir: Path, log=print) -> Path:
         return sources.materialise(source, cache_dir, log)
     inner = source[len(SIGN_MNIST):]
     base = sources.materialise(inner, cache_dir, log)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", inner)[-60:]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", sources.redact_source(inner))[-60:]
     dest = Path(cache_dir) / f"sign_mnist-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
     if not (dest / ".complete").exists():
         log(f"converting Sign-Language-MNIST CSVs from {base} into image folders (once)")

@@ -155,7 +155,7 @@ def staleness(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint | None =
     """'' when `stage` is up to date, else why not (never run / config changed / input changed / …)."""
     m = read_manifest(ws, stage.name)
     if m is None:
-        return "never run"
+        return "incomplete (interrupted or failed)" if ws.stage_dir(stage.name).exists() else "never run"
     fp = fp or fingerprint(cfg, ws, stage)
     if fp.missing:
         return f"input {fp.missing[0]} has not been run"
@@ -189,8 +189,11 @@ def _now() -> str:
 def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
     """Run `stage`, then record its manifest (written last: a manifest means the outputs are complete)."""
     log = StageLog(stage.name)
-    manifest_path(ws, stage.name).unlink(missing_ok=True)
-    ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
+    try:
+        manifest_path(ws, stage.name).unlink(missing_ok=True)
+        ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"cannot write {ws.stage_dir(stage.name)}: {e.strerror or e}") from None
     started, t0 = _now(), time.perf_counter()
     outputs = stage.load().run(cfg, ws, log)
     duration = time.perf_counter() - t0
@@ -208,7 +211,10 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
 def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
     """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped."""
     ws = Workspace.from_config(cfg)
-    ws.root.mkdir(parents=True, exist_ok=True)
+    try:
+        ws.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
     write_text(ws.root / "config.json", dumps(cfg) + "\n")
     result = {}
     for name in stages:

@@ -28,6 +28,7 @@ SOURCE_FORMS = ("kaggle:OWNER/SLUG, path:DIR_OR_ARCHIVE, url:https://HOST/FILE.z
 DONE_MARKER = ".complete"
 JUNK_NAMES = {"__MACOSX"}
 DIGITS_SEED, DIGITS_TEST_FRACTION, DIGITS_SIZE = 0, 0.17, 32
+DIGITS_MTIME = 946684800  # 2000-01-01: fixed, so a rewritten cache lists exactly like the first one
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -45,9 +46,25 @@ def parse_source(source: str) -> tuple[str, str]:
     return scheme, rest
 
 
+def redact_source(source: str) -> str:
+    """`source` safe to log or save: a `url:` source's password and query values (tokens) become ***."""
+    scheme, _, rest = source.partition(":")
+    if scheme != "url":
+        return source
+    u = urllib.parse.urlsplit(rest)
+    if u.password is None and not u.query:
+        return source
+    netloc = u.netloc
+    if u.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(u.query, keep_blank_values=True))
+    return "url:" + urllib.parse.urlunsplit((u.scheme, netloc, u.path, query, u.fragment))
+
+
 def _source_key(source: str) -> str:
-    """Filesystem-safe cache folder name for `source`: a readable slug plus a short hash."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("._")[-60:]
+    """Filesystem-safe cache folder name for `source`: a readable slug (no URL secrets) plus a short hash."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", redact_source(source)).strip("._")[-60:]
     return f"{slug}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
 
 
@@ -80,7 +97,7 @@ def _cached(source: str, cache_dir: Path, log, fill) -> Path:
     """Return cache_dir/<key of `source`>, calling `fill(out)` to create it unless its completion marker exists."""
     out = cache_dir / _source_key(source)
     if (out / DONE_MARKER).is_file():
-        log(f"using cached {source} at {out}")
+        log(f"using cached {redact_source(source)} at {out}")
         return out
     if out.exists():
         log(f"discarding incomplete cache {out}")
@@ -89,8 +106,8 @@ def _cached(source: str, cache_dir: Path, log, fill) -> Path:
     for stale in cache_dir.glob(f".{out.name}.tmp*"):
         shutil.rmtree(stale, ignore_errors=True)
     fill(out)
-    _write_atomic(out / DONE_MARKER, f"{source}\n")
-    log(f"materialised {source} at {out}")
+    _write_atomic(out / DONE_MARKER, f"{redact_source(source)}\n")  # written last: the cache is complete
+    log(f"materialised {redact_source(source)} at {out}")
     return out
 
 
@@ -127,7 +144,7 @@ def _fetch_url_archive(url: str, out: Path, log) -> None:
     with _scratch(out) as tmp:
         name = PurePosixPath(urllib.parse.urlparse(url).path).name
         archive = Path(tmp) / name
-        log(f"downloading {url}")
+        log(f"downloading {redact_source('url:' + url)[4:]}")
         _download(url, archive)
         safe_extract(archive, out)
 
@@ -135,6 +152,7 @@ def _fetch_url_archive(url: str, out: Path, log) -> None:
 def _download(url: str, dest: Path) -> None:
     """Fetch `url` into `dest` (via `dest`.part and os.replace), drawing progress on stderr."""
     part = dest.with_name(dest.name + ".part")
+    shown = redact_source("url:" + url)[4:]
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as fh:
             progress = _progress(dest.name, int(resp.headers.get("Content-Length") or 0))
@@ -143,9 +161,9 @@ def _download(url: str, dest: Path) -> None:
                 progress(len(chunk))
             progress(0, final=True)
     except urllib.error.HTTPError as e:
-        raise PipelineError(f"download failed: {url} answered HTTP {e.code} {e.reason}") from None
+        raise PipelineError(f"download failed: {shown} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise PipelineError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
+        raise PipelineError(f"download failed: {shown}: {getattr(e, 'reason', e)}") from None
     os.replace(part, dest)
 
 
@@ -247,10 +265,17 @@ def _kaggle_credentials_found() -> bool:
 
 
 def _redact(text: str) -> str:
-    """`text` with every known Kaggle secret replaced by ***."""
-    for secret in (os.environ.get("KAGGLE_KEY"), os.environ.get("KAGGLE_API_TOKEN"), _kaggle_json().get("key")):
-        if isinstance(secret, str) and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    """`text` with every known Kaggle secret replaced by ***: the keys/token, and the HTTP Basic credentials
+    (base64 of USER:KEY) a client error might quote from its request headers."""
+    import base64
+
+    stored = _kaggle_json()
+    keys = [k for k in (os.environ.get("KAGGLE_KEY"), stored.get("key")) if isinstance(k, str) and len(k) >= 4]
+    users = [u for u in (os.environ.get("KAGGLE_USERNAME"), stored.get("username")) if isinstance(u, str)]
+    basic = [base64.b64encode(f"{u}:{k}".encode()).decode() for u in users for k in keys]
+    token = os.environ.get("KAGGLE_API_TOKEN")
+    for secret in basic + keys + ([token] if token and len(token) >= 4 else []):
+        text = text.replace(secret, "***")
     return text
 
 
@@ -280,6 +305,7 @@ def _write_digits(out: Path) -> None:
                 folder = tmp / "train" / str(label) if split == "train" else tmp / "test"
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels[i]).save(folder / f"{label}_{i:04d}.png")
+                os.utime(folder / f"{label}_{i:04d}.png", (DIGITS_MTIME, DIGITS_MTIME))
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -293,18 +319,26 @@ def safe_extract(archive: Path, dest: Path, max_ratio: float = 200.0, max_total:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                entries = [(i.filename, i.is_dir(), _zip_kind(i), i.file_size, lambda i=i: zf.open(i))
-                           for i in zf.infolist()]
+                entries = [(i.filename, i.is_dir(), _zip_kind(i), i.file_size, lambda i=i: zf.open(i),
+                            _zip_mtime(i)) for i in zf.infolist()]
                 _extract_entries(archive, dest, entries, max_ratio, max_total)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                entries = [(m.name, m.isdir(), _tar_kind(m), m.size, lambda m=m: tf.extractfile(m))
+                entries = [(m.name, m.isdir(), _tar_kind(m), m.size, lambda m=m: tf.extractfile(m), m.mtime)
                            for m in tf.getmembers()]
                 _extract_entries(archive, dest, entries, max_ratio, max_total)
         else:
             raise PipelineError(f"{archive} is not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
         raise PipelineError(f"cannot extract {archive.name}: {type(e).__name__}: {e}") from None
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
+    """The entry's timestamp (zip stores local time) as epoch seconds, or None when it is not a valid date."""
+    try:
+        return time.mktime(info.date_time + (0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
@@ -325,18 +359,20 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
 
 
 def _extract_entries(archive: Path, dest: Path, entries: list, max_ratio: float, max_total: int) -> None:
-    """Check every (name, is_dir, kind, size, opener) entry of `archive`, then write them into `dest` via a temp dir."""
+    """Check every (name, is_dir, kind, size, opener, mtime) entry of `archive`, then write them into `dest` via a
+    temp dir renamed onto `dest` at the end (a killed extraction leaves only the temp dir, which `_cached` removes).
+    Files keep the archive's timestamps, as unzip/tar do, so re-extracting gives the same listing fingerprint."""
     total, size = sum(e[3] for e in entries), archive.stat().st_size
     if total > max_total or total > max_ratio * max(size, 1):
         raise PipelineError(f"refusing to extract {archive.name}: it declares {total:,} bytes uncompressed from "
                             f"{size:,} bytes (limits {max_ratio:g}x, {max_total:,} bytes); possible zip bomb")
-    for name, _, kind, _, _ in entries:
+    for name, _, kind, *_ in entries:
         if kind:
             raise PipelineError(f"refusing to extract {archive.name}: entry {name!r} is a {kind}")
         _entry_parts(archive, name)
     with _staged(dest) as tmp:
         root = tmp.resolve()
-        for name, is_dir, _, _, opener in entries:
+        for name, is_dir, _, _, opener, mtime in entries:
             target = root.joinpath(*_entry_parts(archive, name))
             if not target.resolve().is_relative_to(root):
                 raise PipelineError(f"refusing to extract {archive.name}: entry {name!r} escapes the destination")
@@ -346,6 +382,9 @@ def _extract_entries(archive: Path, dest: Path, entries: list, max_ratio: float,
             target.parent.mkdir(parents=True, exist_ok=True)
             with opener() as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+            if mtime is not None:
+                with contextlib.suppress(OverflowError, ValueError, OSError):
+                    os.utime(target, (mtime, mtime))
 
 
 def _entry_parts(archive: Path, name: str) -> tuple[str, ...]:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +50,36 @@ class Workspace:
         return self.root / "_scratch"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove `.NAME.PID.*.tmp` files beside `path` left by a writer that was killed (its PID no longer runs)."""
+    mine = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = mine.fullmatch(old.name)
+        if m and int(m[1]) != os.getpid() and not _pid_alive(int(m[1])):
+            old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
+    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it.
+
+    A process killed mid-write leaves only the temp file (`.NAME.PID.XXXX.tmp`), never a partial `path`; the next
+    write of `path` removes such leftovers. A failure to write raises one line: `cannot write PATH: reason`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
         raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
@@ -113,5 +138,6 @@ def listing_fingerprint(paths, root: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
         st = os.stat(p)
-        h.update(f"{os.path.relpath(p, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # surrogateescape: a file name that is not valid UTF-8 (e.g. from a Latin-1 tar) must not crash this
+        h.update(f"{os.path.relpath(p, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()

@@ -44,15 +44,18 @@ def run(cfg, ws, log):
     root = Path(meta["root"])
     if not root.is_dir():
         raise PipelineError(f"dataset root {root} is gone: rerun `python -m pipeline run --stages download,datablock`")
-    items = [(p.relative_to(root).as_posix(), p.relative_to(root).parts[0])
-             for p in data.list_images(root) if len(p.relative_to(root).parts) > 1]
+    files, misnamed = data.split_unencodable([p for p in data.list_images(root) if len(p.relative_to(root).parts) > 1])
+    bad = [(data.shown_name(p), reason) for p, reason in misnamed]
+    if bad:
+        log(f"{len(bad)} file(s) with names that are not valid UTF-8 excluded, e.g. {bad[0][0]}")
+    items = [(p.relative_to(root).as_posix(), p.relative_to(root).parts[0]) for p in files]
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:
         items = _sample(items, b.max_per_class, seed)
         log(f"sampled at most {b.max_per_class} per class (seed {seed}): {len(items)} images")
-    bad = []
     if b.verify:
-        ok, bad = data.verify_images([root / p for p, _ in items], log)
+        ok, corrupt = data.verify_images([root / p for p, _ in items], log)
+        bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
     with atomic_path(ws.artifact("datablock", "corrupt.csv")) as tmp:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline import datasets
+from pipeline import datasets, sources
 from pipeline.errors import PipelineError
 from pipeline.workspace import listing_fingerprint, write_json
 
@@ -33,7 +33,8 @@ def run(cfg, ws, log):
                             f"to the folder that holds them")
     log(f"{sum(counts.values())} images in {len(counts)} classes under {root}")
     return [write_json(ws.artifact("download", DATASET), {
-        "source": d.source, "root": str(root), "classes": sorted(counts), "counts": dict(sorted(counts.items())),
+        "source": sources.redact_source(d.source), "root": str(root), "classes": sorted(counts),
+        "counts": dict(sorted(counts.items())),
         "n_images": sum(counts.values()), "empty_classes": empty, "loose_images": loose,
         "listing": listing_fingerprint(files, root),
     })]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import data, datasets, inference
+from pipeline import data, datasets, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import atomic_path, save_figure, sha256_text, write_json
@@ -78,7 +78,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
         root = datasets.image_root(t.source, t.subdir, ws.data, log)
     except PipelineError as e:
         raise PipelineError(f"test set {t.name}: {e}") from None
-    files = data.list_images(root)
+    files, badly_named = data.split_unencodable(data.list_images(root))
     label = Labeller(t.label_regex, t.label_map, t.uppercase)
     labelled = [(p, label(p)) for p in files]
     unmatched = [p for p, y in labelled if y is None]
@@ -88,7 +88,9 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
     good = set(ok)
     known = [(p, y) for p, y in known if p in good]
-    log(f"{t.name}: {len(files)} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
+    corrupt = [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + corrupt]
+    n_images = len(files) + len(badly_named)
+    log(f"{t.name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
         f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
     if not known:
         raise PipelineError(f"test set {t.name}: no image under {root} has a label in the model's vocab "
@@ -100,13 +102,16 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     tally = tallies(df, vocab)
     skipped = pd.DataFrame([(str(p.relative_to(root)), "label regex did not match", "") for p in unmatched]
                            + [(str(p.relative_to(root)), "label not in the model's vocab", y) for p, y in unknown]
-                           + [(str(Path(p).relative_to(root)), f"unreadable: {r}", "") for p, r in corrupt],
+                           + [(p, f"unreadable: {r}", "") for p, r in corrupt],
                            columns=["file", "reason", "label"])
     metrics = {"accuracy": float(df["correct"].mean()), "scored": len(df), "correct": int(df["correct"].sum()),
-               "images": len(files), "unmatched": len(unmatched), "out_of_vocab": len(unknown),
+               "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
-               "source": t.source, "root": str(root)}
+               "source": sources.redact_source(t.source), "root": str(root)}
     log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']})")
+    if metrics["missing_classes"]:
+        log(f"{t.name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
+            f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
     files_out = [_write_csv(df, out / "predictions.csv"), _write_csv(tally, out / "tallies.csv"),
                  _write_csv(skipped, out / "skipped.csv"),
                  _plot_tallies(tally, t.name, out / "tallies.png"),

@@ -72,7 +72,7 @@ def run(cfg, ws, log):
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
             "grayscale": t.grayscale, "normalisation": _normalisation(dls), "metrics": metrics,
-            "versions": _versions(), "config": {"source_file": cfg.source_file, **cfg.to_dict()}}
+            "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
     for leftover in ("checkpoint.json", "checkpoint.pth"):  # state file first: never a state without weights
         (ckpt / leftover).unlink(missing_ok=True)

@@ -99,4 +99,4 @@ def test_interrupted_stage_leaves_no_manifest(project, monkeypatch):
     monkeypatch.setattr(mod, "run", boom)
     with pytest.raises(KeyboardInterrupt):
         runner.run(load(tmp_path), ["datablock"], force=True)
-    assert dict(runner.status(load(tmp_path)))["datablock"] == "never run"
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "incomplete (interrupted or failed)"

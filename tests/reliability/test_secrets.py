@@ -1,0 +1,144 @@
+"""Credentials never reach logs, artifacts, model cards, saved configs or error messages.
+
+A full tiny run downloads its training set from a local Kaggle stand-in with a planted KAGGLE_KEY, then the whole
+project folder (runs/, exports/, the data/ cache) and everything printed are searched for the key."""
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, runner, sources
+from pipeline.errors import PipelineError
+from tests.conftest import make_image_folder
+from tests.kaggle_standin import KaggleStandin
+from tests.reliability.conftest import write_config
+
+USER, KEY = "signer", "planted-Kaggle-KEY-5f3a9c0e1d"
+BASIC = base64.b64encode(f"{USER}:{KEY}".encode()).decode()
+
+
+def class_zip(tmp_path: Path) -> bytes:
+    imgs = make_image_folder(tmp_path / "zipsrc", classes=("A", "B", "C"), per_class=16)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(imgs.rglob("*.png")):
+            zf.write(p, f"signs/{p.relative_to(imgs).as_posix()}")
+    return buf.getvalue()
+
+
+def files_holding(root: Path, *secrets: str) -> list[str]:
+    """Every file under `root` whose bytes contain one of `secrets` (the cache, the pickled learner, plots, …)."""
+    needles = [s.encode() for s in secrets]
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and any(n in p.read_bytes() for n in needles))
+
+
+@pytest.fixture
+def kaggle(tmp_path, monkeypatch):
+    kaggle_env = pytest.importorskip("kagglesdk.kaggle_env")
+    home = tmp_path / "home"
+    (home / "kaggle_cfg").mkdir(parents=True)
+    for k, v in {"HOME": str(home), "KAGGLE_CONFIG_DIR": str(home / "kaggle_cfg"), "KAGGLE_API_ENVIRONMENT": "TEST",
+                 "KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    with KaggleStandin({"signer/tiny-signs": class_zip(tmp_path)}, USER, KEY) as standin:
+        for e in kaggle_env.KaggleEnv:  # see tests/test_sources.py: every environment points at the stand-in
+            monkeypatch.setitem(kaggle_env._env_to_endpoint, e, standin.url)
+        yield standin
+
+
+def test_full_run_never_writes_or_prints_the_kaggle_key(tmp_path, kaggle, capfd):
+    test = make_image_folder(tmp_path / "test", classes=("A", "B", "C"), per_class=3, seed=4)
+    project = write_config(tmp_path / "proj", "kaggle:signer/tiny-signs", lr_find={"num_it": 12},
+                           test_sets=[{"name": "t", "source": f"path:{test}"}])
+    cfg = config.load(None, cwd=project)
+    assert runner.run(cfg, list(runner.STAGE_NAMES)) == {s: "ran" for s in runner.STAGE_NAMES}
+    assert ("GET", "/blobs/signer/tiny-signs.zip") in kaggle.requests   # the key really was used
+    for s in runner.STAGE_NAMES:
+        assert (project / f"runs/r/{s}/manifest.json").is_file()
+    assert (project / "exports/r.pkl").is_file() and (project / "exports/r.json").is_file()
+    assert (project / "runs/r/config.json").is_file()
+    assert files_holding(project, KEY, BASIC) == []
+    out, err = capfd.readouterr()
+    assert KEY not in out + err and BASIC not in out + err
+    assert "[evaluate] t: accuracy" in out
+
+
+def test_kaggle_client_errors_quoting_the_key_are_redacted(tmp_path, kaggle, monkeypatch):
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    def leaky(self, *a, **k):
+        raise RuntimeError(f"401 for request with headers {{'Authorization': 'Basic {BASIC}'}} (key {KEY})")
+
+    monkeypatch.setattr(KaggleApi, "dataset_download_files", leaky)
+    with pytest.raises(PipelineError) as err:
+        sources.materialise("kaggle:signer/tiny-signs", tmp_path / "cache", log=lambda m: None)
+    assert "Basic ***" in str(err.value) and KEY not in str(err.value) and BASIC not in str(err.value)
+
+
+def test_kaggle_json_key_is_redacted_too(tmp_path, monkeypatch):
+    cfg_dir = tmp_path / "kcfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "kaggle.json").write_text(f'{{"username": "{USER}", "key": "{KEY}"}}')
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(cfg_dir))
+    for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    assert sources._redact(f"x {KEY} y {BASIC}") == "x *** y ***"
+
+
+def test_malformed_kaggle_json_is_missing_credentials_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": ')
+    with pytest.raises(PipelineError, match="no Kaggle credentials for kaggle:a/b") as err:
+        sources.materialise("kaggle:a/b", tmp_path / "cache", log=lambda m: None)
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- url tokens
+
+def test_url_token_stays_out_of_logs_cache_names_and_dataset_json(tmp_path, capfd):
+    token = "sig-0123456789abcdef"
+    payload = class_zip(tmp_path)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if not self.path.startswith("/signs.zip?"):
+                return self.send_error(404)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_port}"
+        project = write_config(tmp_path / "proj", f"url:{base}/signs.zip?X-Signature={token}")
+        assert runner.run(config.load(None, cwd=project), ["download"]) == {"download": "ran"}
+        with pytest.raises(PipelineError) as err:
+            sources.materialise(f"url:{base}/gone.zip?X-Signature={token}", tmp_path / "c2", log=print)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "404" in str(err.value) and token not in str(err.value)
+    # the user's own pipeline.toml keeps the URL as given; everything this pipeline writes is redacted,
+    # the resolved config copy runs/r/config.json included
+    leaks = [f for f in files_holding(project, token) if f != "pipeline.toml"]
+    assert leaks == [] and not [p for p in (project / "data").iterdir() if token in p.name]
+    out, err_text = capfd.readouterr()
+    assert token not in out + err_text
+    assert "X-Signature=***" in (project / "runs/r/download/dataset.json").read_text()
+    assert "X-Signature=***" in (project / "runs/r/config.json").read_text()
