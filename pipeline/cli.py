@@ -113,13 +113,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare_main(argv[1:])
     args = _parser().parse_args(argv)
+    commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}
+    return guarded(lambda: commands[args.command](args), args.debug)
+
+
+def guarded(action, debug: bool = False) -> int:
+    """Run `action()` the way every command runs: third-party noise hidden, SIGTERM unwinding like Ctrl-C, and a
+    user error or file-system failure as one `error:` line with exit 2 (the traceback only with `debug`)."""
     for pattern in QUIET:
         warnings.filterwarnings("ignore", message=pattern)
-    debug = args.debug or os.environ.get("PIPELINE_DEBUG") == "1"
+    debug = debug or os.environ.get("PIPELINE_DEBUG") == "1"
     with contextlib.suppress(ValueError):  # `timeout`/CI cancel: SIGTERM unwinds like Ctrl-C (temp files removed)
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}[args.command](args)
+        return action()
     except PipelineError as e:
         if debug:
             raise
