@@ -27,7 +27,6 @@ import re
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -269,23 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry: 0 when every experiment ran, 1 when some failed (their rows say why), 2 on a usage error."""
     args = _parser().parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
-    from . import cli  # imported here: cli will import this module for its `compare` subcommand
+    from . import cli  # imported here: cli imports this module for its `compare` subcommand
 
-    for pattern in getattr(cli, "QUIET", ()):  # the same third-party warnings `python -m pipeline` hides
-        warnings.filterwarnings("ignore", message=pattern)
     command = "python -m pipeline.compare " + shlex.join(argv)
-    try:
+
+    def action() -> int:
         _, rows = run_all([Path(c) for c in args.configs], Path(args.out), args.overrides, args.force,
                           stages=args.stages, command=command)
-    except PipelineError as e:
-        if args.debug or os.environ.get("PIPELINE_DEBUG") == "1":
-            raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: completed stages keep their outputs; rerun to continue", file=sys.stderr)
-        return 130
-    return 1 if any(r.error for r in rows) else 0
+        return 1 if any(r.error for r in rows) else 0
+
+    return cli.guarded(action, args.debug)
 
 
 if __name__ == "__main__":

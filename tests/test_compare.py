@@ -2,13 +2,11 @@
 import json
 import re
 import subprocess
-import textwrap
 
 import pandas as pd
 import pytest
 
 from pipeline import compare as cmp
-from pipeline.errors import PipelineError
 from tests.conftest import pipeline_cmd, subprocess_env
 
 DIGITS_LOGREG = """\

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, pipeline_cmd, subprocess_env
+from tests.conftest import pipeline_cmd, subprocess_env
 
 pytestmark = pytest.mark.slow
 
