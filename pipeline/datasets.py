@@ -31,7 +31,10 @@ def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:
 
 
 def local_fingerprint(source: str, subdir: str) -> str:
-    """Listing fingerprint of a `path:` folder source (others are cached by name: '')."""
+    """Listing fingerprint of a `path:` folder source (others, `sign_mnist:` conversions included, are cached by
+    name: '')."""
+    if source.startswith(SIGN_MNIST):
+        return ""
     scheme, rest = sources.parse_source(source)
     if scheme != "path" or not Path(rest).expanduser().is_dir():
         return ""

@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTS = (".zip", ".tar", ".tar.gz", ".tgz")
 SOURCE_FORMS = ("kaggle:OWNER/SLUG, path:DIR_OR_ARCHIVE, url:https://HOST/FILE.zip|.tar|.tar.gz|.tgz, "
-                "sklearn:digits")
+                "sklearn:digits, or sign_mnist: before one of these (Sign-MNIST CSVs)")
 DONE_MARKER = ".complete"
 JUNK_NAMES = {"__MACOSX"}
 DIGITS_SEED, DIGITS_TEST_FRACTION, DIGITS_SIZE = 0, 0.17, 32
