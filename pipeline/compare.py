@@ -102,15 +102,17 @@ def _collect(row: Row, cfg: config.Config, stages: list[str]) -> None:
         m = runner.read_manifest(ws, name)
         if m is not None:
             durations[name] = float(m.get("duration_s", 0.0))
+    try:
+        tm = read_json(ws.artifact("train", "metrics.json"))
+        row.valid, row.epochs = float(tm["valid_accuracy"]), int(tm["epochs"])
+        if "train" in durations:  # a run resumed from a checkpoint records only its last part as the duration
+            durations["train"] = max(durations["train"], float(tm.get("train_seconds", 0.0)))
+    except (OSError, ValueError, KeyError):
+        pass
     if "train" in durations:
         row.train_s = durations["train"]
     if durations and set(durations) == set(stages):
         row.total_s = sum(durations.values())
-    try:
-        tm = read_json(ws.artifact("train", "metrics.json"))
-        row.valid, row.epochs = float(tm["valid_accuracy"]), int(tm["epochs"])
-    except (OSError, ValueError, KeyError):
-        pass
     if "evaluate" in stages:
         try:
             em = read_json(ws.artifact("evaluate", "metrics.json"))
