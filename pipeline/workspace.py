@@ -107,6 +107,13 @@ def write_json(path: Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_csv(path: Path, df) -> Path:
+    """Write the DataFrame `df` to `path` as CSV (no index) atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

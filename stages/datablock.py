@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline import data
 from pipeline.errors import PipelineError
-from pipeline.workspace import atomic_path, read_json, save_figure, write_json
+from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
 
 def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tuple[str, str]]:
@@ -58,8 +58,7 @@ def run(cfg, ws, log):
         bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
-    with atomic_path(ws.artifact("datablock", "corrupt.csv")) as tmp:
-        pd.DataFrame(bad, columns=["path", "reason"]).to_csv(tmp, index=False)
+    write_csv(ws.artifact("datablock", "corrupt.csv"), pd.DataFrame(bad, columns=["path", "reason"]))
     vocab = sorted({label for _, label in items})
     if len(vocab) < 2:
         raise PipelineError(f"the dataset has {len(vocab)} class(es) with usable images ({', '.join(vocab) or 'none'}): "
@@ -71,8 +70,7 @@ def run(cfg, ws, log):
     n_valid = int(df["is_valid"].sum())
     log(f"split {len(df) - n_valid} train / {n_valid} valid (valid_pct {b.valid_pct}, seed {seed}), "
         f"{len(vocab)} classes, {len(bad)} corrupt excluded")
-    with atomic_path(ws.artifact("datablock", data.SPLITS)) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv(ws.artifact("datablock", data.SPLITS), df)
     outputs = [ws.artifact("datablock", data.SPLITS), ws.artifact("datablock", "corrupt.csv"),
                write_json(ws.artifact("datablock", data.VOCAB), {
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,

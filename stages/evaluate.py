@@ -6,18 +6,12 @@ from pathlib import Path
 from pipeline import data, datasets, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
-from pipeline.workspace import atomic_path, save_figure, sha256_text, write_json
+from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
 
 
 def external_fingerprint(cfg, ws) -> str:
     """Local folder test sets are fingerprinted by their listing."""
     return sha256_text("".join(datasets.local_fingerprint(t.source, t.subdir) for t in cfg.evaluate.test_sets))
-
-
-def _write_csv(df, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return path
 
 
 def tallies(df, vocab: list[str]):
@@ -112,8 +106,8 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     if metrics["missing_classes"]:
         log(f"{t.name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
-    files_out = [_write_csv(df, out / "predictions.csv"), _write_csv(tally, out / "tallies.csv"),
-                 _write_csv(skipped, out / "skipped.csv"),
+    files_out = [write_csv(out / "predictions.csv", df), write_csv(out / "tallies.csv", tally),
+                 write_csv(out / "skipped.csv", skipped),
                  _plot_tallies(tally, t.name, out / "tallies.png"),
                  _plot_confusion(df, vocab, t.name, out / "confusion.png"),
                  write_json(out / "metrics.json", metrics)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import platform
 
 from pipeline import data, training
-from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_json
+from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
 def _plot_history(df, path):
@@ -58,8 +58,7 @@ def run(cfg, ws, log):
     key = runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest
     rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
     history = pd.DataFrame(rows)
-    with atomic_path(ws.artifact("train", "history.csv")) as tmp:
-        history.to_csv(tmp, index=False)
+    write_csv(ws.artifact("train", "history.csv"), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
