@@ -34,6 +34,7 @@ class DatablockCfg:
     valid_pct: float = 0.2        # RandomSplitter's validation fraction
     max_per_class: int = 0        # 0 = all images; else a seeded sample per class
     verify: bool = True           # open every image; corrupt ones are listed and excluded
+    cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
 
 
 @dataclass
@@ -61,7 +62,9 @@ class TrainCfg:
     momentum: float = 0.9         # sgd only
     wd: float = 0.0               # weight decay (0 = fastai default)
     augment: bool = False         # fastai aug_transforms (no flips)
-    num_workers: int = 0
+    num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
+    precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
+    channels_last: str = "auto"   # auto | on | off (auto: on for pretrained convnets on CUDA)
 
 
 @dataclass
@@ -213,7 +216,9 @@ def validate(cfg: Config) -> None:
         (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
          "train.base_lr must be a number or \"lr_find\""),
         (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
-        (cfg.train.num_workers >= 0, "train.num_workers must be >= 0"),
+        (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
+        (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
+        (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
         (cfg.train.lr_mult >= 1, "train.lr_mult must be >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
         (bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),

@@ -49,7 +49,10 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size),
         batch_tfms=aug_transforms(do_flip=False) if t.augment else None)
-    return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=t.num_workers)
+    from .runtime import decide
+
+    rt = decide(t)
+    return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=rt.workers, pin_memory=rt.pin_memory)
 
 
 # Pixel formats fastai's 8-bit RGB/L conversion clips instead of scaling (a 16-bit scan comes out nearly all white).

@@ -28,6 +28,10 @@ class Stage:
     summary: str = ""
     writes: str = ""
     external: bool = False                      # its module has external_fingerprint(cfg, ws) (source data)
+    keys_if: Callable[[Config], tuple[str, ...]] = lambda cfg: ()  # config keys that matter only in some configs
+
+    def keys(self, cfg: Config) -> tuple[str, ...]:
+        return self.config_keys + self.keys_if(cfg)
 
     @property
     def module(self) -> str:
@@ -44,14 +48,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
           "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
           "dataset.json", external=True),
-    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources"),
+    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources", "cache", "runtime"),
           "verify images, seeded RandomSplitter, persist the split",
-          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png"),
-    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training"),
+          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache)",
+          keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
+    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime"),
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
-          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training"),
+          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training", "cache", "runtime"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
     Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data"),
@@ -122,7 +127,7 @@ def fingerprint(cfg: Config, ws: Workspace, stage: Stage) -> Fingerprint:
         else:
             inputs[up] = m["outputs_digest"]
     external = stage.load().external_fingerprint(cfg, ws) if stage.external else ""  # others: no heavy import
-    return Fingerprint(sha256_text(json.dumps(_config_part(cfg, stage.config_keys), sort_keys=True, default=str)),
+    return Fingerprint(sha256_text(json.dumps(_config_part(cfg, stage.keys(cfg)), sort_keys=True, default=str)),
                        _code_hash(stage), inputs, external, missing)
 
 

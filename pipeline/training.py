@@ -10,7 +10,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from . import backbones, baselines
+from . import backbones, baselines, runtime
 from .errors import PipelineError
 
 
@@ -94,6 +94,7 @@ def make_learner(dls, cfg, ws):
                                     f"train.pretrained=false or use arch '{backbones.OFFLINE_TIMM}'") from None
             raise
     learn.recorder.train_metrics = True
+    runtime.apply(learn, runtime.decide(t))
     return learn
 
 
@@ -176,7 +177,9 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
 
 
 def strip_for_export(learn) -> None:
-    """Remove anything that would tie the pickled learner to this project (our callbacks)."""
+    """Remove anything that would tie the pickled learner to this project (our callbacks) or to this machine
+    (mixed precision, channels-last)."""
+    runtime.undo(learn)
     for cb in list(learn.cbs):
         if type(cb).__module__.startswith("pipeline"):
             learn.remove_cb(cb)

@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import data
+from pipeline import cache, data
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -80,4 +80,9 @@ def run(cfg, ws, log):
     dls.show_batch(max_n=16, figsize=(8, 8))
     import matplotlib.pyplot as plt
     outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
+    if b.cache:
+        outputs += cache.build(ws, cfg, dls, df, log)
+    else:  # a cache from an earlier run with the option on would be stale: never leave one to be mistaken for current
+        for name in (cache.CACHE_META, cache.CACHE):
+            ws.artifact("datablock", name).unlink(missing_ok=True)
     return outputs

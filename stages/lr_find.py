@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline import data, training
+from pipeline import cache, data, training
 from pipeline.workspace import save_figure, write_json
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
@@ -52,7 +52,7 @@ def run(cfg, ws, log):
     learn = training.make_learner(data.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
-    with training.quiet(learn):
+    with training.quiet(learn), cache.training_data(learn, ws, cfg, log):
         learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False, suggest_funcs=None)
     rec = learn.recorder
     lrs, losses = [float(x) for x in rec.lrs], [float(x) for x in rec.losses]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import data, training
+from pipeline import cache, data, runtime, training
 from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
@@ -56,13 +56,15 @@ def run(cfg, ws, log):
     ckpt = ws.scratch / "train"
     ckpt.mkdir(parents=True, exist_ok=True)
     key = runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest
-    rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
+    with cache.training_data(learn, ws, cfg, log):
+        rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", "history.csv"), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
-               "train_seconds": round(sum(r["seconds"] for r in rows), 1)}
+               "train_seconds": round(sum(r["seconds"] for r in rows), 1),
+               "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)}}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
 
     training.strip_for_export(learn)
@@ -71,6 +73,7 @@ def run(cfg, ws, log):
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
             "grayscale": t.grayscale, "normalisation": _normalisation(dls), "metrics": metrics,
+            "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
     for leftover in ("checkpoint.json", "checkpoint.pth"):  # state file first: never a state without weights

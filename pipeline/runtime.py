@@ -1,0 +1,90 @@
+"""Per-machine execution choices for lr_find and train: DataLoader workers, pinned memory, mixed precision and
+channels-last. `decide` resolves the config's "auto" values for this machine; the result is recorded in the run
+(train's metrics.json and the model card) so a figure can always be traced to how it was produced."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str          # "cuda" or "cpu"
+    workers: int         # DataLoader worker processes for the file-based loaders
+    pin_memory: bool
+    precision: str       # fp32 | fp16 | bf16 (mixed precision through fastai's MixedPrecision)
+    channels_last: bool
+    threads: int         # torch intra-op threads
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | None = None) -> Runtime:
+    """The choices for `t` (the [train] config) on this machine (or on the one described by the arguments).
+
+    - workers (`train.num_workers = -1`, auto): on CUDA, up to 8 decoding processes keep the GPU fed. On a CPU the
+      model and any decoding processes share the same cores, so decoding stays in the main process below 8 cores
+      (2 workers from 8 up); `datablock.cache` removes the decoding cost instead.
+    - precision (`train.precision = "auto"`): bf16 where the GPU supports it, else fp16, on CUDA; fp32 on a CPU
+      (CPU autocast is slower than fp32 for these models).
+    - channels_last (`train.channels_last = "auto"`): on CUDA for the pretrained convnets (tensor cores want
+      NHWC); not for the baselines, which are too small to gain, nor on a CPU.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    cpus = _cpus() if cpus is None else cpus
+    if t.num_workers >= 0:
+        workers = t.num_workers
+    elif cuda:
+        workers = min(8, max(1, cpus - 1))
+    else:
+        workers = 2 if cpus >= 8 else 0
+    if t.precision != "auto":
+        precision = t.precision
+    elif cuda:
+        bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        precision = "bf16" if bf16 else "fp16"
+    else:
+        precision = "fp32"
+    from .baselines import is_baseline
+
+    if t.channels_last == "auto":
+        channels_last = cuda and not is_baseline(t.arch)
+    else:
+        channels_last = t.channels_last == "on"
+    return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())
+
+
+def apply(learn, rt: Runtime) -> None:
+    """Add fastai's MixedPrecision / ChannelsLast callbacks to `learn` as `rt` says."""
+    from fastai.callback.channelslast import ChannelsLast  # noqa: F401  (patches Learner.to_channelslast)
+    from fastai.callback.fp16 import AMPMode, MixedPrecision  # noqa: F401  (patches Learner.to_fp16/to_bf16)
+
+    if rt.channels_last:
+        learn.to_channelslast(use_amp=rt.precision != "fp32",
+                              amp_mode=AMPMode.BF16 if rt.precision == "bf16" else AMPMode.FP16)
+    elif rt.precision == "fp16":
+        learn.to_fp16()
+    elif rt.precision == "bf16":
+        learn.to_bf16()
+
+
+def undo(learn) -> None:
+    """Back to fp32, contiguous weights and no runtime callbacks: what `export` should pickle, loadable on any
+    machine (a MixedPrecision callback in the pickle would ask a CPU-only user for CUDA autocast)."""
+    from fastai.callback.channelslast import ChannelsLast
+    from fastai.callback.fp16 import MixedPrecision
+    import torch
+
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, (ChannelsLast, MixedPrecision))])
+    learn.model.to(memory_format=torch.contiguous_format)
+    learn.model.float()

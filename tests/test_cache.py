@@ -1,0 +1,119 @@
+"""The preprocessing cache: same pixels as the file pipeline, same split and labels, fingerprinted, and the
+export still predicts from image files."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import cache, config, data, runner
+from pipeline.errors import PipelineError
+from pipeline.workspace import Workspace
+from tests.conftest import make_image_folder
+
+
+def _write_config(tmp_path, src, extra=""):
+    (tmp_path / "pipeline.toml").write_text(f"""
+[run]
+name = "c"
+[download]
+source = "path:{src}"
+[datablock]
+valid_pct = 0.25
+cache = true
+[lr_find]
+num_it = 8
+[train]
+arch = "logreg"
+pretrained = false
+method = "fit"
+base_lr = 0.01
+epochs = 2
+batch_size = 8
+image_size = 12
+{extra}
+[[evaluate.test_sets]]
+name = "same"
+source = "path:{src}"
+""")
+
+
+@pytest.fixture
+def project(tmp_path):
+    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=20)
+    # a non-square and an RGBA image: the cache must hold what fastai's own valid-time transforms make of them
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 31, 3), dtype=np.uint8)).save(src / "A" / "wide.png")
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (17, 17, 4), dtype=np.uint8), "RGBA").save(src / "B" / "rgba.png")
+    _write_config(tmp_path, src)
+    return tmp_path
+
+
+def _stages(cfg, names):
+    return runner.run(cfg, [n for n in runner.STAGE_NAMES if n in names])
+
+
+def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
+    cfg = config.load(None, cwd=project)
+    _stages(cfg, {"download", "datablock"})
+    ws = Workspace.from_config(cfg)
+    df, _, vocab = data.load_split(ws)
+    arr = np.load(ws.artifact("datablock", cache.CACHE))
+    assert arr.shape == (len(df), 3, 12, 12) and arr.dtype == np.uint8
+
+    files = data.dataloaders(ws, cfg)
+    cached = cache.training_dataloaders(ws, cfg, files)
+    # the validation loaders (no shuffling, no random crop) give identical batches, labels included
+    for (xf, yf), (xc, yc) in zip(files.valid, cached.valid, strict=True):
+        assert torch.equal(xf, xc) and torch.equal(yf, yc)
+        assert type(xf) is type(xc)
+    # every training row: the cached pixels are fastai's valid-time item transforms of that file
+    one = files.test_dl(df, with_labels=False, after_batch=[], bs=len(df))
+    (xb,) = one.one_batch()
+    assert np.array_equal(arr, xb.numpy())
+    # the training loader covers the training rows once per epoch, shuffled, with their labels
+    seen = torch.cat([y for _, y in cached.train])
+    train_labels = sorted(vocab.index(lbl) for lbl in df.loc[~df["is_valid"], "label"])
+    assert len(seen) == len(cached.train) * 8 and len(seen) <= len(train_labels)
+    assert sorted(seen.tolist()) != seen.tolist() or len(set(train_labels)) == 1
+
+
+def test_train_uses_the_cache_and_the_export_predicts_from_files(project, capsys):
+    cfg = config.load(None, cwd=project)
+    assert set(runner.run(cfg, list(runner.STAGE_NAMES)).values()) == {"ran"}
+    out = capsys.readouterr().out
+    assert "[datablock] caching" in out and "[train] training from the preprocessing cache" in out
+    assert "[lr_find] training from the preprocessing cache" in out
+    from fastai.learner import load_learner
+
+    learn = load_learner(project / "exports" / "c.pkl")
+    assert "cache" not in type(learn.dls.train).__module__ and type(learn.dls.train).__name__ == "TfmdDL"
+    pred, _, _ = learn.predict(next((project / "src" / "A").glob("A_*.png")))
+    assert pred in ("A", "B", "C")
+
+
+def test_cache_settings_are_part_of_the_fingerprint(project):
+    cfg = config.load(None, cwd=project)
+    _stages(cfg, {"download", "datablock"})
+    assert runner.status(cfg)[1] == ("datablock", "up to date")
+    bigger = config.load(None, cwd=project, overrides=["train.image_size=16"])
+    assert runner.status(bigger)[1] == ("datablock", "config changed")
+    ws = Workspace.from_config(cfg)
+    assert not cache.available(ws, bigger)  # lr_find/train alone would read files, not a cache of the wrong size
+    off = config.load(None, cwd=project, overrides=["datablock.cache=false"])
+    _stages(off, {"datablock"})
+    assert not ws.artifact("datablock", cache.CACHE).exists()
+    # with the cache off, image size is not a datablock input
+    off_bigger = config.load(None, cwd=project, overrides=["datablock.cache=false", "train.image_size=16"])
+    assert runner.status(off_bigger)[1] == ("datablock", "up to date")
+
+
+def test_truncated_cache_is_a_clear_error(project):
+    cfg = config.load(None, cwd=project)
+    _stages(cfg, {"download", "datablock"})
+    ws = Workspace.from_config(cfg)
+    path = ws.artifact("datablock", cache.CACHE)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    reader = cache.Reader(path)
+    with pytest.raises(PipelineError, match="truncated"):
+        reader.read([len(reader) - 1])
+    assert runner.status(cfg)[1][1].startswith("output") and "modified" in runner.status(cfg)[1][1]
