@@ -39,4 +39,4 @@ def local_fingerprint(source: str, subdir: str) -> str:
     if scheme != "path" or not Path(rest).expanduser().is_dir():
         return ""
     root = sources.find_image_root(Path(rest).expanduser(), subdir)
-    return listing_fingerprint(list_images(root), root)
+    return listing_fingerprint(sources.list_image_strings(root), root)

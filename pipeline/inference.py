@@ -1,6 +1,7 @@
 """Load an exported learner safely and run batched predictions: shared by evaluate and `predict`."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -36,13 +37,45 @@ def load_verified(pkl: Path, trust: bool = False):
     return load_learner(pkl, cpu=not torch.cuda.is_available())
 
 
+def _has_convs(model) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+@contextlib.contextmanager
+def _channels_last(learn):
+    """Run a convnet in channels-last (NHWC) layout for the block, then restore its layout. The same arithmetic
+    in another memory order: on a CPU, oneDNN's convolutions are ~1.2-1.6x faster on it (bench/eval_batched.py);
+    probabilities agree with the contiguous layout to float rounding (~1e-5)."""
+    import torch
+    from fastai.callback.core import Callback
+
+    class NHWC(Callback):
+        order = -1
+
+        def before_batch(self):
+            self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                                  for x in self.learn.xb)
+
+    if not _has_convs(learn.model):
+        yield []
+        return
+    learn.model.to(memory_format=torch.channels_last)
+    try:
+        yield [NHWC()]
+    finally:
+        learn.model.to(memory_format=torch.contiguous_format)
+
+
 def predict(learn, paths: list[Path], batch_size: int = 64):
-    """Batched inference (`test_dl` + `get_preds`): (predicted labels, confidences, probabilities)."""
+    """Batched inference (`test_dl` + `get_preds`, channels-last for convnets): (predicted labels, confidences,
+    probabilities)."""
     from . import training
 
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
-    with training.quiet(learn):
-        probs, _ = learn.get_preds(dl=dl)
+    with training.quiet(learn), _channels_last(learn) as cbs:
+        probs, _ = learn.get_preds(dl=dl, cbs=cbs)
     conf, idx = probs.max(dim=1)
     vocab = list(learn.dls.vocab)
     return [vocab[i] for i in idx.tolist()], conf.tolist(), probs

@@ -123,8 +123,11 @@ class Checkpoint(Callback):
 
         from .workspace import atomic_path, write_json
 
+        t0 = time.perf_counter()
         with atomic_path(self.folder / "checkpoint.pth") as tmp:
             save_model(tmp, self.learn.model, self.learn.opt, with_opt=True)
+        if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
+            self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
         write_json(self.folder / "checkpoint.json", {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
                                                     "rows": self.rows_before + self.epoch_log.rows})
 

@@ -398,3 +398,11 @@ def test_kaggle_json_credentials_are_used(tmp_path, kaggle_standin, monkeypatch)
     cfg.chmod(0o600)
     out = materialise("kaggle:signer/tiny-signs", tmp_path / "cache", log=lambda m: None)
     assert len(list_images(out)) == 6
+
+
+def test_list_images_keeps_path_order_with_awkward_names(tmp_path):
+    """The string-based lister sorts as `Path` does (component by component), so splits stay as they were."""
+    for name in ("a b/x.png", "a/b.png", "a-c/y.png", "a/a b.png", "B/z.png", "a.b/q.png"):
+        write_png(tmp_path / name)
+    got = list_images(tmp_path)
+    assert got == sorted(tmp_path.glob("*/*.png")) and len(got) == 6

@@ -1,0 +1,84 @@
+"""Benchmark 1: batched evaluation vs the published per-image loop, on the same learner and the same files.
+
+The published recipe calls `learn.predict(path)` once per test image. The evaluate stage calls
+`pipeline.inference.predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
+same loaded export and the same files; the script prints images/second for each, the ratio (target >= 10x),
+and checks that the predicted labels are identical and the probabilities equal to float tolerance.
+
+The learner is the offline demo's (EfficientNet-Lite0, 64 px, scikit-learn digits) trained for one short
+epoch, so the script needs no shared data; the test files are the demo's 306 held-out digit images, or
+`--files DIR` (any folder of images, e.g. ../shared/data/massey_asl/a).
+
+    python bench/eval_batched.py [--files DIR] [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import OUT, REPO, header, pipeline_run, result  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=Path, help="folder of test images (default: the demo's held-out digits)")
+    ap.add_argument("--limit", type=int, default=0, help="use at most N files")
+    ap.add_argument("--batch-size", type=int, default=128, help="evaluate.batch_size (the demo's)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    header("batched evaluation vs per-image learn.predict")
+    work = OUT / "eval_batched"
+    work.mkdir(parents=True, exist_ok=True)
+    sets = ["--set", "run.name=bench_eval", "--set", "train.epochs=1", "--set", "train.freeze_epochs=0"]
+    r = pipeline_run(["run", "--config", str(REPO / "configs" / "demo.toml"), "--stages",
+                      "download,datablock,train", *sets], cwd=work)
+    print(f"learner: demo recipe, 1 epoch ({r['seconds']:.0f}s to prepare)")
+
+    from pipeline import inference
+    from pipeline.data import list_images
+
+    learn = inference.load_verified(work / "exports" / "bench_eval.pkl")
+    folder = args.files or next((work / "data").glob("sklearn_digits*/test"))
+    files = sorted(list_images(folder))
+    if args.limit:
+        files = files[:args.limit]
+    print(f"test files: {len(files)} from {folder}")
+
+    inference.predict(learn, files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
+    learn.predict(files[0])
+
+    t0 = time.perf_counter()
+    labels, _, probs = inference.predict(learn, files, args.batch_size)
+    batched = time.perf_counter() - t0
+
+    from pipeline import training
+
+    t0 = time.perf_counter()
+    loop_labels, loop_probs = [], []
+    with training.quiet(learn):
+        for f in files:
+            label, _, p = learn.predict(f)
+            loop_labels.append(str(label))
+            loop_probs.append(p)
+    loop = time.perf_counter() - t0
+
+    import torch
+
+    same_labels = loop_labels == labels
+    max_diff = float((torch.stack(loop_probs) - probs).abs().max())
+    result("per-image learn.predict", len(files) / loop, "images/s")
+    result("evaluate stage (batched, bs %d)" % args.batch_size, len(files) / batched, "images/s")
+    ratio = loop / batched
+    result("ratio batched / per-image", ratio, "x", ">= 10x", ratio >= 10)
+    result("identical predicted labels", f"{sum(a == b for a, b in zip(loop_labels, labels))}/{len(files)}",
+           target="all", ok=same_labels)
+    result("max |probability difference|", max_diff, target="< 1e-4", ok=max_diff < 1e-4)
+    return 0 if ratio >= 10 and same_labels and max_diff < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
