@@ -53,6 +53,10 @@ def _cmd_run(args) -> int:
     t0 = time.perf_counter()
     result = runner.run(cfg, stages, force=args.force)
     ran = [s for s, v in result.items() if v == "ran"]
+    from . import distributed
+
+    if not distributed.is_main():
+        return 0
     print(f"run {cfg.run.name}: ran {', '.join(ran) or 'nothing'}; skipped "
           f"{', '.join(s for s, v in result.items() if v == 'skipped') or 'nothing'} ({time.perf_counter() - t0:.1f}s)",
           flush=True)

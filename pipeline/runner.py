@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from . import __version__, distributed
 from .config import Config, dumps
 from .errors import PipelineError
 from .workspace import Workspace, read_json, sha256_file, sha256_text, write_json, write_text
@@ -52,11 +52,11 @@ STAGES: tuple[Stage, ...] = (
           "verify images, seeded RandomSplitter, persist the split",
           "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache)",
           keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
-    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime"),
+    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime", "distributed"),
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
-          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training", "cache", "runtime"),
+          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training", "cache", "runtime", "distributed"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
     Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data"),
@@ -184,7 +184,8 @@ class StageLog:
         self.stage = stage
 
     def __call__(self, msg: str) -> None:
-        print(f"[{self.stage}] {msg}", flush=True)
+        if distributed.is_main():  # in a distributed launch the other ranks stay quiet (errors still show)
+            print(f"[{self.stage}] {msg}", flush=True)
 
 
 def _now() -> str:
@@ -192,16 +193,21 @@ def _now() -> str:
 
 
 def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
-    """Run `stage`, then record its manifest (written last: a manifest means the outputs are complete)."""
+    """Run `stage`, then record its manifest (written last: a manifest means the outputs are complete). In a
+    distributed launch only rank 0 touches the stage folder and writes the manifest."""
     log = StageLog(stage.name)
-    try:
-        manifest_path(ws, stage.name).unlink(missing_ok=True)
-        ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PipelineError(f"cannot write {ws.stage_dir(stage.name)}: {e.strerror or e}") from None
+    main = distributed.is_main()
+    if main:
+        try:
+            manifest_path(ws, stage.name).unlink(missing_ok=True)
+            ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(f"cannot write {ws.stage_dir(stage.name)}: {e.strerror or e}") from None
     started, t0 = _now(), time.perf_counter()
     outputs = stage.load().run(cfg, ws, log)
     duration = time.perf_counter() - t0
+    if not main:
+        return
     described = _describe_outputs([Path(p) for p in outputs], cfg)
     write_json(manifest_path(ws, stage.name), {
         "stage": stage.name, "fingerprint": fp.digest,
@@ -213,14 +219,45 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
     log(f"done in {duration:.1f}s")
 
 
-def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
-    """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped."""
-    ws = Workspace.from_config(cfg)
+DISTRIBUTED_STAGES = ("train",)  # run on every rank of a distributed launch; the others on rank 0 alone
+
+
+def _run_distributed(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
+    """`run_stage` in a distributed launch: train on every rank, any other stage on rank 0 while the rest wait.
+    A failure on any rank stops them all (a rank that died makes the others' next collective call fail)."""
+    if stage.name in DISTRIBUTED_STAGES:
+        try:
+            run_stage(cfg, ws, stage, fp)
+        except RuntimeError as e:  # torch.distributed's error when a peer process is gone
+            raise PipelineError(f"{stage.name} failed on rank {distributed.rank()} of {distributed.world_size()}: "
+                                f"{' '.join(str(e).split())[:300]} (did another process die? nothing was recorded "
+                                "as complete: rerun the launch)") from None
+        distributed.barrier()
+        return
+    failed = False
     try:
-        ws.root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
-    write_text(ws.root / "config.json", dumps(cfg) + "\n")
+        if distributed.is_main():
+            run_stage(cfg, ws, stage, fp)
+    except BaseException:
+        failed = True
+        distributed.broadcast_failure(True)
+        raise
+    if distributed.broadcast_failure(failed):
+        raise PipelineError(f"{stage.name} failed on rank 0 (see its error); this rank stops too")
+
+
+def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
+    """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped. Under a
+    distributed launcher (torchrun, accelerate launch) see `pipeline.distributed`."""
+    distributed.init()
+    ws = Workspace.from_config(cfg)
+    if distributed.is_main():
+        try:
+            ws.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
+        write_text(ws.root / "config.json", dumps(cfg) + "\n")
+    distributed.barrier()
     result = {}
     for name in stages:
         stage = BY_NAME[name]
@@ -238,8 +275,12 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
             log("up to date, skipped")
             result[name] = "skipped"
             continue
-        log(f"running ({why})")
-        run_stage(cfg, ws, stage, fp)
+        log(f"running ({why})" + (f" on {distributed.world_size()} processes" if distributed.active()
+                                  and name in DISTRIBUTED_STAGES else ""))
+        if distributed.active():
+            _run_distributed(cfg, ws, stage, fp)
+        else:
+            run_stage(cfg, ws, stage, fp)
         result[name] = "ran"
     return result
 

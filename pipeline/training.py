@@ -10,7 +10,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from . import backbones, baselines, runtime
+from . import backbones, baselines, distributed, runtime
 from .errors import PipelineError
 
 
@@ -117,7 +117,7 @@ class Checkpoint(Callback):
         self.rows_before, self.epoch_log = rows_before, epoch_log
 
     def after_epoch(self):
-        if self.epoch < self.skip_below:
+        if self.epoch < self.skip_below or not distributed.is_main():
             return
         from fastai.learner import save_model
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import cache, data, runtime, training
+from pipeline import cache, data, distributed, runtime, training
 from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
@@ -54,17 +54,22 @@ def run(cfg, ws, log):
     from pipeline import runner
 
     ckpt = ws.scratch / "train"
-    ckpt.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        ckpt.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     key = runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest
-    with cache.training_data(learn, ws, cfg, log):
+    with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
         rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
+    if not distributed.is_main():  # rank 0 writes every artifact
+        return []
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", "history.csv"), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-               "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)}}
+               "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)},
+               "distributed": distributed.describe(t.batch_size, lr)}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
 
     training.strip_for_export(learn)

@@ -1,0 +1,120 @@
+"""Data-parallel runs through fastai's distributed engine (`fastai.distributed`: Accelerate + torch.distributed).
+
+Launch the usual command under `torchrun` or `accelerate launch`:
+
+    torchrun --nproc_per_node 2 -m pipeline run --stages all
+    accelerate launch --num_processes 2 -m pipeline run --stages all        # add --cpu for CPU processes
+
+- Every rank resolves the same config, reads the same persisted split, vocab and seed.
+- download, datablock, lr_find and evaluate run on rank 0 while the other ranks wait at a barrier (lr_find is a
+  short single-process sweep: its loss curve does not improve with more processes).
+- train runs on every rank inside fastai's `DistributedTrainer` (DDP; each rank a shard of every epoch); rank 0
+  alone writes history, checkpoints, the export, the model card and every manifest.
+- The effective batch size (per-process batch x world size) and the learning rate are recorded in the run.
+- If a rank dies, the others fail at their next collective operation; no manifest is written, so `status`
+  reports the stage as incomplete and a rerun redoes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from .errors import PipelineError
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def active() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the process group the launcher described (env://): NCCL on CUDA, gloo on CPU. Accelerate's
+    `PartialState` does the setup, as fastai's `DistributedTrainer` (an `Accelerator`) will expect."""
+    if not active():
+        return
+    import torch
+
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise PipelineError("distributed runs need Accelerate: pip install accelerate") from None
+    PartialState(cpu=not torch.cuda.is_available())
+    if not torch.distributed.is_initialized():
+        raise PipelineError(f"WORLD_SIZE={world_size()} but no process group could be set up: launch with "
+                            "torchrun or accelerate launch")
+
+
+def barrier() -> None:
+    if active():
+        import torch
+
+        torch.distributed.barrier()
+
+
+def broadcast_failure(failed: bool) -> bool:
+    """True on every rank if any rank says `failed` (so rank 0's stage error stops the waiting ranks too)."""
+    if not active():
+        return failed
+    import torch
+
+    t = torch.tensor([1 if failed else 0], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def describe(batch_size: int, lr: float) -> dict:
+    """What a run records about how it was distributed."""
+    backend = ""
+    if active():
+        import torch
+
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else ""
+    n = world_size()
+    return {"world_size": n, "backend": backend, "per_process_batch_size": batch_size,
+            "effective_batch_size": batch_size * n, "lr": lr,
+            "lr_scaling": "none: the configured lr is used as is with the effective batch size"}
+
+
+@contextlib.contextmanager
+def training(learn):
+    """Within the block `learn` trains data-parallel over the launched processes (nothing changes in a single
+    process). fastai's `distrib_ctx` on CUDA; on CPU the same `DistributedTrainer` with `cpu=True`, no
+    SyncBatchNorm (CUDA only) and a `DistributedDL` whose index broadcast runs on CPU tensors (fastai's moves
+    them to CUDA, which gloo does not need and a CPU machine does not have)."""
+    if not active():
+        yield learn
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        with learn.distrib_ctx():
+            yield learn
+        return
+    from fastai.distributed import DistributedDL, DistributedTrainer
+
+    class CpuDistributedDL(DistributedDL):
+        def _broadcast(self, t, rank):
+            t = torch.tensor(t, dtype=torch.int64)
+            torch.distributed.broadcast(t, rank)
+            return t.tolist()
+
+    class CpuDistributedTrainer(DistributedTrainer):
+        def _wrap_dl(self, dl):
+            return dl if isinstance(dl, DistributedDL) else CpuDistributedDL(dl, device=torch.device("cpu"))
+
+    learn.add_cb(CpuDistributedTrainer(sync_bn=False, cpu=True))
+    try:
+        yield learn
+    finally:
+        learn.remove_cb(CpuDistributedTrainer)
