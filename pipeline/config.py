@@ -62,6 +62,7 @@ class TrainCfg:
     momentum: float = 0.9         # sgd only
     wd: float = 0.0               # weight decay (0 = fastai default)
     augment: bool = False         # fastai aug_transforms (no flips)
+    calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
     channels_last: str = "auto"   # auto | on | off (auto: on for pretrained convnets on CUDA)

@@ -56,12 +56,13 @@ STAGES: tuple[Stage, ...] = (
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
-          ("train", "run.seed", "lr_find.suggestion"), ("data", "backbones", "training", "cache", "runtime", "distributed"),
+          ("train", "run.seed", "lr_find.suggestion"),
+          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
-    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data"),
+    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data", "calibration", "inference"),
           "batched inference on each test set; accuracy, tallies, plots",
-          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, metrics.json; metrics.json",
+          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
           external=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import data, datasets, inference, sources
+from pipeline import calibration, data, datasets, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
@@ -93,6 +93,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p, _ in known], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
+    ece, bins = calibration.reliability(df["confidence"], df["correct"])
     tally = tallies(df, vocab)
     skipped = pd.DataFrame([(str(p.relative_to(root)), "label regex did not match", "") for p in unmatched]
                            + [(str(p.relative_to(root)), "label not in the model's vocab", y) for p, y in unknown]
@@ -101,8 +102,10 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     metrics = {"accuracy": float(df["correct"].mean()), "scored": len(df), "correct": int(df["correct"].sum()),
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
+               "ece": ece, "mean_confidence": float(df["confidence"].mean()),
                "source": sources.redact_source(t.source), "root": str(root)}
-    log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']})")
+    log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
+        f"mean confidence {metrics['mean_confidence']:.4f}, ECE {ece:.4f}")
     if metrics["missing_classes"]:
         log(f"{t.name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
@@ -110,6 +113,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
                  write_csv(out / "skipped.csv", skipped),
                  _plot_tallies(tally, t.name, out / "tallies.png"),
                  _plot_confusion(df, vocab, t.name, out / "confusion.png"),
+                 calibration.plot_reliability(bins, ece, t.name, out / "reliability.png"),
                  write_json(out / "metrics.json", metrics)]
     return metrics, files_out
 
@@ -123,6 +127,6 @@ def run(cfg, ws, log):
         summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)
         outputs += files
     outputs.append(write_json(ws.artifact("evaluate", "metrics.json"),
-                              {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab")}
+                              {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}
                                for k, v in summary.items()}))
     return outputs

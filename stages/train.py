@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import cache, data, distributed, runtime, training
+from pipeline import cache, calibration, data, distributed, runtime, training
 from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
@@ -40,6 +40,28 @@ def _versions() -> dict:
             "timm": timm.__version__}
 
 
+def _calibrate(learn, log) -> dict:
+    """Temperature scaling on the validation split, folded into the model's last Linear layer."""
+    import torch.nn.functional as F
+    from fastcore.basics import noop
+
+    with training.quiet(learn):
+        logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)
+    t = calibration.fit_temperature(logits, targets)
+    calibration.fold_temperature(learn.model, t, probe=learn.dls.valid.one_batch()[0])
+
+    def summary(z):
+        conf, pred = F.softmax(z, dim=1).max(dim=1)
+        ece, _ = calibration.reliability(conf.numpy(), (pred == targets).numpy())
+        return float(F.cross_entropy(z, targets)), ece
+
+    (nll0, ece0), (nll1, ece1) = summary(logits), summary(logits / t)
+    log(f"temperature {t:.3f} folded into the last layer: valid NLL {nll0:.4f} → {nll1:.4f}, "
+        f"ECE {ece0:.4f} → {ece1:.4f}")
+    return {"temperature": t, "valid_nll_before": nll0, "valid_nll_after": nll1, "valid_ece_before": ece0,
+            "valid_ece_after": ece1}
+
+
 def run(cfg, ws, log):
     import pandas as pd
     from fastai.torch_core import set_seed
@@ -71,6 +93,8 @@ def run(cfg, ws, log):
                "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)},
                "distributed": distributed.describe(t.batch_size, lr)}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
+    if t.calibrate:
+        metrics["calibration"] = _calibrate(learn, log)
 
     training.strip_for_export(learn)
     with atomic_path(ws.learner) as tmp:
