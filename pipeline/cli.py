@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict`."""
+"""`python -m pipeline run | status | stages | predict | report | compare`."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     with_config(sub.add_parser("status", help="one line per stage: up to date, stale (and why), never run"))
     sub.add_parser("stages", help="the ordered stages with what each reads and writes")
+    rp = sub.add_parser("report", help="write runs/<run>/report.html: one self-contained page with every result")
+    with_config(rp)
+    rp.add_argument("--worst", type=int, default=24, help="how many of the most confident mistakes to show per test set")
     pr = sub.add_parser("predict", help="label images with an exported learner")
     pr.add_argument("--learner", required=True, help="exports/RUN.pkl")
     pr.add_argument("images", nargs="+", help="image files or folders")
@@ -67,6 +70,17 @@ def _cmd_status(args) -> int:
     cfg = config.load(args.config, args.overrides)
     for name, state in runner.status(cfg):
         print(f"{name:<10} {state}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from . import report
+    from .workspace import Workspace
+
+    cfg = config.load(args.config, args.overrides)
+    if not Workspace.from_config(cfg).root.is_dir():
+        raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
+    print(report.build(cfg, worst=args.worst))
     return 0
 
 
@@ -117,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare_main(argv[1:])
     args = _parser().parse_args(argv)
-    commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict}
+    commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
+                "report": _cmd_report}
     return guarded(lambda: commands[args.command](args), args.debug)
 
 
