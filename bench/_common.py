@@ -28,12 +28,14 @@ def header(title: str) -> None:
     print(f"machine: {machine()}")
 
 
-def result(name: str, value, unit: str = "", target: str = "", ok: bool | None = None) -> None:
-    """One figure per line: `name: value unit  [target … met/NOT met]`."""
+def result(name: str, value, unit: str = "", note: str = "", ok: bool | None = None) -> None:
+    """One figure per line: `name: value unit  (note)`, where with `ok` the note is a target: met / NOT MET."""
     shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-    verdict = "" if ok is None else ("  met" if ok else "  NOT MET")
-    print(f"{name}: {shown}{(' ' + unit) if unit else ''}" + (f"  (target {target}){verdict}" if target else ""),
-          flush=True)
+    if ok is None:
+        tail = f"  ({note})" if note else ""
+    else:
+        tail = f"  (target {note})" + ("  met" if ok else "  NOT MET")
+    print(f"{name}: {shown}{(' ' + unit) if unit else ''}{tail}", flush=True)
 
 
 def env() -> dict:

@@ -33,8 +33,6 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
     """Write `cache.npy` + `cache.json` for every row of `df` (the split), using `dls`' validation item tfms."""
     import time
 
-    from fastcore.basics import patch  # noqa: F401  (fastai's test_dl is a patched method)
-
     t = cfg.train
     n = len(df)
     workers = min(4, os.cpu_count() or 1) if n >= 2000 else 0

@@ -66,8 +66,8 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
 
 def apply(learn, rt: Runtime) -> None:
     """Add fastai's MixedPrecision / ChannelsLast callbacks to `learn` as `rt` says."""
-    from fastai.callback.channelslast import ChannelsLast  # noqa: F401  (patches Learner.to_channelslast)
-    from fastai.callback.fp16 import AMPMode, MixedPrecision  # noqa: F401  (patches Learner.to_fp16/to_bf16)
+    import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
+    from fastai.callback.fp16 import AMPMode  # its import adds Learner.to_fp16 / to_bf16
 
     if rt.channels_last:
         learn.to_channelslast(use_amp=rt.precision != "fp32",
