@@ -62,6 +62,9 @@ class TrainCfg:
     momentum: float = 0.9         # sgd only
     wd: float = 0.0               # weight decay (0 = fastai default)
     augment: bool = False         # fastai aug_transforms (no flips)
+    augment_strength: str = "default"  # default | strong (stronger lighting, rotation, zoom, warp; hue and saturation)
+    random_crop_scale: float = 0.0  # > 0: RandomResizedCropGPU(min_scale) on every training batch (0 = off)
+    label_smoothing: float = 0.0  # > 0: LabelSmoothingCrossEntropy(eps)
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
@@ -83,6 +86,7 @@ class EvaluateCfg:
     batch_size: int = 64
     test_sets: list[TestSetCfg] = field(default_factory=list)
     trust_learner: bool = False   # skip the sha256 check of the export (only for a file you trust)
+    tta: int = 0                  # > 0: test-time augmentation, mean of n augmented passes blended with the plain one
 
 
 @dataclass
@@ -217,6 +221,10 @@ def validate(cfg: Config) -> None:
         (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
          "train.base_lr must be a number or \"lr_find\""),
         (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
+        (cfg.train.augment_strength in ("default", "strong"), "train.augment_strength must be default or strong"),
+        (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
+        (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (cfg.evaluate.tta >= 0, "evaluate.tta must be >= 0 (0 = off)"),
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),

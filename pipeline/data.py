@@ -34,10 +34,29 @@ def image_block(cls):
     return TransformBlock(type_tfms=[cls.create, ImageOps.exif_transpose, cls.create], batch_tfms=IntToFloatTensor)
 
 
+def batch_augmentation(t) -> list:
+    """Training-batch transforms (applied to training batches only; on the batch, so they work on the
+    preprocessing cache too). Never a horizontal flip: a mirrored hand is the other hand's sign."""
+    from fastai.vision.augment import Hue, RandomResizedCropGPU, Saturation, aug_transforms
+
+    tfms = []
+    if t.random_crop_scale:
+        crop = RandomResizedCropGPU(t.image_size, min_scale=t.random_crop_scale)
+        crop.split_idx = 0  # training batches only (fastai's default also resamples validation/test batches)
+        tfms.append(crop)
+    if t.augment and t.augment_strength == "strong":
+        tfms += aug_transforms(do_flip=False, max_rotate=20.0, min_zoom=0.9, max_zoom=1.3, max_lighting=0.5,
+                               max_warp=0.3, p_lighting=0.9)
+        if not t.grayscale:
+            tfms += [Hue(max_hue=0.1, p=0.75), Saturation(max_lighting=0.5, p=0.75)]
+    elif t.augment:
+        tfms += aug_transforms(do_flip=False)
+    return tfms
+
+
 def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     """DataLoaders over the persisted split: `ColSplitter`, so every stage sees the very same split."""
-    from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize,
-                                   aug_transforms)
+    from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize
 
     df, root, vocab = load_split(ws)
     t = cfg.train
@@ -47,8 +66,7 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),
-        splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size),
-        batch_tfms=aug_transforms(do_flip=False) if t.augment else None)
+        splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size), batch_tfms=batch_augmentation(t))
     from .runtime import decide
 
     rt = decide(t)

@@ -68,14 +68,19 @@ def _channels_last(learn):
         learn.model.to(memory_format=torch.contiguous_format)
 
 
-def predict(learn, paths: list[Path], batch_size: int = 64):
-    """Batched inference (`test_dl` + `get_preds`, channels-last for convnets): (predicted labels, confidences,
-    probabilities)."""
+def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0):
+    """Batched inference (`test_dl` + `get_preds`, channels-last for convnets), or with `tta` > 0 fastai's
+    test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch transforms, blended
+    with the plain pass): (predicted labels, confidences, probabilities)."""
     from . import training
 
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
-    with training.quiet(learn), _channels_last(learn) as cbs:
-        probs, _ = learn.get_preds(dl=dl, cbs=cbs)
+    if tta:
+        with training.quiet(learn):
+            probs, _ = learn.tta(dl=dl, n=tta)
+    else:
+        with training.quiet(learn), _channels_last(learn) as cbs:
+            probs, _ = learn.get_preds(dl=dl, cbs=cbs)
     conf, idx = probs.max(dim=1)
     vocab = list(learn.dls.vocab)
     return [vocab[i] for i in idx.tolist()], conf.tolist(), probs

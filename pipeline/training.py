@@ -73,12 +73,13 @@ def opt_func(t):
 def make_learner(dls, cfg, ws):
     """A fastai Learner for `cfg.train.arch`: a from-scratch baseline or a (pretrained) vision backbone."""
     from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
     from fastai.metrics import accuracy, error_rate
     from fastai.vision.learner import vision_learner
 
     t = cfg.train
-    common = dict(loss_func=CrossEntropyLossFlat(), opt_func=opt_func(t), metrics=[error_rate, accuracy],
+    loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
+    common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
     if baselines.is_baseline(t.arch):

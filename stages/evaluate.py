@@ -89,7 +89,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     if not known:
         raise PipelineError(f"test set {t.name}: no image under {root} has a label in the model's vocab "
                             f"(check label_regex {t.label_regex!r}, label_map and uppercase)")
-    preds, conf, _ = inference.predict(learn, [p for p, _ in known], cfg.evaluate.batch_size)
+    preds, conf, _ = inference.predict(learn, [p for p, _ in known], cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p, _ in known], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -102,7 +102,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     metrics = {"accuracy": float(df["correct"].mean()), "scored": len(df), "correct": int(df["correct"].sum()),
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
-               "ece": ece, "mean_confidence": float(df["confidence"].mean()),
+               "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
                "source": sources.redact_source(t.source), "root": str(root)}
     log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
         f"mean confidence {metrics['mean_confidence']:.4f}, ECE {ece:.4f}")

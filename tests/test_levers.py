@@ -1,0 +1,78 @@
+"""Out-of-domain levers as config options: batch augmentation, random resized crops, label smoothing, TTA."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from pipeline import config, data, runner
+from pipeline.config import TrainCfg
+from pipeline.errors import PipelineError
+from tests.conftest import make_image_folder
+
+
+def _names(tfms):
+    return [type(t).__name__ for t in tfms]
+
+
+def test_batch_augmentation_options():
+    assert data.batch_augmentation(TrainCfg()) == []
+    default = _names(data.batch_augmentation(replace(TrainCfg(), augment=True)))
+    assert "Flip" not in default and {"Warp", "Brightness"} <= set(default)  # fastai merges rotate+zoom into Warp
+    strong = data.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong"))
+    assert {"Hue", "Saturation"} <= set(_names(strong)) and "Flip" not in _names(strong)
+    gray = _names(data.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong", grayscale=True)))
+    assert "Hue" not in gray
+    (crop,) = data.batch_augmentation(replace(TrainCfg(), random_crop_scale=0.35, image_size=64))
+    assert type(crop).__name__ == "RandomResizedCropGPU" and crop.split_idx == 0  # never on valid/test batches
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.augment_strength", "extreme", "default or strong"),
+    ("train.random_crop_scale", "1.5", "random_crop_scale"),
+    ("train.label_smoothing", "-0.1", "label_smoothing"),
+    ("evaluate.tta", "-1", "evaluate.tta"),
+])
+def test_lever_values_are_validated(tmp_path, key, value, message):
+    with pytest.raises(PipelineError, match=message):
+        config.load(None, cwd=tmp_path, overrides=[f"{key}={value}"])
+
+
+def test_levers_train_and_evaluate_end_to_end(tmp_path):
+    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=20)
+    (tmp_path / "pipeline.toml").write_text(f"""
+[run]
+name = "lev"
+[download]
+source = "path:{src}"
+[datablock]
+valid_pct = 0.25
+cache = true
+[lr_find]
+num_it = 8
+[train]
+arch = "cnnnet"
+pretrained = false
+method = "fit_one_cycle"
+base_lr = 0.01
+epochs = 2
+batch_size = 8
+image_size = 16
+augment = true
+augment_strength = "strong"
+random_crop_scale = 0.5
+label_smoothing = 0.1
+[evaluate]
+tta = 2
+[[evaluate.test_sets]]
+name = "same"
+source = "path:{src}"
+""")
+    cfg = config.load(None, cwd=tmp_path)
+    runner.run(cfg, list(runner.STAGE_NAMES))
+    test = json.loads((tmp_path / "runs" / "lev" / "evaluate" / "same" / "metrics.json").read_text())
+    assert test["tta"] == 2 and test["scored"] == 36 and 0 <= test["accuracy"] <= 1
+    from fastai.learner import load_learner
+
+    learn = load_learner(tmp_path / "exports" / "lev.pkl")
+    assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
+    assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
