@@ -49,14 +49,15 @@ def main() -> int:
         files = files[:args.limit]
     print(f"test files: {len(files)} from {folder}")
 
+    from pipeline import training
+
     inference.predict(learn, files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
-    learn.predict(files[0])
+    with training.quiet(learn):
+        learn.predict(files[0])
 
     t0 = time.perf_counter()
     labels, _, probs = inference.predict(learn, files, args.batch_size)
     batched = time.perf_counter() - t0
-
-    from pipeline import training
 
     t0 = time.perf_counter()
     loop_labels, loop_probs = [], []
