@@ -44,32 +44,40 @@ def _has_convs(model) -> bool:
 
 
 @contextlib.contextmanager
-def _channels_last(learn):
-    """Run a convnet in channels-last (NHWC) layout for the block, then restore its layout. The same arithmetic
-    in another memory order: on a CPU, oneDNN's convolutions are ~1.2-1.6x faster on it (bench/eval_batched.py);
-    probabilities agree with the contiguous layout to float rounding (~1e-5)."""
+def _fast_inputs(learn):
+    """For the block, feed the model plain tensors (fastai's typed TensorImage routes every operation of the
+    forward pass through Python-level `__torch_function__` dispatch) and run a convnet channels-last (NHWC:
+    oneDNN's CPU convolutions are ~1.2-1.6x faster on it). The same arithmetic: probabilities agree with the
+    default path to float rounding (~1e-5; bench/eval_batched.py checks it). The model's layout is restored."""
     import torch
     from fastai.callback.core import Callback
 
-    class NHWC(Callback):
+    convnet = _has_convs(learn.model)
+
+    class PlainInputs(Callback):
         order = -1
 
         def before_batch(self):
-            self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-                                  for x in self.learn.xb)
+            self.learn.xb = tuple(self._plain(x) for x in self.learn.xb)
 
-    if not _has_convs(learn.model):
-        yield []
-        return
-    learn.model.to(memory_format=torch.channels_last)
+        @staticmethod
+        def _plain(x):
+            if not isinstance(x, torch.Tensor):
+                return x
+            x = x.as_subclass(torch.Tensor)
+            return x.contiguous(memory_format=torch.channels_last) if convnet and x.dim() == 4 else x
+
+    if convnet:
+        learn.model.to(memory_format=torch.channels_last)
     try:
-        yield [NHWC()]
+        yield [PlainInputs()]
     finally:
-        learn.model.to(memory_format=torch.contiguous_format)
+        if convnet:
+            learn.model.to(memory_format=torch.contiguous_format)
 
 
 def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0):
-    """Batched inference (`test_dl` + `get_preds`, channels-last for convnets), or with `tta` > 0 fastai's
+    """Batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta` > 0 fastai's
     test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch transforms, blended
     with the plain pass): (predicted labels, confidences, probabilities)."""
     from . import training
@@ -79,7 +87,7 @@ def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0):
         with training.quiet(learn):
             probs, _ = learn.tta(dl=dl, n=tta)
     else:
-        with training.quiet(learn), _channels_last(learn) as cbs:
+        with training.quiet(learn), _fast_inputs(learn) as cbs:
             probs, _ = learn.get_preds(dl=dl, cbs=cbs)
     conf, idx = probs.max(dim=1)
     vocab = list(learn.dls.vocab)
