@@ -35,7 +35,9 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
 
     t = cfg.train
     n = len(df)
-    workers = min(4, os.cpu_count() or 1) if n >= 2000 else 0
+    from .runtime import usable_cpus
+
+    workers = min(4, usable_cpus()) if n >= 2000 else 0  # decoding processes: only worth forking for many images
     dl = dls.test_dl(df, with_labels=False, after_batch=[], bs=256, num_workers=workers)
     c = 1 if t.grayscale else 3
     shape = (n, c, t.image_size, t.image_size)
@@ -138,7 +140,7 @@ def available(ws, cfg) -> bool:
     return meta.get("image_size") == cfg.train.image_size and meta.get("grayscale") == cfg.train.grayscale
 
 
-def training_dataloaders(ws, cfg, dls, batch_size: int | None = None):
+def training_dataloaders(ws, cfg, dls):
     """DataLoaders over the cache with the same split, labels, batch size, shuffling and batch transforms (the very
     pipeline objects, so the Normalize a learner adds applies to both) as the file-based `dls`."""
     from fastai.data.core import DataLoaders
@@ -151,7 +153,7 @@ def training_dataloaders(ws, cfg, dls, batch_size: int | None = None):
         raise PipelineError(f"the cache holds {len(reader)} images but the split {len(df)}: rerun datablock")
     labels = np.array([dls.vocab.o2i[label] for label in df["label"]], dtype=np.int64)
     valid = df["is_valid"].to_numpy()
-    bs = batch_size or dls.train.bs
+    bs = dls.train.bs
     CachedDL = _cached_dl_class()
     train = CachedDL(reader, np.flatnonzero(~valid), labels[~valid], cfg.train.grayscale, bs=bs, shuffle=True,
                      drop_last=len(df) - valid.sum() >= bs, after_batch=dls.train.after_batch, device=dls.device)

@@ -2,8 +2,11 @@
 
 Launch the usual command under `torchrun` or `accelerate launch`:
 
-    torchrun --nproc_per_node 2 -m pipeline run --stages all
-    accelerate launch --num_processes 2 -m pipeline run --stages all        # add --cpu for CPU processes
+    torchrun --standalone --nproc_per_node 2 -m pipeline run --stages all
+    accelerate launch --multi_gpu --num_processes 2 -m pipeline run --stages all   # on a CPU-only machine too
+
+(`accelerate launch --cpu --num_processes N` starts one process unless MPI is set up: Accelerate's multi-CPU
+mode uses mpirun. On CPU, the two commands above give N gloo processes.)
 
 - Every rank resolves the same config, reads the same persisted split, vocab and seed.
 - download, datablock, lr_find and evaluate run on rank 0 while the other ranks wait at a barrier (lr_find is a

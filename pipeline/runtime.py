@@ -20,7 +20,8 @@ class Runtime:
         return asdict(self)
 
 
-def _cpus() -> int:
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity: `taskset` and container limits count)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -41,7 +42,7 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    cpus = _cpus() if cpus is None else cpus
+    cpus = usable_cpus() if cpus is None else cpus
     if t.num_workers >= 0:
         workers = t.num_workers
     elif cuda:
