@@ -398,9 +398,13 @@ def _entry_parts(archive: Path, name: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------- images
 
-def _visible(path: Path) -> bool:
+def _visible_name(name: str) -> bool:
     """False for hidden files/dirs and macOS resource-fork junk."""
-    return not path.name.startswith(".") and path.name not in JUNK_NAMES
+    return not name.startswith(".") and name not in JUNK_NAMES
+
+
+def _visible(path: Path) -> bool:
+    return _visible_name(path.name)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -439,14 +443,10 @@ def list_image_strings(root: Path) -> list[str]:
     """`list_images` as plain strings: no per-file `Path` parsing, so 87,000 files list in well under a second
     (what a no-op rerun's source fingerprint needs). The order is `Path`'s (component by component)."""
     root, found = Path(root), []
-
-    def visible(name: str) -> bool:
-        return not name.startswith(".") and name not in JUNK_NAMES
-
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if visible(d)]
+        dirnames[:] = [d for d in dirnames if _visible_name(d)]
         found += [os.path.join(dirpath, f) for f in filenames
-                  if visible(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS]
+                  if _visible_name(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS]
     found.sort(key=lambda p: p.split(os.sep))
     nested = [p for p in found if _repeats_a_folder(root.name + p[len(str(root)):])]
     if nested:  # rare (e.g. a Kaggle download that contains its own folder again): the slow exact check
