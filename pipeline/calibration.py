@@ -76,18 +76,22 @@ def fit_temperature(logits, targets) -> float:
 
 
 def last_linear(model):
-    """The model's final nn.Linear when it is the last module of a Sequential tree (it then produces the logits)."""
+    """The model's final nn.Linear when it is the last module of a Sequential tree (it then produces the logits);
+    fastai's TabularModel ends in its `layers` Sequential when it has no `y_range`."""
     import torch
 
     last = model
+    if type(model).__name__ == "TabularModel" and getattr(model, "y_range", None) is None:
+        last = model.layers
     while isinstance(last, torch.nn.Sequential) and len(last):
         last = last[-1]
     return last if isinstance(last, torch.nn.Linear) else None
 
 
 def fold_temperature(model, t: float, probe=None) -> None:
-    """Divide the final Linear's weight and bias by `t`, so the model outputs logits / t. With a `probe` batch,
-    check that the outputs really scaled (i.e. nothing after that layer)."""
+    """Divide the final Linear's weight and bias by `t`, so the model outputs logits / t. With a `probe` batch
+    (the model's input, or a tuple of its inputs), check that the outputs really scaled (i.e. nothing after
+    that layer)."""
     import torch
 
     layer = last_linear(model)
@@ -97,14 +101,15 @@ def fold_temperature(model, t: float, probe=None) -> None:
     if probe is not None:
         with torch.no_grad():
             model.eval()
-            before = model(probe)
+            probe = probe if isinstance(probe, tuple) else (probe,)
+            before = model(*probe)
     with torch.no_grad():
         layer.weight.div_(t)
         if layer.bias is not None:
             layer.bias.div_(t)
     if before is not None:
         with torch.no_grad():
-            after = model(probe)
+            after = model(*probe)
         if not torch.allclose(after, before / t, rtol=1e-4, atol=1e-5):
             raise PipelineError("train.calibrate: the model's output is not its last Linear layer's; cannot fold "
                                 "the temperature")

@@ -106,7 +106,8 @@ def _cmd_predict(args) -> int:
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
     learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
-    labels, conf, _ = inference.predict(learn, files, args.batch_size)
+    labels, conf, _ = inference.predict(learn, files, args.batch_size,
+                                        log=lambda m: print(m, file=sys.stderr))  # stdout is the predictions
     if args.csv:
         import csv
 

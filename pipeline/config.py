@@ -35,6 +35,7 @@ class DatablockCfg:
     max_per_class: int = 0        # 0 = all images; else a seeded sample per class
     verify: bool = True           # open every image; corrupt ones are listed and excluded
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
+    input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
 
 
 @dataclass
@@ -47,7 +48,7 @@ class LrFindCfg:
 
 @dataclass
 class TrainCfg:
-    arch: str = "tf_efficientnet_lite0"  # resnet18/34/50 (torchvision), any timm name, or logreg/mlp/cnnnet/aslnet
+    arch: str = "tf_efficientnet_lite0"  # resnet18/34/50 (torchvision), any timm name, logreg/mlp/cnnnet/aslnet, or landmark_mlp
     pretrained: bool = True
     method: str = "fine_tune"     # fine_tune | fit_one_cycle | fit
     base_lr: float | str = "lr_find"  # a number, or "lr_find" to take lr_find's chosen suggestion
@@ -65,6 +66,7 @@ class TrainCfg:
     augment_strength: str = "default"  # default | strong (stronger lighting, rotation, zoom, warp; hue and saturation)
     random_crop_scale: float = 0.0  # > 0: RandomResizedCropGPU(min_scale) on every training batch (0 = off)
     label_smoothing: float = 0.0  # > 0: LabelSmoothingCrossEntropy(eps)
+    landmark_rotate: float = 0.0  # landmarks input: turn each training hand by a random 3D rotation up to ± this many degrees
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
@@ -225,6 +227,14 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.evaluate.tta >= 0, "evaluate.tta must be >= 0 (0 = off)"),
+        (cfg.datablock.input in ("images", "landmarks"), "datablock.input must be images or landmarks"),
+        ((cfg.datablock.input == "landmarks") == (cfg.train.arch == "landmark_mlp"),
+         'datablock.input = "landmarks" and train.arch = "landmark_mlp" go together (the one model for hand keypoints)'),
+        (not (cfg.datablock.input == "landmarks" and cfg.datablock.cache),
+         "datablock.cache stores decoded pixels: turn it off for datablock.input = \"landmarks\""),
+        (not (cfg.datablock.input == "landmarks" and cfg.evaluate.tta),
+         "evaluate.tta augments pixels: turn it off for datablock.input = \"landmarks\""),
+        (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),

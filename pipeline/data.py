@@ -63,6 +63,13 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     if df["is_valid"].sum() == 0 or (~df["is_valid"]).sum() == 0:
         raise PipelineError("the split has an empty training or validation set: raise datablock.valid_pct "
                             "or add images, then rerun datablock")
+    if cfg.datablock.input == "landmarks":
+        import pandas as pd
+
+        from . import hands
+
+        feats = pd.read_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), dtype={"path": str}, keep_default_na=False)
+        return hands.dataloaders(df, feats, vocab, batch_size or t.batch_size)
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),

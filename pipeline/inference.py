@@ -76,12 +76,30 @@ def _fast_inputs(learn):
             learn.model.to(memory_format=torch.contiguous_format)
 
 
-def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0):
+def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print):
+    """A hand-landmark learner's batched inference: MediaPipe finds each image's keypoints, the tabular model
+    classifies them (an image without a hand gets the all-0 row the model learned): (predicted labels,
+    confidences, probabilities, hand found per image)."""
+    from . import hands, training
+
+    feats = hands.extract(paths, log)
+    dl = learn.dls.test_dl(feats[hands.FEATURES], bs=batch_size)
+    with training.quiet(learn):
+        probs, _ = learn.get_preds(dl=dl)
+    conf, idx = probs.max(dim=1)
+    vocab = list(learn.dls.vocab)
+    return [vocab[i] for i in idx.tolist()], conf.tolist(), probs, feats["hand_found"].tolist()
+
+
+def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print):
     """Batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta` > 0 fastai's
     test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch transforms, blended
-    with the plain pass): (predicted labels, confidences, probabilities)."""
-    from . import training
+    with the plain pass): (predicted labels, confidences, probabilities). A hand-landmark learner goes through
+    `predict_landmarks` (no TTA: it augments pixels)."""
+    from . import hands, training
 
+    if hands.is_landmark_learner(learn):
+        return predict_landmarks(learn, paths, batch_size, log)[:3]
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
     if tta:
         with training.quiet(learn):

@@ -42,25 +42,27 @@ class Stage:
 
 
 _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size", "train.grayscale",
-               "train.opt", "train.momentum", "train.wd", "train.augment", "run.seed")
+               "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate", "run.seed")
 
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
           "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
           "dataset.json", external=True),
-    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources", "cache", "runtime"),
+    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources", "cache", "runtime", "hands"),
           "verify images, seeded RandomSplitter, persist the split",
-          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache)",
+          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
+          "landmarks.csv (datablock.input = landmarks)",
           keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
-    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime", "distributed"),
+    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime", "distributed",
+                                                                     "hands"),
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
           ("train", "run.seed", "lr_find.suggestion"),
-          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration"),
+          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration", "hands"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
-    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data", "calibration", "inference"),
+    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data", "calibration", "inference", "hands"),
           "batched inference on each test set; accuracy, tallies, plots",
           "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
           external=True),

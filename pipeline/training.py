@@ -71,7 +71,9 @@ def opt_func(t):
 
 
 def make_learner(dls, cfg, ws):
-    """A fastai Learner for `cfg.train.arch`: a from-scratch baseline or a (pretrained) vision backbone."""
+    """A fastai Learner for `cfg.train.arch`: a from-scratch baseline, a (pretrained) vision backbone, or the
+    hand-landmark MLP."""
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle, fine_tune, lr_find)
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
     from fastai.metrics import accuracy, error_rate
@@ -82,7 +84,12 @@ def make_learner(dls, cfg, ws):
     common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
-    if baselines.is_baseline(t.arch):
+    if t.arch == "landmark_mlp":
+        from . import hands
+
+        extra = [hands.jitter_callback(t.landmark_rotate)] if t.landmark_rotate else []
+        learn = hands.make_learner(dls, t, cbs=extra, **common)
+    elif baselines.is_baseline(t.arch):
         model = baselines.create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size)
         learn = Learner(dls, model, **common)
     else:

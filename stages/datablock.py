@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import cache, data
+from pipeline import cache, data, hands
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -36,10 +36,25 @@ def _plot_counts(df, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _landmarks(df, root: Path, ws, log) -> list[Path]:
+    """landmarks.csv (path, hand found, handedness, score, the model's features) for every image of the split,
+    the detection rate per class in the log, and batch.png: training images with their keypoints drawn."""
+    feats = hands.extract([root / p for p in df["path"]], log)
+    feats.insert(0, "path", df["path"].to_numpy())
+    rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
+    log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
+    train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
+    return [write_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), feats),
+            hands.plot_landmarks([root / p for p in train["path"]], list(train["label"]),
+                                 ws.artifact("datablock", "batch.png"), "training images: hand landmarks")]
+
+
 def run(cfg, ws, log):
     import pandas as pd
     from fastai.data.transforms import RandomSplitter
 
+    if cfg.datablock.input == "landmarks":
+        hands.require()  # before minutes of verifying: the one-line install hint now
     meta = read_json(ws.artifact("download", "dataset.json"))
     root = Path(meta["root"])
     if not root.is_dir():
@@ -76,13 +91,18 @@ def run(cfg, ws, log):
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                    "valid_pct": b.valid_pct, "seed": seed, "n_corrupt": len(bad)}),
                _plot_counts(df, ws.artifact("datablock", "class_counts.png"))]
+    # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
+    # never leave one to be mistaken for current
+    stale = ((cache.CACHE_META, cache.CACHE) if b.input == "landmarks" or not b.cache else ()) + \
+        ((hands.LANDMARKS_CSV,) if b.input != "landmarks" else ())
+    for name in stale:
+        ws.artifact("datablock", name).unlink(missing_ok=True)
+    if b.input == "landmarks":
+        return outputs + _landmarks(df, root, ws, log)
     dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
     dls.show_batch(max_n=16, figsize=(8, 8))
     import matplotlib.pyplot as plt
     outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
     if b.cache:
         outputs += cache.build(ws, cfg, dls, df, log)
-    else:  # a cache from an earlier run with the option on would be stale: never leave one to be mistaken for current
-        for name in (cache.CACHE_META, cache.CACHE):
-            ws.artifact("datablock", name).unlink(missing_ok=True)
     return outputs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import calibration, data, datasets, inference, sources
+from pipeline import calibration, data, datasets, hands, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
@@ -89,10 +89,17 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     if not known:
         raise PipelineError(f"test set {t.name}: no image under {root} has a label in the model's vocab "
                             f"(check label_regex {t.label_regex!r}, label_map and uppercase)")
-    preds, conf, _ = inference.predict(learn, [p for p, _ in known], cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
-    df = pd.DataFrame({"file": [str(p.relative_to(root)) for p, _ in known], "true": [y for _, y in known],
+    paths = [p for p, _ in known]
+    found = None
+    if hands.is_landmark_learner(learn):
+        preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log)
+    else:
+        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
+    df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
+    if found is not None:  # scored all the same: a hand the detector misses is a miss of the whole model
+        df["hand_found"] = found
     ece, bins = calibration.reliability(df["confidence"], df["correct"])
     tally = tallies(df, vocab)
     skipped = pd.DataFrame([(str(p.relative_to(root)), "label regex did not match", "") for p in unmatched]
@@ -104,6 +111,11 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
                "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
                "source": sources.redact_source(t.source), "root": str(root)}
+    if found is not None:
+        metrics["no_hand"] = int((~df["hand_found"]).sum())
+        metrics["accuracy_hand_found"] = float(df.loc[df["hand_found"], "correct"].mean()) if df["hand_found"].any() else 0.0
+        log(f"{t.name}: no hand found in {metrics['no_hand']} image(s); accuracy where one was found "
+            f"{metrics['accuracy_hand_found']:.4f}")
     log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
         f"mean confidence {metrics['mean_confidence']:.4f}, ECE {ece:.4f}")
     if metrics["missing_classes"]:

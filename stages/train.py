@@ -48,7 +48,7 @@ def _calibrate(learn, log) -> dict:
     with training.quiet(learn):
         logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)
     t = calibration.fit_temperature(logits, targets)
-    calibration.fold_temperature(learn.model, t, probe=learn.dls.valid.one_batch()[0])
+    calibration.fold_temperature(learn.model, t, probe=learn.dls.valid.one_batch()[:learn.dls.n_inp])
 
     def summary(z):
         conf, pred = F.softmax(z, dim=1).max(dim=1)
@@ -71,8 +71,9 @@ def run(cfg, ws, log):
     set_seed(cfg.run.seed, reproducible=True)
     dls = data.dataloaders(ws, cfg)
     learn = training.make_learner(dls, cfg, ws)
+    shape = "hand landmarks" if cfg.datablock.input == "landmarks" else f"{t.image_size}px"
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e}, "
-        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {t.image_size}px, bs {t.batch_size}")
+        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     from pipeline import runner
 
     ckpt = ws.scratch / "train"
@@ -101,7 +102,8 @@ def run(cfg, ws, log):
         learn.export(tmp)
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
-            "grayscale": t.grayscale, "normalisation": _normalisation(dls), "metrics": metrics,
+            "grayscale": t.grayscale, "normalisation": _normalisation(dls), "input": cfg.datablock.input,
+            "metrics": metrics,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")

@@ -1,0 +1,265 @@
+"""Hand landmarks as model input: MediaPipe Hands finds the hand and its 21 keypoints; a small fastai tabular
+learner classifies them (`datablock.input = "landmarks"`, `train.arch = "landmark_mlp"`).
+
+Keypoints say nothing about the room, the lighting or the skin, which is what a model trained on one signer in
+one room overfits to. Each hand becomes 64 numbers: the 21 keypoints relative to the wrist, mirrored so that
+left and right hands look alike (a left-handed signer's letters are the mirror image of a right-handed one's),
+scaled so the wrist-to-middle-knuckle distance is 1, plus a flag that is 0 when no hand was found (the
+coordinates are then all 0, which the model learns as whatever classes have no visible hand, e.g. "nothing").
+
+MediaPipe 0.10.9-0.10.21 ships its hand detector and landmark models inside the wheel (`mp.solutions.hands`), so
+this works offline; later releases dropped them. Those releases need numpy < 2, hence an optional extra:
+`pip install -e '.[hands]'`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import PipelineError
+
+N_POINTS = 21
+FEATURES = [f"lm{i:02d}_{axis}" for i in range(N_POINTS) for axis in "xyz"] + ["hand"]
+COLUMNS = ["hand_found", "handedness", "hand_score"]  # per image, beside the features in landmarks.csv
+LANDMARKS_CSV = "landmarks.csv"
+ARCH = "landmark_mlp"
+PAD = 0.25              # black border (fraction of the longer side): the palm detector misses hands filling the frame
+MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)
+RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v ** 0.5): finds ~half the misses,
+                        # mostly dark hands against a bright window
+# finger chains from the wrist (0): thumb 1-4, index 5-8, middle 9-12, ring 13-16, little 17-20
+BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
+         (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20)]
+INSTALL = "pip install -e '.[hands]'  (MediaPipe 0.10.9-0.10.21, whose wheels carry the hand models)"
+
+
+def require():
+    """The `mediapipe` module, or a one-line error saying how to install a release that has the hand models."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: warnings and up only
+    try:
+        import mediapipe as mp
+    except ImportError:
+        raise PipelineError(f"hand landmarks need MediaPipe: {INSTALL}") from None
+    if not hasattr(mp, "solutions"):
+        raise PipelineError(f"MediaPipe {mp.__version__} does not ship the hand models (mp.solutions was removed "
+                            f"after 0.10.21): {INSTALL}")
+    return mp
+
+
+def is_landmark_learner(learn) -> bool:
+    """True for a learner trained on these features (its DataLoaders are tabular, over FEATURES)."""
+    return list(getattr(learn.dls, "cont_names", []) or []) == FEATURES
+
+
+def load_rgb(path):
+    """`path` as an upright (EXIF-applied) 8-bit RGB array, as the image models see it."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def canonical(points, handedness: str):
+    """64 features from MediaPipe's 21 (x, y, z) image-normalised keypoints of one square image: wrist at the
+    origin, mirrored if MediaPipe calls the hand "Right" (it assumes a mirrored selfie view, so an ordinary
+    photo of a right hand is reported "Left"), scaled by the wrist-to-middle-knuckle distance in the image
+    plane, then the found flag 1."""
+    import numpy as np
+
+    p = np.asarray(points, dtype=np.float32) - np.asarray(points[0], dtype=np.float32)
+    if handedness == "Right":
+        p[:, 0] *= -1
+    scale = float(np.linalg.norm(p[9, :2]))
+    if not scale > 1e-6:
+        return None
+    return np.append((p / scale).ravel(), np.float32(1.0))
+
+
+class Detector:
+    """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
+
+    def __init__(self):
+        mp = require()
+        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
+                                               min_detection_confidence=MIN_CONFIDENCE)
+
+    def __call__(self, path) -> tuple[list | None, str, float]:
+        """(21 [x, y, z] keypoints in the padded square image's normalised coordinates, MediaPipe's handedness
+        label, its score), or (None, "", 0.0) when no hand is found."""
+        import numpy as np
+
+        img = load_rgb(path)
+        h, w = img.shape[:2]
+        side = int(max(h, w) * (1 + 2 * PAD))  # centred on a black square: x and y get the same scale
+        canvas = np.zeros((side, side, 3), dtype=np.uint8)
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[top:top + h, left:left + w] = img
+        found = self._hands.process(canvas)
+        if not found.multi_hand_landmarks:
+            lut = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
+            found = self._hands.process(lut[canvas])
+        if not found.multi_hand_landmarks:
+            return None, "", 0.0
+        label = found.multi_handedness[0].classification[0]
+        return [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark], label.label, float(label.score)
+
+    def close(self):
+        self._hands.close()
+
+
+_DETECTOR: Detector | None = None
+
+
+def _init_worker():
+    global _DETECTOR
+    _DETECTOR = Detector()
+
+
+def _row(path: str) -> list:
+    """One landmarks.csv row for `path`: found, handedness, score, then FEATURES (all 0 when no hand)."""
+    points, handedness, score = _DETECTOR(path)
+    feats = canonical(points, handedness) if points is not None else None
+    if feats is None:
+        return [False, "", 0.0] + [0.0] * len(FEATURES)
+    return [True, handedness, score] + [float(v) for v in feats]
+
+
+def extract(paths: list, log=print, workers: int | None = None, what: str = "images"):
+    """A DataFrame (COLUMNS + FEATURES) with one row per path, in order, from `workers` processes (default:
+    the cores this process may use), logging progress about every 10 %."""
+    import multiprocessing
+
+    import pandas as pd
+
+    from .runtime import usable_cpus
+
+    require()
+    paths = [str(p) for p in paths]
+    workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
+    rows, step = [], max(1, len(paths) // 10)
+    log(f"finding hands in {len(paths)} {what} with MediaPipe ({workers} process(es))")
+    if workers == 1:
+        _init_worker()
+        it = map(_row, paths)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        it = pool.imap(_row, paths, chunksize=16)
+    try:
+        for i, row in enumerate(it, 1):
+            rows.append(row)
+            if len(paths) >= 500 and i % step == 0 and i < len(paths):
+                log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")
+    finally:
+        if workers > 1:
+            pool.terminate()
+    df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)
+    log(f"hand found in {int(df['hand_found'].sum())} of {len(df)} {what} ({df['hand_found'].mean():.1%})")
+    return df
+
+
+def dataloaders(split, feats, vocab: list[str], batch_size: int):
+    """fastai tabular DataLoaders over the persisted split joined with its landmarks (FEATURES as continuous
+    columns, no preprocessing: the coordinates are already on one scale, and the model batch-normalises its
+    input)."""
+    import numpy as np
+    from fastai.data.block import CategoryBlock
+    from fastai.tabular.core import TabularPandas
+    from fastai.tabular.data import TabularDataLoaders  # its import makes `to.dataloaders` one (with a tabular test_dl)
+
+    df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
+    if len(df) != len(split):
+        raise PipelineError(f"{LANDMARKS_CSV} lacks {len(split) - len(df)} image(s) of the split: rerun datablock")
+    valid = df["is_valid"].to_numpy()
+    to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
+                       y_block=CategoryBlock(vocab=vocab),
+                       splits=(np.flatnonzero(~valid).tolist(), np.flatnonzero(valid).tolist()))
+    dls = to.dataloaders(bs=batch_size, num_workers=0)
+    assert isinstance(dls, TabularDataLoaders)
+    return dls
+
+
+def make_learner(dls, t, **common):
+    """fastai's tabular MLP (`tabular_learner`, two hidden layers) for FEATURES, `t.head_dropout` between them."""
+    from fastai.tabular.learner import tabular_config, tabular_learner
+
+    return tabular_learner(dls, layers=[512, 256], config=tabular_config(ps=t.head_dropout, embed_p=0.0),
+                           y_range=None, **common)
+
+
+def random_rotations(n: int, degrees: float, generator=None):
+    """`n` 3x3 rotation matrices, each about x, then y, then z by angles uniform in ±`degrees`."""
+    import math
+
+    import torch
+
+    a = (torch.rand(n, 3, generator=generator) * 2 - 1) * math.radians(degrees)
+    c, s = a.cos(), a.sin()
+    one, zero = torch.ones(n), torch.zeros(n)
+
+    def mat(rows):
+        return torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)
+
+    rx = mat([(one, zero, zero), (zero, c[:, 0], -s[:, 0]), (zero, s[:, 0], c[:, 0])])
+    ry = mat([(c[:, 1], zero, s[:, 1]), (zero, one, zero), (-s[:, 1], zero, c[:, 1])])
+    rz = mat([(c[:, 2], -s[:, 2], zero), (s[:, 2], c[:, 2], zero), (zero, zero, one)])
+    return rz @ ry @ rx
+
+
+def jitter_callback(degrees: float, scale: float = 0.1):
+    """A fastai Callback that, on training batches only, turns each hand by a random 3D rotation (up to `degrees`
+    about each axis: the viewpoint changes from camera to camera) and stretches each axis by up to ±`scale`
+    (hand proportions differ from signer to signer). Rows with no hand stay all 0."""
+    import torch
+    from fastai.callback.core import Callback
+
+    class LandmarkJitter(Callback):
+        order = 5
+
+        def before_batch(self):
+            if not self.training:
+                return
+            cats, conts = self.learn.xb
+            n = conts.shape[0]
+            pts = conts[:, :3 * N_POINTS].reshape(n, N_POINTS, 3)
+            rot = random_rotations(n, degrees).to(conts)
+            stretch = 1 + (torch.rand(n, 1, 3, device=conts.device) * 2 - 1) * scale
+            moved = (pts @ rot.transpose(1, 2)) * stretch
+            self.learn.xb = (cats, torch.cat([moved.reshape(n, -1), conts[:, 3 * N_POINTS:]], dim=1))
+
+    return LandmarkJitter()
+
+
+def plot_landmarks(paths: list, labels: list, path: Path, title: str = "hand landmarks") -> Path:
+    """A grid of images with their keypoints and bones drawn (re-detected for display), each titled with its
+    label: where the landmark model's input comes from, to check by eye."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .workspace import save_figure
+
+    n = len(paths)
+    cols = min(4, max(1, n))
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(2.2 * cols, 2.4 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    detector = Detector()
+    try:
+        for ax, p, label in zip(axes.flat, paths, labels):
+            img = load_rgb(p)
+            h, w = img.shape[:2]
+            side = max(h, w) * (1 + 2 * PAD)
+            ax.imshow(img)
+            points, _, _ = detector(p)
+            if points is not None:  # back from the padded square to this image's pixels
+                xy = [((x * side) - (side - w) / 2, (y * side) - (side - h) / 2) for x, y, _ in points]
+                for a, b in BONES:
+                    ax.plot([xy[a][0], xy[b][0]], [xy[a][1], xy[b][1]], color="lime", linewidth=1)
+                ax.scatter([q[0] for q in xy], [q[1] for q in xy], s=4, color="red", zorder=3)
+            ax.set_title(f"{label}{'' if points is not None else ' (no hand)'}", fontsize=8)
+    finally:
+        detector.close()
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,185 @@
+"""Hand landmarks as model input (pipeline/hands.py): features, augmentation, the tabular learner, the stages."""
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import calibration, config, hands, runner, training
+from pipeline.errors import PipelineError
+from tests.conftest import pipeline_cmd, subprocess_env
+
+
+def _hand(seed=0):
+    """21 plausible keypoints in [0, 1] image coordinates (wrist first)."""
+    rng = np.random.default_rng(seed)
+    return (0.5 + rng.uniform(-0.2, 0.2, (21, 3))).astype(np.float32)
+
+
+def test_canonical_features_ignore_position_size_and_handedness():
+    p = _hand()
+    f = hands.canonical(p, "Left")
+    assert f.shape == (len(hands.FEATURES),) and f[-1] == 1.0
+    assert np.allclose(f[:3], 0)  # wrist at the origin
+    assert np.isclose(np.linalg.norm(f[27:29]), 1.0)  # middle knuckle (9) at distance 1 in the image plane
+    moved = p * 0.5 + 0.1  # the same hand smaller and elsewhere in the frame
+    assert np.allclose(hands.canonical(moved, "Left"), f, atol=1e-5)
+    mirrored = p.copy()
+    mirrored[:, 0] = 1 - mirrored[:, 0]  # the other hand making the same sign
+    assert np.allclose(hands.canonical(mirrored, "Right"), f, atol=1e-5)
+    assert not np.allclose(hands.canonical(mirrored, "Left"), f, atol=1e-3)
+    assert hands.canonical(np.zeros((21, 3)), "Left") is None  # degenerate: no scale
+
+
+def test_random_rotations_are_rotations_within_the_bound():
+    r = hands.random_rotations(500, 30.0, generator=torch.Generator().manual_seed(0))
+    eye = torch.eye(3).expand(500, 3, 3)
+    assert torch.allclose(r @ r.transpose(1, 2), eye, atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(500), atol=1e-5)
+    # trace = 1 + 2 cos(total angle); three turns of <= 30 degrees compose to well under 90
+    assert (r.diagonal(dim1=1, dim2=2).sum(-1) > 1.0).all()
+    assert torch.allclose(hands.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
+
+
+def test_jitter_moves_training_hands_only():
+    cb = hands.jitter_callback(30.0)
+    conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(8)] + [np.zeros(64, np.float32)]))
+    cats = torch.zeros(9, 0, dtype=torch.long)
+    cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
+    cb.before_batch()
+    moved = cb.learn.xb[1]
+    assert not torch.allclose(moved[:8, :63], conts[:8, :63])
+    assert torch.equal(moved[:, 63], conts[:, 63])  # the found flag is not a coordinate
+    assert torch.equal(moved[8], conts[8])  # no hand stays all 0
+    assert torch.allclose(moved[:8, :3], torch.zeros(8, 3))  # turned about the wrist
+    cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=False)
+    cb.before_batch()
+    assert torch.equal(cb.learn.xb[1], conts)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["datablock.input=landmarks"], "go together"),
+    (["train.arch=landmark_mlp"], "go together"),
+    (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=true"], "datablock.cache"),
+    (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false", "evaluate.tta=2"],
+     "evaluate.tta"),
+    (["datablock.input=pixels"], "images or landmarks"),
+    (["train.landmark_rotate=-5"], "landmark_rotate"),
+])
+def test_landmark_options_are_validated(tmp_path, overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        config.load(None, cwd=tmp_path, overrides=overrides)
+
+
+def test_missing_mediapipe_is_one_line_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import fails as if it were not installed
+    with pytest.raises(PipelineError, match=r"pip install -e '\.\[hands\]'"):
+        hands.require()
+    monkeypatch.setitem(sys.modules, "mediapipe", SimpleNamespace(__version__="0.10.35"))  # no bundled models
+    with pytest.raises(PipelineError, match="0.10.35 does not ship the hand models"):
+        hands.require()
+
+
+def test_landmark_learner_trains_calibrates_and_exports_plain_fastai(tmp_path):
+    """Synthetic keypoints (three well-separated hand shapes plus no-hand rows): the tabular learner with the
+    jitter callback learns them, the temperature folds into its last layer, and the export loads and predicts
+    with fastai alone."""
+    import pandas as pd
+    from fastai.learner import load_learner
+
+    rng = np.random.default_rng(0)
+    shapes = {c: _hand(i) for i, c in enumerate("ABC")}
+    rows, split = [], []
+    for i in range(150):
+        c = "ABC"[i % 3]
+        feats = hands.canonical(shapes[c] + rng.normal(0, 0.01, (21, 3)), "Left")
+        rows.append(feats)
+        split.append((f"{c}/{i}.jpg", c, i % 5 == 0))
+    for i in range(30):  # the "nothing" class: no hand
+        rows.append(np.zeros(64, np.float32))
+        split.append((f"nothing/{i}.jpg", "nothing", i % 5 == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
+    feats.insert(0, "path", split["path"])
+    vocab = ["A", "B", "C", "nothing"]
+    dls = hands.dataloaders(split, feats, vocab, batch_size=16)
+    cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
+                                                     "datablock.cache=false", "train.landmark_rotate=10",
+                                                     "train.head_dropout=0.1"])
+    learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
+    assert any(type(cb).__name__ == "LandmarkJitter" for cb in learn.cbs)
+    with training.quiet(learn):
+        learn.fit_one_cycle(8, 1e-2)
+        assert learn.validate()[2] > 0.9  # [loss, error_rate, accuracy]
+    calibration.fold_temperature(learn.model, 2.0, probe=dls.valid.one_batch()[:dls.n_inp])
+    training.strip_for_export(learn)
+    learn.export(tmp_path / "lm.pkl")
+    loaded = load_learner(tmp_path / "lm.pkl")
+    assert hands.is_landmark_learner(loaded) and list(loaded.dls.vocab) == vocab
+    assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
+    test = feats.loc[split["is_valid"].to_numpy(), hands.FEATURES].reset_index(drop=True)
+    with training.quiet(loaded):
+        probs, _ = loaded.get_preds(dl=loaded.dls.test_dl(test))
+    predicted = [vocab[i] for i in probs.argmax(1).tolist()]
+    assert predicted == list(split.loc[split["is_valid"], "label"])
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_landmark_pipeline_on_real_photos(tmp_path, shared_data):
+    """The whole pipeline with datablock.input = landmarks on 10 real photos per class: MediaPipe finds most
+    hands, landmarks.csv and the drawn batch.png are written, evaluate scores the 28 test photos and counts the
+    missed hands, and `predict` labels photos with the export."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    data = shared_data
+    (tmp_path / "pipeline.toml").write_text(f"""
+[run]
+name = "lm"
+[download]
+source = "path:{data / 'asl_alphabet_train_200'}"
+[datablock]
+max_per_class = 10
+valid_pct = 0.2
+input = "landmarks"
+[lr_find]
+num_it = 20
+[train]
+arch = "landmark_mlp"
+pretrained = false
+method = "fit_one_cycle"
+base_lr = 3e-3
+epochs = 10
+batch_size = 32
+head_dropout = 0.2
+landmark_rotate = 30
+[[evaluate.test_sets]]
+name = "test28"
+source = "path:{data / 'asl_alphabet_test'}"
+label_regex = '^([A-Za-z]+)_test\\.jpg$'
+""")
+    cfg = config.load(None, cwd=tmp_path)
+    runner.run(cfg, list(runner.STAGE_NAMES))
+    import pandas as pd
+
+    run = tmp_path / "runs" / "lm"
+    feats = pd.read_csv(run / "datablock" / hands.LANDMARKS_CSV)
+    assert len(feats) == 290 and list(feats.columns) == ["path"] + hands.COLUMNS + hands.FEATURES
+    assert feats["hand_found"].mean() > 0.7
+    assert (feats.loc[~feats["hand_found"], hands.FEATURES] == 0).all().all()
+    assert (run / "datablock" / "batch.png").stat().st_size > 10_000
+    card = json.loads((tmp_path / "exports" / "lm.json").read_text())
+    assert card["input"] == "landmarks" and card["arch"] == "landmark_mlp"
+    metrics = json.loads((run / "evaluate" / "test28" / "metrics.json").read_text())
+    assert metrics["scored"] == 28 and 0 <= metrics["no_hand"] < 28
+    assert metrics["accuracy"] > 1 / 29  # 10 photos per class still beat chance on another room's photos
+    predictions = pd.read_csv(run / "evaluate" / "test28" / "predictions.csv")
+    assert predictions["hand_found"].sum() == 28 - metrics["no_hand"]
+    photo = data / "asl_alphabet_test" / "B_test.jpg"
+    out = subprocess.run(pipeline_cmd("predict", "--learner", str(tmp_path / "exports" / "lm.pkl"), str(photo)),
+                         capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()
+    assert len(line) == 1 and line[0].split("\t")[0] == str(photo)  # progress went to stderr, not the output
