@@ -82,7 +82,14 @@ def _recipe(cfg: config.Config) -> str:
     t = cfg.train
     lr = _lr(t.base_lr) if isinstance(t.base_lr, float) else "lr_find"
     opt = t.opt + (f" mom {t.momentum:g}" if t.opt == "sgd" else "")
-    extras = [f"{t.image_size}px" + (" gray" if t.grayscale else "")] + (["aug"] if t.augment else [])
+    if cfg.datablock.input == "landmarks":
+        extras = ["hand landmarks"] + ([f"rotate ±{t.landmark_rotate:g}°"] if t.landmark_rotate else [])
+    else:
+        extras = [f"{t.image_size}px" + (" gray" if t.grayscale else "")]
+        extras += [f"aug {t.augment_strength}" if t.augment_strength != "default" else "aug"] if t.augment else []
+        extras += [f"random crop ≥{t.random_crop_scale:g}"] if t.random_crop_scale else []
+        extras += [f"tta {cfg.evaluate.tta}"] if cfg.evaluate.tta else []
+    extras += [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
     return f"{t.arch} · {t.method} · {opt} lr {lr} · bs {t.batch_size} · {', '.join(extras)}"
 
 

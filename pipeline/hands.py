@@ -143,7 +143,10 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
         _init_worker()
         it = map(_row, paths)
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        # fork where there is one: spawn would re-import a caller's script that lacks an `if __name__` guard.
+        # The children only run MediaPipe (its own TFLite threads), never the parent's torch thread pool.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers, initializer=_init_worker)
         it = pool.imap(_row, paths, chunksize=16)
     try:
         for i, row in enumerate(it, 1):
