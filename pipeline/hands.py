@@ -112,13 +112,22 @@ _DETECTOR: Detector | None = None
 
 
 def _init_worker():
+    """In each extraction process: MediaPipe's C++ layers print a few lines of start-up chatter to the stderr
+    file descriptor, which the pool's processes send to /dev/null (errors still reach the caller as
+    exceptions); then build the detector."""
     global _DETECTOR
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     _DETECTOR = Detector()
 
 
 def _row(path: str) -> list:
     """One landmarks.csv row for `path`: found, handedness, score, then FEATURES (all 0 when no hand)."""
-    points, handedness, score = _DETECTOR(path)
+    try:
+        points, handedness, score = _DETECTOR(path)
+    except (OSError, ValueError) as e:  # PIL's errors for unreadable or truncated images
+        raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
     feats = canonical(points, handedness) if points is not None else None
     if feats is None:
         return [False, "", 0.0] + [0.0] * len(FEATURES)
@@ -127,8 +136,10 @@ def _row(path: str) -> list:
 
 def extract(paths: list, log=print, workers: int | None = None, what: str = "images"):
     """A DataFrame (COLUMNS + FEATURES) with one row per path, in order, from `workers` processes (default:
-    the cores this process may use), logging progress about every 10 %."""
+    the cores this process may use, at most one per 50 images), logging progress about every 10 %."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     import pandas as pd
 
@@ -139,23 +150,20 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
     rows, step = [], max(1, len(paths) // 10)
     log(f"finding hands in {len(paths)} {what} with MediaPipe ({workers} process(es))")
-    if workers == 1:
-        _init_worker()
-        it = map(_row, paths)
-    else:
-        # fork where there is one: spawn would re-import a caller's script that lacks an `if __name__` guard.
-        # The children only run MediaPipe (its own TFLite threads), never the parent's torch thread pool.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers, initializer=_init_worker)
-        it = pool.imap(_row, paths, chunksize=16)
+    # fork where there is one: spawn would re-import a caller's script that lacks an `if __name__` guard.
+    # The children only run MediaPipe (its own TFLite threads), never the parent's torch thread pool.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
     try:
-        for i, row in enumerate(it, 1):
+        for i, row in enumerate(pool.map(_row, paths, chunksize=16), 1):
             rows.append(row)
             if len(paths) >= 500 and i % step == 0 and i < len(paths):
                 log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")
+    except BrokenProcessPool:
+        raise PipelineError(f"MediaPipe's process died while finding hands (after {len(rows)} of {len(paths)} "
+                            f"{what}); rerun with --debug, or check the MediaPipe install: {INSTALL}") from None
     finally:
-        if workers > 1:
-            pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
     df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)
     log(f"hand found in {int(df['hand_found'].sum())} of {len(df)} {what} ({df['hand_found'].mean():.1%})")
     return df

@@ -1,5 +1,6 @@
 """Hand landmarks as model input (pipeline/hands.py): features, augmentation, the tabular learner, the stages."""
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -183,3 +184,23 @@ label_regex = '^([A-Za-z]+)_test\\.jpg$'
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip().splitlines()
     assert len(line) == 1 and line[0].split("\t")[0] == str(photo)  # progress went to stderr, not the output
+
+
+def _die(path):
+    os._exit(3)  # as a native crash in MediaPipe would: no exception, the process is gone
+
+
+def test_extract_reports_unreadable_images_and_dead_workers(tmp_path, monkeypatch):
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    from PIL import Image
+
+    good, bad = tmp_path / "blank.png", tmp_path / "broken.jpg"
+    Image.new("RGB", (64, 64), "gray").save(good)
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    df = hands.extract([good], log=lambda m: None)
+    assert list(df["hand_found"]) == [False] and (df[hands.FEATURES] == 0).all().all()  # no hand in a gray square
+    with pytest.raises(PipelineError, match="broken.jpg: cannot read the image"):
+        hands.extract([good, bad], log=lambda m: None)
+    monkeypatch.setattr(hands, "_row", _die)  # the forked workers inherit the patched module
+    with pytest.raises(PipelineError, match="process died"):
+        hands.extract([good], log=lambda m: None)
