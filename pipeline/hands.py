@@ -150,18 +150,19 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
     rows, step = [], max(1, len(paths) // 10)
     log(f"finding hands in {len(paths)} {what} with MediaPipe ({workers} process(es))")
-    # fork where there is one: spawn would re-import a caller's script that lacks an `if __name__` guard.
-    # The children only run MediaPipe (its own TFLite threads), never the parent's torch thread pool.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+    # spawn, not fork: a process forked after torch has run its thread pools can crash in MediaPipe's native code
+    # (seen here: evaluate right after train). Like any spawning library, it needs a calling script to guard
+    # its entry point with `if __name__ == "__main__":`.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
     try:
         for i, row in enumerate(pool.map(_row, paths, chunksize=16), 1):
             rows.append(row)
             if len(paths) >= 500 and i % step == 0 and i < len(paths):
                 log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")
     except BrokenProcessPool:
-        raise PipelineError(f"MediaPipe's process died while finding hands (after {len(rows)} of {len(paths)} "
-                            f"{what}); rerun with --debug, or check the MediaPipe install: {INSTALL}") from None
+        raise PipelineError(f"a hand-finding process died (after {len(rows)} of {len(paths)} {what}): a script "
+                            f"calling this needs an `if __name__ == \"__main__\":` guard; otherwise check the "
+                            f"MediaPipe install: {INSTALL}") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)

@@ -201,6 +201,6 @@ def test_extract_reports_unreadable_images_and_dead_workers(tmp_path, monkeypatc
     assert list(df["hand_found"]) == [False] and (df[hands.FEATURES] == 0).all().all()  # no hand in a gray square
     with pytest.raises(PipelineError, match="broken.jpg: cannot read the image"):
         hands.extract([good, bad], log=lambda m: None)
-    monkeypatch.setattr(hands, "_row", _die)  # the forked workers inherit the patched module
+    monkeypatch.setattr(hands, "_row", _die)  # pickled by reference: the spawned workers import this test module
     with pytest.raises(PipelineError, match="process died"):
         hands.extract([good], log=lambda m: None)
