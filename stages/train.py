@@ -47,6 +47,7 @@ def _calibrate(learn, log) -> dict:
 
     with training.quiet(learn):
         logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)
+    targets = targets.flatten().long()  # a tabular learner's come as an (N, 1) column of int8 codes
     t = calibration.fit_temperature(logits, targets)
     calibration.fold_temperature(learn.model, t, probe=learn.dls.valid.one_batch()[:learn.dls.n_inp])
 

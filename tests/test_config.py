@@ -4,6 +4,7 @@ import pytest
 
 from pipeline import config
 from pipeline.errors import PipelineError
+from tests.conftest import REPO
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -95,3 +96,12 @@ def test_resolved_config_round_trips_as_json(tmp_path):
     saved = json.loads(config.dumps(cfg))
     assert saved["train"]["epochs"] == 7 and saved["run"]["seed"] == 3
     assert saved["source_file"] == str((tmp_path / "c.toml").resolve())
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")) + sorted((REPO / "configs" / "ablation").glob("*.toml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")  # configs/seeds/ has its own tests
+def test_shipped_configs_load_and_validate(path):
+    cfg = config.load(path, cwd=REPO)
+    assert cfg.run.name and cfg.evaluate.test_sets
+    if path.stem == "asl_robust" or path.stem.startswith("l_"):
+        assert cfg.datablock.input == "landmarks" and cfg.train.arch == "landmark_mlp"

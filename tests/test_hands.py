@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import calibration, config, hands, runner, training
+from pipeline import config, hands, runner, training
 from pipeline.errors import PipelineError
 from tests.conftest import pipeline_cmd, subprocess_env
 
@@ -115,7 +115,12 @@ def test_landmark_learner_trains_calibrates_and_exports_plain_fastai(tmp_path):
     with training.quiet(learn):
         learn.fit_one_cycle(8, 1e-2)
         assert learn.validate()[2] > 0.9  # [loss, error_rate, accuracy]
-    calibration.fold_temperature(learn.model, 2.0, probe=dls.valid.one_batch()[:dls.n_inp])
+    from stages.train import _calibrate
+
+    before = learn.validate()[0]
+    found = _calibrate(learn, log=lambda m: None)  # fits T on the validation split, folds it into the last layer
+    assert found["temperature"] > 0 and found["valid_nll_after"] <= found["valid_nll_before"] + 1e-6
+    assert learn.validate()[0] == pytest.approx(found["valid_nll_after"], rel=1e-3) and before > 0
     training.strip_for_export(learn)
     learn.export(tmp_path / "lm.pkl")
     loaded = load_learner(tmp_path / "lm.pkl")
