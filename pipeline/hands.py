@@ -22,7 +22,6 @@ N_POINTS = 21
 FEATURES = [f"lm{i:02d}_{axis}" for i in range(N_POINTS) for axis in "xyz"] + ["hand"]
 COLUMNS = ["hand_found", "handedness", "hand_score"]  # per image, beside the features in landmarks.csv
 LANDMARKS_CSV = "landmarks.csv"
-ARCH = "landmark_mlp"
 PAD = 0.25              # black border (fraction of the longer side): the palm detector misses hands filling the frame
 MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)
 RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v ** 0.5): finds ~half the misses,

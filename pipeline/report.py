@@ -18,7 +18,7 @@ padding:0 1rem} h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem} td,th{border:1px solid #ccc;padding:.25rem .6rem;
 text-align:right} th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 img.plot{max-width:100%;border:1px solid #eee;margin:.4rem 0} .muted{color:#777} .grid{display:flex;flex-wrap:wrap;
-gap:.6rem} figure{margin:0;width:130px;font-size:.75rem;text-align:center} figure img{width:128px;height:128px;
+gap:.6rem} figure{margin:0;width:130px;font-size:.75rem;text-align:center;overflow-wrap:anywhere} figure img{width:128px;height:128px;
 object-fit:contain;background:#111} .bad{color:#b00020} .good{color:#1b7f3a} .kv td{text-align:left}
 """
 

@@ -93,8 +93,9 @@ def run(cfg, ws, log):
                _plot_counts(df, ws.artifact("datablock", "class_counts.png"))]
     # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
     # never leave one to be mistaken for current
-    stale = ((cache.CACHE_META, cache.CACHE) if b.input == "landmarks" or not b.cache else ()) + \
-        ((hands.LANDMARKS_CSV,) if b.input != "landmarks" else ())
+    stale = [hands.LANDMARKS_CSV] if b.input != "landmarks" else []
+    if b.input == "landmarks" or not b.cache:
+        stale += [cache.CACHE_META, cache.CACHE]
     for name in stale:
         ws.artifact("datablock", name).unlink(missing_ok=True)
     if b.input == "landmarks":
