@@ -77,10 +77,11 @@ def fit_temperature(logits, targets) -> float:
 
 def last_linear(model):
     """The model's final nn.Linear when it is the last module of a Sequential tree (it then produces the logits);
-    fastai's TabularModel ends in its `layers` Sequential when it has no `y_range`."""
+    fastai's TabularModel (alone or inside hands.LandmarkNet) ends in its `layers` Sequential when it has no
+    `y_range`."""
     import torch
 
-    last = model
+    last = model = getattr(model, "tabular", model)  # hands.LandmarkNet: its TabularModel produces the logits
     if type(model).__name__ == "TabularModel" and getattr(model, "y_range", None) is None:
         last = model.layers
     while isinstance(last, torch.nn.Sequential) and len(last):

@@ -83,7 +83,8 @@ def _recipe(cfg: config.Config) -> str:
     lr = _lr(t.base_lr) if isinstance(t.base_lr, float) else "lr_find"
     opt = t.opt + (f" mom {t.momentum:g}" if t.opt == "sgd" else "")
     if cfg.datablock.input == "landmarks":
-        extras = ["hand landmarks"] + ([f"rotate ±{t.landmark_rotate:g}°"] if t.landmark_rotate else [])
+        extras = ["hand landmarks" + (" + shape" if t.landmark_features == "coords+shape" else "")]
+        extras += [f"rotate ±{t.landmark_rotate:g}°"] if t.landmark_rotate else []
     else:
         extras = [f"{t.image_size}px" + (" gray" if t.grayscale else "")]
         extras += [f"aug {t.augment_strength}" if t.augment_strength != "default" else "aug"] if t.augment else []

@@ -26,6 +26,8 @@ PAD = 0.25              # black border (fraction of the longer side): the palm d
 MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)
 RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v ** 0.5): finds ~half the misses,
                         # mostly dark hands against a bright window
+RETRY_TURNS = (1, 3, 2)  # still none: look again with the image turned 90, 270, 180 degrees (np.rot90's k), plain then
+                         # brightened; the palm detector misses hands pointing down (grassknoted's M, N, T; Massey's Q)
 # finger chains from the wrist (0): thumb 1-4, index 5-8, middle 9-12, ring 13-16, little 17-20
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
          (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20)]
@@ -75,6 +77,14 @@ def canonical(points, handedness: str):
     return np.append((p / scale).ravel(), np.float32(1.0))
 
 
+def unturn(points, k: int) -> list:
+    """Keypoints found in a square image turned by `np.rot90(image, k)` (k quarter turns anticlockwise), in the
+    unturned image's normalised coordinates (depth and handedness do not change under a turn)."""
+    back = {0: lambda x, y: (x, y), 1: lambda x, y: (1 - y, x), 2: lambda x, y: (1 - x, 1 - y),
+            3: lambda x, y: (y, 1 - x)}[k % 4]
+    return [[*back(x, y), z] for x, y, z in points]
+
+
 class Detector:
     """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
 
@@ -94,14 +104,15 @@ class Detector:
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         top, left = (side - h) // 2, (side - w) // 2
         canvas[top:top + h, left:left + w] = img
-        found = self._hands.process(canvas)
-        if not found.multi_hand_landmarks:
-            lut = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)
-            found = self._hands.process(lut[canvas])
-        if not found.multi_hand_landmarks:
-            return None, "", 0.0
-        label = found.multi_handedness[0].classification[0]
-        return [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark], label.label, float(label.score)
+        bright = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)[canvas]
+        for k in (0,) + RETRY_TURNS:
+            for img in (canvas, bright):
+                found = self._hands.process(np.ascontiguousarray(np.rot90(img, k)))
+                if found.multi_hand_landmarks:
+                    label = found.multi_handedness[0].classification[0]
+                    points = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark]
+                    return unturn(points, k), label.label, float(label.score)
+        return None, "", 0.0
 
     def close(self):
         self._hands.close()
@@ -191,10 +202,17 @@ def dataloaders(split, feats, vocab: list[str], batch_size: int):
 
 
 def make_learner(dls, t, **common):
-    """fastai's tabular MLP (`tabular_learner`, two hidden layers) for FEATURES, `t.head_dropout` between them."""
-    from fastai.tabular.learner import tabular_config, tabular_learner
+    """fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES (`t.landmark_features`
+    "coords": plain `tabular_learner`), or on FEATURES plus the shape features computed from them ("coords+shape":
+    `hand_model.LandmarkNet`)."""
+    from fastai.tabular.learner import TabularLearner, tabular_config, tabular_learner
 
-    return tabular_learner(dls, layers=[512, 256], config=tabular_config(ps=t.head_dropout, embed_p=0.0),
+    layers = [512, 256]
+    if t.landmark_features == "coords+shape":
+        from .hand_model import LandmarkNet
+
+        return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
+    return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
                            y_range=None, **common)
 
 

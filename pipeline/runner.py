@@ -42,7 +42,8 @@ class Stage:
 
 
 _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size", "train.grayscale",
-               "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate", "run.seed")
+               "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate",
+               "train.landmark_features", "run.seed")
 
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
@@ -54,12 +55,13 @@ STAGES: tuple[Stage, ...] = (
           "landmarks.csv (datablock.input = landmarks)",
           keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
     Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime", "distributed",
-                                                                     "hands"),
+                                                                     "hands", "hand_model"),
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
           ("train", "run.seed", "lr_find.suggestion"),
-          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration", "hands"),
+          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration", "hands",
+           "hand_model"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
     Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data", "calibration", "inference", "hands"),

@@ -45,6 +45,72 @@ def test_random_rotations_are_rotations_within_the_bound():
     assert torch.allclose(hands.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
 
 
+class _MarkerHands:
+    """Stands in for MediaPipe's Hands graph: 'finds' a hand only when the image's brightest pixel lies in its
+    top-left quadrant, and puts all 21 keypoints on that pixel (normalised x = column, y = row)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def process(self, img):
+        self.calls += 1
+        row, col = np.unravel_index(img.sum(2).argmax(), img.shape[:2])
+        h, w = img.shape[:2]
+        if not (row < h / 2 and col < w / 2):
+            return SimpleNamespace(multi_hand_landmarks=None)
+        point = SimpleNamespace(x=(col + 0.5) / w, y=(row + 0.5) / h, z=0.25)
+        return SimpleNamespace(multi_hand_landmarks=[SimpleNamespace(landmark=[point] * 21)],
+                               multi_handedness=[SimpleNamespace(classification=[SimpleNamespace(label="Left", score=0.9)])])
+
+
+@pytest.mark.parametrize("row,col,turns_tried", [(10, 20, 1), (20, 80, 3), (80, 20, 5), (80, 90, 7)])
+def test_detector_turns_the_image_when_no_hand_is_found(tmp_path, row, col, turns_tried):
+    """A hand found only in a turned copy of the image (here: the marker must be top-left) comes back in the
+    unturned image's coordinates; the turns are tried in order (plain and brightened each) and stop at a find."""
+    from PIL import Image
+
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[row, col] = 255
+    Image.fromarray(img).save(tmp_path / "marker.png")
+    detector = hands.Detector.__new__(hands.Detector)  # no MediaPipe graph: the stand-in above
+    detector._hands = _MarkerHands()
+    points, handedness, score = detector(tmp_path / "marker.png")
+    side = int(100 * (1 + 2 * hands.PAD))
+    offset = (side - 100) // 2
+    x, y = (col + offset + 0.5) / side, (row + offset + 0.5) / side  # the marker in the padded square
+    assert points is not None and len(points) == 21 and handedness == "Left" and score == 0.9
+    assert points[0] == pytest.approx([x, y, 0.25], abs=1.5 / side)
+    assert detector._hands.calls == turns_tried
+
+
+def test_unturn_inverts_each_quarter_turn():
+    rng = np.random.default_rng(0)
+    img = np.zeros((40, 40), np.uint8)
+    for _ in range(5):
+        r, c = rng.integers(0, 40, 2)
+        img[:] = 0
+        img[r, c] = 1
+        for k in range(4):
+            tr, tc = np.argwhere(np.rot90(img, k))[0]
+            back = hands.unturn([[(tc + 0.5) / 40, (tr + 0.5) / 40, 0.0]], k)[0]
+            assert back == pytest.approx([(c + 0.5) / 40, (r + 0.5) / 40, 0.0])
+
+
+def test_shape_features_ignore_turns_but_keep_direction():
+    from pipeline.hand_model import N_SHAPE, shape_features
+
+    conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(6)] + [np.zeros(64, np.float32)]))
+    f = shape_features(conts)
+    assert f.shape == (7, N_SHAPE) and torch.equal(f[6], torch.zeros(N_SHAPE))  # no hand: all 0
+    rot = hands.random_rotations(6, 60.0, generator=torch.Generator().manual_seed(1))
+    pts = conts[:6, :63].reshape(6, 21, 3) @ rot.transpose(1, 2)
+    turned = shape_features(torch.cat([pts.reshape(6, 63), conts[:6, 63:]], dim=1))
+    distances = N_SHAPE - 9
+    assert torch.allclose(turned[:, :distances], f[:6, :distances], atol=1e-5)  # the hand's shape: unchanged
+    assert not torch.allclose(turned[:, distances:], f[:6, distances:], atol=1e-2)  # where it points: changed
+    assert torch.allclose(f[:6, distances:].reshape(6, 3, 3).norm(dim=2), torch.ones(6, 3), atol=1e-5)
+
+
 def test_jitter_moves_training_hands_only():
     cb = hands.jitter_callback(30.0)
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(8)] + [np.zeros(64, np.float32)]))
@@ -69,6 +135,7 @@ def test_jitter_moves_training_hands_only():
      "evaluate.tta"),
     (["datablock.input=pixels"], "images or landmarks"),
     (["train.landmark_rotate=-5"], "landmark_rotate"),
+    (["train.landmark_features=angles"], "landmark_features must be coords or coords"),
 ])
 def test_landmark_options_are_validated(tmp_path, overrides, message):
     with pytest.raises(PipelineError, match=message):
@@ -84,10 +151,12 @@ def test_missing_mediapipe_is_one_line_with_the_install_command(monkeypatch):
         hands.require()
 
 
-def test_landmark_learner_trains_calibrates_and_exports_plain_fastai(tmp_path):
+@pytest.mark.parametrize("features", ["coords", "coords+shape"])
+def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     """Synthetic keypoints (three well-separated hand shapes plus no-hand rows): the tabular learner with the
     jitter callback learns them, the temperature folds into its last layer, and the export loads and predicts
-    with fastai alone."""
+    without our callbacks: with fastai alone for "coords", with fastai and hand_model.LandmarkNet (the shape
+    features) for "coords+shape"."""
     import pandas as pd
     from fastai.learner import load_learner
 
@@ -109,7 +178,7 @@ def test_landmark_learner_trains_calibrates_and_exports_plain_fastai(tmp_path):
     dls = hands.dataloaders(split, feats, vocab, batch_size=16)
     cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                      "datablock.cache=false", "train.landmark_rotate=10",
-                                                     "train.head_dropout=0.1"])
+                                                     "train.head_dropout=0.1", f"train.landmark_features={features}"])
     learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
     assert any(type(cb).__name__ == "LandmarkJitter" for cb in learn.cbs)
     with training.quiet(learn):
@@ -126,6 +195,9 @@ def test_landmark_learner_trains_calibrates_and_exports_plain_fastai(tmp_path):
     loaded = load_learner(tmp_path / "lm.pkl")
     assert hands.is_landmark_learner(loaded) and list(loaded.dls.vocab) == vocab
     assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
+    model_type = type(loaded.model)
+    assert (model_type.__module__, model_type.__name__) == (
+        ("pipeline.hand_model", "LandmarkNet") if features == "coords+shape" else ("fastai.tabular.model", "TabularModel"))
     test = feats.loc[split["is_valid"].to_numpy(), hands.FEATURES].reset_index(drop=True)
     with training.quiet(loaded):
         probs, _ = loaded.get_preds(dl=loaded.dls.test_dl(test))
