@@ -85,6 +85,19 @@ def unturn(points, k: int) -> list:
     return [[*back(x, y), z] for x, y, z in points]
 
 
+def _passes(canvas):
+    """(quarter turns, image) to look for a hand in, in order: the image, its brightened copy, then both turned by
+    each of RETRY_TURNS. Lazy: most hands are found in the first, which then costs no copy."""
+    import numpy as np
+
+    yield 0, canvas
+    bright = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)[canvas]
+    yield 0, bright
+    for k in RETRY_TURNS:
+        yield k, np.ascontiguousarray(np.rot90(canvas, k))
+        yield k, np.ascontiguousarray(np.rot90(bright, k))
+
+
 class Detector:
     """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
 
@@ -104,14 +117,12 @@ class Detector:
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         top, left = (side - h) // 2, (side - w) // 2
         canvas[top:top + h, left:left + w] = img
-        bright = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)[canvas]
-        for k in (0,) + RETRY_TURNS:
-            for img in (canvas, bright):
-                found = self._hands.process(np.ascontiguousarray(np.rot90(img, k)))
-                if found.multi_hand_landmarks:
-                    label = found.multi_handedness[0].classification[0]
-                    points = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark]
-                    return unturn(points, k), label.label, float(label.score)
+        for k, img in _passes(canvas):
+            found = self._hands.process(img)
+            if found.multi_hand_landmarks:
+                label = found.multi_handedness[0].classification[0]
+                points = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark]
+                return unturn(points, k), label.label, float(label.score)
         return None, "", 0.0
 
     def close(self):
