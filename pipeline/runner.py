@@ -1,6 +1,7 @@
 """Ordered stage registry, `--stages` resolution, fingerprints, manifests and skip-if-unchanged."""
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
@@ -24,7 +25,6 @@ class Stage:
     name: str
     reads: Callable[[Config], tuple[str, ...]]  # upstream stages whose outputs this one reads
     config_keys: tuple[str, ...]                # "section" or "section.key" entries that change its result
-    code: tuple[str, ...] = ()                  # pipeline modules (besides stages/<name>.py) it depends on
     summary: str = ""
     writes: str = ""
     external: bool = False                      # its module has external_fingerprint(cfg, ws) (source data)
@@ -46,25 +46,22 @@ _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.im
                "train.landmark_features", "run.seed")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("download", lambda cfg: (), ("download",), ("sources", "sign_mnist"),
+    Stage("download", lambda cfg: (), ("download",),
           "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
           "dataset.json", external=True),
-    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"), ("data", "sources", "cache", "runtime", "hands"),
+    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"),
           "verify images, seeded RandomSplitter, persist the split",
           "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
           "landmarks.csv (datablock.input = landmarks)",
           keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
-    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS, ("data", "backbones", "training", "cache", "runtime", "distributed",
-                                                                     "hands", "hand_model"),
+    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS,
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
           "lr_find.json, lr_find.png"),
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
           ("train", "run.seed", "lr_find.suggestion"),
-          ("data", "backbones", "training", "cache", "runtime", "distributed", "calibration", "hands",
-           "hand_model"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
-    Stage("evaluate", lambda cfg: ("train",), ("evaluate",), ("sources", "labels", "data", "calibration", "inference", "hands"),
+    Stage("evaluate", lambda cfg: ("train",), ("evaluate",),
           "batched inference on each test set; accuracy, tallies, plots",
           "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
           external=True),
@@ -92,9 +89,53 @@ def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
     return out
 
 
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """The `pipeline` modules that the source file `path` (a module of `package`) imports anywhere in its body,
+    function-level imports included, read with `ast` (nothing is imported)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing module's package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names = [base] + [f"{base}.{a.name}" for a in node.names]  # `from pipeline import data` names a module
+        else:
+            continue
+        found.update(n for n in names if n == "pipeline" or n.startswith("pipeline."))
+    return found
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of `pipeline` module `name` (a package's __init__.py), or None when `name` is not one
+    (e.g. `pipeline.hands.FEATURES`, a name imported from a module)."""
+    parts = name.split(".")[1:]
+    for candidate in (PKG.joinpath(*parts[:-1], f"{parts[-1]}.py") if parts else None,
+                      PKG.joinpath(*parts, "__init__.py")):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def code_files(stage_name: str) -> tuple[Path, ...]:
+    """`stages/<stage_name>.py` and every `pipeline` module it reaches through imports, followed transitively:
+    the code whose edit can change the stage's result (derived, so no list is kept by hand)."""
+    start = Path(importlib.util.find_spec(f"stages.{stage_name}").origin)
+    files, todo = {start}, [(start, "stages")]
+    while todo:
+        path, package = todo.pop()
+        for name in _imported_modules(path, package):
+            f = _module_file(name)
+            if f is not None and f not in files:
+                files.add(f)
+                todo.append((f, name if f.name == "__init__.py" else name.rpartition(".")[0]))
+    return tuple(sorted(files))
+
+
 def _code_hash(stage: Stage) -> str:
-    files = [Path(importlib.util.find_spec(stage.module).origin)] + [PKG / f"{m}.py" for m in stage.code]
-    return sha256_text("".join(sha256_file(f) for f in files) + __version__)
+    return sha256_text("".join(sha256_file(f) for f in code_files(stage.name)) + __version__)
 
 
 @dataclass

@@ -100,3 +100,32 @@ def test_interrupted_stage_leaves_no_manifest(project, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         runner.run(load(tmp_path), ["datablock"], force=True)
     assert dict(runner.status(load(tmp_path)))["datablock"] == "incomplete (interrupted or failed)"
+
+
+def test_code_files_follow_the_import_graph():
+    """Each stage's code is what stages/<name>.py reaches through imports inside pipeline/ (the hand-kept lists
+    missed datasets for download and evaluate, training for evaluate, baselines for lr_find and train)."""
+    names = {s: {p.name for p in runner.code_files(s)} for s in runner.STAGE_NAMES}
+    assert {"download.py", "datasets.py", "sources.py", "sign_mnist.py"} <= names["download"]
+    assert {"evaluate.py", "datasets.py", "inference.py", "labels.py", "calibration.py"} <= names["evaluate"]
+    assert {"baselines.py", "backbones.py", "training.py"} <= names["lr_find"] & names["train"]
+    assert "training.py" not in names["download"] and "inference.py" not in names["train"]
+
+
+def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_path_factory):
+    """Edit a pipeline module only datablock reaches: status says datablock's code changed, download stays."""
+    import shutil
+
+    tmp_path, _ = project
+    pkg = tmp_path_factory.mktemp("pkg") / "pipeline"
+    shutil.copytree(runner.PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runner, "PKG", pkg)
+    runner.run(load(tmp_path), ["download", "datablock"])
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
+    used = {p.name for p in runner.code_files("datablock")} - {p.name for p in runner.code_files("download")}
+    assert "cache.py" in used
+    with open(pkg / "cache.py", "a") as f:
+        f.write("\n# an edit\n")
+    st = dict(runner.status(load(tmp_path)))
+    assert st["datablock"] == "code changed" and st["download"] == "up to date"
+    assert st["lr_find"] == "never run"
