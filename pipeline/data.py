@@ -10,6 +10,8 @@ from .workspace import Workspace, read_json
 
 SPLITS = "splits.csv"
 VOCAB = "vocab.json"
+HOLDOUT = "holdout.csv"     # datablock.holdout's images (path, label, source, group), scored by evaluate
+HOLDOUT_SET = "holdout"     # ... as the test set of this name
 
 
 def load_split(ws: Workspace):
@@ -17,8 +19,8 @@ def load_split(ws: Workspace):
     import pandas as pd
 
     meta = read_json(ws.artifact("datablock", VOCAB))
-    df = pd.read_csv(ws.artifact("datablock", SPLITS), dtype={"path": str, "label": str, "is_valid": bool},
-                     keep_default_na=False)
+    df = pd.read_csv(ws.artifact("datablock", SPLITS), keep_default_na=False,
+                     dtype={"path": str, "label": str, "is_valid": bool, "source": str, "group": str})
     return df, Path(meta["root"]), list(meta["vocab"])
 
 
