@@ -6,7 +6,7 @@ For every group (a signer: `group_regex` of a `[[download.sources]]`; a source w
 `fold = "source"`, is one group) the recipe trains on all the others and is scored on the one held out. Each
 fold is an ordinary run, `run --config X --set run.name=X-cv-GROUP --set 'datablock.holdout=["GROUP"]'
 --set evaluate.test_sets=[]`, with its own run folder, through the same stage runner: a fold already up to date
-is skipped, and the keypoint store (`landmark_store`) finds each photo's hand once for all folds.
+is skipped, and the keypoint store (`content_store`) finds each photo's hand once for all folds.
 
 Writes `runs/<run>/crossval/`: crossval.md (per held-out group: images, accuracy, worst letters; mean ± spread;
 per-letter mean over folds), crossval.csv, letters.csv and crossval.png.

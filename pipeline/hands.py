@@ -156,7 +156,7 @@ def _row(path: str) -> list:
 
 
 def extraction_settings() -> dict:
-    """Everything that changes the keypoints found in an image: the key under which `LandmarkStore` keeps them."""
+    """Everything that changes the keypoints found in an image: the key under which `content_store.landmarks` keeps them."""
     import mediapipe
 
     return {"pad": PAD, "min_confidence": MIN_CONFIDENCE, "retry_gamma": RETRY_GAMMA, "retry_turns": RETRY_TURNS,
@@ -166,7 +166,7 @@ def extraction_settings() -> dict:
 def extract(paths: list, log=print, workers: int | None = None, what: str = "images", store=None):
     """A DataFrame (COLUMNS + FEATURES) with one row per path, in order, from `workers` processes (default:
     the cores this process may use, at most one per 50 images), logging progress about every 10 %. With a
-    `landmark_store.LandmarkStore`, images whose keypoints it holds are not looked at again and new ones are
+    `content_store.landmarks` store, images whose keypoints it holds are not looked at again and new ones are
     added to it as they come; `df.attrs["extracted"]` counts the images MediaPipe looked at."""
     import pandas as pd
 

@@ -79,7 +79,7 @@ def _fast_inputs(learn):
 def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None):
     """A hand-landmark learner's batched inference: MediaPipe finds each image's keypoints, the tabular model
     classifies them (an image without a hand gets the all-0 row the model learned): (predicted labels,
-    confidences, probabilities, hand found per image); `store`: a `landmark_store.LandmarkStore` to reuse."""
+    confidences, probabilities, hand found per image); `store`: a `content_store.landmarks` store to reuse."""
     from . import hands, training
 
     feats = hands.extract(paths, log, store=store)

@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import cache, data, datasets, hands, splitting
+from pipeline import cache, content_store, data, datasets, hands, splitting
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -45,9 +45,7 @@ def _plot_counts(df, path: Path) -> Path:
 def _landmarks(df, root: Path, ws, log) -> list[Path]:
     """landmarks.csv (path, hand found, handedness, score, the model's features) for every image of the split,
     the detection rate per class in the log, and batch.png: training images with their keypoints drawn."""
-    from pipeline.landmark_store import LandmarkStore
-
-    feats = hands.extract([root / p for p in df["path"]], log, store=LandmarkStore(ws.data))
+    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data))
     feats.insert(0, "path", df["path"].to_numpy())
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
@@ -150,5 +148,5 @@ def run(cfg, ws, log):
     import matplotlib.pyplot as plt
     outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
     if b.cache:
-        outputs += cache.build(ws, cfg, dls, df, log)
+        outputs += cache.build(ws, cfg, dls, df, root, log)
     return outputs

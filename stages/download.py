@@ -109,6 +109,7 @@ def run(cfg, ws, log):
         log(f"{sum(counts.values())} images in {len(counts)} classes from {len(entries)} sources")
     summary = {"sources": entries, "classes": sorted(counts), "counts": dict(sorted(counts.items())),
                "n_images": sum(counts.values())}
+    summary["source"] = "; ".join(f"{e['name']}: {e['source']} ({e['n_images']} images)" for e in entries)
     if len(entries) == 1:  # the single-source fields every earlier dataset.json had
         one = entries[0]
         summary.update({"source": one["source"], "root": one["root"], "empty_classes": one["empty_classes"],

@@ -163,9 +163,9 @@ def run(cfg, ws, log):
     vocab = list(learn.dls.vocab)
     store = None
     if hands.is_landmark_learner(learn):
-        from pipeline.landmark_store import LandmarkStore
+        from pipeline import content_store
 
-        store = LandmarkStore(ws.data)
+        store = content_store.landmarks(ws.data)
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
