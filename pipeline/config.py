@@ -87,6 +87,7 @@ class TrainCfg:
     random_crop_scale: float = 0.0  # > 0: RandomResizedCropGPU(min_scale) on every training batch (0 = off)
     label_smoothing: float = 0.0  # > 0: LabelSmoothingCrossEntropy(eps)
     landmark_rotate: float = 0.0  # landmarks input: turn each training hand by a random 3D rotation up to ± this many degrees
+    landmark_mirror: float = 0.0  # landmarks input: mirror each training hand left to right with this probability
     landmark_features: str = "coords"  # landmarks input: coords | coords+shape (+ keypoint distances and hand direction)
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
@@ -256,6 +257,7 @@ def validate(cfg: Config) -> None:
         (not (cfg.datablock.input == "landmarks" and cfg.evaluate.tta),
          "evaluate.tta augments pixels: turn it off for datablock.input = \"landmarks\""),
         (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),
+        (0.0 <= cfg.train.landmark_mirror <= 1.0, "train.landmark_mirror must be a probability in [0, 1] (0 = off)"),
         (cfg.train.landmark_features in ("coords", "coords+shape"), "train.landmark_features must be coords or coords+shape"),
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),

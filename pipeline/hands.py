@@ -276,10 +276,13 @@ def random_rotations(n: int, degrees: float, generator=None):
     return rz @ ry @ rx
 
 
-def jitter_callback(degrees: float, scale: float = 0.1):
+def jitter_callback(degrees: float, scale: float = 0.1, mirror: float = 0.0):
     """A fastai Callback that, on training batches only, turns each hand by a random 3D rotation (up to `degrees`
-    about each axis: the viewpoint changes from camera to camera) and stretches each axis by up to ±`scale`
-    (hand proportions differ from signer to signer). Rows with no hand stay all 0."""
+    about each axis: the viewpoint changes from camera to camera), stretches each axis by up to ±`scale` (hand
+    proportions differ from signer to signer; only with a rotation), and mirrors it left to right with probability
+    `mirror` (a letter signed with the other hand is its mirror image, and MediaPipe sometimes names the wrong hand
+    in a photo taken from the signer's own side, which `canonical` then mirrors wrongly). Rows with no hand stay
+    all 0."""
     import torch
     from fastai.callback.core import Callback
 
@@ -293,8 +296,10 @@ def jitter_callback(degrees: float, scale: float = 0.1):
             n = conts.shape[0]
             pts = conts[:, :3 * N_POINTS].reshape(n, N_POINTS, 3)
             rot = random_rotations(n, degrees).to(conts)
-            stretch = 1 + (torch.rand(n, 1, 3, device=conts.device) * 2 - 1) * scale
-            moved = (pts @ rot.transpose(1, 2)) * stretch
+            stretch = 1 + (torch.rand(n, 1, 3, device=conts.device) * 2 - 1) * (scale if degrees else 0.0)
+            flip = torch.ones(n, 1, 3, device=conts.device)
+            flip[torch.rand(n, device=conts.device) < mirror, 0, 0] = -1
+            moved = (pts @ rot.transpose(1, 2)) * stretch * flip
             self.learn.xb = (cats, torch.cat([moved.reshape(n, -1), conts[:, 3 * N_POINTS:]], dim=1))
 
     return LandmarkJitter()

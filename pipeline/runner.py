@@ -43,7 +43,7 @@ class Stage:
 
 _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size", "train.grayscale",
                "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate",
-               "train.landmark_features", "run.seed")
+               "train.landmark_mirror", "train.landmark_features", "run.seed")
 
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",),
@@ -83,17 +83,18 @@ def resolve_stages(spec: str) -> list[str]:
 
 # Config fields added after fingerprints were first recorded: left out of a stage's config part while at their
 # default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date).
-LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout")}
+LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "train": ("landmark_mirror",)}
 
 
 def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
     out = {}
     for key in keys:
         section, _, attr = key.partition(".")
-        if attr:
-            out[key] = cfg.section(section)[attr]
-            continue
         values, defaults = cfg.section(section), Config().section(section)
+        if attr:
+            if not (attr in LATER_FIELDS.get(section, ()) and values[attr] == defaults[attr]):
+                out[key] = values[attr]
+            continue
         out[key] = {k: v for k, v in values.items() if not (k in LATER_FIELDS.get(section, ()) and v == defaults[k])}
     return out
 

@@ -87,7 +87,8 @@ def make_learner(dls, cfg, ws):
     if t.arch == "landmark_mlp":
         from . import hands
 
-        extra = [hands.jitter_callback(t.landmark_rotate)] if t.landmark_rotate else []
+        extra = ([hands.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
+                 if t.landmark_rotate or t.landmark_mirror else [])
         learn = hands.make_learner(dls, t, cbs=extra, **common)
     elif baselines.is_baseline(t.arch):
         model = baselines.create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size)

@@ -127,7 +127,22 @@ def test_jitter_moves_training_hands_only():
     assert torch.equal(cb.learn.xb[1], conts)
 
 
+def test_mirror_flips_x_of_training_hands_with_its_probability():
+    conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(400)]))
+    cats = torch.zeros(400, 0, dtype=torch.long)
+    for p, share in ((0.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
+        cb = hands.jitter_callback(0.0, mirror=p)
+        cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
+        cb.before_batch()
+        moved, pts = cb.learn.xb[1][:, :63].reshape(-1, 21, 3), conts[:, :63].reshape(-1, 21, 3)
+        flipped = torch.isclose(moved[..., 0], -pts[..., 0]).all(1) & ~torch.isclose(moved[..., 0], pts[..., 0]).all(1)
+        kept = torch.equal(moved[..., 1:], pts[..., 1:])  # no rotation, no stretch: only x changes
+        assert kept and (torch.equal(moved[~flipped], pts[~flipped]))
+        assert abs(flipped.float().mean().item() - share) < 0.1
+
+
 @pytest.mark.parametrize("overrides,message", [
+    (["train.landmark_mirror=1.5"], "landmark_mirror"),
     (["datablock.input=landmarks"], "go together"),
     (["train.arch=landmark_mlp"], "go together"),
     (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=true"], "datablock.cache"),

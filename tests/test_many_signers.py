@@ -135,6 +135,10 @@ def test_a_single_source_keeps_its_config_fingerprint(tmp_path):
         "download": {"source": "sklearn:digits", "subdir": ""},
         "datablock": {"valid_pct": 0.2, "max_per_class": 0, "verify": True, "cache": False, "input": "images"}}
     assert "split" in runner._config_part(load(tmp_path, "datablock.split=group"), ("datablock",))["datablock"]
+    assert "landmark_mirror" not in runner._config_part(cfg, ("train",))["train"]
+    assert "train.landmark_mirror" not in runner._config_part(cfg, ("train.landmark_mirror",))
+    assert runner._config_part(load(tmp_path, "train.landmark_mirror=0.5"), ("train.landmark_mirror",)) == {
+        "train.landmark_mirror": 0.5}
 
 
 @pytest.mark.parametrize("bad, message", [
