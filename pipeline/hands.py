@@ -212,21 +212,6 @@ def dataloaders(split, feats, vocab: list[str], batch_size: int):
     return dls
 
 
-def make_learner(dls, t, **common):
-    """fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES (`t.landmark_features`
-    "coords": plain `tabular_learner`), or on FEATURES plus the shape features computed from them ("coords+shape":
-    `hand_model.LandmarkNet`)."""
-    from fastai.tabular.learner import TabularLearner, tabular_config, tabular_learner
-
-    layers = [512, 256]
-    if t.landmark_features == "coords+shape":
-        from .hand_model import LandmarkNet
-
-        return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
-    return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
-                           y_range=None, **common)
-
-
 def random_rotations(n: int, degrees: float, generator=None):
     """`n` 3x3 rotation matrices, each about x, then y, then z by angles uniform in ±`degrees`."""
     import math

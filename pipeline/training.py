@@ -85,10 +85,10 @@ def make_learner(dls, cfg, ws):
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
     if t.arch == "landmark_mlp":
-        from . import hands
+        from . import hand_model, hands
 
         extra = [hands.jitter_callback(t.landmark_rotate)] if t.landmark_rotate else []
-        learn = hands.make_learner(dls, t, cbs=extra, **common)
+        learn = hand_model.make_learner(dls, t, cbs=extra, **common)
     elif baselines.is_baseline(t.arch):
         model = baselines.create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size)
         learn = Learner(dls, model, **common)
