@@ -1,7 +1,8 @@
 """The hand-landmark learner (`train.arch = "landmark_mlp"`), and its model with shape features
-(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus features of the hand's shape that no turn of the camera changes,
-computed from the keypoints inside the model. Computing them in the forward pass (not in landmarks.csv) means the
-training jitter turns the keypoints first, and the export takes the same keypoint rows as the plain model.
+(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus
+features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
+Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
+the export takes the same keypoint rows as the plain model.
 
 Its own module, importing torch at the top, because `load_learner` unpickles the model by its class name; `hands.py`
 (keypoint extraction, which needs no torch) does not import it.
