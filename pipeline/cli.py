@@ -74,7 +74,7 @@ def _cmd_report(args) -> int:
     cfg = config.load(args.config, args.overrides)
     if not Workspace.from_config(cfg).root.is_dir():
         raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
-    print(report.build(cfg, worst=args.worst))
+    print(report.build(cfg, runner.status(cfg), worst=args.worst))
     return 0
 
 
