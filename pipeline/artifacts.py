@@ -29,5 +29,7 @@ SKIPPED = "skipped.csv"
 TALLIES_PNG = "tallies.png"
 CONFUSION_PNG = "confusion.png"
 RELIABILITY_PNG = "reliability.png"
-# the run folder itself
+# every stage folder, and the run folder itself
+MANIFEST = "manifest.json"          # fingerprint, outputs with hashes, times: written last
+CONFIG = "config.json"              # the resolved config of the last run
 REPORT = "report.html"

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import artifacts
 from .errors import PipelineError
 from .workspace import atomic_path, read_json, write_json
 
-CACHE = "cache.npy"
-CACHE_META = "cache.json"
 
 
 def build(ws, cfg, dls, df, log) -> list[Path]:
@@ -45,7 +44,7 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
         f"{np.prod(shape) / 2**20:.0f} MiB) with {workers or 'no'} worker process(es)")
     t0, done = time.perf_counter(), 0
     last = t0
-    path = ws.artifact("datablock", CACHE)
+    path = ws.artifact("datablock", artifacts.CACHE)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         for (xb,) in dl:
@@ -61,8 +60,8 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
         raise PipelineError(f"the cache got {done} images for {n} rows of the split: rerun datablock")
     seconds = time.perf_counter() - t0
     log(f"cache written: {path} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
-    return [path, write_json(ws.artifact("datablock", CACHE_META), {
-        "file": CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
+    return [path, write_json(ws.artifact("datablock", artifacts.CACHE_META), {
+        "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
         "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1)})]
 
 
@@ -134,7 +133,7 @@ def available(ws, cfg) -> bool:
     if not cfg.datablock.cache:
         return False
     try:
-        meta = read_json(ws.artifact("datablock", CACHE_META))
+        meta = read_json(ws.artifact("datablock", artifacts.CACHE_META))
     except (OSError, ValueError):
         return False
     return meta.get("image_size") == cfg.train.image_size and meta.get("grayscale") == cfg.train.grayscale
@@ -148,7 +147,7 @@ def training_dataloaders(ws, cfg, dls):
     from .data import load_split
 
     df, _, _ = load_split(ws)
-    reader = Reader(ws.artifact("datablock", CACHE))
+    reader = Reader(ws.artifact("datablock", artifacts.CACHE))
     if len(reader) != len(df):
         raise PipelineError(f"the cache holds {len(reader)} images but the split {len(df)}: rerun datablock")
     labels = np.array([dls.vocab.o2i[label] for label in df["label"]], dtype=np.int64)
@@ -174,7 +173,7 @@ def training_data(learn, ws, cfg, log=None):
     files = learn.dls
     learn.dls = training_dataloaders(ws, cfg, files)
     if log:
-        log(f"training from the preprocessing cache ({ws.artifact('datablock', CACHE)})")
+        log(f"training from the preprocessing cache ({ws.artifact('datablock', artifacts.CACHE)})")
     try:
         yield learn.dls
     finally:

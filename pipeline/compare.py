@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import config, runner
+from . import artifacts, config, runner
 from .errors import PipelineError, guarded
 from .workspace import Workspace, read_json, write_text
 
@@ -113,7 +113,7 @@ def _collect(row: Row, cfg: config.Config, stages: list[str]) -> None:
         if m is not None:
             durations[name] = float(m.get("duration_s", 0.0))
     try:
-        tm = read_json(ws.artifact("train", "metrics.json"))
+        tm = read_json(ws.artifact("train", artifacts.METRICS))
         row.valid, row.epochs = float(tm["valid_accuracy"]), int(tm["epochs"])
         if "train" in durations:  # a run resumed from a checkpoint records only its last part as the duration
             durations["train"] = max(durations["train"], float(tm.get("train_seconds", 0.0)))
@@ -125,7 +125,7 @@ def _collect(row: Row, cfg: config.Config, stages: list[str]) -> None:
         row.total_s = sum(durations.values())
     if "evaluate" in stages:
         try:
-            em = read_json(ws.artifact("evaluate", "metrics.json"))
+            em = read_json(ws.artifact("evaluate", artifacts.METRICS))
             row.test = {name: float(v["accuracy"]) for name, v in em.items()}
         except (OSError, ValueError, KeyError, TypeError):
             pass

@@ -4,20 +4,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import artifacts
 from .errors import PipelineError
 from .sources import list_images  # noqa: F401  (re-exported: the stages' one way to list images)
 from .workspace import Workspace, read_json
 
-SPLITS = "splits.csv"
-VOCAB = "vocab.json"
 
 
 def load_split(ws: Workspace):
     """(DataFrame path,label,is_valid; image root; vocab) as written by the datablock stage."""
     import pandas as pd
 
-    meta = read_json(ws.artifact("datablock", VOCAB))
-    df = pd.read_csv(ws.artifact("datablock", SPLITS), dtype={"path": str, "label": str, "is_valid": bool},
+    meta = read_json(ws.artifact("datablock", artifacts.VOCAB))
+    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), dtype={"path": str, "label": str, "is_valid": bool},
                      keep_default_na=False)
     return df, Path(meta["root"]), list(meta["vocab"])
 
@@ -68,7 +67,7 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
 
         from . import hands
 
-        feats = pd.read_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), dtype={"path": str}, keep_default_na=False)
+        feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
         return hands.dataloaders(df, feats, vocab, batch_size or t.batch_size)
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),

@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import artifacts
 from .errors import PipelineError
 
 N_POINTS = 21
 FEATURES = [f"lm{i:02d}_{axis}" for i in range(N_POINTS) for axis in "xyz"] + ["hand"]
 COLUMNS = ["hand_found", "handedness", "hand_score"]  # per image, beside the features in landmarks.csv
-LANDMARKS_CSV = "landmarks.csv"
 PAD = 0.25              # black border (fraction of the longer side): the palm detector misses hands filling the frame
 MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)
 RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v ** 0.5): finds ~half the misses,
@@ -202,7 +202,8 @@ def dataloaders(split, feats, vocab: list[str], batch_size: int):
 
     df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
     if len(df) != len(split):
-        raise PipelineError(f"{LANDMARKS_CSV} lacks {len(split) - len(df)} image(s) of the split: rerun datablock")
+        raise PipelineError(f"{artifacts.LANDMARKS} lacks {len(split) - len(df)} image(s) of the split: "
+                            "rerun datablock")
     valid = df["is_valid"].to_numpy()
     to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
                        y_block=CategoryBlock(vocab=vocab),

@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import cache, data, hands
+from pipeline import artifacts, cache, data, hands
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -44,9 +44,9 @@ def _landmarks(df, root: Path, ws, log) -> list[Path]:
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
     train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
-    return [write_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), feats),
+    return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
             hands.plot_landmarks([root / p for p in train["path"]], list(train["label"]),
-                                 ws.artifact("datablock", "batch.png"), "training images: hand landmarks")]
+                                 ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
 
 
 def run(cfg, ws, log):
@@ -55,7 +55,7 @@ def run(cfg, ws, log):
 
     if cfg.datablock.input == "landmarks":
         hands.require()  # before minutes of verifying: the one-line install hint now
-    meta = read_json(ws.artifact("download", "dataset.json"))
+    meta = read_json(ws.artifact("download", artifacts.DATASET))
     root = Path(meta["root"])
     if not root.is_dir():
         raise PipelineError(f"dataset root {root} is gone: rerun `python -m pipeline run --stages download,datablock`")
@@ -73,7 +73,7 @@ def run(cfg, ws, log):
         bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
-    write_csv(ws.artifact("datablock", "corrupt.csv"), pd.DataFrame(bad, columns=["path", "reason"]))
+    write_csv(ws.artifact("datablock", artifacts.CORRUPT), pd.DataFrame(bad, columns=["path", "reason"]))
     vocab = sorted({label for _, label in items})
     if len(vocab) < 2:
         raise PipelineError(f"the dataset has {len(vocab)} class(es) with usable images ({', '.join(vocab) or 'none'}): "
@@ -85,17 +85,17 @@ def run(cfg, ws, log):
     n_valid = int(df["is_valid"].sum())
     log(f"split {len(df) - n_valid} train / {n_valid} valid (valid_pct {b.valid_pct}, seed {seed}), "
         f"{len(vocab)} classes, {len(bad)} corrupt excluded")
-    write_csv(ws.artifact("datablock", data.SPLITS), df)
-    outputs = [ws.artifact("datablock", data.SPLITS), ws.artifact("datablock", "corrupt.csv"),
-               write_json(ws.artifact("datablock", data.VOCAB), {
+    write_csv(ws.artifact("datablock", artifacts.SPLITS), df)
+    outputs = [ws.artifact("datablock", artifacts.SPLITS), ws.artifact("datablock", artifacts.CORRUPT),
+               write_json(ws.artifact("datablock", artifacts.VOCAB), {
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                    "valid_pct": b.valid_pct, "seed": seed, "n_corrupt": len(bad)}),
-               _plot_counts(df, ws.artifact("datablock", "class_counts.png"))]
+               _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
     # never leave one to be mistaken for current
-    stale = [hands.LANDMARKS_CSV] if b.input != "landmarks" else []
+    stale = [artifacts.LANDMARKS] if b.input != "landmarks" else []
     if b.input == "landmarks" or not b.cache:
-        stale += [cache.CACHE_META, cache.CACHE]
+        stale += [artifacts.CACHE_META, artifacts.CACHE]
     for name in stale:
         ws.artifact("datablock", name).unlink(missing_ok=True)
     if b.input == "landmarks":
@@ -103,7 +103,7 @@ def run(cfg, ws, log):
     dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
     dls.show_batch(max_n=16, figsize=(8, 8))
     import matplotlib.pyplot as plt
-    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
+    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG)))
     if b.cache:
         outputs += cache.build(ws, cfg, dls, df, log)
     return outputs

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline import datasets, sources
+from pipeline import artifacts, datasets, sources
 from pipeline.errors import PipelineError
 from pipeline.workspace import listing_fingerprint, write_json
 
-DATASET = "dataset.json"
 
 
 def external_fingerprint(cfg, ws) -> str:
@@ -32,7 +31,7 @@ def run(cfg, ws, log):
                             f"<root>/<class>/<image> with at least two class folders; set download.subdir "
                             f"to the folder that holds them")
     log(f"{sum(counts.values())} images in {len(counts)} classes under {root}")
-    return [write_json(ws.artifact("download", DATASET), {
+    return [write_json(ws.artifact("download", artifacts.DATASET), {
         "source": sources.redact_source(d.source), "root": str(root), "classes": sorted(counts),
         "counts": dict(sorted(counts.items())),
         "n_images": sum(counts.values()), "empty_classes": empty, "loose_images": loose,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import calibration, data, datasets, hands, inference, sources
+from pipeline import artifacts, calibration, data, datasets, hands, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
@@ -121,12 +121,12 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     if metrics["missing_classes"]:
         log(f"{t.name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
-    files_out = [write_csv(out / "predictions.csv", df), write_csv(out / "tallies.csv", tally),
-                 write_csv(out / "skipped.csv", skipped),
-                 _plot_tallies(tally, t.name, out / "tallies.png"),
-                 _plot_confusion(df, vocab, t.name, out / "confusion.png"),
-                 calibration.plot_reliability(bins, ece, t.name, out / "reliability.png"),
-                 write_json(out / "metrics.json", metrics)]
+    files_out = [write_csv(out / artifacts.PREDICTIONS, df), write_csv(out / artifacts.TALLIES, tally),
+                 write_csv(out / artifacts.SKIPPED, skipped),
+                 _plot_tallies(tally, t.name, out / artifacts.TALLIES_PNG),
+                 _plot_confusion(df, vocab, t.name, out / artifacts.CONFUSION_PNG),
+                 calibration.plot_reliability(bins, ece, t.name, out / artifacts.RELIABILITY_PNG),
+                 write_json(out / artifacts.METRICS, metrics)]
     return metrics, files_out
 
 
@@ -138,7 +138,7 @@ def run(cfg, ws, log):
     for t in cfg.evaluate.test_sets:
         summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)
         outputs += files
-    outputs.append(write_json(ws.artifact("evaluate", "metrics.json"),
+    outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}
                                for k, v in summary.items()}))
     return outputs
