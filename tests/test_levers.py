@@ -1,10 +1,12 @@
 """Out-of-domain levers as config options: batch augmentation, random resized crops, label smoothing, TTA."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from pipeline import config, data, runner
+from pipeline import config, data, inference, runner
 from pipeline.config import TrainCfg
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder
@@ -76,3 +78,7 @@ source = "path:{src}"
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
     assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
+    # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
+    preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
+    _, plain, _ = inference.predict(learn, [Path(test["root"]) / f for f in preds["file"]], tta=0)
+    assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3
