@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import tomllib
 
-from pipeline import cli
+from pipeline import artifacts, cli
 from tests.conftest import REPO, pipeline_cmd, subprocess_env
 
 # pyenv's shims answer `which` even where 3.10 is not selected, so its own install comes first
@@ -122,4 +122,5 @@ def test_wheel_installed_outside_the_repo_runs_the_demo(tmp_path):
                                           "never", "run", "train", "never", "run", "evaluate", "never", "run"]
     out = signpipe("run", "--stages", "download,datablock")
     assert "ran download, datablock" in out, out
-    assert (empty / "runs/demo/download/dataset.json").is_file() and (empty / "runs/demo/datablock/splits.csv").is_file()
+    assert (empty / "runs/demo/download" / artifacts.DATASET).is_file()
+    assert (empty / "runs/demo/datablock" / artifacts.SPLITS).is_file()

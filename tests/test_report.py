@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import artifacts, config, report, runner
 from pipeline.workspace import Workspace, write_json
-from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env
+from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -17,28 +17,9 @@ def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=16)
     test = make_image_folder(tmp_path / "test", classes=("A", "B", "C"), per_class=4, size=16, seed=5)
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "rep"
-[download]
-source = "path:{src}"
-[datablock]
-valid_pct = 0.25
-[lr_find]
-num_it = 8
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 1
-batch_size = 8
-image_size = 16
-[[evaluate.test_sets]]
-name = "held_out"
-source = "path:{test}"
-""")
-    cfg = config.load(None, cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {"run.name": "rep", "download.source": f"path:{src}", "download.subdir": "",
+                                 "datablock.valid_pct": 0.25,
+                                 "evaluate.test_sets": [{"name": "held_out", "source": f"path:{test}"}]})
     runner.run(cfg, list(runner.STAGE_NAMES))
     return tmp_path, cfg
 
@@ -81,7 +62,8 @@ def test_names_with_markup_are_escaped(tmp_path):
     folder = ws.stage_dir("evaluate") / "digits_test"
     write_json(folder / artifacts.METRICS, {"accuracy": 0.0, "correct": 0, "scored": 1, "unmatched": 0,
                                             "out_of_vocab": 0, "unreadable": 0, "source": evil, "root": str(tmp_path)})
-    (folder / artifacts.PREDICTIONS).write_text(f"file,true,predicted,confidence,correct\n{evil}.png,1,<b>7</b>,0.9,0\n")
+    (folder / artifacts.PREDICTIONS).write_text(f"file,true,predicted,confidence,correct\n"
+                                                f"{evil}.png,1,<b>7</b>,0.9,0\n")
     page = report.build(cfg, [("download", f"stale ({evil})")]).read_text()
     assert "<img src=x" not in page and "<b>7</b>" not in page
     assert page.count("&lt;img src=x onerror=&#34;alert(1)&#34;&gt;") == 4  # source twice, the figure's name, status

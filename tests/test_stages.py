@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import config, runner
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
 @pytest.fixture
@@ -24,29 +24,10 @@ def project(tmp_path):
         shutil.copy(f, test / f"{f.parent.name.lower()}{i:03d}_test.png")
     shutil.copy(f, test / "z999_test.png")        # label Z: not in the model's vocab
     shutil.copy(f, test / "README.png")           # no regex match
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "tiny"
-[download]
-source = "path:{train}"
-[datablock]
-valid_pct = 0.25
-[lr_find]
-num_it = 12
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 4
-batch_size = 8
-image_size = 16
-[[evaluate.test_sets]]
-name = "t"
-source = "path:{test}"
-label_regex = '^([a-z])\\d+_test\\.png$'
-uppercase = true
-""")
+    tiny_config(tmp_path, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
+                           "datablock.valid_pct": 0.25, "lr_find.num_it": 12, "train.epochs": 4,
+                           "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
+                                                   "label_regex": r"^([a-z])\d+_test\.png$", "uppercase": True}]})
     return tmp_path
 
 
