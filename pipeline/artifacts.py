@@ -13,6 +13,7 @@ CLASS_COUNTS_PNG = "class_counts.png"
 LANDMARKS = "landmarks.csv"         # datablock.input = "landmarks": hand keypoints per image
 CACHE = "cache.npy"                 # datablock.cache: every image decoded and resized once
 CACHE_META = "cache.json"
+HOLDOUT = "holdout.csv"             # datablock.holdout's images (path, label, source, group), scored by evaluate
 # lr_find
 LR_FIND = "lr_find.json"            # the suggestions and the chosen one
 LR_FIND_PNG = "lr_find.png"
@@ -29,6 +30,11 @@ SKIPPED = "skipped.csv"
 TALLIES_PNG = "tallies.png"
 CONFUSION_PNG = "confusion.png"
 RELIABILITY_PNG = "reliability.png"
+# `python -m pipeline crossval`, under runs/<run>/crossval/
+CROSSVAL_MD = "crossval.md"         # the table per held-out group, then mean ± spread
+CROSSVAL_CSV = "crossval.csv"
+CROSSVAL_LETTERS = "letters.csv"    # per-letter mean over folds
+CROSSVAL_PNG = "crossval.png"
 # every stage folder, and the run folder itself
 MANIFEST = "manifest.json"          # fingerprint, outputs with hashes, times: written last
 CONFIG = "config.json"              # the resolved config of the last run

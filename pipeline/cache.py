@@ -28,41 +28,58 @@ from .workspace import atomic_path, read_json, write_json
 
 
 
-def build(ws, cfg, dls, df, log) -> list[Path]:
-    """Write `cache.npy` + `cache.json` for every row of `df` (the split), using `dls`' validation item tfms."""
+def build(ws, cfg, dls, df, root, log) -> list[Path]:
+    """Write `cache.npy` + `cache.json` for every row of `df` (the split), using `dls`' validation item tfms. Images
+    another run (or crossval fold) decoded with the same settings come from the content store in `run.data_dir`;
+    the others are decoded and added to it."""
     import time
+
+    from . import content_store
+    from .runtime import usable_cpus
 
     t = cfg.train
     n = len(df)
-    from .runtime import usable_cpus
-
-    workers = min(4, usable_cpus()) if n >= 2000 else 0  # decoding processes: only worth forking for many images
-    dl = dls.test_dl(df, with_labels=False, after_batch=[], bs=256, num_workers=workers)
     c = 1 if t.grayscale else 3
     shape = (n, c, t.image_size, t.image_size)
+    store = content_store.decoded(ws.data, {"image_size": t.image_size, "grayscale": t.grayscale, "version": 1,
+                                            "item_tfms": [repr(tfm) for tfm in dls.train.after_item]})
+    paths = [root / p for p in df["path"]]
+    stored = store.get(paths)
+    todo = [i for i, a in enumerate(stored) if a is None]
+    workers = min(4, usable_cpus()) if len(todo) >= 2000 else 0  # decoding processes: only worth forking for many
     log(f"caching {n} images at {t.image_size}px ({'gray' if t.grayscale else 'RGB'}, "
-        f"{np.prod(shape) / 2**20:.0f} MiB) with {workers or 'no'} worker process(es)")
-    t0, done = time.perf_counter(), 0
-    last = t0
+        f"{np.prod(shape) / 2**20:.0f} MiB): {n - len(todo)} from the store {store.path}, {len(todo)} to decode "
+        f"with {workers or 'no'} worker process(es)")
+    t0 = last = time.perf_counter()
+    done = 0
     path = ws.artifact("datablock", artifacts.CACHE)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        for (xb,) in dl:
-            k = len(xb)
-            out[done:done + k] = xb.cpu().numpy()
-            done += k
-            if time.perf_counter() - last > 30:
-                last = time.perf_counter()
-                log(f"cached {done}/{n} images ({done / max(last - t0, 1e-9):.0f}/s)")
+        for i, a in enumerate(stored):
+            if a is not None:
+                out[i] = a
+        if todo:
+            dl = dls.test_dl(df.iloc[todo], with_labels=False, after_batch=[], bs=256, num_workers=workers)
+            for (xb,) in dl:
+                k, rows = len(xb), todo[done:done + len(xb)]
+                arrays = xb.cpu().numpy()
+                out[rows] = arrays
+                if problem := store.put([paths[r] for r in rows], list(arrays)):
+                    log(f"note: {problem}")
+                done += k
+                if time.perf_counter() - last > 30:
+                    last = time.perf_counter()
+                    log(f"decoded {done}/{len(todo)} images ({done / max(last - t0, 1e-9):.0f}/s)")
         out.flush()
         del out
-    if done != n:
-        raise PipelineError(f"the cache got {done} images for {n} rows of the split: rerun datablock")
+    if done != len(todo):
+        raise PipelineError(f"the cache got {done} images for {len(todo)} rows of the split: rerun datablock")
     seconds = time.perf_counter() - t0
     log(f"cache written: {path} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
     return [path, write_json(ws.artifact("datablock", artifacts.CACHE_META), {
         "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
-        "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1)})]
+        "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1),
+        "from_store": n - len(todo)})]
 
 
 class Reader:

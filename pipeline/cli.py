@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict | report | compare`."""
+"""`python -m pipeline run | status | stages | predict | report | crossval | compare`."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    cv = sub.add_parser("crossval", help="leave one group (signer) out at a time: train on the rest, score it; "
+                                         "writes runs/<run>/crossval/crossval.md")
+    with_config(cv)
+    cv.add_argument("--by", choices=("group", "source"), default="group",
+                    help="hold out one group (signer) at a time, or one whole source")
     compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. configs/seeds/*.toml) and write a "
                                                       "Markdown table of the published figures beside ours"))
     return p
@@ -75,6 +80,13 @@ def _cmd_report(args) -> int:
     if not Workspace.from_config(cfg).root.is_dir():
         raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
     print(report.build(cfg, runner.status(cfg), worst=args.worst))
+    return 0
+
+
+def _cmd_crossval(args) -> int:
+    from . import crossval
+
+    crossval.run(args.config, args.overrides, by=args.by)
     return 0
 
 
@@ -118,5 +130,5 @@ def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
     """CLI entry: `signpipe` (the installed script) or `python -m pipeline` (which passes that as `prog`)."""
     args = _parser(prog).parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report, "compare": compare.command}
+                "report": _cmd_report, "crossval": _cmd_crossval, "compare": compare.command}
     return guarded(lambda: commands[args.command](args), args.debug)

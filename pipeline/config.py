@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import types
 import typing
@@ -32,9 +33,25 @@ class RunCfg:
 
 
 @dataclass
+class SourceCfg:
+    name: str = ""                # names the source in splits.csv, logs and the class-count plot
+    source: str = ""              # same syntax as download.source
+    subdir: str = ""              # image root inside the source; "" = auto-detect
+    label_regex: str = ""         # group 1 of a match on the file name is the label; "" = the class folder's name
+    label_map: dict[str, str] = field(default_factory=dict)  # e.g. {"Del" = "del"}
+    uppercase: bool = False       # map labels to upper case (e.g. Massey's lowercase letters)
+    class_regex: str = ""         # keep only the labels this fully matches (after the label rules); "" = all
+    group_regex: str = ""         # group 1 of a match on the path relative to the source's root = the signer or
+                                  # session (e.g. '^(hand\d+)_'); "" = the whole source is one group
+    fold: str = "group"           # crossval --by group holds this source out one group at a time (group) or whole (source)
+
+
+@dataclass
 class DownloadCfg:
     source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits | sign_mnist:SOURCE
     subdir: str = ""                # image root inside the source; "" = auto-detect
+    sources: list[SourceCfg] = field(default_factory=list)  # several training sources ([[download.sources]]);
+                                                            # when set, source and subdir above are unused
 
 
 @dataclass
@@ -44,6 +61,9 @@ class DatablockCfg:
     verify: bool = True           # open every image; corrupt ones are listed and excluded
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
     input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
+    split: str = "random"         # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
+    holdout: list[str] = field(default_factory=list)  # groups (or source names) left out of training and validation;
+                                                      # evaluate scores them as the test set "holdout" (crossval folds)
 
 
 @dataclass
@@ -124,7 +144,7 @@ class Config:
 
         data = self.to_dict()
         data["download"]["source"] = redact_source(data["download"]["source"])
-        for t in data["evaluate"]["test_sets"]:
+        for t in data["download"]["sources"] + data["evaluate"]["test_sets"]:
             t["source"] = redact_source(t["source"])
         return {"source_file": self.source_file, **data}
 
@@ -256,12 +276,27 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
-    names = [t.name for t in cfg.evaluate.test_sets]
-    for t in cfg.evaluate.test_sets:
-        if not t.name or not t.source:
-            raise PipelineError("every [[evaluate.test_sets]] needs a name and a source")
-    if len(set(names)) != len(names):
-        raise PipelineError(f"evaluate.test_sets names must be unique, got {names}")
+    for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):
+        names = [t.name for t in entries]
+        for t in entries:
+            if not t.name or not t.source:
+                raise PipelineError(f"every [[{what}]] needs a name and a source")
+        if len(set(names)) != len(names):
+            raise PipelineError(f"{what} names must be unique, got {names}")
+    for s in cfg.download.sources:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s.name):
+            raise PipelineError(f"download.sources name {s.name!r} must be a plain name (letters, digits, _ . -)")
+        if s.fold not in ("group", "source"):
+            raise PipelineError(f"download.sources {s.name}: fold must be group or source")
+        for key in ("label_regex", "class_regex", "group_regex"):
+            try:
+                compiled = re.compile(getattr(s, key))
+            except re.error as e:
+                raise PipelineError(f"download.sources {s.name}: invalid {key} {getattr(s, key)!r}: {e}") from None
+            if key != "class_regex" and getattr(s, key) and compiled.groups < 1:
+                raise PipelineError(f"download.sources {s.name}: {key} {getattr(s, key)!r} needs a capture group")
+    if cfg.datablock.split not in ("random", "group"):
+        raise PipelineError("datablock.split must be random or group")
 
 
 def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | None = None) -> Config:

@@ -9,6 +9,7 @@ from .errors import PipelineError
 from .sources import list_images  # noqa: F401  (re-exported: the stages' one way to list images)
 from .workspace import Workspace, read_json
 
+HOLDOUT_SET = "holdout"     # ... as the test set of this name
 
 
 def load_split(ws: Workspace):
@@ -16,8 +17,8 @@ def load_split(ws: Workspace):
     import pandas as pd
 
     meta = read_json(ws.artifact("datablock", artifacts.VOCAB))
-    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), dtype={"path": str, "label": str, "is_valid": bool},
-                     keep_default_na=False)
+    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), keep_default_na=False,
+                     dtype={"path": str, "label": str, "is_valid": bool, "source": str, "group": str})
     return df, Path(meta["root"]), list(meta["vocab"])
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -40,3 +41,53 @@ def local_fingerprint(source: str, subdir: str) -> str:
         return ""
     root = sources.find_image_root(Path(rest).expanduser(), subdir)
     return listing_fingerprint(sources.list_image_strings(root), root)
+
+
+def training_sources(d) -> list:
+    """The `[[download.sources]]` of DownloadCfg `d`, or its single `source`/`subdir` as one source named "data"
+    (class folders, no label rules: the layout every single-source config has used)."""
+    from .config import SourceCfg
+
+    return list(d.sources) or [SourceCfg(name=DEFAULT_SOURCE, source=d.source, subdir=d.subdir)]
+
+
+DEFAULT_SOURCE = "data"
+
+
+def labelled_images(root: Path, src) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """((path relative to `root`, label, group) for each image of source `src` under `root`, counts of what was
+    left out: "loose" (no class folder and no label_regex), "unmatched" (label_regex did not match), "filtered"
+    (label outside class_regex)). The label comes from label_regex on the file name, else the first folder under
+    `root`, then label_map and uppercase; the group ("<source>/<match>") from group_regex searched in the relative
+    path, else in the file name (so `^(hand\\d+)_` anchors at the file name), else the source's name. A path that
+    group_regex does not match is its own group, counted as "ungrouped"."""
+    from .labels import Labeller
+
+    label = Labeller(src.label_regex, src.label_map, src.uppercase)
+    keep = re.compile(src.class_regex) if src.class_regex else None
+    group = re.compile(src.group_regex) if src.group_regex else None
+    items, left = [], {"loose": 0, "unmatched": 0, "filtered": 0, "ungrouped": 0}
+    prefix = str(root).rstrip(os.sep) + os.sep
+    for p in sources.list_image_strings(root):
+        rel = p[len(prefix):].replace(os.sep, "/")
+        if src.label_regex:
+            y = label(Path(rel))
+            if y is None:
+                left["unmatched"] += 1
+                continue
+        elif "/" not in rel:
+            left["loose"] += 1
+            continue
+        else:
+            y = label.map(rel.split("/", 1)[0])
+        if keep is not None and not keep.fullmatch(y):
+            left["filtered"] += 1
+            continue
+        if group is None:
+            g = src.name
+        elif m := group.search(rel) or group.search(rel.rsplit("/", 1)[-1]):
+            g = f"{src.name}/{m.group(1)}"
+        else:
+            g, left["ungrouped"] = f"{src.name}/{rel}", left["ungrouped"] + 1
+        items.append((rel, y, g))
+    return items, left

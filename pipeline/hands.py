@@ -155,21 +155,48 @@ def _row(path: str) -> list:
     return [True, handedness, score] + [float(v) for v in feats]
 
 
-def extract(paths: list, log=print, workers: int | None = None, what: str = "images"):
+def extraction_settings() -> dict:
+    """Everything that changes the keypoints found in an image: the key under which `content_store.landmarks` keeps them."""
+    import mediapipe
+
+    return {"pad": PAD, "min_confidence": MIN_CONFIDENCE, "retry_gamma": RETRY_GAMMA, "retry_turns": RETRY_TURNS,
+            "model_complexity": 1, "mediapipe": mediapipe.__version__, "row": COLUMNS + FEATURES}
+
+
+def extract(paths: list, log=print, workers: int | None = None, what: str = "images", store=None):
     """A DataFrame (COLUMNS + FEATURES) with one row per path, in order, from `workers` processes (default:
-    the cores this process may use, at most one per 50 images), logging progress about every 10 %."""
+    the cores this process may use, at most one per 50 images), logging progress about every 10 %. With a
+    `content_store.landmarks` store, images whose keypoints it holds are not looked at again and new ones are
+    added to it as they come; `df.attrs["extracted"]` counts the images MediaPipe looked at."""
+    import pandas as pd
+
+    require()
+    paths = [str(p) for p in paths]
+    rows = store.get(paths) if store is not None else [None] * len(paths)
+    todo = [p for p, r in zip(paths, rows) if r is None]
+    if store is not None and len(todo) < len(paths):
+        log(f"{len(paths) - len(todo)} of {len(paths)} {what} already in the keypoint store {store.path}")
+    found = iter(_detect(todo, log, workers, what, store))
+    rows = [r if r is not None else next(found) for r in rows]
+    df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)
+    df.attrs["extracted"] = len(todo)
+    log(f"hand found in {int(df['hand_found'].sum())} of {len(df)} {what} ({df['hand_found'].mean():.1%})")
+    return df
+
+
+def _detect(paths: list[str], log, workers: int | None, what: str, store) -> list:
+    """`_row` of each path, in order, from a pool of spawned MediaPipe processes; each row goes to `store` (if
+    any) as it arrives, so an interrupted extraction keeps what it found."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    import pandas as pd
-
     from .runtime import usable_cpus
 
-    require()
-    paths = [str(p) for p in paths]
+    if not paths:
+        return []
     workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
-    rows, step = [], max(1, len(paths) // 10)
+    rows, step, saved = [], max(1, len(paths) // 10), 0
     log(f"finding hands in {len(paths)} {what} with MediaPipe ({workers} process(es))")
     # spawn, not fork: a process forked after torch has run its thread pools can crash in MediaPipe's native code
     # (seen here: evaluate right after train). Like any spawning library, it needs a calling script to guard
@@ -178,6 +205,11 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     try:
         for i, row in enumerate(pool.map(_row, paths, chunksize=16), 1):
             rows.append(row)
+            if store is not None and (i - saved >= 256 or i == len(paths)):
+                if problem := store.put(paths[saved:i], rows[saved:i]):
+                    log(f"note: {problem}; the keypoints of these {what} will be found again next time")
+                    store = None
+                saved = i
             if len(paths) >= 500 and i % step == 0 and i < len(paths):
                 log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")
     except BrokenProcessPool:
@@ -186,9 +218,7 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
                             f"MediaPipe install: {INSTALL}") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)
-    log(f"hand found in {int(df['hand_found'].sum())} of {len(df)} {what} ({df['hand_found'].mean():.1%})")
-    return df
+    return rows
 
 
 def dataloaders(split, feats, vocab: list[str], batch_size: int):

@@ -76,13 +76,13 @@ def _fast_inputs(learn):
             learn.model.to(memory_format=torch.contiguous_format)
 
 
-def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print):
+def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None):
     """A hand-landmark learner's batched inference: MediaPipe finds each image's keypoints, the tabular model
     classifies them (an image without a hand gets the all-0 row the model learned): (predicted labels,
-    confidences, probabilities, hand found per image)."""
+    confidences, probabilities, hand found per image); `store`: a `content_store.landmarks` store to reuse."""
     from . import hands, training
 
-    feats = hands.extract(paths, log)
+    feats = hands.extract(paths, log, store=store)
     dl = learn.dls.test_dl(feats[hands.FEATURES], bs=batch_size)
     with training.quiet(learn):
         probs, _ = learn.get_preds(dl=dl)

@@ -30,5 +30,9 @@ class Labeller:
             if m is None:
                 return None
             label = m.group(1)
+        return self.map(label)
+
+    def map(self, label: str) -> str:
+        """`label` after `label_map` and `uppercase` (for a label found some other way, e.g. a class folder)."""
         label = self.label_map.get(label, label)
         return label.upper() if self.uppercase else label

@@ -47,12 +47,12 @@ _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.im
 
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",),
-          "fetch the dataset (kaggle/path/url/sklearn) into the cache, find the image root",
+          "fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
           "dataset.json", external=True),
     Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"),
-          "verify images, seeded RandomSplitter, persist the split",
+          "merge the sources, verify images, hold out groups, split (random or by group), persist the split",
           "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
-          "landmarks.csv (datablock.input = landmarks)",
+          "landmarks.csv (datablock.input = landmarks); holdout.csv (datablock.holdout)",
           keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
     Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS,
           "fastai lr_find on the persisted split; all suggestions + the chosen one",
@@ -61,8 +61,8 @@ STAGES: tuple[Stage, ...] = (
           ("train", "run.seed", "lr_find.suggestion"),
           "train (fine_tune by default), export the learner and its model card",
           "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.json"),
-    Stage("evaluate", lambda cfg: ("train",), ("evaluate",),
-          "batched inference on each test set; accuracy, tallies, plots",
+    Stage("evaluate", lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",), ("evaluate",),
+          "batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
           "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
           external=True),
 )
@@ -81,11 +81,20 @@ def resolve_stages(spec: str) -> list[str]:
     return [n for n in STAGE_NAMES if n in names]
 
 
+# Config fields added after fingerprints were first recorded: left out of a stage's config part while at their
+# default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date).
+LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout")}
+
+
 def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
     out = {}
     for key in keys:
         section, _, attr = key.partition(".")
-        out[key] = cfg.section(section)[attr] if attr else cfg.section(section)
+        if attr:
+            out[key] = cfg.section(section)[attr]
+            continue
+        values, defaults = cfg.section(section), Config().section(section)
+        out[key] = {k: v for k, v in values.items() if not (k in LATER_FIELDS.get(section, ()) and v == defaults[k])}
     return out
 
 
@@ -219,8 +228,21 @@ def staleness(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint | None =
     if parts.get("code") != fp.code:
         return "code changed"
     if parts.get("external") != fp.external:
-        return "source data changed"
+        return "source data changed" + _changed_sources(parts.get("external", ""), fp.external)
     return outputs_intact(m, cfg)
+
+
+def _changed_sources(before: str, now: str) -> str:
+    """' (a, b)' naming the sources whose fingerprints differ, where both are a JSON object source → fingerprint
+    (several sources), else ''."""
+    try:
+        old, new = json.loads(before), json.loads(now)
+    except ValueError:
+        return ""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return ""
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return f" ({', '.join(changed)})" if changed else ""
 
 
 class StageLog:

@@ -398,13 +398,13 @@ def _entry_parts(archive: Path, name: str) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------- images
 
-def _visible_name(name: str) -> bool:
+def visible_name(name: str) -> bool:
     """False for hidden files/dirs and macOS resource-fork junk."""
     return not name.startswith(".") and name not in JUNK_NAMES
 
 
 def _visible(path: Path) -> bool:
-    return _visible_name(path.name)
+    return visible_name(path.name)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -444,9 +444,9 @@ def list_image_strings(root: Path) -> list[str]:
     (what a no-op rerun's source fingerprint needs). The order is `Path`'s (component by component)."""
     root, found = Path(root), []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if _visible_name(d)]
+        dirnames[:] = [d for d in dirnames if visible_name(d)]
         found += [os.path.join(dirpath, f) for f in filenames
-                  if _visible_name(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS]
+                  if visible_name(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS]
     found.sort(key=lambda p: p.split(os.sep))
     nested = [p for p in found if _repeats_a_folder(root.name + p[len(str(root)):])]
     if nested:  # rare (e.g. a Kaggle download that contains its own folder again): the slow exact check

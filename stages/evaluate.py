@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline import artifacts, calibration, data, datasets, hands, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
-from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
+from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
 
 
 def external_fingerprint(cfg, ws) -> str:
@@ -63,11 +63,8 @@ def _plot_confusion(df, vocab: list[str], name: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
-    """Label, verify and predict one test set `t`; write its CSVs, plots and metrics."""
-    import pandas as pd
-
-    out = ws.stage_dir("evaluate") / t.name
+def _listed(t, ws, vocab: list[str], log) -> dict:
+    """Test set `t`'s images: labelled from file names or folders, verified; what was left out, counted."""
     try:
         root = datasets.image_root(t.source, t.subdir, ws.data, log)
     except PipelineError as e:
@@ -76,28 +73,53 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     label = Labeller(t.label_regex, t.label_map, t.uppercase)
     labelled = [(p, label(p)) for p in files]
     unmatched = [p for p, y in labelled if y is None]
-    vocab = list(learn.dls.vocab)
     known = [(p, y) for p, y in labelled if y is not None and y in vocab]
     unknown = [(p, y) for p, y in labelled if y is not None and y not in vocab]
     ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
     good = set(ok)
-    known = [(p, y) for p, y in known if p in good]
-    corrupt = [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + corrupt]
-    n_images = len(files) + len(badly_named)
-    log(f"{t.name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
+    return {"name": t.name, "root": root, "known": [(p, y) for p, y in known if p in good], "unmatched": unmatched,
+            "unknown": unknown, "corrupt": [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + corrupt],
+            "images": len(files) + len(badly_named), "groups": None, "source": sources.redact_source(t.source),
+            "hint": f"check label_regex {t.label_regex!r}, label_map and uppercase"}
+
+
+def _holdout(ws, vocab: list[str]) -> dict:
+    """The images datablock held out (datablock.holdout), already labelled and verified, with their groups."""
+    import pandas as pd
+
+    df = pd.read_csv(ws.artifact("datablock", artifacts.HOLDOUT), dtype=str, keep_default_na=False)
+    root = Path(read_json(ws.artifact("datablock", artifacts.VOCAB))["root"])
+    inside = df["label"].isin(vocab)
+    return {"name": data.HOLDOUT_SET, "root": root, "known": [(root / p, y) for p, y in zip(df["path"][inside], df["label"][inside])],
+            "unmatched": [], "unknown": [(root / p, y) for p, y in zip(df["path"][~inside], df["label"][~inside])],
+            "corrupt": [], "images": len(df), "groups": list(df["group"][inside]),
+            "source": "datablock.holdout: " + ", ".join(sorted(set(df["group"]))), "hint": "none of its labels was trained on"}
+
+
+def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, list[Path]]:
+    """Predict one listed test set; write its CSVs, plots and metrics (per group too, where it has groups)."""
+    import pandas as pd
+
+    name, root, known = listing["name"], listing["root"], listing["known"]
+    unmatched, unknown, corrupt, n_images = (listing[k] for k in ("unmatched", "unknown", "corrupt", "images"))
+    out = ws.stage_dir("evaluate") / name
+    vocab = list(learn.dls.vocab)
+    log(f"{name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
         f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
     if not known:
-        raise PipelineError(f"test set {t.name}: no image under {root} has a label in the model's vocab "
-                            f"(check label_regex {t.label_regex!r}, label_map and uppercase)")
+        raise PipelineError(f"test set {name}: no image under {root} has a label in the model's vocab "
+                            f"({listing['hint']})")
     paths = [p for p, _ in known]
     found = None
     if hands.is_landmark_learner(learn):
-        preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log)
+        preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log, store=store)
     else:
         preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
+    if listing["groups"] is not None:
+        df["group"] = listing["groups"]
     if found is not None:  # scored all the same: a hand the detector misses is a miss of the whole model
         df["hand_found"] = found
     ece, bins = calibration.reliability(df["confidence"], df["correct"])
@@ -110,33 +132,44 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
                "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
-               "source": sources.redact_source(t.source), "root": str(root)}
+               "source": listing["source"], "root": str(root)}
+    if listing["groups"] is not None:
+        by = df.groupby("group")["correct"]
+        metrics["groups"] = {g: {"images": int(n), "accuracy": float(a)} for g, n, a in zip(by.size().index, by.size(), by.mean())}
+        log(f"{name}: accuracy per group: " + ", ".join(f"{g} {v['accuracy']:.3f}" for g, v in metrics["groups"].items()))
     if found is not None:
         metrics["no_hand"] = int((~df["hand_found"]).sum())
         metrics["accuracy_hand_found"] = float(df.loc[df["hand_found"], "correct"].mean()) if df["hand_found"].any() else 0.0
-        log(f"{t.name}: no hand found in {metrics['no_hand']} image(s); accuracy where one was found "
+        log(f"{name}: no hand found in {metrics['no_hand']} image(s); accuracy where one was found "
             f"{metrics['accuracy_hand_found']:.4f}")
-    log(f"{t.name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
+    log(f"{name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
         f"mean confidence {metrics['mean_confidence']:.4f}, ECE {ece:.4f}")
     if metrics["missing_classes"]:
-        log(f"{t.name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
+        log(f"{name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
     files_out = [write_csv(out / artifacts.PREDICTIONS, df), write_csv(out / artifacts.TALLIES, tally),
                  write_csv(out / artifacts.SKIPPED, skipped),
-                 _plot_tallies(tally, t.name, out / artifacts.TALLIES_PNG),
-                 _plot_confusion(df, vocab, t.name, out / artifacts.CONFUSION_PNG),
-                 calibration.plot_reliability(bins, ece, t.name, out / artifacts.RELIABILITY_PNG),
+                 _plot_tallies(tally, name, out / artifacts.TALLIES_PNG),
+                 _plot_confusion(df, vocab, name, out / artifacts.CONFUSION_PNG),
+                 calibration.plot_reliability(bins, ece, name, out / artifacts.RELIABILITY_PNG),
                  write_json(out / artifacts.METRICS, metrics)]
     return metrics, files_out
 
 
 def run(cfg, ws, log):
-    if not cfg.evaluate.test_sets:
+    if not cfg.evaluate.test_sets and not cfg.datablock.holdout:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
     learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+    vocab = list(learn.dls.vocab)
+    store = None
+    if hands.is_landmark_learner(learn):
+        from pipeline import content_store
+
+        store = content_store.landmarks(ws.data)
+    listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []
-    for t in cfg.evaluate.test_sets:
-        summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)
+    for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
+        summary[listing["name"]], files = evaluate_set(learn, listing, cfg, ws, log, store)
         outputs += files
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}

@@ -117,3 +117,21 @@ def test_truncated_cache_is_a_clear_error(project):
     with pytest.raises(PipelineError, match="truncated"):
         reader.read([len(reader) - 1])
     assert runner.status(cfg)[1][1].startswith("output") and "modified" in runner.status(cfg)[1][1]
+
+
+def test_another_split_takes_the_decoded_images_from_the_store(project):
+    """A second datablock run with another split (a crossval fold, a new seed) decodes nothing: each image comes
+    from the content store, and each row holds the same pixels as a fresh decode gives."""
+    cfg = config.load(None, cwd=project)
+    _stages(cfg, {"download", "datablock"})
+    ws = Workspace.from_config(cfg)
+    first = dict(zip(data.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", artifacts.CACHE))))
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+    reseeded = config.load(None, ["run.seed=7", "datablock.valid_pct=0.4"], cwd=project)
+    _stages(reseeded, {"datablock"})
+    again = np.load(ws.artifact("datablock", artifacts.CACHE))
+    df = data.load_split(ws)[0]
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == len(df) == len(first)
+    assert all(np.array_equal(first[p], a) for p, a in zip(df["path"], again))
+    _stages(config.load(None, ["train.image_size=10"], cwd=project), {"datablock"})  # other settings: decoded anew
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0

@@ -1,0 +1,138 @@
+"""Leave-one-group-out cross-validation: how a recipe does on signers it has never seen.
+
+    python -m pipeline crossval --config configs/asl_multi.toml [--by group|source]
+
+For every group (a signer: `group_regex` of a `[[download.sources]]`; a source without one, or with
+`fold = "source"`, is one group) the recipe trains on all the others and is scored on the one held out. Each
+fold is an ordinary run, `run --config X --set run.name=X-cv-GROUP --set 'datablock.holdout=["GROUP"]'
+--set evaluate.test_sets=[]`, with its own run folder, through the same stage runner: a fold already up to date
+is skipped, and the keypoint store (`content_store`) finds each photo's hand once for all folds.
+
+Writes `runs/<run>/crossval/`: crossval.md (per held-out group: images, accuracy, worst letters; mean ± spread;
+per-letter mean over folds), crossval.csv, letters.csv and crossval.png.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+from . import artifacts, config, runner
+from .errors import PipelineError
+from .workspace import Workspace, read_json, save_figure, write_csv, write_text
+
+WORST = 3  # letters named per fold
+
+
+def units(cfg, by: str) -> list[str]:
+    """The held-out units of `cfg`'s sources (run its download first): source names with `by` = "source", else
+    each source's groups, or the source itself where it has no group_regex or says `fold = "source"`."""
+    meta = read_json(Workspace.from_config(cfg).artifact("download", artifacts.DATASET))
+    rules = {s.name: s for s in cfg.download.sources}
+    out = []
+    for entry in meta["sources"]:
+        src = rules.get(entry["name"])
+        whole = by == "source" or src is None or not src.group_regex or src.fold == "source"
+        out += [entry["name"]] if whole else list(entry["groups"])
+    if len(out) < 2:
+        raise PipelineError(f"crossval needs at least two groups to leave out, found {out}: add sources, or set a "
+                            f"source's group_regex (e.g. '^(hand\\d+)_' for Massey's signers)")
+    return out
+
+
+def fold_name(base: str, unit: str) -> str:
+    return f"{base}-cv-{re.sub(r'[^A-Za-z0-9_.-]+', '-', unit)}"
+
+
+def fold_overrides(base: str, unit: str) -> list[str]:
+    """The `--set` overrides that make the fold holding out `unit` an ordinary run."""
+    return [f"run.name={fold_name(base, unit)}", f'datablock.holdout=["{unit}"]', "evaluate.test_sets=[]"]
+
+
+def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict:
+    """Run every fold (up-to-date ones are skipped) and write the table; returns its summary."""
+    import pandas as pd
+
+    base = config.load(config_path, overrides)
+    if base.datablock.holdout:
+        raise PipelineError("crossval chooses datablock.holdout itself: remove it from the config")
+    runner.run(base, ["download"])
+    folds = units(base, by)
+    log(f"[crossval] {len(folds)} folds of {base.run.name}, one per held-out {by}: {', '.join(folds)}")
+    rows, letters, failed = [], [], []
+    for i, unit in enumerate(folds, 1):
+        cfg = config.load(config_path, overrides + fold_overrides(base.run.name, unit))
+        log(f"[crossval] fold {i}/{len(folds)}: hold out {unit} (run {cfg.run.name})")
+        t0 = time.perf_counter()
+        try:
+            runner.run(cfg, list(runner.STAGE_NAMES))
+        except PipelineError as e:
+            log(f"[crossval] fold {unit} failed: {e}")
+            failed.append(unit)
+            rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {e}"})
+            continue
+        out = Workspace.from_config(cfg).stage_dir("evaluate") / "holdout"
+        m = read_json(out / artifacts.METRICS)
+        tally = pd.read_csv(out / artifacts.TALLIES, keep_default_na=False)
+        tally["held_out"] = unit
+        letters.append(tally)
+        worst = tally.sort_values(["accuracy", "category"]).head(WORST)
+        rows.append({"held_out": unit, "images": m["scored"], "accuracy": m["accuracy"],
+                     "no_hand": m.get("no_hand", ""), "seconds": round(time.perf_counter() - t0, 1),
+                     "worst": ", ".join(f"{c} {a:.0%}" for c, a in zip(worst["category"], worst["accuracy"]))})
+        log(f"[crossval] {unit}: accuracy {m['accuracy']:.4f} on {m['scored']} images; worst {rows[-1]['worst']}")
+    summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
+                          pd.concat(letters) if letters else None, config_path, overrides)
+    log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
+        f"lowest letter {summary['min_letter']}; table in {summary['path']}")
+    if failed:
+        raise PipelineError(f"{len(failed)} fold(s) failed: {', '.join(failed)} (the others are in the table)")
+    return summary
+
+
+def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) -> dict:
+    """crossval.md, crossval.csv, letters.csv and crossval.png in `folder`; returns the summary figures."""
+    import shlex
+
+    ok = folds.dropna(subset=["accuracy"])
+    mean, std = float(ok["accuracy"].mean()), float(ok["accuracy"].std(ddof=0)) if len(ok) else float("nan")
+    pooled = float((ok["accuracy"] * ok["images"]).sum() / ok["images"].sum()) if len(ok) else float("nan")
+    per_letter = (letters.groupby("category")["accuracy"].agg(["mean", "min", "count"]).reset_index()
+                  .rename(columns={"category": "letter", "count": "folds"}) if letters is not None else None)
+    command = " ".join(["python -m pipeline crossval", f"--config {config_path}" if config_path else "",
+                        *(f"--set {shlex.quote(o)}" for o in overrides), f"--by {by}"]).replace("  ", " ")
+    lines = [f"# Leave-one-{by}-out: {cfg.run.name}", "", f"`{command}`", "",
+             "| held out | images | accuracy | worst letters |", "|---|---:|---:|---|"]
+    lines += [f"| {r.held_out} | {r.images} | {r.accuracy:.1%} | {r.worst} |" for r in folds.itertuples()]
+    lines += ["", f"**Mean over {len(ok)} folds: {mean:.1%} ± {std:.1%}** (spread: standard deviation over folds); "
+                  f"lowest fold {ok['accuracy'].min():.1%}; all held-out images pooled {pooled:.1%}.", ""]
+    if per_letter is not None:
+        lines += ["Per letter, mean over the folds that have it (lowest first):", "",
+                  "| letter | mean | lowest fold | folds |", "|---|---:|---:|---:|"]
+        lines += [f"| {r.letter} | {r.mean:.1%} | {r.min:.1%} | {r.folds} |"
+                  for r in per_letter.sort_values(["mean", "letter"]).itertuples()]
+    write_text(folder / artifacts.CROSSVAL_MD, "\n".join(lines) + "\n")
+    write_csv(folder / artifacts.CROSSVAL_CSV, folds)
+    if per_letter is not None:
+        write_csv(folder / artifacts.CROSSVAL_LETTERS, per_letter)
+    _plot(folds, per_letter, folder / artifacts.CROSSVAL_PNG, cfg.run.name)
+    low = per_letter.sort_values("mean").iloc[0] if per_letter is not None and len(per_letter) else None
+    return {"mean": mean, "std": std, "pooled": pooled, "path": str(folder / artifacts.CROSSVAL_MD),
+            "min_group": f"{ok.sort_values('accuracy').iloc[0]['held_out']} {ok['accuracy'].min():.1%}" if len(ok) else "",
+            "min_letter": f"{low['letter']} {low['mean']:.1%}" if low is not None else ""}
+
+
+def _plot(folds, per_letter, path, name: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [1, 2]})
+    a.bar(folds["held_out"], folds["accuracy"].fillna(0), color="C0")
+    a.axhline(folds["accuracy"].mean(), color="black", linestyle="--", linewidth=1, label="mean")
+    a.set(ylim=(0, 1), ylabel="accuracy", title=f"{name}: held-out group")
+    a.tick_params(axis="x", rotation=60)
+    a.legend()
+    if per_letter is not None:
+        b.bar(per_letter["letter"], per_letter["mean"], color="C2")
+        b.set(ylim=(0, 1), ylabel="mean accuracy over folds", title="per letter")
+    return save_figure(fig, path)
