@@ -11,7 +11,7 @@ Share = that time / the time of the training batches.
 The share is steady across an epoch, so each setting is timed over `--batches` training batches after two
 warm-up batches, not a full epoch (a full 128 px epoch takes minutes per setting on a laptop CPU).
 
-    python bench/data_loading.py [--batches 15] [--sizes 64 128]
+    python -m bench.data_loading [--batches 15] [--sizes 64 128]
 """
 from __future__ import annotations
 
@@ -21,10 +21,8 @@ import sys
 import time
 import warnings
 from contextlib import redirect_stdout
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import OUT, SHARED_DATA, header, result  # noqa: E402
+from bench._common import OUT, SHARED_DATA, header, result
 
 
 def measure(size: int, cache: bool, batches: int) -> dict:

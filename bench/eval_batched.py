@@ -10,7 +10,7 @@ The learner is the offline demo's (EfficientNet-Lite0, 64 px, scikit-learn digit
 epoch, so the script needs no shared data; the test files are the demo's 306 held-out digit images, or
 `--files DIR` (any folder of images, e.g. ../shared/data/massey_asl/a).
 
-    python bench/eval_batched.py [--files DIR] [--limit N]
+    python -m bench.eval_batched [--files DIR] [--limit N]
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import OUT, REPO, header, pipeline_run, result  # noqa: E402
+from bench._common import OUT, REPO, header, pipeline_run, result
 
 
 def main() -> int:

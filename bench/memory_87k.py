@@ -6,17 +6,15 @@ stage's own peak (ru_maxrss of the process, and separately of its DataLoader wor
 (aslnet, 32 px, one epoch) so that the run takes minutes on a CPU; images are streamed from disk (files, or the
 preprocessing cache read a batch at a time), never all held in memory, whatever the model.
 
-    python bench/memory_87k.py [--files]   # --files: without datablock.cache
+    python -m bench.memory_87k [--files]   # --files: without datablock.cache
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import BIG_N, big_project, header, pipeline_run, result  # noqa: E402
+from bench._common import BIG_N, big_project, header, pipeline_run, result
 
 STAGES = ("download", "datablock", "lr_find", "train", "evaluate")
 

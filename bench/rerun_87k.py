@@ -8,7 +8,7 @@ the benchmark project up to date (the first time, by running all five stages: a 
 - start-up and imports: interpreter start plus `import pipeline.cli` (timed in the process), and
 - the run itself: `cli.main(["run", ...])` from entry to return (what the target is about).
 
-    python bench/rerun_87k.py [--repeat 3]
+    python -m bench.rerun_87k [--repeat 3]
 """
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import BIG_N, big_project, env, header, pipeline_run, result  # noqa: E402
+from bench._common import BIG_N, big_project, env, header, pipeline_run, result
 
 TIMED = r"""
 import json, sys, time

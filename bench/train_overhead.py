@@ -14,7 +14,7 @@ Two ratios (target >= 0.9x): the pipeline reading image files, as the plain loop
 Data: 20 images per class of ../shared/data/asl_alphabet_train_200 (580 photos, 200x200 JPEG), or generated
 images when the shared data is absent.
 
-    python bench/train_overhead.py [--size 64] [--bs 64] [--epochs 3] [--per-class 20]
+    python -m bench.train_overhead [--size 64] [--bs 64] [--epochs 3] [--per-class 20]
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import OUT, SHARED_DATA, header, make_flat_dataset, result  # noqa: E402
+from bench._common import OUT, SHARED_DATA, header, make_flat_dataset, result
 
 
 def configure(work: Path, source: Path, a, cache: bool):

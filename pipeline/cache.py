@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import artifacts
 from .errors import PipelineError
 from .workspace import atomic_path, read_json, write_json
 
-CACHE = "cache.npy"
-CACHE_META = "cache.json"
 
 
 def build(ws, cfg, dls, df, root, log) -> list[Path]:
@@ -53,7 +52,7 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
         f"with {workers or 'no'} worker process(es)")
     t0 = last = time.perf_counter()
     done = 0
-    path = ws.artifact("datablock", CACHE)
+    path = ws.artifact("datablock", artifacts.CACHE)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         for i, a in enumerate(stored):
@@ -77,8 +76,8 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
         raise PipelineError(f"the cache got {done} images for {len(todo)} rows of the split: rerun datablock")
     seconds = time.perf_counter() - t0
     log(f"cache written: {path} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
-    return [path, write_json(ws.artifact("datablock", CACHE_META), {
-        "file": CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
+    return [path, write_json(ws.artifact("datablock", artifacts.CACHE_META), {
+        "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
         "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1),
         "from_store": n - len(todo)})]
 
@@ -151,7 +150,7 @@ def available(ws, cfg) -> bool:
     if not cfg.datablock.cache:
         return False
     try:
-        meta = read_json(ws.artifact("datablock", CACHE_META))
+        meta = read_json(ws.artifact("datablock", artifacts.CACHE_META))
     except (OSError, ValueError):
         return False
     return meta.get("image_size") == cfg.train.image_size and meta.get("grayscale") == cfg.train.grayscale
@@ -165,7 +164,7 @@ def training_dataloaders(ws, cfg, dls):
     from .data import load_split
 
     df, _, _ = load_split(ws)
-    reader = Reader(ws.artifact("datablock", CACHE))
+    reader = Reader(ws.artifact("datablock", artifacts.CACHE))
     if len(reader) != len(df):
         raise PipelineError(f"the cache holds {len(reader)} images but the split {len(df)}: rerun datablock")
     labels = np.array([dls.vocab.o2i[label] for label in df["label"]], dtype=np.int64)
@@ -191,7 +190,7 @@ def training_data(learn, ws, cfg, log=None):
     files = learn.dls
     learn.dls = training_dataloaders(ws, cfg, files)
     if log:
-        log(f"training from the preprocessing cache ({ws.artifact('datablock', CACHE)})")
+        log(f"training from the preprocessing cache ({ws.artifact('datablock', artifacts.CACHE)})")
     try:
         yield learn.dls
     finally:

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import os
-import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
-from . import config, runner
-from .errors import PipelineError
+from . import compare, config, runner
+from .errors import PipelineError, guarded
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description="fastai transfer-learning pipeline: "
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="fastai transfer-learning pipeline: "
                                 "download → datablock → lr_find → train → evaluate")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,9 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(cv)
     cv.add_argument("--by", choices=("group", "source"), default="group",
                     help="hold out one group (signer) at a time, or one whole source")
-    sub.add_parser("compare", add_help=False,
-                   help="run several configs (e.g. configs/seeds/*.toml) and write a Markdown comparison table; "
-                        "`compare --help` for options")
+    compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. configs/seeds/*.toml) and write a "
+                                                      "Markdown table of the published figures beside ours"))
     return p
 
 
@@ -85,7 +79,7 @@ def _cmd_report(args) -> int:
     cfg = config.load(args.config, args.overrides)
     if not Workspace.from_config(cfg).root.is_dir():
         raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
-    print(report.build(cfg, worst=args.worst))
+    print(report.build(cfg, runner.status(cfg), worst=args.worst))
     return 0
 
 
@@ -132,62 +126,9 @@ def _cmd_predict(args) -> int:
     return 0
 
 
-# Third-party noise that says nothing to a user of this tool (the pickle warning: we verify the sha256 first).
-QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ implementation doesn't accept.*",
-         ".*load_learner. uses Python's insecure pickle.*", ".*numpy.core is deprecated.*")
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["compare"]:
-        from .compare import main as compare_main
-
-        return compare_main(argv[1:])
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
+    """CLI entry: `signpipe` (the installed script) or `python -m pipeline` (which passes that as `prog`)."""
+    args = _parser(prog).parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report, "crossval": _cmd_crossval}
+                "report": _cmd_report, "crossval": _cmd_crossval, "compare": compare.command}
     return guarded(lambda: commands[args.command](args), args.debug)
-
-
-def guarded(action, debug: bool = False) -> int:
-    """Run `action()` the way every command runs: third-party noise hidden, SIGTERM unwinding like Ctrl-C, and a
-    user error or file-system failure as one `error:` line with exit 2 (the traceback only with `debug`)."""
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
-    debug = debug or os.environ.get("PIPELINE_DEBUG") == "1"
-    with contextlib.suppress(ValueError):  # `timeout`/CI cancel: SIGTERM unwinds like Ctrl-C (temp files removed)
-        signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return action()
-    except PipelineError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as e:  # a file system failure no stage turned into a PipelineError: still one line, with the path
-        if debug:
-            raise
-        print(f"error: {_os_error(e)} (--debug shows the traceback)", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: completed stages keep their outputs; rerun to continue", file=sys.stderr)
-        return 130
-
-
-# errnos that mean "this path cannot be created or written here" (a read fails with ENOENT, EIO, ...)
-_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EFBIG}
-
-
-def _os_error(e: OSError) -> str:
-    """One line naming the path: `cannot write PATH: reason`, `cannot access …` (permissions), `cannot read …`."""
-    if e.filename is None:
-        text = f"{type(e).__name__}: {e}"
-    else:
-        what = ("cannot write" if e.errno in _WRITE_ERRNOS else
-                "cannot access" if e.errno in (errno.EACCES, errno.EPERM) else "cannot read")
-        text = f"{what} {e.filename}: {e.strerror or e}"
-    return text.replace("\r", " ").replace("\n", " ")
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import tomllib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,7 +12,15 @@ from pathlib import Path
 
 from .errors import PipelineError
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pyproject installs tomli there: the same parser, before it joined the standard library
+    import tomli as tomllib
+
+# The embedded demo: an installed wheel carries it as pipeline/configs/demo.toml (pyproject maps configs/ there).
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.toml"
+if not DEMO_CONFIG.is_file():  # a checkout: the repo's configs/demo.toml
+    DEMO_CONFIG = DEMO_CONFIG.parent.parent.parent / "configs" / "demo.toml"
 
 
 @dataclass

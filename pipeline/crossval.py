@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 
-from . import config, runner
+from . import artifacts, config, runner
 from .errors import PipelineError
 from .workspace import Workspace, read_json, save_figure, write_csv, write_text
 
@@ -26,7 +26,7 @@ WORST = 3  # letters named per fold
 def units(cfg, by: str) -> list[str]:
     """The held-out units of `cfg`'s sources (run its download first): source names with `by` = "source", else
     each source's groups, or the source itself where it has no group_regex or says `fold = "source"`."""
-    meta = read_json(Workspace.from_config(cfg).artifact("download", "dataset.json"))
+    meta = read_json(Workspace.from_config(cfg).artifact("download", artifacts.DATASET))
     rules = {s.name: s for s in cfg.download.sources}
     out = []
     for entry in meta["sources"]:
@@ -71,8 +71,8 @@ def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict
             rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {e}"})
             continue
         out = Workspace.from_config(cfg).stage_dir("evaluate") / "holdout"
-        m = read_json(out / "metrics.json")
-        tally = pd.read_csv(out / "tallies.csv", keep_default_na=False)
+        m = read_json(out / artifacts.METRICS)
+        tally = pd.read_csv(out / artifacts.TALLIES, keep_default_na=False)
         tally["held_out"] = unit
         letters.append(tally)
         worst = tally.sort_values(["accuracy", "category"]).head(WORST)
@@ -110,13 +110,13 @@ def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) ->
                   "| letter | mean | lowest fold | folds |", "|---|---:|---:|---:|"]
         lines += [f"| {r.letter} | {r.mean:.1%} | {r.min:.1%} | {r.folds} |"
                   for r in per_letter.sort_values(["mean", "letter"]).itertuples()]
-    write_text(folder / "crossval.md", "\n".join(lines) + "\n")
-    write_csv(folder / "crossval.csv", folds)
+    write_text(folder / artifacts.CROSSVAL_MD, "\n".join(lines) + "\n")
+    write_csv(folder / artifacts.CROSSVAL_CSV, folds)
     if per_letter is not None:
-        write_csv(folder / "letters.csv", per_letter)
-    _plot(folds, per_letter, folder / "crossval.png", cfg.run.name)
+        write_csv(folder / artifacts.CROSSVAL_LETTERS, per_letter)
+    _plot(folds, per_letter, folder / artifacts.CROSSVAL_PNG, cfg.run.name)
     low = per_letter.sort_values("mean").iloc[0] if per_letter is not None and len(per_letter) else None
-    return {"mean": mean, "std": std, "pooled": pooled, "path": str(folder / "crossval.md"),
+    return {"mean": mean, "std": std, "pooled": pooled, "path": str(folder / artifacts.CROSSVAL_MD),
             "min_group": f"{ok.sort_values('accuracy').iloc[0]['held_out']} {ok['accuracy'].min():.1%}" if len(ok) else "",
             "min_letter": f"{low['letter']} {low['mean']:.1%}" if low is not None else ""}
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import artifacts
 from .errors import PipelineError
 from .sources import list_images  # noqa: F401  (re-exported: the stages' one way to list images)
 from .workspace import Workspace, read_json
 
-SPLITS = "splits.csv"
-VOCAB = "vocab.json"
-HOLDOUT = "holdout.csv"     # datablock.holdout's images (path, label, source, group), scored by evaluate
 HOLDOUT_SET = "holdout"     # ... as the test set of this name
 
 
@@ -18,8 +16,8 @@ def load_split(ws: Workspace):
     """(DataFrame path,label,is_valid; image root; vocab) as written by the datablock stage."""
     import pandas as pd
 
-    meta = read_json(ws.artifact("datablock", VOCAB))
-    df = pd.read_csv(ws.artifact("datablock", SPLITS), keep_default_na=False,
+    meta = read_json(ws.artifact("datablock", artifacts.VOCAB))
+    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), keep_default_na=False,
                      dtype={"path": str, "label": str, "is_valid": bool, "source": str, "group": str})
     return df, Path(meta["root"]), list(meta["vocab"])
 
@@ -70,7 +68,7 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
 
         from . import hands
 
-        feats = pd.read_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), dtype={"path": str}, keep_default_na=False)
+        feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
         return hands.dataloaders(df, feats, vocab, batch_size or t.batch_size)
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),

@@ -1,9 +1,11 @@
-"""The hand-landmark model with shape features (`train.landmark_features = "coords+shape"`): fastai's TabularModel
-over the keypoint FEATURES of `hands.py` plus features of the hand's shape that no turn of the camera changes,
-computed from the keypoints inside the model. Computing them in the forward pass (not in landmarks.csv) means the
-training jitter turns the keypoints first, and the export takes the same keypoint rows as the plain model.
+"""The hand-landmark learner (`train.arch = "landmark_mlp"`), and its model with shape features
+(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus
+features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
+Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
+the export takes the same keypoint rows as the plain model.
 
-Its own module, importing torch at the top, because `load_learner` unpickles the model by its class name.
+Its own module, importing torch at the top, because `load_learner` unpickles the model by its class name; `hands.py`
+(keypoint extraction, which needs no torch) does not import it.
 """
 from __future__ import annotations
 
@@ -38,3 +40,16 @@ class LandmarkNet(nn.Module):
 
     def forward(self, x_cat, x_cont):
         return self.tabular(x_cat, torch.cat([x_cont, shape_features(x_cont)], dim=1))
+
+
+def make_learner(dls, t, **common):
+    """fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES (`t.landmark_features`
+    "coords": plain `tabular_learner`), or on FEATURES plus the shape features computed from them ("coords+shape":
+    `LandmarkNet`)."""
+    from fastai.tabular.learner import TabularLearner, tabular_config, tabular_learner
+
+    layers = [512, 256]
+    if t.landmark_features == "coords+shape":
+        return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
+    return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
+                           y_range=None, **common)

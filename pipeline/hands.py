@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import artifacts
 from .errors import PipelineError
 
 N_POINTS = 21
 FEATURES = [f"lm{i:02d}_{axis}" for i in range(N_POINTS) for axis in "xyz"] + ["hand"]
 COLUMNS = ["hand_found", "handedness", "hand_score"]  # per image, beside the features in landmarks.csv
-LANDMARKS_CSV = "landmarks.csv"
 PAD = 0.25              # black border (fraction of the longer side): the palm detector misses hands filling the frame
 MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)
 RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v ** 0.5): finds ~half the misses,
@@ -232,7 +232,8 @@ def dataloaders(split, feats, vocab: list[str], batch_size: int):
 
     df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
     if len(df) != len(split):
-        raise PipelineError(f"{LANDMARKS_CSV} lacks {len(split) - len(df)} image(s) of the split: rerun datablock")
+        raise PipelineError(f"{artifacts.LANDMARKS} lacks {len(split) - len(df)} image(s) of the split: "
+                            "rerun datablock")
     valid = df["is_valid"].to_numpy()
     to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
                        y_block=CategoryBlock(vocab=vocab),
@@ -240,21 +241,6 @@ def dataloaders(split, feats, vocab: list[str], batch_size: int):
     dls = to.dataloaders(bs=batch_size, num_workers=0)
     assert isinstance(dls, TabularDataLoaders)
     return dls
-
-
-def make_learner(dls, t, **common):
-    """fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES (`t.landmark_features`
-    "coords": plain `tabular_learner`), or on FEATURES plus the shape features computed from them ("coords+shape":
-    `hand_model.LandmarkNet`)."""
-    from fastai.tabular.learner import TabularLearner, tabular_config, tabular_learner
-
-    layers = [512, 256]
-    if t.landmark_features == "coords+shape":
-        from .hand_model import LandmarkNet
-
-        return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
-    return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
-                           y_range=None, **common)
 
 
 def random_rotations(n: int, degrees: float, generator=None):

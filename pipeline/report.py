@@ -1,15 +1,20 @@
 """`python -m pipeline report`: one self-contained HTML page per run (images inlined, no network, no scripts):
 dataset summary, sample batch, class counts, lr_find, training curves and metrics, and per test set the
 accuracy, calibration, per-category tallies, confusion matrix and the worst mistakes with their images.
-Built only from the artifacts on disk; a stage that has not run is shown as such."""
+Built only from the artifacts on disk; a stage that has not run is shown as such.
+
+The page is a jinja2 template with autoescape on: every value (a file name, a class, a config path) is escaped
+where it is written, so no name can inject markup. This module gathers the values; the template lays them out."""
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from pathlib import Path
 
+import jinja2
+
+from . import artifacts
 from .workspace import Workspace, write_text
 
 CSS = """
@@ -22,20 +27,53 @@ gap:.6rem} figure{margin:0;width:130px;font-size:.75rem;text-align:center;overfl
 object-fit:contain;background:#111} .bad{color:#b00020} .good{color:#1b7f3a} .kv td{text-align:left}
 """
 
+TEMPLATE = """\
+{%- macro img(p) -%}
+{% if p.uri %}<img class="plot" alt="{{ p.alt }}" src="{{ p.uri }}">
+{%- else %}<p class="muted">({{ p.name }} not written yet)</p>{% endif %}
+{%- endmacro -%}
+{%- macro kv(pairs) -%}
+<table class="kv">{% for k, v in pairs %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+{%- endmacro -%}
+{%- macro section(s, missing) -%}
+{% if s %}{{ kv(s.pairs) }}{% for title, p in s.images %}{% if title %}<h3>{{ title }}</h3>{% endif %}{{ img(p) }}{% endfor %}
+{%- else %}<p class="muted">{{ missing }}</p>{% endif %}
+{%- endmacro -%}
+<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{{ run }}: pipeline report</title><style>{{ css | safe }}</style></head><body>
+<h1>{{ run }}</h1><p class="muted">config {{ config }} · run folder {{ root }}</p>
+<table class="kv"><tr><th>stage</th><th>status</th></tr>
+{%- for name, state in status %}<tr><td>{{ name }}</td><td>{{ state }}</td></tr>{% endfor %}</table>
+<h2>Dataset</h2>{{ section(dataset, "download has not run.") }}
+<h2>Learning-rate finder</h2>{{ section(lr_find, "lr_find has not run.") }}
+<h2>Training</h2>{{ section(train, "train has not run.") }}
+<h2>Test sets</h2>
+{%- for t in test_sets %}<h3>{{ t.name }}</h3>
+{%- if not t.pairs %}<p class="muted">no results for {{ t.name }}.</p>{% else %}{{ kv(t.pairs) }}
+{%- if t.tallies %}<h4>Per category</h4><table><tr>{% for c in t.tally_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{%- for row in t.tallies %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
+<div class="grid">{% for p in t.plots %}{{ img(p) }}{% endfor %}</div>
+{%- if t.mistakes is not none %}
+<h4>Worst mistakes (the {{ t.mistakes | length }} most confident wrong predictions)</h4>
+{%- if t.mistakes %}<div class="grid">{% for m in t.mistakes %}<figure>
+{%- if m.thumb %}<img alt="{{ m.file }}" src="{{ m.thumb }}">{% else %}<div class="muted">unreadable</div>{% endif %}
+<figcaption>{{ m.file }}<br>true <b>{{ m.true }}</b>, predicted <b class="bad">{{ m.predicted }}</b> ({{ m.confidence }})
+</figcaption></figure>{% endfor %}</div>
+{%- else %}<p class="good">none: every image was right.</p>{% endif %}{% endif %}{% endif %}
+{%- else %}<p class="muted">no test sets configured.</p>{% endfor %}
+</body></html>
+"""
+_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(TEMPLATE)
 
-def _e(x) -> str:
-    return html.escape(str(x))
+
+def _img(path: Path, alt: str = "") -> dict:
+    """A PNG inlined as a data URI (`uri` is None when the file is missing)."""
+    uri = f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" if path.exists() else None
+    return {"uri": uri, "alt": alt or path.stem, "name": path.name}
 
 
-def _img(path: Path, cls: str = "plot", alt: str = "") -> str:
-    if not path.exists():
-        return f'<p class="muted">({_e(path.name)} not written yet)</p>'
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img class="{cls}" alt="{_e(alt or path.stem)}" src="data:image/png;base64,{data}">'
-
-
-def _thumb(path: Path, size: int = 128) -> str:
-    """A small inline JPEG of an image file (the original may be large), or a note if it cannot be read."""
+def _thumb(path: Path, size: int = 128) -> str | None:
+    """A small inline JPEG of an image file (the original may be large) as a data URI, or None if unreadable."""
     from PIL import Image, ImageOps
 
     try:
@@ -45,8 +83,8 @@ def _thumb(path: Path, size: int = 128) -> str:
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=85)
     except Exception:  # noqa: BLE001 - an unreadable file is shown as such, never fatal to a report
-        return '<div class="muted">unreadable</div>'
-    return f'<img alt="{_e(path.name)}" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+        return None
+    return f"data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"
 
 
 def _json(path: Path):
@@ -56,48 +94,38 @@ def _json(path: Path):
         return None
 
 
-def _table(rows: list[dict], columns: list[str], fmt: dict | None = None) -> str:
-    fmt = fmt or {}
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(fmt.get(c, str)(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _pct(x) -> str:
     return f"{100 * float(x):.1f} %"
 
 
-def _kv(pairs: list[tuple[str, object]]) -> str:
-    return '<table class="kv">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs) + "</table>"
-
-
-def _dataset(ws: Workspace) -> str:
-    meta, vocab = _json(ws.artifact("download", "dataset.json")), _json(ws.artifact("datablock", "vocab.json"))
+def _dataset(ws: Workspace) -> dict | None:
+    meta = _json(ws.artifact("download", artifacts.DATASET))
+    vocab = _json(ws.artifact("datablock", artifacts.VOCAB))
     if not meta:
-        return '<p class="muted">download has not run.</p>'
+        return None
     pairs = [("source", meta.get("source", "")), ("image root", meta.get("root", "")),
              ("classes", len(meta.get("classes", []))), ("images", sum(meta.get("counts", {}).values()))]
     if vocab:
         pairs += [("train / valid", f"{vocab['n_train']} / {vocab['n_valid']} (valid_pct {vocab['valid_pct']}, "
                                     f"seed {vocab['seed']})"), ("corrupt excluded", vocab.get("n_corrupt", 0))]
-    return (_kv(pairs) + "<h3>Sample batch</h3>" + _img(ws.artifact("datablock", "batch.png"))
-            + "<h3>Images per class</h3>" + _img(ws.artifact("datablock", "class_counts.png")))
+    return {"pairs": pairs, "images": [
+        ("Sample batch", _img(ws.artifact("datablock", artifacts.BATCH_PNG))),
+        ("Images per class", _img(ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG)))]}
 
 
-def _lr_find(ws: Workspace) -> str:
-    found = _json(ws.artifact("lr_find", "lr_find.json"))
+def _lr_find(ws: Workspace) -> dict | None:
+    found = _json(ws.artifact("lr_find", artifacts.LR_FIND))
     if not found:
-        return '<p class="muted">lr_find has not run.</p>'
+        return None
     pairs = [(k, f"{v:.2e}" if v else "n/a") for k, v in found["suggestions"].items()]
-    return _kv(pairs + [("chosen", f"{found['suggestion']} {found['chosen']:.2e}")]) + _img(
-        ws.artifact("lr_find", "lr_find.png"))
+    return {"pairs": pairs + [("chosen", f"{found['suggestion']} {found['chosen']:.2e}")],
+            "images": [("", _img(ws.artifact("lr_find", artifacts.LR_FIND_PNG)))]}
 
 
-def _train(ws: Workspace) -> str:
-    m, card = _json(ws.artifact("train", "metrics.json")), _json(ws.model_card)
+def _train(ws: Workspace) -> dict | None:
+    m, card = _json(ws.artifact("train", artifacts.METRICS)), _json(ws.model_card)
     if not m:
-        return '<p class="muted">train has not run.</p>'
+        return None
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
              ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}"), ("train time", f"{m['train_seconds']:.0f} s")]
     if card:
@@ -111,57 +139,46 @@ def _train(ws: Workspace) -> str:
     if rt:
         pairs.append(("ran on", f"{rt['device']}, {rt['precision']}, {rt['threads']} thread(s), "
                                 f"{'cache' if rt.get('cache') else 'image files'}"))
-    return _kv(pairs) + _img(ws.artifact("train", "curves.png"))
+    return {"pairs": pairs, "images": [("", _img(ws.artifact("train", artifacts.CURVES_PNG)))]}
 
 
-def _test_set(ws: Workspace, name: str, worst: int) -> str:
+TALLY_COLUMNS = ["category", "total", "correct", "accuracy", "most_confused_with"]
+
+
+def _test_set(ws: Workspace, name: str, worst: int) -> dict:
     import pandas as pd
 
     folder = ws.stage_dir("evaluate") / name
-    m = _json(folder / "metrics.json")
+    out = {"name": name, "pairs": None, "tallies": None, "tally_columns": TALLY_COLUMNS, "plots": [], "mistakes": None}
+    m = _json(folder / artifacts.METRICS)
     if not m:
-        return f'<p class="muted">no results for {_e(name)}.</p>'
-    pairs = [("accuracy", f"{_pct(m['accuracy'])} ({m['correct']}/{m['scored']})"),
-             ("calibration", f"ECE {m['ece']:.3f}, mean confidence {_pct(m['mean_confidence'])}" if "ece" in m else "n/a"),
-             ("not scored", f"{m['unmatched']} not matching the regex, {m['out_of_vocab']} outside the vocab, "
-                            f"{m['unreadable']} unreadable"), ("source", m.get("source", ""))]
+        return out
+    out["pairs"] = [("accuracy", f"{_pct(m['accuracy'])} ({m['correct']}/{m['scored']})"),
+                    ("calibration", f"ECE {m['ece']:.3f}, mean confidence {_pct(m['mean_confidence'])}"
+                     if "ece" in m else "n/a"),
+                    ("not scored", f"{m['unmatched']} not matching the regex, {m['out_of_vocab']} outside the vocab, "
+                                   f"{m['unreadable']} unreadable"), ("source", m.get("source", ""))]
     if m.get("missing_classes"):
-        pairs.append(("classes absent from this set", ", ".join(m["missing_classes"])))
-    out = [_kv(pairs)]
-    tallies = folder / "tallies.csv"
-    if tallies.exists():
-        rows = pd.read_csv(tallies, keep_default_na=False).to_dict("records")
-        out.append("<h4>Per category</h4>" + _table(rows, ["category", "total", "correct", "accuracy",
-                                                             "most_confused_with"], {"accuracy": _pct}))
-    out.append('<div class="grid">' + _img(folder / "confusion.png") + _img(folder / "reliability.png") + "</div>")
-    preds = folder / "predictions.csv"
-    if preds.exists():
-        df = pd.read_csv(preds, keep_default_na=False, dtype={"true": str, "predicted": str})
+        out["pairs"].append(("classes absent from this set", ", ".join(m["missing_classes"])))
+    if (folder / artifacts.TALLIES).exists():
+        df = pd.read_csv(folder / artifacts.TALLIES, keep_default_na=False)
+        df["accuracy"] = df["accuracy"].map(_pct)
+        out["tallies"] = df[TALLY_COLUMNS].astype(str).values.tolist()
+    out["plots"] = [_img(folder / artifacts.CONFUSION_PNG), _img(folder / artifacts.RELIABILITY_PNG)]
+    if (folder / artifacts.PREDICTIONS).exists():
+        df = pd.read_csv(folder / artifacts.PREDICTIONS, keep_default_na=False, dtype={"true": str, "predicted": str})
         wrong = df[~df["correct"].astype(bool)].sort_values("confidence", ascending=False).head(worst)
         root = Path(m.get("root", ""))
-        figs = "".join(f"<figure>{_thumb(root / r.file)}<figcaption>{_e(r.file)}<br>true <b>{_e(r.true)}</b>, "
-                       f'predicted <b class="bad">{_e(r.predicted)}</b> ({_pct(r.confidence)})</figcaption></figure>'
-                       for r in wrong.itertuples())
-        out.append(f"<h4>Worst mistakes (the {len(wrong)} most confident wrong predictions)</h4>"
-                   + (f'<div class="grid">{figs}</div>' if figs else '<p class="good">none: every image was right.</p>'))
-    return "".join(out)
+        out["mistakes"] = [{"file": r.file, "thumb": _thumb(root / r.file), "true": r.true, "predicted": r.predicted,
+                            "confidence": _pct(r.confidence)} for r in wrong.itertuples()]
+    return out
 
 
-def build(cfg, worst: int = 24) -> Path:
-    """Write runs/<run>/report.html from the run's artifacts; returns its path."""
+def build(cfg, status: list[tuple[str, str]], worst: int = 24) -> Path:
+    """Write runs/<run>/report.html from the run's artifacts and `status` (the runner's (stage, state) lines);
+    returns its path."""
     ws = Workspace.from_config(cfg)
-    from . import runner
-
-    status = "".join(f"<tr><td>{_e(n)}</td><td>{_e(s)}</td></tr>" for n, s in runner.status(cfg))
-    sets = "".join(f"<h3>{_e(t.name)}</h3>{_test_set(ws, t.name, worst)}" for t in cfg.evaluate.test_sets)
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{_e(cfg.run.name)}: pipeline report</title><style>{CSS}</style></head><body>
-<h1>{_e(cfg.run.name)}</h1><p class="muted">config {_e(cfg.source_file)} · run folder {_e(ws.root)}</p>
-<table class="kv"><tr><th>stage</th><th>status</th></tr>{status}</table>
-<h2>Dataset</h2>{_dataset(ws)}
-<h2>Learning-rate finder</h2>{_lr_find(ws)}
-<h2>Training</h2>{_train(ws)}
-<h2>Test sets</h2>{sets or '<p class="muted">no test sets configured.</p>'}
-</body></html>
-"""
-    return write_text(ws.root / "report.html", page)
+    page = _PAGE.render(run=cfg.run.name, config=cfg.source_file, root=str(ws.root), css=CSS, status=status,
+                        dataset=_dataset(ws), lr_find=_lr_find(ws), train=_train(ws),
+                        test_sets=[_test_set(ws, t.name, worst) for t in cfg.evaluate.test_sets])
+    return write_text(ws.root / artifacts.REPORT, page)

@@ -10,7 +10,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from . import backbones, baselines, distributed, runtime
+from . import artifacts, backbones, baselines, distributed, runtime
 from .errors import PipelineError
 
 
@@ -85,11 +85,11 @@ def make_learner(dls, cfg, ws):
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
     if t.arch == "landmark_mlp":
-        from . import hands
+        from . import hand_model, hands
 
         extra = ([hands.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
                  if t.landmark_rotate or t.landmark_mirror else [])
-        learn = hands.make_learner(dls, t, cbs=extra, **common)
+        learn = hand_model.make_learner(dls, t, cbs=extra, **common)
     elif baselines.is_baseline(t.arch):
         model = baselines.create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size)
         learn = Learner(dls, model, **common)
@@ -133,11 +133,11 @@ class Checkpoint(Callback):
         from .workspace import atomic_path, write_json
 
         t0 = time.perf_counter()
-        with atomic_path(self.folder / "checkpoint.pth") as tmp:
+        with atomic_path(self.folder / artifacts.CHECKPOINT_WEIGHTS) as tmp:
             save_model(tmp, self.learn.model, self.learn.opt, with_opt=True)
         if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
             self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(self.folder / "checkpoint.json", {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
+        write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
                                                     "rows": self.rows_before + self.epoch_log.rows})
 
 
@@ -146,10 +146,10 @@ def read_checkpoint(folder, key: str) -> dict | None:
     from .workspace import read_json
 
     try:
-        state = read_json(folder / "checkpoint.json")
+        state = read_json(folder / artifacts.CHECKPOINT)
     except (OSError, ValueError):
         return None
-    return state if state.get("key") == key and (folder / "checkpoint.pth").exists() else None
+    return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
 
 
 def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]:
@@ -169,7 +169,8 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
 
             if learn.opt is None:
                 learn.create_opt()
-            load_model(checkpoints / "checkpoint.pth", learn.model, learn.opt, with_opt=True, device=learn.dls.device)
+            load_model(checkpoints / artifacts.CHECKPOINT_WEIGHTS, learn.model, learn.opt, with_opt=True,
+                       device=learn.dls.device)
             rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
             log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
             state = None

@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import cache, content_store, data, datasets, hands, splitting
+from pipeline import artifacts, cache, content_store, data, datasets, hands, splitting
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -50,9 +50,9 @@ def _landmarks(df, root: Path, ws, log) -> list[Path]:
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
     train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
-    return [write_csv(ws.artifact("datablock", hands.LANDMARKS_CSV), feats),
+    return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
             hands.plot_landmarks([root / p for p in train["path"]], list(train["label"]),
-                                 ws.artifact("datablock", "batch.png"), "training images: hand landmarks")]
+                                 ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
 
 
 def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]], list[tuple[str, str]]]:
@@ -91,7 +91,7 @@ def run(cfg, ws, log):
 
     if cfg.datablock.input == "landmarks":
         hands.require()  # before minutes of verifying: the one-line install hint now
-    root, items, bad = _items(read_json(ws.artifact("download", "dataset.json")), cfg, log)
+    root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:
         items = _sample(items, b.max_per_class, seed)
@@ -101,7 +101,7 @@ def run(cfg, ws, log):
         bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
-    write_csv(ws.artifact("datablock", "corrupt.csv"), pd.DataFrame(bad, columns=["path", "reason"]))
+    write_csv(ws.artifact("datablock", artifacts.CORRUPT), pd.DataFrame(bad, columns=["path", "reason"]))
     df = pd.DataFrame(items, columns=["path", "label", "source", "group"])
     held = splitting.holdout_mask(list(df["group"]), list(df["source"]), b.holdout)
     holdout, df = df[held].reset_index(drop=True), df[[not h for h in held]].reset_index(drop=True)
@@ -123,22 +123,22 @@ def run(cfg, ws, log):
     n_valid = int(df["is_valid"].sum())
     log(f"split {len(df) - n_valid} train / {n_valid} valid ({b.split}, valid_pct {b.valid_pct}, seed {seed}), "
         f"{len(vocab)} classes, {df['group'].nunique()} group(s), {len(bad)} corrupt excluded")
-    write_csv(ws.artifact("datablock", data.SPLITS), df)
-    outputs = [ws.artifact("datablock", data.SPLITS), ws.artifact("datablock", "corrupt.csv"),
-               write_json(ws.artifact("datablock", data.VOCAB), {
+    write_csv(ws.artifact("datablock", artifacts.SPLITS), df)
+    outputs = [ws.artifact("datablock", artifacts.SPLITS), ws.artifact("datablock", artifacts.CORRUPT),
+               write_json(ws.artifact("datablock", artifacts.VOCAB), {
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                    "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
                    "n_holdout": len(holdout), "sources": sorted(set(df["source"]))}),
-               _plot_counts(df, ws.artifact("datablock", "class_counts.png"))]
+               _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     if b.holdout:
-        outputs.append(write_csv(ws.artifact("datablock", data.HOLDOUT), holdout))
+        outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))
     else:
-        ws.artifact("datablock", data.HOLDOUT).unlink(missing_ok=True)
+        ws.artifact("datablock", artifacts.HOLDOUT).unlink(missing_ok=True)
     # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
     # never leave one to be mistaken for current
-    stale = [hands.LANDMARKS_CSV] if b.input != "landmarks" else []
+    stale = [artifacts.LANDMARKS] if b.input != "landmarks" else []
     if b.input == "landmarks" or not b.cache:
-        stale += [cache.CACHE_META, cache.CACHE]
+        stale += [artifacts.CACHE_META, artifacts.CACHE]
     for name in stale:
         ws.artifact("datablock", name).unlink(missing_ok=True)
     if b.input == "landmarks":
@@ -146,7 +146,7 @@ def run(cfg, ws, log):
     dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
     dls.show_batch(max_n=16, figsize=(8, 8))
     import matplotlib.pyplot as plt
-    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", "batch.png")))
+    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG)))
     if b.cache:
         outputs += cache.build(ws, cfg, dls, df, root, log)
     return outputs

@@ -10,11 +10,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline import datasets, sources
+from pipeline import artifacts, datasets, sources
 from pipeline.errors import PipelineError
 from pipeline.workspace import listing_fingerprint, read_json, sha256_text, write_json
 
-DATASET = "dataset.json"
 
 
 def _local(src) -> str:
@@ -79,7 +78,7 @@ def _passes_filter(folder: str, src) -> bool:
 def run(cfg, ws, log):
     srcs = datasets.training_sources(cfg.download)
     try:
-        previous = {s["name"]: s for s in read_json(ws.artifact("download", DATASET)).get("sources", [])}
+        previous = {s["name"]: s for s in read_json(ws.artifact("download", artifacts.DATASET)).get("sources", [])}
     except (OSError, ValueError):
         previous = {}
     entries = []
@@ -114,4 +113,4 @@ def run(cfg, ws, log):
         one = entries[0]
         summary.update({"source": one["source"], "root": one["root"], "empty_classes": one["empty_classes"],
                         "loose_images": one["loose_images"], "listing": one["listing"]})
-    return [write_json(ws.artifact("download", DATASET), summary)]
+    return [write_json(ws.artifact("download", artifacts.DATASET), summary)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import calibration, data, datasets, hands, inference, sources
+from pipeline import artifacts, calibration, data, datasets, hands, inference, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
@@ -87,8 +87,8 @@ def _holdout(ws, vocab: list[str]) -> dict:
     """The images datablock held out (datablock.holdout), already labelled and verified, with their groups."""
     import pandas as pd
 
-    df = pd.read_csv(ws.artifact("datablock", data.HOLDOUT), dtype=str, keep_default_na=False)
-    root = Path(read_json(ws.artifact("datablock", data.VOCAB))["root"])
+    df = pd.read_csv(ws.artifact("datablock", artifacts.HOLDOUT), dtype=str, keep_default_na=False)
+    root = Path(read_json(ws.artifact("datablock", artifacts.VOCAB))["root"])
     inside = df["label"].isin(vocab)
     return {"name": data.HOLDOUT_SET, "root": root, "known": [(root / p, y) for p, y in zip(df["path"][inside], df["label"][inside])],
             "unmatched": [], "unknown": [(root / p, y) for p, y in zip(df["path"][~inside], df["label"][~inside])],
@@ -147,12 +147,12 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
     if metrics["missing_classes"]:
         log(f"{name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
-    files_out = [write_csv(out / "predictions.csv", df), write_csv(out / "tallies.csv", tally),
-                 write_csv(out / "skipped.csv", skipped),
-                 _plot_tallies(tally, name, out / "tallies.png"),
-                 _plot_confusion(df, vocab, name, out / "confusion.png"),
-                 calibration.plot_reliability(bins, ece, name, out / "reliability.png"),
-                 write_json(out / "metrics.json", metrics)]
+    files_out = [write_csv(out / artifacts.PREDICTIONS, df), write_csv(out / artifacts.TALLIES, tally),
+                 write_csv(out / artifacts.SKIPPED, skipped),
+                 _plot_tallies(tally, name, out / artifacts.TALLIES_PNG),
+                 _plot_confusion(df, vocab, name, out / artifacts.CONFUSION_PNG),
+                 calibration.plot_reliability(bins, ece, name, out / artifacts.RELIABILITY_PNG),
+                 write_json(out / artifacts.METRICS, metrics)]
     return metrics, files_out
 
 
@@ -171,7 +171,7 @@ def run(cfg, ws, log):
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
         summary[listing["name"]], files = evaluate_set(learn, listing, cfg, ws, log, store)
         outputs += files
-    outputs.append(write_json(ws.artifact("evaluate", "metrics.json"),
+    outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}
                                for k, v in summary.items()}))
     return outputs

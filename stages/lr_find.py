@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline import cache, data, training
+from pipeline import artifacts, cache, data, training
 from pipeline.workspace import save_figure, write_json
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
@@ -64,7 +64,7 @@ def run(cfg, ws, log):
     log("suggestions: " + ", ".join(f"{k} {v:.2e}" if v else f"{k} n/a" for k, v in found.items())
         + f"; chosen {c.suggestion} {chosen:.2e}")
     n = max(1, len(lrs) - 5)  # fastai drops the last few points from its plot: they are the divergence
-    return [write_json(ws.artifact("lr_find", "lr_find.json"),
+    return [write_json(ws.artifact("lr_find", artifacts.LR_FIND),
                        {"suggestions": found, "suggestion": c.suggestion, "chosen": chosen,
                         "lrs": lrs, "losses": losses}),
-            _plot(lrs[:n], losses[:n], found, ws.artifact("lr_find", "lr_find.png"))]
+            _plot(lrs[:n], losses[:n], found, ws.artifact("lr_find", artifacts.LR_FIND_PNG))]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import cache, calibration, data, distributed, runtime, training
+from pipeline import artifacts, cache, calibration, data, distributed, runtime, training
 from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
@@ -68,7 +68,7 @@ def run(cfg, ws, log):
     from fastai.torch_core import set_seed
 
     t = cfg.train
-    lr = t.base_lr if t.base_lr != "lr_find" else read_json(ws.artifact("lr_find", "lr_find.json"))["chosen"]
+    lr = t.base_lr if t.base_lr != "lr_find" else read_json(ws.artifact("lr_find", artifacts.LR_FIND))["chosen"]
     set_seed(cfg.run.seed, reproducible=True)
     dls = data.dataloaders(ws, cfg)
     learn = training.make_learner(dls, cfg, ws)
@@ -87,7 +87,7 @@ def run(cfg, ws, log):
     if not distributed.is_main():  # rank 0 writes every artifact
         return []
     history = pd.DataFrame(rows)
-    write_csv(ws.artifact("train", "history.csv"), history)
+    write_csv(ws.artifact("train", artifacts.HISTORY), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
@@ -108,8 +108,9 @@ def run(cfg, ws, log):
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
-    for leftover in ("checkpoint.json", "checkpoint.pth"):  # state file first: never a state without weights
+    # the state file first: never a state without weights
+    for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS):
         (ckpt / leftover).unlink(missing_ok=True)
-    return [ws.artifact("train", "history.csv"), _plot_history(history, ws.artifact("train", "curves.png")),
-            write_json(ws.artifact("train", "metrics.json"), metrics), ws.learner,
+    return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
+            write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,
             write_json(ws.model_card, card)]

@@ -1,6 +1,8 @@
-"""Shared fixtures: the real data folder (skip when absent) and tiny generated image datasets."""
+"""Shared fixtures: the real data folder (skip when absent), tiny generated image datasets, and the real config
+shrunk for tests."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -40,6 +42,41 @@ def make_image_folder(root: Path, classes=("a", "b"), per_class: int = 6, size: 
                 arr[[0, -1], :] = arr[:, [0, -1]] = 255
             Image.fromarray(arr.clip(0, 255).astype("uint8")).save(root / c / f"{c}_{i}.png")
     return root
+
+
+# configs/demo.toml made tiny: a from-scratch model, 16 px, one short epoch, a short lr_find, no test sets
+SHRINK = {"run.name": "t", "datablock.cache": False, "lr_find.num_it": 8, "train.arch": "logreg",
+          "train.pretrained": False, "train.method": "fit_one_cycle", "train.base_lr": 0.01, "train.epochs": 1,
+          "train.freeze_epochs": 0, "train.batch_size": 8, "train.image_size": 16, "evaluate.test_sets": []}
+
+
+def tiny_config(project: Path, overrides: dict | None = None):
+    """configs/demo.toml with SHRINK and then `overrides` ({"section.key": value}) applied, written to
+    project/pipeline.toml (so `config.load(None, cwd=project)` and a `python -m pipeline` run there both use it);
+    returns it loaded. A path source needs `"download.subdir": ""` (the demo's is "train")."""
+    from pipeline import config
+    from pipeline.config import tomllib
+
+    data = tomllib.loads((REPO / "configs" / "demo.toml").read_text())
+    for key, value in {**SHRINK, **(overrides or {})}.items():
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = value
+    lines = []
+    for section, table in data.items():
+        lines += [f"[{section}]"] + [f"{key} = {_toml(value)}" for key, value in table.items()]
+    (project / "pipeline.toml").write_text("\n".join(lines) + "\n")
+    return config.load(None, cwd=project)
+
+
+def _toml(value) -> str:
+    """A TOML literal for a config value (inline tables and arrays for the nested ones)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return json.dumps(value)  # numbers, and strings: a JSON string is a TOML basic string
 
 
 def pipeline_cmd(*args: str) -> list[str]:

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline import compare, config
 from pipeline.baselines import BASELINES, baseline_info, create_baseline, is_baseline
 from pipeline.errors import PipelineError
+from tests.conftest import REPO
+
+SEEDS = REPO / "configs" / "seeds"
 
 N_CLASSES = 24
 CASES = list(itertools.product(BASELINES, (1, 3), (28, 40)))
@@ -144,15 +149,23 @@ def test_bad_sizes():
 
 
 @pytest.mark.parametrize("arch", BASELINES)
-def test_baseline_info(arch):
+def test_baseline_info_describes_the_model_it_builds(arch):
+    """The description's layer widths (in order) and conv kernels are the built model's, so neither can change
+    alone."""
     info = baseline_info(arch)
-    assert info["arch"] == arch
-    assert info["description"] and "\n" not in info["description"]
-    assert "%" in info["published"]
+    assert info["arch"] == arch and "\n" not in info["description"]
+    layers = [m for m in create_baseline(arch, N_CLASSES, n_in=1, size=28).modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear))]
+    widths = [getattr(m, "out_channels", None) or m.out_features for m in layers][:-1]  # the last is n_classes
+    numbers = iter(int(n) for n in re.findall(r"(?<![\dx])\d+(?![\dx])", info["description"]))
+    assert all(w in numbers for w in widths), f"{info['description']!r} does not list the widths {widths}"
+    kernels = {"{}x{}".format(*m.kernel_size) for m in layers if isinstance(m, nn.Conv2d)}
+    assert kernels == set(re.findall(r"\d+x\d+", info["description"]))
 
 
-def test_published_figures():
-    assert "96.3 %" in baseline_info("cnnnet")["published"]
-    assert "82.6 %" in baseline_info("logreg")["published"]
-    assert "40.5 %" in baseline_info("mlp")["published"]
-    assert "98–99 %" in baseline_info("aslnet")["published"]
+@pytest.mark.parametrize("path", sorted(SEEDS.glob("*.toml")), ids=lambda p: p.stem)
+def test_published_figures_agree_with_the_seed_configs(path):
+    """A seed config's `# published:` figures are the ones `baseline_info` (compare's fallback) gives its arch."""
+    arch = config.load(path, cwd=REPO).train.arch
+    figures = re.findall(r"\d+(?:[.–]\d+)?\s*%", compare.read_meta(path)["published"])
+    assert figures and all(f in baseline_info(arch)["published"] for f in figures), (figures, baseline_info(arch))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import cache, config, data, runner
+from pipeline import artifacts, cache, config, data, runner
 from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace
 from tests.conftest import make_image_folder
@@ -56,7 +56,7 @@ def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
     df, _, vocab = data.load_split(ws)
-    arr = np.load(ws.artifact("datablock", cache.CACHE))
+    arr = np.load(ws.artifact("datablock", artifacts.CACHE))
     assert arr.shape == (len(df), 3, 12, 12) and arr.dtype == np.uint8
 
     files = data.dataloaders(ws, cfg)
@@ -100,7 +100,7 @@ def test_cache_settings_are_part_of_the_fingerprint(project):
     assert not cache.available(ws, bigger)  # lr_find/train alone would read files, not a cache of the wrong size
     off = config.load(None, cwd=project, overrides=["datablock.cache=false"])
     _stages(off, {"datablock"})
-    assert not ws.artifact("datablock", cache.CACHE).exists()
+    assert not ws.artifact("datablock", artifacts.CACHE).exists()
     # with the cache off, image size is not a datablock input
     off_bigger = config.load(None, cwd=project, overrides=["datablock.cache=false", "train.image_size=16"])
     assert runner.status(off_bigger)[1] == ("datablock", "up to date")
@@ -110,7 +110,7 @@ def test_truncated_cache_is_a_clear_error(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
-    path = ws.artifact("datablock", cache.CACHE)
+    path = ws.artifact("datablock", artifacts.CACHE)
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size - 100)
     reader = cache.Reader(path)
@@ -125,13 +125,13 @@ def test_another_split_takes_the_decoded_images_from_the_store(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
-    first = dict(zip(data.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", cache.CACHE))))
-    assert runner.read_json(ws.artifact("datablock", cache.CACHE_META))["from_store"] == 0
+    first = dict(zip(data.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", artifacts.CACHE))))
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
     reseeded = config.load(None, ["run.seed=7", "datablock.valid_pct=0.4"], cwd=project)
     _stages(reseeded, {"datablock"})
-    again = np.load(ws.artifact("datablock", cache.CACHE))
+    again = np.load(ws.artifact("datablock", artifacts.CACHE))
     df = data.load_split(ws)[0]
-    assert runner.read_json(ws.artifact("datablock", cache.CACHE_META))["from_store"] == len(df) == len(first)
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == len(df) == len(first)
     assert all(np.array_equal(first[p], a) for p, a in zip(df["path"], again))
     _stages(config.load(None, ["train.image_size=10"], cwd=project), {"datablock"})  # other settings: decoded anew
-    assert runner.read_json(ws.artifact("datablock", cache.CACHE_META))["from_store"] == 0
+    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0

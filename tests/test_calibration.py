@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from pipeline import calibration, config, runner
+from pipeline import calibration, runner
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
 def test_ece_matches_a_hand_computation():
@@ -40,29 +40,10 @@ def test_folding_scales_the_logits_and_refuses_other_heads():
 
 def test_train_calibrates_and_evaluate_reports_ece(tmp_path):
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=16, size=16)
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "cal"
-[download]
-source = "path:{src}"
-[datablock]
-valid_pct = 0.25
-[lr_find]
-num_it = 8
-[train]
-arch = "mlp"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 3
-batch_size = 8
-image_size = 16
-calibrate = true
-[[evaluate.test_sets]]
-name = "same"
-source = "path:{src}"
-""")
-    cfg = config.load(None, cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {"run.name": "cal", "download.source": f"path:{src}", "download.subdir": "",
+                                 "datablock.valid_pct": 0.25, "train.arch": "mlp", "train.epochs": 3,
+                                 "train.calibrate": True,
+                                 "evaluate.test_sets": [{"name": "same", "source": f"path:{src}"}]})
     runner.run(cfg, list(runner.STAGE_NAMES))
     metrics = json.loads((tmp_path / "runs" / "cal" / "train" / "metrics.json").read_text())
     cal = metrics["calibration"]

@@ -6,6 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
+from pipeline import cli
 from pipeline import compare as cmp
 from tests.conftest import pipeline_cmd, subprocess_env
 
@@ -86,11 +87,11 @@ def test_main_reports_a_failed_experiment_and_continues(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     bad = write_config(tmp_path, "broken", DIGITS_LOGREG.format(name="broken").replace(
         'source = "sklearn:digits"\nsubdir = "train"', 'source = "path:no/such/folder"\nsubdir = ""'))
-    code = cmp.main([str(bad), "--out", "t.md", "--stages", "download"])
+    code = cli.main(["compare", str(bad), "--out", "t.md", "--stages", "download"])  # as `python -m pipeline compare`
     assert code == 1
     (row,) = table_rows((tmp_path / "t.md").read_text())
     assert row[0] == "broken" and row[4].startswith("**failed**") and "no/such/folder" in row[4]
-    assert "python -m pipeline.compare " in (tmp_path / "t.md").read_text()
+    assert f"python -m pipeline.compare {bad} --out t.md --stages download`" in (tmp_path / "t.md").read_text()
 
 
 def test_usage_errors_fail_before_anything_runs(tmp_path, monkeypatch, capsys):

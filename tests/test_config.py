@@ -4,7 +4,7 @@ import pytest
 
 from pipeline import config
 from pipeline.errors import PipelineError
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -105,3 +105,13 @@ def test_shipped_configs_load_and_validate(path):
     assert cfg.run.name and cfg.evaluate.test_sets
     if path.stem == "asl_robust" or path.stem.startswith("l_"):
         assert cfg.datablock.input == "landmarks" and cfg.train.arch == "landmark_mlp"
+
+
+def test_tiny_config_is_the_demo_shrunk(tmp_path):
+    """The tests' shared config: demo.toml with SHRINK and the overrides, every other demo value kept."""
+    cfg, demo = tiny_config(tmp_path, {"train.epochs": 3}), config.load(config.DEMO_CONFIG)
+    assert cfg.train.epochs == 3 and cfg.train.arch == "logreg" and cfg.evaluate.test_sets == []
+    assert (cfg.train.lr_mult, cfg.evaluate.batch_size) == (demo.train.lr_mult, demo.evaluate.batch_size)
+    assert config.load(None, cwd=tmp_path) == cfg  # the file a `python -m pipeline` run there reads
+    with pytest.raises(PipelineError, match=r"unknown key config\.train\.epoch;"):
+        tiny_config(tmp_path, {"train.epoch": 3})

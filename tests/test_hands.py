@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import config, hands, runner, training
+from pipeline import artifacts, config, hands, runner, training
 from pipeline.errors import PipelineError
 from tests.conftest import pipeline_cmd, subprocess_env
 
@@ -258,7 +258,7 @@ label_regex = '^([A-Za-z]+)_test\\.jpg$'
     import pandas as pd
 
     run = tmp_path / "runs" / "lm"
-    feats = pd.read_csv(run / "datablock" / hands.LANDMARKS_CSV)
+    feats = pd.read_csv(run / "datablock" / artifacts.LANDMARKS)
     assert len(feats) == 290 and list(feats.columns) == ["path"] + hands.COLUMNS + hands.FEATURES
     assert feats["hand_found"].mean() > 0.7
     assert (feats.loc[~feats["hand_found"], hands.FEATURES] == 0).all().all()

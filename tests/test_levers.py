@@ -1,13 +1,15 @@
 """Out-of-domain levers as config options: batch augmentation, random resized crops, label smoothing, TTA."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from pipeline import config, data, runner
+from pipeline import config, data, inference, runner
 from pipeline.config import TrainCfg
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
 def _names(tfms):
@@ -39,35 +41,11 @@ def test_lever_values_are_validated(tmp_path, key, value, message):
 
 def test_levers_train_and_evaluate_end_to_end(tmp_path):
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=20)
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "lev"
-[download]
-source = "path:{src}"
-[datablock]
-valid_pct = 0.25
-cache = true
-[lr_find]
-num_it = 8
-[train]
-arch = "cnnnet"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 2
-batch_size = 8
-image_size = 16
-augment = true
-augment_strength = "strong"
-random_crop_scale = 0.5
-label_smoothing = 0.1
-[evaluate]
-tta = 2
-[[evaluate.test_sets]]
-name = "same"
-source = "path:{src}"
-""")
-    cfg = config.load(None, cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {
+        "run.name": "lev", "download.source": f"path:{src}", "download.subdir": "", "datablock.valid_pct": 0.25,
+        "datablock.cache": True, "train.arch": "cnnnet", "train.epochs": 2, "train.augment": True,
+        "train.augment_strength": "strong", "train.random_crop_scale": 0.5, "train.label_smoothing": 0.1,
+        "evaluate.tta": 2, "evaluate.test_sets": [{"name": "same", "source": f"path:{src}"}]})
     runner.run(cfg, list(runner.STAGE_NAMES))
     test = json.loads((tmp_path / "runs" / "lev" / "evaluate" / "same" / "metrics.json").read_text())
     assert test["tta"] == 2 and test["scored"] == 36 and 0 <= test["accuracy"] <= 1
@@ -76,3 +54,7 @@ source = "path:{src}"
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
     assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
+    # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
+    preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
+    _, plain, _ = inference.predict(learn, [Path(test["root"]) / f for f in preds["file"]], tta=0)
+    assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3

@@ -8,27 +8,15 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env
+from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=40, size=16)
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "r"
-[download]
-source = "path:{data}"
-[train]
-arch = "mlp"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 1e-3
-epochs = 40
-batch_size = 4
-image_size = 16
-""")
+    tiny_config(tmp_path, {"run.name": "r", "download.source": f"path:{data}", "download.subdir": "",
+                           "train.arch": "mlp", "train.base_lr": 1e-3, "train.epochs": 40, "train.batch_size": 4})
     stages = ["--stages", "download,datablock,train"]
     ckpt = tmp_path / "runs/r/_scratch/train/checkpoint.json"
     proc = subprocess.Popen(pipeline_cmd("run", *stages), cwd=tmp_path, env=subprocess_env(),

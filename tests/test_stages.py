@@ -1,4 +1,6 @@
 """All five stages on tiny generated data with a from-scratch baseline: fast, real, and every edge of evaluate."""
+import contextlib
+import io
 import json
 import shutil
 
@@ -7,11 +9,10 @@ import pytest
 
 from pipeline import config, runner
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
-@pytest.fixture
-def project(tmp_path):
+def make_project(tmp_path):
     train = make_image_folder(tmp_path / "train", classes=("A", "B", "C"), per_class=32, size=16)
     (train / "notes.txt").write_text("not an image")
     (train / "B" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)   # corrupt: excluded, listed
@@ -24,36 +25,26 @@ def project(tmp_path):
         shutil.copy(f, test / f"{f.parent.name.lower()}{i:03d}_test.png")
     shutil.copy(f, test / "z999_test.png")        # label Z: not in the model's vocab
     shutil.copy(f, test / "README.png")           # no regex match
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "tiny"
-[download]
-source = "path:{train}"
-[datablock]
-valid_pct = 0.25
-[lr_find]
-num_it = 12
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 4
-batch_size = 8
-image_size = 16
-[[evaluate.test_sets]]
-name = "t"
-source = "path:{test}"
-label_regex = '^([a-z])\\d+_test\\.png$'
-uppercase = true
-""")
+    tiny_config(tmp_path, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
+                           "datablock.valid_pct": 0.25, "lr_find.num_it": 12, "train.epochs": 4,
+                           "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
+                                                   "label_regex": r"^([a-z])\d+_test\.png$", "uppercase": True}]})
     return tmp_path
 
 
-def test_tiny_pipeline_end_to_end(project, capsys):
-    cfg = config.load(None, cwd=project)
-    assert runner.run(cfg, list(runner.STAGE_NAMES)) == {s: "ran" for s in runner.STAGE_NAMES}
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The project run once through all five stages: (project, the run's result, what it printed)."""
+    project = make_project(tmp_path_factory.mktemp("tiny"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = runner.run(config.load(None, cwd=project), list(runner.STAGE_NAMES))
+    return project, result, printed.getvalue()
+
+
+def test_tiny_pipeline_end_to_end(finished):
+    project, result, out = finished
+    assert result == {s: "ran" for s in runner.STAGE_NAMES}
     assert "skipped 1 class folder(s) with no images: D" in out
     run = project / "runs" / "tiny"
 
@@ -82,9 +73,8 @@ def test_tiny_pipeline_end_to_end(project, capsys):
     assert m["accuracy"] >= 0.75, m
 
 
-def test_test_set_errors_are_clear(project):
-    cfg = config.load(None, cwd=project)
-    runner.run(cfg, list(runner.STAGE_NAMES))
+def test_test_set_errors_are_clear(finished):
+    project, _, _ = finished
     nothing = config.load(None, ["evaluate.batch_size=4"], cwd=project)
     nothing.evaluate.test_sets[0].label_regex = r"^(\d+)_never\.png$"
     with pytest.raises(PipelineError, match=r"test set t: no image under .* has a label in the model's vocab"):
@@ -95,15 +85,20 @@ def test_test_set_errors_are_clear(project):
         runner.run(gone, ["evaluate"], force=True)
 
 
-def test_evaluate_refuses_a_learner_that_does_not_match_its_card(project):
+def test_evaluate_refuses_a_learner_that_does_not_match_its_card(finished):
+    project, _, _ = finished
     cfg = config.load(None, cwd=project)
-    runner.run(cfg, list(runner.STAGE_NAMES))
     pkl = project / "exports" / "tiny.pkl"
-    pkl.write_bytes(pkl.read_bytes() + b"\0")
-    with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match its model card .*refusing to unpickle"):
-        runner.run(cfg, ["evaluate"], force=True)
-    trusting = config.load(None, ["evaluate.trust_learner=true"], cwd=project)
-    assert runner.run(trusting, ["evaluate"], force=True) == {"evaluate": "ran"}  # the explicit opt-out
+    original = pkl.read_bytes()
+    pkl.write_bytes(original + b"\0")
+    try:
+        with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match its model card "
+                                                r".*refusing to unpickle"):
+            runner.run(cfg, ["evaluate"], force=True)
+        trusting = config.load(None, ["evaluate.trust_learner=true"], cwd=project)
+        assert runner.run(trusting, ["evaluate"], force=True) == {"evaluate": "ran"}  # the explicit opt-out
+    finally:
+        pkl.write_bytes(original)
 
 
 def test_one_class_dataset_is_refused(tmp_path):

@@ -1,0 +1,41 @@
+"""The file names of the artifact contract: what each stage leaves under runs/<run>/<stage>/ (`Workspace.artifact`
+joins them to a path). Every module reads and writes these names, so a rename happens here once.
+"""
+
+# download
+DATASET = "dataset.json"            # image root, classes, counts per class, source
+# datablock
+SPLITS = "splits.csv"               # path,label,is_valid: the one split every later stage uses
+VOCAB = "vocab.json"                # classes and split sizes
+CORRUPT = "corrupt.csv"             # images that failed to open, and why
+BATCH_PNG = "batch.png"             # a sample batch as the model sees it
+CLASS_COUNTS_PNG = "class_counts.png"
+LANDMARKS = "landmarks.csv"         # datablock.input = "landmarks": hand keypoints per image
+CACHE = "cache.npy"                 # datablock.cache: every image decoded and resized once
+CACHE_META = "cache.json"
+HOLDOUT = "holdout.csv"             # datablock.holdout's images (path, label, source, group), scored by evaluate
+# lr_find
+LR_FIND = "lr_find.json"            # the suggestions and the chosen one
+LR_FIND_PNG = "lr_find.png"
+# train (and evaluate: METRICS, per test set and for the whole stage)
+HISTORY = "history.csv"             # one row per epoch
+CURVES_PNG = "curves.png"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.json"      # resume state of an interrupted train, beside CHECKPOINT_WEIGHTS
+CHECKPOINT_WEIGHTS = "checkpoint.pth"
+# evaluate, per test set folder
+PREDICTIONS = "predictions.csv"
+TALLIES = "tallies.csv"
+SKIPPED = "skipped.csv"
+TALLIES_PNG = "tallies.png"
+CONFUSION_PNG = "confusion.png"
+RELIABILITY_PNG = "reliability.png"
+# `python -m pipeline crossval`, under runs/<run>/crossval/
+CROSSVAL_MD = "crossval.md"         # the table per held-out group, then mean ± spread
+CROSSVAL_CSV = "crossval.csv"
+CROSSVAL_LETTERS = "letters.csv"    # per-letter mean over folds
+CROSSVAL_PNG = "crossval.png"
+# every stage folder, and the run folder itself
+MANIFEST = "manifest.json"          # fingerprint, outputs with hashes, times: written last
+CONFIG = "config.json"              # the resolved config of the last run
+REPORT = "report.html"

@@ -1,0 +1,77 @@
+"""House rules read from the source with `ast` (nothing is imported): no two modules of pipeline/ and stages/
+import each other, directly or around a loop; artifact file names are written only in pipeline/artifacts.py.
+
+Imports are read the way `runner.code_files` reads them (function-level ones included); the runner's own
+`importlib.import_module("stages.<name>")` counts as an import of every stage.
+"""
+import ast
+from pathlib import Path
+
+from pipeline import artifacts, runner
+from tests.conftest import REPO
+
+# Loops still in the house, each with its reason. Empty this as they go; a new loop fails the test.
+KNOWN_CYCLES = {
+    # stages/train asks the runner for its code fingerprint (issue 15 §3: the runner should pass it in)
+    frozenset({"pipeline.runner", "stages.train"}),
+}
+
+
+def import_graph(root: Path, stages: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """Module name -> the modules of pipeline/ and stages/ under `root` that it imports; `pipeline.runner` also
+    imports `stages.<name>` for each of `stages`."""
+    files = {(d if f.stem == "__init__" else f"{d}.{f.stem}"): f for d in ("pipeline", "stages")
+             for f in sorted((root / d).glob("*.py"))}
+    graph = {}
+    for name, f in files.items():
+        package = name if f.stem == "__init__" else name.rpartition(".")[0]
+        graph[name] = {m for m in runner._imported_modules(f, package) if m in files and m != name}
+    graph.setdefault("pipeline.runner", set()).update(f"stages.{s}" for s in stages)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    """The groups of modules that reach each other through imports (strongly connected, more than one module)."""
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for m in graph.get(todo.pop(), ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+    reached = {m: reach(m) for m in graph}
+    return {frozenset({m} | {n for n in reached[m] if m in reached[n]}) for m in graph if m in reached[m]}
+
+
+def test_no_import_cycles_beyond_the_known_ones():
+    found = cycles(import_graph(REPO, tuple(runner.STAGE_NAMES)))
+    assert found <= KNOWN_CYCLES, f"import cycles: {sorted(sorted(c) for c in found - KNOWN_CYCLES)}"
+
+
+def test_the_graph_sees_a_loop_through_a_function_level_import(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "pipeline" / "a.py").write_text("from .b import x\n")
+    (tmp_path / "pipeline" / "b.py").write_text("def f():\n    from pipeline import c\n")
+    (tmp_path / "pipeline" / "c.py").write_text("import pipeline.a\n")
+    (tmp_path / "pipeline" / "d.py").write_text("from . import a\n")
+    (tmp_path / "stages" / "s.py").write_text("from pipeline import runner\n")
+    (tmp_path / "pipeline" / "runner.py").write_text("")
+    graph = import_graph(tmp_path, ("s",))
+    assert cycles(graph) == {frozenset({"pipeline.a", "pipeline.b", "pipeline.c"}),
+                             frozenset({"pipeline.runner", "stages.s"})}
+
+
+# runner.py is being reworked for issue 14 (manifests); its names move to artifacts.py with that work.
+KNOWN_LITERALS = {("pipeline/runner.py", "dataset.json"), ("pipeline/runner.py", "manifest.json"),
+                  ("pipeline/runner.py", "config.json")}
+
+
+def test_artifact_file_names_are_written_only_in_artifacts_py():
+    names = {v for k, v in vars(artifacts).items() if k.isupper()}
+    found = {(f.relative_to(REPO).as_posix(), node.value)
+             for d in ("pipeline", "stages") for f in sorted((REPO / d).glob("*.py")) if f.name != "artifacts.py"
+             for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, ast.Constant) and node.value in names}
+    assert found <= KNOWN_LITERALS, f"use pipeline.artifacts for: {sorted(found - KNOWN_LITERALS)}"
