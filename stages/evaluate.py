@@ -133,10 +133,13 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
                "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
                "source": listing["source"], "root": str(root)}
-    if listing["groups"] is not None:
-        by = df.groupby("group")["correct"]
-        metrics["groups"] = {g: {"images": int(n), "accuracy": float(a)} for g, n, a in zip(by.size().index, by.size(), by.mean())}
-        log(f"{name}: accuracy per group: " + ", ".join(f"{g} {v['accuracy']:.3f}" for g, v in metrics["groups"].items()))
+    if listing["groups"] is not None:  # held-out groups: per group, and per source (a source may hold hundreds)
+        for key, col in (("groups", df["group"]), ("sources", df["group"].str.split("/").str[0])):
+            by = df["correct"].groupby(col.to_numpy())
+            metrics[key] = {g: {"images": int(n), "accuracy": float(a)} for g, n, a in zip(by.size().index, by.size(), by.mean())}
+        shown = metrics["groups"] if len(metrics["groups"]) <= 12 else metrics["sources"]
+        log(f"{name}: accuracy per {'group' if shown is metrics['groups'] else 'source'}: "
+            + ", ".join(f"{g} {v['accuracy']:.3f} ({v['images']})" for g, v in shown.items()))
     if found is not None:
         metrics["no_hand"] = int((~df["hand_found"]).sum())
         metrics["accuracy_hand_found"] = float(df.loc[df["hand_found"], "correct"].mean()) if df["hand_found"].any() else 0.0

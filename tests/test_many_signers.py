@@ -183,7 +183,8 @@ batch_size = 8
     assert (folder / "letters.csv").is_file() and (folder / "crossval.png").stat().st_size > 5000
     assert 0 <= summary["mean"] <= 1
     metrics = read_json(three_sources / "runs" / "multi-cv-hands-hand1" / "evaluate" / "holdout" / "metrics.json")
-    assert set(metrics["groups"]) == {"hands/hand1"}
+    assert set(metrics["groups"]) == {"hands/hand1"} and metrics["sources"] == {"hands": {"images": 9, "accuracy":
+                                                                                        metrics["accuracy"]}}
     assert len(looked_at) == len(set(looked_at)) == 38  # every image once, over four folds
     looked_at.clear()
     crossval.run(None, ["datablock.valid_pct=0.4"])  # every fold's datablock and evaluate run again
