@@ -37,10 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(rp)
     rp.add_argument("--worst", type=int, default=24, help="how many of the most confident mistakes to show per test set")
     pr = sub.add_parser("predict", help="label images with an exported learner")
-    pr.add_argument("--learner", required=True, help="exports/RUN.pkl")
+    pr.add_argument("--learner", required=True, help="exports/RUN.pkl (--engine onnx: the .onnx beside it is run)")
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
     pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--engine", choices=("fastai", "onnx"), default="fastai",
+                    help="fastai: the .pkl; onnx: the .onnx beside it with onnxruntime (no fastai, nothing unpickled)")
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -105,9 +107,15 @@ def _cmd_predict(args) -> int:
             raise PipelineError(f"{item} is neither an image file nor a folder")
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
-    learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
-    labels, conf, _ = inference.predict(learn, files, args.batch_size,
-                                        log=lambda m: print(m, file=sys.stderr))  # stdout is the predictions
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the predictions)
+    if args.engine == "onnx":
+        from . import onnx_engine
+
+        model = onnx_engine.load_verified(Path(args.learner), trust=args.trust_learner)
+        labels, conf, _, _ = model.predict(files, args.batch_size, log=log)
+    else:
+        learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
+        labels, conf, _ = inference.predict(learn, files, args.batch_size, log=log)
     if args.csv:
         import csv
 

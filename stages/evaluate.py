@@ -1,9 +1,10 @@
-"""evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots."""
+"""evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots. The engine is
+fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (pipeline/onnx_engine.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import calibration, data, datasets, hands, inference, sources
+from pipeline import calibration, data, datasets, hands, inference, onnx_engine, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
@@ -64,7 +65,8 @@ def _plot_confusion(df, vocab: list[str], name: str, path: Path) -> Path:
 
 
 def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
-    """Label, verify and predict one test set `t`; write its CSVs, plots and metrics."""
+    """Label, verify and predict one test set `t` with `learn` (a fastai learner or an `onnx_engine.OnnxModel`);
+    write its CSVs, plots and metrics."""
     import pandas as pd
 
     out = ws.stage_dir("evaluate") / t.name
@@ -76,7 +78,8 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     label = Labeller(t.label_regex, t.label_map, t.uppercase)
     labelled = [(p, label(p)) for p in files]
     unmatched = [p for p, y in labelled if y is None]
-    vocab = list(learn.dls.vocab)
+    onnx = isinstance(learn, onnx_engine.OnnxModel)
+    vocab = learn.vocab if onnx else list(learn.dls.vocab)
     known = [(p, y) for p, y in labelled if y is not None and y in vocab]
     unknown = [(p, y) for p, y in labelled if y is not None and y not in vocab]
     ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
@@ -91,7 +94,9 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
                             f"(check label_regex {t.label_regex!r}, label_map and uppercase)")
     paths = [p for p, _ in known]
     found = None
-    if hands.is_landmark_learner(learn):
+    if onnx:
+        preds, conf, _, found = learn.predict(paths, cfg.evaluate.batch_size, log)
+    elif hands.is_landmark_learner(learn):
         preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log)
     else:
         preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
@@ -110,7 +115,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
                "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
-               "source": sources.redact_source(t.source), "root": str(root)}
+               "source": sources.redact_source(t.source), "root": str(root), "engine": cfg.evaluate.engine}
     if found is not None:
         metrics["no_hand"] = int((~df["hand_found"]).sum())
         metrics["accuracy_hand_found"] = float(df.loc[df["hand_found"], "correct"].mean()) if df["hand_found"].any() else 0.0
@@ -133,7 +138,10 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
 def run(cfg, ws, log):
     if not cfg.evaluate.test_sets:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
-    learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+    if cfg.evaluate.engine == "onnx":
+        learn = onnx_engine.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+    else:
+        learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
     summary, outputs = {}, []
     for t in cfg.evaluate.test_sets:
         summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)
