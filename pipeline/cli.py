@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict | report | compare`."""
+"""`python -m pipeline run | status | stages | predict | serve | report | compare`."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sv = sub.add_parser("serve", help="a web app (Gradio) that reads a letter from a photo or a webcam frame")
+    sv.add_argument("--learner", required=True, help="exports/RUN.pkl")
+    sv.add_argument("--onnx", action="store_true", help="run the .onnx beside it with onnxruntime (nothing unpickled)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--collect", metavar="DIR", help="collect mode: save photos under DIR/<LETTER>/<timestamp>.jpg")
+    sv.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
+    sv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("compare", add_help=False,
                    help="run several configs (e.g. configs/seeds/*.toml) and write a Markdown comparison table; "
                         "`compare --help` for options")
@@ -128,6 +136,14 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from . import serve
+
+    serve.serve(Path(args.learner), onnx=args.onnx, host=args.host, port=args.port,
+                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner)
+    return 0
+
+
 # Third-party noise that says nothing to a user of this tool (the pickle warning: we verify the sha256 first).
 QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ implementation doesn't accept.*",
          ".*load_learner. uses Python's insecure pickle.*", ".*numpy.core is deprecated.*")
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     args = _parser().parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report}
+                "serve": _cmd_serve, "report": _cmd_report}
     return guarded(lambda: commands[args.command](args), args.debug)
 
 
