@@ -11,11 +11,13 @@ architecture at its size (tf_efficientnet_lite0, 200 px), the hand model `landma
 MediaPipe on the photo). `--image-learner/--hands-learner exports/RUN.pkl` serve existing exports instead.
 
     python bench/serve_load.py [--clients 8] [--requests 25] [--engine onnx|fastai|both]
+                               [--server-cpus 1 --client-cpus 0]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -68,13 +70,15 @@ def free_port() -> int:
 class Server:
     """`python -m pipeline serve` in a subprocess on a free 127.0.0.1 port; a context manager that stops it."""
 
-    def __init__(self, learner: Path, onnx: bool, log: Path):
+    def __init__(self, learner: Path, onnx: bool, log: Path, cpus: set[int] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")
         args = ["serve", "--learner", str(learner), "--port", str(self.port)] + (["--onnx"] if onnx else [])
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env(), stdout=self._log,
                                      stderr=subprocess.STDOUT)
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)  # before it imports torch/onnxruntime: they size their pools
 
     def __enter__(self):
         import httpx
@@ -160,8 +164,15 @@ def main() -> int:
     ap.add_argument("--engine", choices=("onnx", "fastai", "both"), default="both")
     ap.add_argument("--image-learner", type=Path)
     ap.add_argument("--hands-learner", type=Path)
+    ap.add_argument("--server-cpus", help="pin the server to these cores, e.g. 1 (default: as this process)")
+    ap.add_argument("--client-cpus", help="pin the clients (this process) to these cores, e.g. 0")
     args = ap.parse_args()
+    server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
+    if args.client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     header(f"serve under load: {args.clients} concurrent clients x {args.requests} requests, one photo each")
+    print(f"server on core(s) {args.server_cpus or 'as this process'}, clients on core(s) "
+          f"{args.client_cpus or 'as this process'}; load average before: {os.getloadavg()[0]:.2f}")
     if not SHARED_DATA.is_dir():
         raise SystemExit(f"needs the real photos in {SHARED_DATA}")
     work = OUT / "serve_load"
@@ -173,7 +184,7 @@ def main() -> int:
     rows, ok = [], True
     for name, learner in learners.items():
         for engine in engines:
-            with Server(learner, engine == "onnx", work / f"serve_{name}_{engine}.log") as server:
+            with Server(learner, engine == "onnx", work / f"serve_{name}_{engine}.log", server_cpus) as server:
                 for _ in range(3):  # warm-up: first-call allocations, MediaPipe's graph start
                     read_photo_once(server.url, photo)
                 one = load(server.url, photo, 1, max(10, args.requests // 2))

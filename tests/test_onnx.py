@@ -184,6 +184,7 @@ def test_landmark_graph_is_the_tabular_model_over_the_64_features(tmp_path, feat
 def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
     learn, cfg, _ = _landmark_learner(tmp_path, "coords")
     monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # no graph can meet it
-    with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\)"):
+    with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\).*"
+                                            r"fastai's own float32 result is [0-9.e+-]+ from float64"):
         onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert list(tmp_path.glob("*lm.onnx*")) == []
