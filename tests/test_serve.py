@@ -3,6 +3,7 @@ model families and both engines, a photo without a hand reads "no hand found", n
 elsewhere, collect mode writes a training source, and a real headless browser reads the letter off the page
 (skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
 import csv
+import importlib.util
 import io
 import shutil
 import socket
@@ -87,6 +88,10 @@ source = "path:{data / 'asl_alphabet_train_200'}"
 [datablock]
 max_per_class = 4
 valid_pct = 0.25
+[[evaluate.test_sets]]
+name = "test28"
+source = "path:{data / 'asl_alphabet_test'}"
+label_regex = '^([A-Za-z]+)_test\\.jpg$'
 [train]
 pretrained = false
 method = "fit_one_cycle"
@@ -166,6 +171,7 @@ def test_http_api_reads_predicts_top1_and_fetches_nothing(server, shared_data):
 
     photos = [shared_data / "asl_alphabet_test" / n for n in (HAND, NO_HAND)]
     expected = _predict_cli(server["learner"], server["engine"], photos)
+    assert expected == _predict_cli(server["learner"], "onnx" if server["engine"] == "fastai" else "fastai", photos)
     client = Client(server["url"], verbose=False, download_files=str(server["work"] / "downloads"))
     for photo in photos:
         top, drawn, reading = client.predict(handle_file(str(photo)), api_name="/predict")
@@ -182,20 +188,42 @@ def test_http_api_reads_predicts_top1_and_fetches_nothing(server, shared_data):
     assert not net.exists(), f"the server reached beyond this machine: {net.read_text()}"
 
 
-def _chromium() -> str:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or ""
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["image", "hands"])
+def test_evaluate_gives_the_same_predictions_with_either_engine(models, name):
+    """The 28 real test photos: evaluate with fastai and with onnxruntime writes the same labels (and, for the
+    hand model, finds the same hands), confidences within 1e-4."""
+    import pandas as pd
+
+    out = models / "runs" / name / "evaluate" / "test28" / "predictions.csv"
+    runs = {}
+    for engine in ("fastai", "onnx"):
+        cfg = config.load(str(models / f"{name}.toml"), [f"evaluate.engine={engine}"], cwd=models)
+        runner.run(cfg, ["evaluate"], force=True)
+        runs[engine] = pd.read_csv(out)
+    fa, ox = runs["fastai"], runs["onnx"]
+    assert len(ox) == 28 and list(ox["predicted"]) == list(fa["predicted"])
+    assert (ox["confidence"] - fa["confidence"]).abs().max() <= 1e-4
+    if name == "hands":
+        assert list(ox["hand_found"]) == list(fa["hand_found"]) and not ox["hand_found"].all()
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or ""
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
+@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
+                                        "PATH): apt-get install chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="playwright is not installed (the [test] extra)")
 def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
     """Chromium opens the page, uploads a photo, and the page shows `predict`'s letter; every request the page
     makes goes to the app itself."""
-    browser_path = _chromium()
-    if not browser_path:
-        pytest.skip("no Chromium browser found (chromium, chromium-browser or google-chrome on PATH): "
-                    "apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the [test] extra)")
+    from playwright import sync_api
+
+    browser_path = BROWSER
     photo = shared_data / "asl_alphabet_test" / HAND
     expected = _predict_cli(server["learner"], server["engine"], [photo])[photo.name]
     elsewhere = []
