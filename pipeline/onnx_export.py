@@ -81,16 +81,13 @@ def family(learn) -> str:
 
 
 def _normalise_stats(dl):
-    """(mean, std) of fastai's Normalize among `dl`'s batch transforms, or (None, None); refuses any other batch
-    transform that runs at inference (it would be missing from the graph)."""
-    mean = std = None
+    """(mean, std) of fastai's Normalize among `dl`'s batch transforms, or (None, None). The graph has that and
+    IntToFloatTensor; every other batch transform (augmentation) must leave a validation batch as it is, and the
+    parity check is what verifies it."""
     for tfm in dl.after_batch.fs:
-        name = type(tfm).__name__
-        if name == "Normalize":
-            mean, std = tfm.mean.detach().cpu().float(), tfm.std.detach().cpu().float()
-        elif name != "IntToFloatTensor" and getattr(tfm, "split_idx", None) != 0:
-            raise PipelineError(f"the batch transform {name} runs at inference and has no ONNX counterpart here")
-    return mean, std
+        if type(tfm).__name__ == "Normalize":
+            return tfm.mean.detach().cpu().float(), tfm.std.detach().cpu().float()
+    return None, None
 
 
 def _image_batches(learn, grayscale: bool):
@@ -100,12 +97,14 @@ def _image_batches(learn, grayscale: bool):
     import torch
 
     valid = learn.dls.valid
+    tfms = valid.after_batch
+    tfms.split_idx = 1  # as a validation DataLoader sets it when iterated: training-only augmentation off
     raw = learn.dls.test_dl(valid.items, with_labels=False, after_batch=[], bs=PARITY_BATCH, num_workers=0)
     for (xb,) in raw:
         pixels = xb.as_subclass(torch.Tensor).cpu().numpy().transpose(0, 2, 3, 1)
         if grayscale:  # R = G = B = L: the graph's luma gives L back exactly
             pixels = np.repeat(pixels, 3, axis=3)
-        fastai_in = valid.after_batch((xb,))[0].as_subclass(torch.Tensor).cpu()
+        fastai_in = tfms((xb,))[0].as_subclass(torch.Tensor).cpu()
         yield np.ascontiguousarray(pixels, dtype=np.uint8), (fastai_in,)
 
 

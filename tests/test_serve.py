@@ -67,6 +67,25 @@ def test_collect_mode_saves_a_training_source(tmp_path):
     assert datasets.image_root(f"path:{folder}", "", tmp_path / "data", log=lambda m: None) == folder
 
 
+@pytest.mark.parametrize("size", [(120, 80), (60, 150)])
+def test_keypoints_are_drawn_where_the_detector_found_them(tmp_path, size):
+    """Keypoints come back in the Detector's padded square; drawn on the photo they land on the photo's pixel."""
+    from PIL import Image
+
+    from pipeline import hands
+
+    w, h = size
+    photo = tmp_path / "p.png"
+    Image.new("RGB", size, "black").save(photo)
+    x, y = w // 3, h // 4
+    side = int(max(h, w) * (1 + 2 * hands.PAD))
+    left, top = (side - w) // 2, (side - h) // 2
+    points = [[(left + x) / side, (top + y) / side, 0.0]] * hands.N_POINTS
+    drawn = serve.keypoints_on(photo, points)
+    assert drawn.size == size and drawn.getpixel((x, y)) == (255, 0, 0)
+    assert drawn.getpixel(((x + w // 2) % w, (y + h // 2) % h)) == (0, 0, 0)
+
+
 def test_missing_gradio_is_one_line_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(PipelineError, match=r"serve needs Gradio: pip install -e '\.\[serve\]'"):
