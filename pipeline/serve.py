@@ -174,7 +174,7 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
                                  elem_id="keypoints")
         outputs = [top, drawn, reading]
         button.click(predict, photo, outputs, api_name="predict")
-        photo.upload(predict, photo, outputs, api_name=False)
+        photo.change(predict, photo, outputs, api_name=False)  # an upload, a webcam snapshot, or cleared
         if collect is not None:
             with gr.Row():
                 letter = gr.Dropdown(choices=reader.vocab, value=None, label="true letter", elem_id="letter")

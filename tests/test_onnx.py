@@ -188,3 +188,16 @@ def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, mo
                                             r"fastai's own float32 result is [0-9.e+-]+ from float64"):
         onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert list(tmp_path.glob("*lm.onnx*")) == []
+
+
+def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
+    """A learner that is neither an image nor a landmark model (a fused one, say) exports no `.onnx`: the card
+    entry says why, and the onnx engine repeats it."""
+    fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
+    entry = onnx_export.export(fused, tmp_path / "f.onnx", None, log=lambda m: None)
+    assert entry == {"file": None, "why": "no ONNX graph for this model family: only image and hand-landmark "
+                                          "learners export"}
+    assert not (tmp_path / "f.onnx").exists()
+    (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
+    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no ONNX graph for this model family"):
+        onnx_engine.load_verified(tmp_path / "f.pkl")
