@@ -11,7 +11,7 @@ architecture at its size (tf_efficientnet_lite0, 200 px), the hand model `landma
 MediaPipe on the photo). `--image-learner/--hands-learner exports/RUN.pkl` serve existing exports instead.
 
     python bench/serve_load.py [--clients 8] [--requests 25] [--engine onnx|fastai|both]
-                               [--server-cpus 1 --client-cpus 0]
+                               [--parallel 1,2] [--server-cpus 1 --client-cpus 0]
 """
 from __future__ import annotations
 
@@ -70,11 +70,12 @@ def free_port() -> int:
 class Server:
     """`python -m pipeline serve` in a subprocess on a free 127.0.0.1 port; a context manager that stops it."""
 
-    def __init__(self, learner: Path, onnx: bool, log: Path, cpus: set[int] | None = None):
+    def __init__(self, learner: Path, onnx: bool, log: Path, cpus: set[int] | None = None, parallel: int = 0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")
-        args = ["serve", "--learner", str(learner), "--port", str(self.port)] + (["--onnx"] if onnx else [])
+        args = ["serve", "--learner", str(learner), "--port", str(self.port), "--parallel", str(parallel)]
+        args += ["--onnx"] if onnx else []
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env(), stdout=self._log,
                                      stderr=subprocess.STDOUT)
         if cpus:
@@ -164,6 +165,8 @@ def main() -> int:
     ap.add_argument("--engine", choices=("onnx", "fastai", "both"), default="both")
     ap.add_argument("--image-learner", type=Path)
     ap.add_argument("--hands-learner", type=Path)
+    ap.add_argument("--parallel", default="0", help="serve --parallel values to compare, e.g. 1,2 (hand models; "
+                    "0 = serve's default)")
     ap.add_argument("--server-cpus", help="pin the server to these cores, e.g. 1 (default: as this process)")
     ap.add_argument("--client-cpus", help="pin the clients (this process) to these cores, e.g. 0")
     args = ap.parse_args()
@@ -184,22 +187,25 @@ def main() -> int:
     rows, ok = [], True
     for name, learner in learners.items():
         for engine in engines:
-            with Server(learner, engine == "onnx", work / f"serve_{name}_{engine}.log", server_cpus) as server:
-                for _ in range(3):  # warm-up: first-call allocations, MediaPipe's graph start
-                    read_photo_once(server.url, photo)
-                one = load(server.url, photo, 1, max(10, args.requests // 2))
-                many = load(server.url, photo, args.clients, args.requests)
-            rows.append((name, engine, server.startup, one, many))
-            met = many["p95"] < 250 and many["failed"] == 0
-            ok &= met
-            result(f"{name} model, {engine}: p95 at {args.clients} clients", many["p95"], "ms",
-                   "< 250 ms and no failed request", met)
+            for parallel in [int(p) for p in args.parallel.split(",")] if name == "hands" else [0]:
+                log = work / f"serve_{name}_{engine}_{parallel}.log"
+                with Server(learner, engine == "onnx", log, server_cpus, parallel) as server:
+                    for _ in range(3):  # warm-up: first-call allocations, MediaPipe's graph start
+                        read_photo_once(server.url, photo)
+                    one = load(server.url, photo, 1, max(10, args.requests // 2))
+                    many = load(server.url, photo, args.clients, args.requests)
+                at_once = log.read_text().split(" photo(s) at once")[0].rsplit(", ", 1)[-1]
+                rows.append((name, engine, at_once, server.startup, one, many))
+                met = many["p95"] < 250 and many["failed"] == 0
+                ok &= met
+                result(f"{name} model, {engine}, {at_once} at once: p95 at {args.clients} clients", many["p95"], "ms",
+                       "< 250 ms and no failed request", met)
     print()
-    print(f"| model | engine | server start, s | 1 client p50, ms | {args.clients} clients p50, ms | "
+    print(f"| model | engine | photos at once | server start, s | 1 client p50, ms | {args.clients} clients p50, ms | "
           f"{args.clients} clients p95, ms | requests/s | failed | reading |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for name, engine, startup, one, many in rows:
-        print(f"| {name} | {engine} | {startup:.1f} | {one['p50']:.0f} | {many['p50']:.0f} | {many['p95']:.0f} | "
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, engine, at_once, startup, one, many in rows:
+        print(f"| {name} | {engine} | {at_once} | {startup:.1f} | {one['p50']:.0f} | {many['p50']:.0f} | {many['p95']:.0f} | "
               f"{many['rps']:.1f} | {many['failed']} of {many['ok'] + many['failed']} | "
               f"{', '.join(many['readings'])} |")
     return 0 if ok else 1

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
     sv.add_argument("--collect", metavar="DIR", help="collect mode: save photos under DIR/<LETTER>/<timestamp>.jpg")
+    sv.add_argument("--parallel", type=int, default=0, metavar="N",
+                    help="hand models: photos read at once, one MediaPipe detector each (default: one per core, at most 4)")
     sv.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
     sv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("compare", add_help=False,
@@ -140,7 +142,7 @@ def _cmd_serve(args) -> int:
     from . import serve
 
     serve.serve(Path(args.learner), onnx=args.onnx, host=args.host, port=args.port,
-                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner)
+                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel)
     return 0
 
 

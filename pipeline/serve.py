@@ -15,6 +15,8 @@ the keypoints drawn on the photo, or "no hand found" instead of a guessed letter
 from __future__ import annotations
 
 import os
+import queue
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,12 +62,20 @@ def keypoints_on(path, points):
 
 
 class Reader:
-    """An exported learner behind a lock, one photo at a time: `read(path)` → (top-k {letter: p}, or {} with no
-    hand; the keypoint image or None; the reading: "B (97.0 %)" or "no hand found")."""
+    """An exported learner answering one photo at a time per MediaPipe detector: `read(path)` → (top-k
+    {letter: p}, or {} with no hand; the keypoint image or None; the reading: "B (97.0 %)" or "no hand found").
 
-    def __init__(self, learner: Path, onnx: bool = False, trust: bool = False):
+    A hand model gets `parallel` detectors (default: one per usable core, at most 4): finding the hand costs most
+    of a request, and each detector (not thread-safe) serves one request at a time, so that many run at once.
+    The classifier itself runs under one lock (a fastai learner is not thread-safe; an ONNX session is, but its
+    call is short). An image model reads one photo at a time: its engine already uses every core."""
+
+    def __init__(self, learner: Path, onnx: bool = False, trust: bool = False, parallel: int = 0):
         from . import hands
+        from .runtime import usable_cpus
 
+        if parallel < 0:
+            raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
         if onnx:
             from . import onnx_engine
 
@@ -77,8 +87,18 @@ class Reader:
             self.learn = inference.load_verified(learner, trust=trust)
             self.vocab, self.landmarks = list(self.learn.dls.vocab), hands.is_landmark_learner(self.learn)
         self.onnx, self.engine = onnx, "onnxruntime" if onnx else "fastai"
-        self.detector = hands.Detector() if self.landmarks else None  # not thread-safe: used under the lock
+        self.parallel = (parallel or min(4, usable_cpus())) if self.landmarks else 1
+        self._detectors = queue.SimpleQueue()
+        for _ in range(self.parallel if self.landmarks else 0):
+            self._detectors.put(hands.Detector())
         self._lock = threading.Lock()
+
+    def _keypoints(self, path):
+        detector = self._detectors.get()
+        try:
+            return detector(path)
+        finally:
+            self._detectors.put(detector)
 
     def _probs(self, path):
         """(probabilities over the vocab, keypoints or None); probabilities None for a hand model with no hand."""
@@ -87,31 +107,32 @@ class Reader:
         from . import hands, inference
 
         if not self.landmarks:
-            if self.onnx:
-                return self.model.probs(self.model.load(path)[None])[0], None
-            return inference.predict(self.learn, [Path(path)], 1)[2][0].numpy(), None
-        points, handedness, _ = self.detector(path)
+            with self._lock:
+                if self.onnx:
+                    return self.model.probs(self.model.load(path)[None])[0], None
+                return inference.predict(self.learn, [Path(path)], 1)[2][0].numpy(), None
+        points, handedness, _ = self._keypoints(path)
         feats = hands.canonical(points, handedness) if points is not None else None
         if feats is None:
             return None, None
         x = feats[None].astype(np.float32)
-        if self.onnx:
-            return self.model.probs(x)[0], points
-        import pandas as pd
+        with self._lock:
+            if self.onnx:
+                return self.model.probs(x)[0], points
+            import pandas as pd
 
-        from . import training
+            from . import training
 
-        dl = self.learn.dls.test_dl(pd.DataFrame(x, columns=hands.FEATURES))
-        with training.quiet(self.learn):
-            probs, _ = self.learn.get_preds(dl=dl)
-        return probs[0].numpy(), points
+            dl = self.learn.dls.test_dl(pd.DataFrame(x, columns=hands.FEATURES))
+            with training.quiet(self.learn):
+                probs, _ = self.learn.get_preds(dl=dl)
+            return probs[0].numpy(), points
 
     def read(self, path):
         if not path:
             return {}, None, ""
         try:
-            with self._lock:
-                probs, points = self._probs(path)
+            probs, points = self._probs(path)
         except (OSError, ValueError) as e:  # PIL's errors for what is not an image
             raise PipelineError(f"cannot read the photo: {type(e).__name__}: {e}") from None
         drawn = keypoints_on(path, points) if points is not None else None
@@ -185,19 +206,22 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
 
 
 def serve(learner: Path, onnx: bool = False, host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
-          trust: bool = False, log=print) -> None:
-    """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted."""
+          trust: bool = False, parallel: int = 0, log=print) -> None:
+    """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted (`parallel`: photos
+    read at once by a hand model; 0 = one per usable core, at most 4)."""
     gr = require()
-    reader = Reader(Path(learner), onnx=onnx, trust=trust)
+    reader = Reader(Path(learner), onnx=onnx, trust=trust, parallel=parallel)
     app = build(reader, collect, title=f"signpipe · {Path(learner).stem}")
-    app.queue(default_concurrency_limit=1)
+    app.queue(default_concurrency_limit=reader.parallel)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
                    show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size="25mb")
     except OSError as e:
         raise PipelineError(f"cannot serve on {host}:{port}: {e}") from None
-    log(f"serving {Path(learner).name} ({'hand keypoints' if reader.landmarks else 'image'} model, {reader.engine}) "
-        f"at http://{host}:{port}/" + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
+    log(f"serving {Path(learner).name} ({'hand keypoints' if reader.landmarks else 'image'} model, {reader.engine}, "
+        f"{reader.parallel} photo(s) at once) at http://{host}:{port}/"
+        + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
+    sys.stdout.flush()
     try:
         app.block_thread()
     finally:

@@ -149,7 +149,8 @@ def server(models, request, tmp_path_factory):
     env["SIGNPIPE_NET_LOG"] = str(work / "net.log")
     port = _free_port()
     learner = models / "exports" / f"{name}.pkl"
-    args = ["serve", "--learner", str(learner), "--port", str(port), "--collect", str(work / "collected")]
+    args = ["serve", "--learner", str(learner), "--port", str(port), "--collect", str(work / "collected"),
+            "--parallel", "2"]  # a hand model reads two photos at once, with two detectors
     log = open(work / "serve.log", "w")
     proc = subprocess.Popen(pipeline_cmd(*args, *(["--onnx"] if engine == "onnx" else [])), cwd=work, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -201,6 +202,10 @@ def test_http_api_reads_predicts_top1_and_fetches_nothing(server, shared_data):
         confidences = [c["confidence"] for c in top["confidences"]]
         assert len(confidences) == 5 and confidences == sorted(confidences, reverse=True)
         assert (drawn is not None) == (server["name"] == "hands")  # keypoints drawn for the hand model only
+        if photo.name == HAND:
+            reading_of_hand = reading
+    jobs = [client.submit(handle_file(str(photos[0])), api_name="/predict") for _ in range(4)]  # at once
+    assert {job.result(timeout=120)[2] for job in jobs} == {reading_of_hand}
     saved = client.predict(handle_file(str(photos[0])), "B", api_name="/collect")
     assert saved.startswith("saved ") and len(list((server["work"] / "collected" / "B").glob("*.jpg"))) == 1
     net = server["work"] / "net.log"
