@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict | report | crossval | compare`."""
+"""`python -m pipeline run | status | stages | predict | serve | report | crossval | compare`."""
 from __future__ import annotations
 
 import argparse
@@ -32,10 +32,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     with_config(rp)
     rp.add_argument("--worst", type=int, default=24, help="how many of the most confident mistakes to show per test set")
     pr = sub.add_parser("predict", help="label images with an exported learner")
-    pr.add_argument("--learner", required=True, help="exports/RUN.pkl")
+    pr.add_argument("--learner", required=True, help="exports/RUN.pkl (--engine onnx: the .onnx beside it is run)")
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
     pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--engine", choices=("fastai", "onnx"), default="fastai",
+                    help="fastai: the .pkl; onnx: the .onnx beside it with onnxruntime (no fastai, nothing unpickled)")
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -44,6 +46,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     with_config(cv)
     cv.add_argument("--by", choices=("group", "source"), default="group",
                     help="hold out one group (signer) at a time, or one whole source")
+    sv = sub.add_parser("serve", help="a web app (Gradio) that reads a letter from a photo or a webcam frame")
+    sv.add_argument("--learner", required=True, help="exports/RUN.pkl")
+    sv.add_argument("--onnx", action="store_true", help="run the .onnx beside it with onnxruntime (nothing unpickled)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--collect", metavar="DIR", help="collect mode: save photos under DIR/<LETTER>/<timestamp>.jpg")
+    sv.add_argument("--parallel", type=int, default=0, metavar="N",
+                    help="hand models: photos read at once, one MediaPipe detector each (default: one per core, at most 4)")
+    sv.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
+    sv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. configs/seeds/*.toml) and write a "
                                                       "Markdown table of the published figures beside ours"))
     return p
@@ -111,9 +123,15 @@ def _cmd_predict(args) -> int:
             raise PipelineError(f"{item} is neither an image file nor a folder")
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
-    learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
-    labels, conf, _ = inference.predict(learn, files, args.batch_size,
-                                        log=lambda m: print(m, file=sys.stderr))  # stdout is the predictions
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the predictions)
+    if args.engine == "onnx":
+        from . import onnx_engine
+
+        model = onnx_engine.load_verified(Path(args.learner), trust=args.trust_learner)
+        labels, conf, _, _ = model.predict(files, args.batch_size, log=log)
+    else:
+        learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
+        labels, conf, _ = inference.predict(learn, files, args.batch_size, log=log)
     if args.csv:
         import csv
 
@@ -126,9 +144,17 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from . import serve
+
+    serve.serve(Path(args.learner), onnx=args.onnx, host=args.host, port=args.port,
+                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel)
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
     """CLI entry: `signpipe` (the installed script) or `python -m pipeline` (which passes that as `prog`)."""
     args = _parser(prog).parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report, "crossval": _cmd_crossval, "compare": compare.command}
+                "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "compare": compare.command}
     return guarded(lambda: commands[args.command](args), args.debug)

@@ -119,6 +119,7 @@ class EvaluateCfg:
     test_sets: list[TestSetCfg] = field(default_factory=list)
     trust_learner: bool = False   # skip the sha256 check of the export (only for a file you trust)
     tta: int = 0                  # > 0: test-time augmentation, mean of n augmented passes blended with the plain one
+    engine: str = "fastai"        # fastai (the .pkl) | onnx (the .onnx with onnxruntime: no fastai, nothing unpickled)
 
 
 @dataclass
@@ -257,6 +258,9 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.evaluate.tta >= 0, "evaluate.tta must be >= 0 (0 = off)"),
+        (cfg.evaluate.engine in ("fastai", "onnx"), "evaluate.engine must be fastai or onnx"),
+        (not (cfg.evaluate.engine == "onnx" and cfg.evaluate.tta),
+         "evaluate.tta runs fastai's augmentations: use evaluate.engine = \"fastai\" with it"),
         (cfg.datablock.input in ("images", "landmarks"), "datablock.input must be images or landmarks"),
         ((cfg.datablock.input == "landmarks") == (cfg.train.arch == "landmark_mlp"),
          'datablock.input = "landmarks" and train.arch = "landmark_mlp" go together (the one model for hand keypoints)'),

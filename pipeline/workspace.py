@@ -41,6 +41,10 @@ class Workspace:
         return self.exports / f"{self.name}.pkl"
 
     @property
+    def onnx(self) -> Path:
+        return self.exports / f"{self.name}.onnx"
+
+    @property
     def model_card(self) -> Path:
         return self.exports / f"{self.name}.json"
 

@@ -1,9 +1,10 @@
-"""evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots."""
+"""evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots. The engine is
+fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (pipeline/onnx_engine.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import artifacts, calibration, data, datasets, hands, inference, sources
+from pipeline import artifacts, calibration, data, datasets, hands, inference, onnx_engine, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
@@ -93,7 +94,7 @@ def _holdout(ws, vocab: list[str]) -> dict:
     return {"name": data.HOLDOUT_SET, "root": root, "known": [(root / p, y) for p, y in zip(df["path"][inside], df["label"][inside])],
             "unmatched": [], "unknown": [(root / p, y) for p, y in zip(df["path"][~inside], df["label"][~inside])],
             "corrupt": [], "images": len(df), "groups": list(df["group"][inside]),
-            "source": "datablock.holdout: " + ", ".join(sorted(set(df["group"]))), "hint": "none of its labels was trained on"}
+            "source": "datablock.holdout: " + ", ".join(sorted(set(df["source"]))), "hint": "none of its labels was trained on"}
 
 
 def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, list[Path]]:
@@ -103,7 +104,8 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
     name, root, known = listing["name"], listing["root"], listing["known"]
     unmatched, unknown, corrupt, n_images = (listing[k] for k in ("unmatched", "unknown", "corrupt", "images"))
     out = ws.stage_dir("evaluate") / name
-    vocab = list(learn.dls.vocab)
+    onnx = isinstance(learn, onnx_engine.OnnxModel)
+    vocab = learn.vocab if onnx else list(learn.dls.vocab)
     log(f"{name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
         f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
     if not known:
@@ -111,7 +113,9 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
                             f"({listing['hint']})")
     paths = [p for p, _ in known]
     found = None
-    if hands.is_landmark_learner(learn):
+    if onnx:
+        preds, conf, _, found = learn.predict(paths, cfg.evaluate.batch_size, log, store=store)
+    elif hands.is_landmark_learner(learn):
         preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log, store=store)
     else:
         preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
@@ -132,7 +136,7 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
                "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
-               "source": listing["source"], "root": str(root)}
+               "source": listing["source"], "root": str(root), "engine": cfg.evaluate.engine}
     if listing["groups"] is not None:  # held-out groups: per group, and per source (a source may hold hundreds)
         for key, col in (("groups", df["group"]), ("sources", df["group"].str.split("/").str[0])):
             by = df["correct"].groupby(col.to_numpy())
@@ -162,10 +166,14 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
 def run(cfg, ws, log):
     if not cfg.evaluate.test_sets and not cfg.datablock.holdout:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
-    learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
-    vocab = list(learn.dls.vocab)
+    if cfg.evaluate.engine == "onnx":
+        learn = onnx_engine.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+        vocab, landmarks = learn.vocab, learn.landmarks
+    else:
+        learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+        vocab, landmarks = list(learn.dls.vocab), hands.is_landmark_learner(learn)
     store = None
-    if hands.is_landmark_learner(learn):
+    if landmarks:
         from pipeline import content_store
 
         store = content_store.landmarks(ws.data)

@@ -1,9 +1,10 @@
-"""train: fit the learner (fine_tune by default), plot its history, export it with a model card."""
+"""train: fit the learner (fine_tune by default), plot its history, export it (`.pkl`, and `.onnx` checked for
+parity against it) with a model card."""
 from __future__ import annotations
 
 import platform
 
-from pipeline import artifacts, cache, calibration, data, distributed, runtime, training
+from pipeline import artifacts, cache, calibration, data, distributed, onnx_export, runtime, training
 from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
 
 
@@ -101,10 +102,13 @@ def run(cfg, ws, log):
     training.strip_for_export(learn)
     with atomic_path(ws.learner) as tmp:
         learn.export(tmp)
+    onnx = onnx_export.export(learn, ws.onnx, t, log)
+    if onnx["file"]:
+        metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
             "grayscale": t.grayscale, "normalisation": _normalisation(dls), "input": cfg.datablock.input,
-            "metrics": metrics,
+            "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
@@ -113,4 +117,4 @@ def run(cfg, ws, log):
         (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
             write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,
-            write_json(ws.model_card, card)]
+            *([ws.onnx] if onnx["file"] else []), write_json(ws.model_card, card)]

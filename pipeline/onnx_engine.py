@@ -1,0 +1,132 @@
+"""The ONNX Runtime inference engine: `predict --engine onnx`, `evaluate.engine = "onnx"` and `serve --onnx` run
+the `.onnx` that train writes beside the `.pkl` (pipeline/onnx_export.py), with onnxruntime, PIL and numpy only:
+no fastai, no torch, nothing unpickled. The model card beside it gives the vocab and the input contract; the
+graph's sha256 is checked against the card, as `inference.load_verified` checks the `.pkl`'s.
+
+Images are decoded as fastai's validation pipeline decodes them (`load_image`: EXIF-upright, centre crop,
+bilinear resize), so both engines see the same pixels and give the same labels.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .errors import PipelineError
+from .workspace import sha256_file
+
+INSTALL = "pip install -e .  (onnxruntime is a core dependency)"
+
+
+def require():
+    """The `onnxruntime` module, or a one-line error saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise PipelineError(f"the onnx engine needs onnxruntime: {INSTALL}") from None
+    return onnxruntime
+
+
+def load_image(path, size: int, grayscale: bool = False):
+    """`path` as uint8 (size, size, 3) RGB, pixel for pixel what fastai's validation pipeline feeds a model
+    trained at `size`: converted to RGB (L for `grayscale`, then copied into three channels), turned upright by
+    its EXIF tag, centre-cropped to a square and resized bilinearly (fastai's `Resize`, method crop)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im.convert("L" if grayscale else "RGB"))
+    w, h = im.size
+    side = int(min(w, h) / size * size)  # fastai: m = the smaller of w/size, h/size; crop int(m * size) square
+    left, top = int(0.5 * (w - side)), int(0.5 * (h - side))
+    im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
+    return np.repeat(arr[:, :, None], 3, axis=2) if grayscale else arr
+
+
+def session(path, threads: int | None = None):
+    """An onnxruntime CPU session for `path` with `threads` intra-op threads (default: the usable cores)."""
+    from .runtime import usable_cpus
+
+    ort = require()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or usable_cpus()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """A verified `.onnx` and its model card: `probs` for a ready batch, `predict` for image files."""
+
+    def __init__(self, path: Path, card: dict, threads: int | None = None):
+        self.session = session(path, threads)
+        self.path, self.card = Path(path), card
+        self.vocab = list(card["vocab"])
+        self.family = card["onnx"]["family"]
+        self.input = card["onnx"]["input"]["name"]
+        self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
+        self.threads = self.session.get_session_options().intra_op_num_threads
+
+    @property
+    def landmarks(self) -> bool:
+        return self.family == "landmarks"
+
+    def probs(self, batch):
+        """Probabilities (N, len(vocab)) for a uint8 (N, H, W, 3) image batch or a float32 (N, 64) feature batch."""
+        return self.session.run(None, {self.input: batch})[0]
+
+    def load(self, path):
+        return load_image(path, self.image_size, self.grayscale)
+
+    def image_probs(self, paths: list, batch_size: int = 64):
+        """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time."""
+        import numpy as np
+
+        out = []
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            for i in range(0, len(paths), batch_size):
+                out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size])))))
+        return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
+
+    def predict(self, paths: list, batch_size: int = 64, log=print, store=None):
+        """(predicted labels, confidences, probabilities, hand found per image or None) for image files; a
+        landmark model finds the hands first (`hands.extract`, reusing `store`'s keypoints), as the fastai path
+        does."""
+        import numpy as np
+
+        found = None
+        if self.landmarks:
+            from . import hands
+
+            feats = hands.extract(paths, log, store=store)
+            x = feats[hands.FEATURES].to_numpy(dtype=np.float32)
+            probs = np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            found = feats["hand_found"].astype(bool).tolist()
+        else:
+            probs = self.image_probs(list(paths), batch_size)
+        idx = probs.argmax(axis=1)
+        return [self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found
+
+
+def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:
+    """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card, after checking
+    its sha256 against the card (skipped if `trust`). Nothing is unpickled."""
+    learner = Path(learner)
+    card_file = learner.with_suffix(".json")
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, ValueError):
+        raise PipelineError(f"no model card at {card_file}: the onnx engine needs it for the vocab and the input "
+                            f"(run `python -m pipeline run --stages train`)") from None
+    entry = card.get("onnx") or {}
+    if not entry.get("file"):
+        raise PipelineError(f"the model card {card_file} lists no ONNX export ({entry.get('why', 'trained before ONNX export')}): "
+                            f"rerun train, or use --engine fastai")
+    path = learner.with_name(entry["file"])
+    if not path.exists():
+        raise PipelineError(f"{path} does not exist: rerun `python -m pipeline run --stages train --force`, or "
+                            f"use --engine fastai")
+    if not trust and sha256_file(path) != entry["sha256"]:
+        raise PipelineError(f"{path} sha256 does not match its model card ({entry['sha256'][:12]}…): refusing "
+                            f"to use it with that card's vocab (pass --trust-learner only for a file you trust)")
+    return OnnxModel(path, card, threads)

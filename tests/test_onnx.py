@@ -1,0 +1,203 @@
+"""ONNX export and the onnx engine (pipeline/onnx_export.py, pipeline/onnx_engine.py): the parity train records,
+the same labels as fastai from `predict` and evaluate, no fastai in the onnx path, fastai's pixels without fastai,
+and the landmark family's graph. Tiny generated data; the real photos are in tests/test_serve.py."""
+import json
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import config, hands, onnx_engine, onnx_export, runner, training
+from pipeline.errors import PipelineError
+from tests.conftest import make_image_folder, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A logistic regression on three generated classes at 16 px, through download, datablock and train, with a
+    test set of 12 other images."""
+    root = tmp_path_factory.mktemp("onnx")
+    train = make_image_folder(root / "train", classes=("A", "B", "C"), per_class=24, size=20)
+    test = root / "test"
+    test.mkdir()
+    for i, f in enumerate(sorted(make_image_folder(root / "tsrc", classes=("A", "B", "C"), per_class=4, size=24,
+                                                   seed=3).glob("*/*.png"))):
+        shutil.copy(f, test / f"{f.parent.name}{i:03d}.png")
+    (root / "pipeline.toml").write_text(f"""
+[run]
+name = "tiny"
+[download]
+source = "path:{train}"
+[datablock]
+valid_pct = 0.25
+[train]
+arch = "logreg"
+pretrained = false
+method = "fit_one_cycle"
+base_lr = 0.01
+epochs = 3
+batch_size = 8
+image_size = 16
+[[evaluate.test_sets]]
+name = "t"
+source = "path:{test}"
+label_regex = '^([A-C])\\d+\\.png$'
+""")
+    runner.run(config.load(None, cwd=root), ["download", "datablock", "train"])
+    return root
+
+
+def test_train_writes_an_onnx_with_its_parity(tiny):
+    import onnx
+
+    card = json.loads((tiny / "exports" / "tiny.json").read_text())
+    entry = card["onnx"]
+    path = tiny / "exports" / entry["file"]
+    assert path.name == "tiny.onnx" and onnx_export.sha256_file(path) == entry["sha256"]
+    assert entry["family"] == "image" and entry["opset"] >= 17
+    p = entry["parity"]
+    assert p["items"] == 18 and p["max_abs_prob_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
+    metrics = json.loads((tiny / "runs" / "tiny" / "train" / "metrics.json").read_text())
+    assert metrics["onnx_parity"] == p
+    graph = onnx.load(str(path))
+    (inp,) = graph.graph.input
+    dims = inp.type.tensor_type.shape.dim
+    assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [16, 16, 3]  # a named, dynamic batch axis
+    model = onnx_engine.load_verified(tiny / "exports" / "tiny.pkl")
+    for n in (1, 5):
+        probs = model.probs(np.zeros((n, 16, 16, 3), np.uint8))
+        assert probs.shape == (n, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_onnx_engine_gives_fastais_labels_in_evaluate_and_predict(tiny):
+    """evaluate with either engine writes the same predictions; `predict --engine onnx` prints the fastai
+    engine's labels and imports neither fastai nor torch."""
+    out = tiny / "runs" / "tiny" / "evaluate" / "t" / "predictions.csv"
+    runner.run(config.load(None, cwd=tiny), ["evaluate"], force=True)
+    by_fastai = pd.read_csv(out)
+    runner.run(config.load(None, ["evaluate.engine=onnx"], cwd=tiny), ["evaluate"], force=True)
+    by_onnx = pd.read_csv(out)
+    assert len(by_onnx) == 12 and list(by_onnx["predicted"]) == list(by_fastai["predicted"])
+    assert np.allclose(by_onnx["confidence"], by_fastai["confidence"], atol=1e-4)
+    assert json.loads((out.parent / "metrics.json").read_text())["engine"] == "onnx"
+
+    script = ("import sys, runpy\nsys.argv = ['pipeline', 'predict', '--engine', 'onnx', '--learner', "
+              "'exports/tiny.pkl', 'test']\ntry:\n    runpy.run_module('pipeline', run_name='__main__')\n"
+              "except SystemExit as e:\n    assert not e.code, e.code\n"
+              "print('imported:', sorted(m for m in ('fastai', 'torch') if m in sys.modules), file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", script], cwd=tiny, capture_output=True, text=True, env=subprocess_env())
+    assert p.returncode == 0, p.stderr
+    assert "imported: []" in p.stderr
+    rows = [line.split("\t") for line in p.stdout.strip().splitlines()]
+    predicted = dict(zip(by_fastai["file"], by_fastai["predicted"]))
+    assert len(rows) == 12 and all(predicted[f.split("/")[-1]] == label for f, label, _ in rows)
+
+
+def test_onnx_engine_refuses_a_graph_that_does_not_match_its_card(tiny, tmp_path):
+    for name in ("tiny.pkl", "tiny.json", "tiny.onnx"):
+        shutil.copy(tiny / "exports" / name, tmp_path / name)
+    with open(tmp_path / "tiny.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PipelineError, match=r"tiny.onnx sha256 does not match its model card"):
+        onnx_engine.load_verified(tmp_path / "tiny.pkl")
+    (tmp_path / "tiny.onnx").unlink()
+    with pytest.raises(PipelineError, match=r"tiny.onnx does not exist: rerun"):
+        onnx_engine.load_verified(tmp_path / "tiny.onnx")
+
+
+@pytest.mark.parametrize("grayscale", [False, True])
+def test_load_image_gives_fastais_pixels(tmp_path, grayscale):
+    """fastai's validation pipeline (data.image_block's type transforms, then Resize) and `load_image` give the
+    same uint8 pixels: odd sizes both ways, a sideways phone photo (EXIF orientation 6), a palette image."""
+    from fastai.vision.all import PILImage, PILImageBW, Resize
+    from PIL import Image
+
+    from pipeline import data
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i, (w, h) in enumerate([(37, 23), (23, 41), (16, 16), (90, 61)]):
+        f = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f)
+        files.append(f)
+    sideways = tmp_path / "exif.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(sideways, exif=exif)
+    palette = tmp_path / "p.png"
+    Image.fromarray(rng.integers(0, 256, (29, 33, 3), dtype=np.uint8)).convert("P").save(palette)
+    cls = PILImageBW if grayscale else PILImage
+    for f in files + [sideways, palette]:
+        x = f
+        for tfm in data.image_block(cls).type_tfms:
+            x = tfm(x)
+        want = np.asarray(Resize(16)(x, split_idx=1))
+        got = onnx_engine.load_image(f, 16, grayscale)
+        assert got.shape == (16, 16, 3) and got.dtype == np.uint8
+        assert np.array_equal(got[:, :, 0] if grayscale else got, want), f.name
+
+
+def _landmark_learner(tmp_path, features: str):
+    """A tabular learner on synthetic keypoints of three hand shapes plus no-hand rows, trained a few epochs."""
+    rng = np.random.default_rng(0)
+    shapes = {c: (0.5 + np.random.default_rng(i).uniform(-0.2, 0.2, (21, 3))) for i, c in enumerate("ABC")}
+    rows, split = [], []
+    for i in range(120):
+        c = "ABC"[i % 3]
+        rows.append(hands.canonical(shapes[c] + rng.normal(0, 0.01, (21, 3)), "Left"))
+        split.append((f"{c}/{i}.jpg", c, i % 4 == 0))
+    for i in range(20):
+        rows.append(np.zeros(64, np.float32))
+        split.append((f"nothing/{i}.jpg", "nothing", i % 4 == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
+    feats.insert(0, "path", split["path"])
+    dls = hands.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
+    cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false",
+                                                     "train.head_dropout=0.1", f"train.landmark_features={features}"])
+    learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
+    with training.quiet(learn):
+        learn.fit_one_cycle(3, 1e-2)
+    training.strip_for_export(learn)
+    return learn, cfg, feats.loc[split["is_valid"].to_numpy(), hands.FEATURES]
+
+
+@pytest.mark.parametrize("features", ["coords", "coords+shape"])
+def test_landmark_graph_is_the_tabular_model_over_the_64_features(tmp_path, features):
+    learn, cfg, valid = _landmark_learner(tmp_path, features)
+    entry = onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    assert entry["family"] == "landmarks" and entry["input"]["name"] == "features"
+    assert entry["input"]["features"]["columns"] == hands.FEATURES
+    assert entry["parity"]["items"] == len(valid) == 35 and entry["parity"]["max_abs_prob_diff"] <= 1e-4
+    with training.quiet(learn):
+        p_fastai, _ = learn.get_preds(dl=learn.dls.test_dl(valid.reset_index(drop=True)))
+    p_onnx = onnx_engine.session(tmp_path / "lm.onnx").run(None, {"features": valid.to_numpy(np.float32)})[0]
+    assert np.abs(p_onnx - p_fastai.numpy()).max() <= 1e-4
+    assert (p_onnx.argmax(1) == p_fastai.numpy().argmax(1)).all()
+
+
+def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
+    learn, cfg, _ = _landmark_learner(tmp_path, "coords")
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # no graph can meet it
+    with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\).*"
+                                            r"fastai's own float32 result is [0-9.e+-]+ from float64"):
+        onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    assert list(tmp_path.glob("*lm.onnx*")) == []
+
+
+def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
+    """A learner that is neither an image nor a landmark model (a fused one, say) exports no `.onnx`: the card
+    entry says why, and the onnx engine repeats it."""
+    fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
+    entry = onnx_export.export(fused, tmp_path / "f.onnx", None, log=lambda m: None)
+    assert entry == {"file": None, "why": "no ONNX graph for this model family: only image and hand-landmark "
+                                          "learners export"}
+    assert not (tmp_path / "f.onnx").exists()
+    (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
+    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no ONNX graph for this model family"):
+        onnx_engine.load_verified(tmp_path / "f.pkl")

@@ -1,0 +1,269 @@
+"""`python -m pipeline serve` (pipeline/serve.py): the HTTP API gives `predict`'s top-1 on real photos for both
+model families and both engines, a photo without a hand reads "no hand found", nothing is fetched from
+elsewhere, collect mode writes a training source, and a real headless browser reads the letter off the page
+(skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
+import csv
+import importlib.util
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, runner, serve
+from pipeline.errors import PipelineError
+from tests.conftest import SHARED_DATA, pipeline_cmd, subprocess_env
+
+HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
+
+# Loaded into the server process (PYTHONPATH): any connection or name lookup beyond this machine is written to
+# $SIGNPIPE_NET_LOG and refused, so an app that fetches anything at start or per request fails the test.
+NET_GUARD = '''
+import os, socket
+_log, _local = os.environ["SIGNPIPE_NET_LOG"], ("127.0.0.1", "::1", "localhost", "0.0.0.0", "")
+def _note(host):
+    with open(_log, "a") as f:
+        f.write(f"{host}\\n")
+    raise OSError(f"network access to {host} refused by the test")
+_connect, _lookup = socket.socket.connect, socket.getaddrinfo
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in _local:
+        _note(address[0])
+    return _connect(self, address)
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and str(host) not in _local:
+        _note(host)
+    return _lookup(host, *args, **kwargs)
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+'''
+
+
+def test_collect_mode_saves_a_training_source(tmp_path):
+    """`save_photo` writes folder/<LETTER>/<timestamp>.jpg, upright, and the folder is a source download accepts."""
+    from PIL import Image
+
+    from pipeline import datasets
+
+    photo = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees
+    Image.new("RGB", (40, 20), "white").save(photo, exif=exif)
+    folder = tmp_path / "mine"
+    vocab = ["A", "B", "nothing"]
+    saved = [serve.save_photo(photo, letter, folder, vocab) for letter in ("B", "B", "A")]
+    assert [p.parent.name for p in saved] == ["B", "B", "A"] and len(set(saved)) == 3
+    assert all(p.suffix == ".jpg" and p.parent.parent == folder for p in saved)
+    with Image.open(saved[0]) as im:
+        assert im.size == (20, 40) and im.format == "JPEG"
+    with pytest.raises(PipelineError, match="pick the true letter first"):
+        serve.save_photo(photo, "Q", folder, vocab)
+    with pytest.raises(PipelineError, match="no photo to save"):
+        serve.save_photo(None, "A", folder, vocab)
+    assert datasets.image_root(f"path:{folder}", "", tmp_path / "data", log=lambda m: None) == folder
+
+
+@pytest.mark.parametrize("size", [(120, 80), (60, 150)])
+def test_keypoints_are_drawn_where_the_detector_found_them(tmp_path, size):
+    """Keypoints come back in the Detector's padded square; drawn on the photo they land on the photo's pixel."""
+    from PIL import Image
+
+    from pipeline import hands
+
+    w, h = size
+    photo = tmp_path / "p.png"
+    Image.new("RGB", size, "black").save(photo)
+    x, y = w // 3, h // 4
+    side = int(max(h, w) * (1 + 2 * hands.PAD))
+    left, top = (side - w) // 2, (side - h) // 2
+    points = [[(left + x) / side, (top + y) / side, 0.0]] * hands.N_POINTS
+    drawn = serve.keypoints_on(photo, points)
+    assert drawn.size == size and drawn.getpixel((x, y)) == (255, 0, 0)
+    assert drawn.getpixel(((x + w // 2) % w, (y + h // 2) % h)) == (0, 0, 0)
+
+
+def test_missing_gradio_is_one_line_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    with pytest.raises(PipelineError, match=r"serve needs Gradio: pip install -e '\.\[serve\]'"):
+        serve.require()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """An image model and a hand-landmark model trained briefly on 4 real photos per letter (download, datablock,
+    train: each with its .pkl, .onnx and card)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    data = SHARED_DATA
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    root = tmp_path_factory.mktemp("serve")
+    common = f"""
+[download]
+source = "path:{data / 'asl_alphabet_train_200'}"
+[datablock]
+max_per_class = 4
+valid_pct = 0.25
+[[evaluate.test_sets]]
+name = "test28"
+source = "path:{data / 'asl_alphabet_test'}"
+label_regex = '^([A-Za-z]+)_test\\.jpg$'
+[train]
+pretrained = false
+method = "fit_one_cycle"
+base_lr = 3e-3
+batch_size = 16
+"""
+    (root / "image.toml").write_text(f'[run]\nname = "image"\n{common}arch = "logreg"\nimage_size = 32\nepochs = 2\n')
+    (root / "hands.toml").write_text(f'[run]\nname = "hands"\n{common}arch = "landmark_mlp"\nepochs = 8\n'
+                                     .replace("valid_pct = 0.25", 'valid_pct = 0.25\ninput = "landmarks"'))
+    for name in ("image", "hands"):
+        runner.run(config.load(str(root / f"{name}.toml"), cwd=root), ["download", "datablock", "train"])
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # 127.0.0.1 only
+        return r.read()
+
+
+@pytest.fixture(scope="module", params=[("image", "fastai"), ("hands", "onnx")], ids=lambda p: "-".join(p))
+def server(models, request, tmp_path_factory):
+    """`serve` for one (model, engine) in a subprocess on a free 127.0.0.1 port, in collect mode, with the network
+    guard; stopped afterwards."""
+    name, engine = request.param
+    work = tmp_path_factory.mktemp(f"server-{name}-{engine}")
+    (work / "guard").mkdir()
+    (work / "guard" / "sitecustomize.py").write_text(NET_GUARD)
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{work / 'guard'}:{env['PYTHONPATH']}"
+    env["SIGNPIPE_NET_LOG"] = str(work / "net.log")
+    port = _free_port()
+    learner = models / "exports" / f"{name}.pkl"
+    args = ["serve", "--learner", str(learner), "--port", str(port), "--collect", str(work / "collected"),
+            "--parallel", "2"]  # a hand model reads two photos at once, with two detectors
+    log = open(work / "serve.log", "w")
+    proc = subprocess.Popen(pipeline_cmd(*args, *(["--onnx"] if engine == "onnx" else [])), cwd=work, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}: {(work / 'serve.log').read_text()[-2000:]}")
+            try:
+                _get(url)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"serve did not answer at {url}: {(work / 'serve.log').read_text()[-2000:]}")
+        yield {"url": url, "name": name, "engine": engine, "learner": learner, "work": work}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _predict_cli(learner: Path, engine: str, photos: list[Path]) -> dict:
+    p = subprocess.run(pipeline_cmd("predict", "--csv", "--engine", engine, "--learner", str(learner),
+                                    *map(str, photos)), capture_output=True, text=True, env=subprocess_env())
+    assert p.returncode == 0, p.stderr
+    return {Path(r["file"]).name: r["label"] for r in csv.DictReader(io.StringIO(p.stdout))}
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_http_api_reads_predicts_top1_and_fetches_nothing(server, shared_data):
+    from gradio_client import Client, handle_file
+
+    photos = [shared_data / "asl_alphabet_test" / n for n in (HAND, NO_HAND)]
+    expected = _predict_cli(server["learner"], server["engine"], photos)
+    assert expected == _predict_cli(server["learner"], "onnx" if server["engine"] == "fastai" else "fastai", photos)
+    client = Client(server["url"], verbose=False, download_files=str(server["work"] / "downloads"))
+    for photo in photos:
+        top, drawn, reading = client.predict(handle_file(str(photo)), api_name="/predict")
+        if server["name"] == "hands" and photo.name == NO_HAND:
+            assert reading == serve.NO_HAND and not top.get("confidences") and drawn is None
+            continue
+        assert top["label"] == expected[photo.name] and reading.startswith(f"{expected[photo.name]} (")
+        confidences = [c["confidence"] for c in top["confidences"]]
+        assert len(confidences) == 5 and confidences == sorted(confidences, reverse=True)
+        assert (drawn is not None) == (server["name"] == "hands")  # keypoints drawn for the hand model only
+        if photo.name == HAND:
+            reading_of_hand = reading
+    jobs = [client.submit(handle_file(str(photos[0])), api_name="/predict") for _ in range(4)]  # at once
+    assert {job.result(timeout=120)[2] for job in jobs} == {reading_of_hand}
+    saved = client.predict(handle_file(str(photos[0])), "B", api_name="/collect")
+    assert saved.startswith("saved ") and len(list((server["work"] / "collected" / "B").glob("*.jpg"))) == 1
+    net = server["work"] / "net.log"
+    assert not net.exists(), f"the server reached beyond this machine: {net.read_text()}"
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["image", "hands"])
+def test_evaluate_gives_the_same_predictions_with_either_engine(models, name):
+    """The 28 real test photos: evaluate with fastai and with onnxruntime writes the same labels (and, for the
+    hand model, finds the same hands), confidences within 1e-4."""
+    import pandas as pd
+
+    out = models / "runs" / name / "evaluate" / "test28" / "predictions.csv"
+    runs = {}
+    for engine in ("fastai", "onnx"):
+        cfg = config.load(str(models / f"{name}.toml"), [f"evaluate.engine={engine}"], cwd=models)
+        runner.run(cfg, ["evaluate"], force=True)
+        runs[engine] = pd.read_csv(out)
+    fa, ox = runs["fastai"], runs["onnx"]
+    assert len(ox) == 28 and list(ox["predicted"]) == list(fa["predicted"])
+    assert (ox["confidence"] - fa["confidence"]).abs().max() <= 1e-4
+    if name == "hands":
+        assert list(ox["hand_found"]) == list(fa["hand_found"]) and not ox["hand_found"].all()
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or ""
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
+                                        "PATH): apt-get install chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="playwright is not installed (the [test] extra)")
+def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
+    """Chromium opens the page, uploads a photo, and the page shows `predict`'s letter; every request the page
+    makes goes to the app itself."""
+    from playwright import sync_api
+
+    browser_path = BROWSER
+    photo = shared_data / "asl_alphabet_test" / HAND
+    expected = _predict_cli(server["learner"], server["engine"], [photo])[photo.name]
+    elsewhere = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: elsewhere.append(r.url)
+                    if not r.url.startswith((server["url"], "data:", "blob:")) else None)
+            page.goto(server["url"], wait_until="networkidle", timeout=60_000)
+            page.locator("#photo input[type=file]").set_input_files(str(photo))
+            page.wait_for_function("() => document.querySelector('#reading textarea').value !== ''",
+                                   timeout=60_000)
+            reading = page.locator("#reading textarea").input_value()
+            top = page.locator("#top").inner_text()
+        finally:
+            browser.close()
+    assert reading.startswith(f"{expected} (") and expected in top
+    assert elsewhere == []
