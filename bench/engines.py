@@ -10,7 +10,7 @@ that the three give the same labels and the engines' probabilities agree to 1e-4
 The learner is the offline demo's (EfficientNet-Lite0, 64 px, scikit-learn digits) trained one short epoch, as in
 bench/eval_batched.py, so no shared data is needed; the files are the demo's 306 held-out digits or `--files DIR`.
 
-    python bench/engines.py [--files DIR] [--limit N] [--batch-size 128]
+    python -m bench.engines [--files DIR] [--limit N] [--batch-size 128]
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import OUT, REPO, header, pipeline_run, result  # noqa: E402
+from bench._common import OUT, REPO, header, pipeline_run, result
 
 
 def timed(fn, repeat: int = 1):

@@ -10,7 +10,7 @@ the architecture and the input size, not on how well it learned): the image mode
 architecture at its size (tf_efficientnet_lite0, 200 px), the hand model `landmark_mlp` (each request runs
 MediaPipe on the photo). `--image-learner/--hands-learner exports/RUN.pkl` serve existing exports instead.
 
-    python bench/serve_load.py [--clients 8] [--requests 25] [--engine onnx|fastai|both]
+    python -m bench.serve_load [--clients 8] [--requests 25] [--engine onnx|fastai|both]
                                [--parallel 1,2] [--server-cpus 1 --client-cpus 0]
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import OUT, SHARED_DATA, env, header, pipeline_run, result, write_config  # noqa: E402
+from bench._common import OUT, SHARED_DATA, env, header, pipeline_run, result, write_config
 
 PHOTO = "B_test.jpg"  # asl_alphabet_test: a hand the detector finds
 RECIPES = {
