@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -207,12 +208,36 @@ def apply_set(data: dict, assignment: str) -> None:
     data.setdefault(section, {})[key] = _parse_set_value(raw.strip(), hints[key])
 
 
+MAX_IMAGE_SIZE = 1024  # pixels a side: larger batches do not fit in memory (20000 px was a MemoryError)
+
+
+def _plain_name(name: str) -> bool:
+    """Whether `name` can name one folder (no path separator, not `.` or `..`, no NUL)."""
+    return bool(name) and not any(c in name for c in "/\\\0") and name not in (".", "..")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def check_source(source: str, where: str) -> None:
+    """The one-line error for a source string of none of the supported forms (before any stage starts)."""
+    from .sources import parse_source
+
+    try:
+        parse_source(source.removeprefix("sign_mnist:"))
+    except PipelineError as e:
+        raise PipelineError(f"{where}: {e}") from None
+
+
 def validate(cfg: Config) -> None:
     """Reject values no stage could use, with the fix in the message."""
+    lr, f = cfg.lr_find, cfg.train
     checks = [
         (0.0 < cfg.datablock.valid_pct < 1.0, "datablock.valid_pct must be between 0 and 1 (exclusive)"),
         (cfg.datablock.max_per_class >= 0, "datablock.max_per_class must be >= 0 (0 = all images)"),
-        (cfg.train.image_size > 0, "train.image_size must be a positive number of pixels"),
+        (0 < cfg.train.image_size <= MAX_IMAGE_SIZE,
+         f"train.image_size must be a positive number of pixels, at most {MAX_IMAGE_SIZE}"),
         (cfg.train.batch_size > 0, "train.batch_size must be a positive integer"),
         (cfg.evaluate.batch_size > 0, "evaluate.batch_size must be a positive integer"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
@@ -223,7 +248,12 @@ def validate(cfg: Config) -> None:
          "lr_find.suggestion must be valley, slide, minimum or steep"),
         (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
          "train.base_lr must be a number or \"lr_find\""),
-        (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
+        (not isinstance(f.base_lr, float) or _positive(f.base_lr), "train.base_lr must be a finite number > 0"),
+        (_positive(lr.start_lr) and _positive(lr.end_lr), "lr_find.start_lr and lr_find.end_lr must be finite numbers > 0"),
+        (lr.start_lr < lr.end_lr, "lr_find.start_lr must be smaller than lr_find.end_lr"),
+        (lr.num_it > 0, "lr_find.num_it must be >= 1"),
+        (math.isfinite(f.wd) and f.wd >= 0, "train.wd must be a finite number >= 0"),
+        (0 <= f.momentum <= 1, "train.momentum must be in [0, 1]"),
         (cfg.train.augment_strength in ("default", "strong"), "train.augment_strength must be default or strong"),
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
@@ -240,20 +270,25 @@ def validate(cfg: Config) -> None:
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
-        (cfg.train.lr_mult >= 1, "train.lr_mult must be >= 1"),
+        (math.isfinite(f.lr_mult) and f.lr_mult >= 1, "train.lr_mult must be a finite number >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
-        (bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),
-         "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
+        (_plain_name(cfg.run.name), "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
     names = [t.name for t in cfg.evaluate.test_sets]
+    check_source(cfg.download.source, "download.source")
     for t in cfg.evaluate.test_sets:
         if not t.name or not t.source:
             raise PipelineError("every [[evaluate.test_sets]] needs a name and a source")
+        if not _plain_name(t.name):
+            raise PipelineError(f"evaluate.test_sets name {t.name!r} must be a plain name (it names "
+                                "runs/<run>/evaluate/<name>/)")
     if len(set(names)) != len(names):
         raise PipelineError(f"evaluate.test_sets names must be unique, got {names}")
+    for t in cfg.evaluate.test_sets:
+        check_source(t.source, f"test set {t.name}")
 
 
 def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | None = None) -> Config:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
@@ -14,6 +15,9 @@ from pathlib import Path
 from .errors import PipelineError
 
 
+STAGED_EXPORTS = "_exports"  # inside a staging folder: the exports a run writes, moved to exports/ when it completes
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths for run `name`: `runs/<name>/<stage>/…`, `exports/<name>.pkl`, the download cache."""
@@ -22,6 +26,7 @@ class Workspace:
     exports: Path    # exports/
     data: Path       # download cache
     name: str
+    staged: str = ""  # the stage being run: its outputs go to its staging folder until they are complete
 
     @classmethod
     def from_config(cls, cfg) -> "Workspace":
@@ -31,10 +36,20 @@ class Workspace:
                    data=(base / cfg.run.data_dir).resolve(), name=cfg.run.name)
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
+        return self.staging_dir(stage) if stage == self.staged else self.root / stage
+
+    def staging_dir(self, stage: str) -> Path:
+        """Where a run of `stage` writes until its outputs are complete (then it replaces `runs/<name>/<stage>`)."""
+        return self.root / f".{stage}.staging"
 
     def artifact(self, stage: str, name: str) -> Path:
-        return self.root / stage / name
+        return self.stage_dir(stage) / name
+
+    def staging(self, stage: str, exports: bool = False) -> "Workspace":
+        """This workspace as a run of `stage` sees it: `stage`'s folder (with `exports`, the exports folder too)
+        redirected into its staging folder, every other stage's folder as it is."""
+        folder = self.staging_dir(stage)
+        return dataclasses.replace(self, staged=stage, exports=folder / STAGED_EXPORTS if exports else self.exports)
 
     @property
     def learner(self) -> Path:

@@ -56,9 +56,9 @@ def test_rerun_skips_and_reasons(project, capsys):
     runner.run(load(tmp_path), ["datablock"])
     split = ws.artifact("datablock", "splits.csv")
     split.write_text(split.read_text() + "x,y,False\n")
-    assert dict(runner.status(load(tmp_path)))["datablock"].startswith("output runs/t/datablock/splits.csv was modified")
+    assert dict(runner.status(load(tmp_path)))["datablock"].startswith("output datablock/splits.csv was modified")
     split.unlink()
-    assert dict(runner.status(load(tmp_path)))["datablock"] == "output runs/t/datablock/splits.csv is missing"
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "output datablock/splits.csv is missing"
     assert runner.run(load(tmp_path), ["datablock"], force=False) == {"datablock": "ran"}
     assert runner.run(load(tmp_path), ["datablock"], force=True) == {"datablock": "ran"}
 
@@ -88,18 +88,65 @@ def test_stale_upstream_is_named(project, capsys):
     assert "[datablock] note: download is stale (config changed)" in out
 
 
-def test_interrupted_stage_leaves_no_manifest(project, monkeypatch):
+def _snapshot(ws):
+    return {p.relative_to(ws.root).as_posix(): p.read_bytes() for p in sorted(ws.root.rglob("*")) if p.is_file()
+            and not p.name == "config.json"}
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), PipelineError("boom")])
+def test_a_failed_or_interrupted_stage_keeps_its_previous_outputs(project, monkeypatch, failure):
+    """The new outputs go to a staging folder; the previous outputs and manifest stay valid until then."""
     tmp_path, _ = project
     runner.run(load(tmp_path), ["download", "datablock"])
+    ws = Workspace.from_config(load(tmp_path))
+    before = _snapshot(ws)
     mod = runner.BY_NAME["datablock"].load()
 
-    def boom(cfg, ws, log):
-        raise KeyboardInterrupt
+    def half_done(cfg, ws, log):
+        ws.artifact("datablock", "splits.csv").write_text("path,label,is_valid\n")  # a partial output
+        raise failure
 
-    monkeypatch.setattr(mod, "run", boom)
+    monkeypatch.setattr(mod, "run", half_done)
+    with pytest.raises(type(failure)):
+        runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["datablock"])   # the config changed, then it failed
+    assert _snapshot(ws) == before
+    assert not ws.staging_dir("datablock").exists()
+    assert runner.status(load(tmp_path)) == [("download", "up to date"), ("datablock", "up to date"),
+                                             ("lr_find", "never run"), ("train", "never run"),
+                                             ("evaluate", "never run")]
+
+
+def test_a_commit_cut_short_is_finished_by_the_next_run(project, monkeypatch):
+    """Killed between moving the old folder aside and moving the new one in: the next run completes the swap."""
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download", "datablock"])
+    ws = Workspace.from_config(load(tmp_path))
+    real = os.replace
+
+    def killed(src, dst):
+        if str(src) == str(ws.staging_dir("datablock")):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(runner.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        runner.run(load(tmp_path), ["datablock"], force=True)
-    assert dict(runner.status(load(tmp_path)))["datablock"] == "incomplete (interrupted or failed)"
+        runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["datablock"])
+    monkeypatch.setattr(runner.os, "replace", real)
+    assert (ws.staging_dir("datablock") / "manifest.json").is_file() and not ws.stage_dir("datablock").exists()
+    assert runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["download", "datablock"]) == {
+        "download": "skipped", "datablock": "skipped"}
+    assert read_json(ws.artifact("datablock", "vocab.json"))["valid_pct"] == 0.5
+    assert not ws.staging_dir("datablock").exists() and not (ws.root / ".datablock.old").exists()
+
+
+def test_an_unknown_arch_stops_the_run_before_any_stage(project, capsys):
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download"])
+    capsys.readouterr()
+    with pytest.raises(PipelineError, match="unknown arch 'resnet19'"):
+        runner.run(load(tmp_path, "train.arch=resnet19"), ["download", "datablock", "lr_find"], force=True)
+    assert capsys.readouterr().out == ""
+    assert dict(runner.status(load(tmp_path)))["download"] == "up to date"
 
 
 def test_code_files_follow_the_import_graph():
