@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
     pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--sha256", metavar="HEX",
+                    help="the learner's expected sha256, from a source you trust (instead of the model card beside it)")
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -67,7 +69,10 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
+    from .workspace import Workspace
+
     cfg = config.load(args.config, args.overrides)
+    print(f"config {cfg.source_file}\nrun    {cfg.run.name} ({Workspace.from_config(cfg).root})")
     for name, state in runner.status(cfg):
         print(f"{name:<10} {state}")
     return 0
@@ -78,8 +83,10 @@ def _cmd_report(args) -> int:
     from .workspace import Workspace
 
     cfg = config.load(args.config, args.overrides)
-    if not Workspace.from_config(cfg).root.is_dir():
-        raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
+    ws = Workspace.from_config(cfg)
+    if not any(runner.read_manifest(ws, s) for s in runner.STAGE_NAMES):
+        raise PipelineError(f"run {cfg.run.name} has no completed stage in {ws.root}: "
+                            "`python -m pipeline run --stages all` first")
     print(report.build(cfg, worst=args.worst))
     return 0
 
@@ -92,8 +99,10 @@ def _cmd_stages(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import inference, sources
+    from . import data, inference, sources
 
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
     files = []
     for item in args.images:
         p = Path(item)
@@ -105,7 +114,12 @@ def _cmd_predict(args) -> int:
             raise PipelineError(f"{item} is neither an image file nor a folder")
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
-    learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
+    learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
+    files, skipped = data.verify_images(files, log=lambda m: None)  # as evaluate does: unusable images are listed
+    for path, reason in skipped:
+        print(f"skipped {data.shown_name(path)}: {reason}", file=sys.stderr)
+    if not files:
+        raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
     labels, conf, _ = inference.predict(learn, files, args.batch_size,
                                         log=lambda m: print(m, file=sys.stderr))  # stdout is the predictions
     if args.csv:
@@ -113,10 +127,10 @@ def _cmd_predict(args) -> int:
 
         w = csv.writer(sys.stdout)
         w.writerow(["file", "label", "confidence"])
-        w.writerows((str(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
+        w.writerows((data.shown_name(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
     else:
         for f, y, c in zip(files, labels, conf):
-            print(f"{f}\t{y}\t{c:.3f}")
+            print(f"{data.shown_name(f)}\t{y}\t{c:.3f}")
     return 0
 
 
@@ -146,12 +160,18 @@ def guarded(action, debug: bool = False) -> int:
     with contextlib.suppress(ValueError):  # `timeout`/CI cancel: SIGTERM unwinds like Ctrl-C (temp files removed)
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return action()
+        code = action()
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below
+        return code
     except PipelineError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:  # the reader went away (`… | head`): stop quietly, as other command-line tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return 141
     except OSError as e:  # a file system failure no stage turned into a PipelineError: still one line, with the path
         if debug:
             raise

@@ -303,9 +303,11 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
     if not path.exists():
         raise PipelineError(f"config file {path} does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise PipelineError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {e.start}): save the config as UTF-8") from None
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise PipelineError(f"{path}: unknown section [{unknown[0]}]; valid sections: {', '.join(SECTIONS)}")

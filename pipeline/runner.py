@@ -399,12 +399,22 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
     return result
 
 
+def recorded_sha256(ws: Workspace, stage: str, path: Path) -> str | None:
+    """The sha256 that `stage`'s manifest records for its output `path`, or None when there is none."""
+    m = read_manifest(ws, stage)
+    rec = (m or {}).get("outputs", {}).get(os.path.relpath(path, ws.root))
+    return rec["sha256"] if rec else None
+
+
 def status(cfg: Config) -> list[tuple[str, str]]:
     """(stage, 'up to date' or the reason it would run) for every stage; stale upstream makes downstream stale."""
     ws = Workspace.from_config(cfg)
     out, stale = [], set()
     for s in STAGES:
-        why = staleness(cfg, ws, s)
+        try:
+            why = staleness(cfg, ws, s)
+        except PipelineError as e:  # e.g. a test-set folder that is empty: this stage cannot be checked, the rest can
+            why = f"cannot be checked: {e}"
         if not why and (up := [r for r in s.reads(cfg) if r in stale]):
             why = f"upstream {up[0]} is stale"
         if why:

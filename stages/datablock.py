@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import cache, data, hands
+from pipeline import cache, data, hands, sources
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -63,6 +63,7 @@ def run(cfg, ws, log):
     bad = [(data.shown_name(p), reason) for p, reason in misnamed]
     if bad:
         log(f"{len(bad)} file(s) with names that are not valid UTF-8 excluded, e.g. {bad[0][0]}")
+    bad += [(data.shown_name(p), "symbolic link: not followed inside a dataset") for p in sources.list_links(root)]
     items = [(p.relative_to(root).as_posix(), p.relative_to(root).parts[0]) for p in files]
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:

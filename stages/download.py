@@ -24,7 +24,11 @@ def run(cfg, ws, log):
     if loose:
         log(f"skipped {loose} image(s) directly in {root} (not in a class folder)")
     counts = Counter(parts[0] for parts in top if len(parts) > 1)
-    empty = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in counts)
+    links = [p.relative_to(root).as_posix() for p in sources.list_links(root)]
+    if links:
+        log(f"skipped {len(links)} symbolic link(s) (links inside a dataset are not followed): {', '.join(links[:5])}")
+    empty = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                   and p.name not in counts)
     if empty:
         log(f"skipped {len(empty)} class folder(s) with no images: {', '.join(empty[:10])}")
     if not counts:
@@ -36,5 +40,6 @@ def run(cfg, ws, log):
         "source": sources.redact_source(d.source), "root": str(root), "classes": sorted(counts),
         "counts": dict(sorted(counts.items())),
         "n_images": sum(counts.values()), "empty_classes": empty, "loose_images": loose,
+        "links_skipped": links,
         "listing": listing_fingerprint(files, root),
     })]

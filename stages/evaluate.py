@@ -11,7 +11,13 @@ from pipeline.workspace import save_figure, sha256_text, write_csv, write_json
 
 def external_fingerprint(cfg, ws) -> str:
     """Local folder test sets are fingerprinted by their listing."""
-    return sha256_text("".join(datasets.local_fingerprint(t.source, t.subdir) for t in cfg.evaluate.test_sets))
+    parts = []
+    for t in cfg.evaluate.test_sets:
+        try:
+            parts.append(datasets.local_fingerprint(t.source, t.subdir))
+        except PipelineError as e:
+            raise PipelineError(f"test set {t.name}: {e}") from None
+    return sha256_text("".join(parts))
 
 
 def tallies(df, vocab: list[str]):
@@ -82,8 +88,9 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
     good = set(ok)
     known = [(p, y) for p, y in known if p in good]
-    corrupt = [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + corrupt]
-    n_images = len(files) + len(badly_named)
+    links = [(p, "symbolic link: not followed inside a dataset") for p in sources.list_links(root)]
+    corrupt = [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + links + corrupt]
+    n_images = len(files) + len(badly_named) + len(links)
     log(f"{t.name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
         f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
     if not known:
@@ -133,7 +140,12 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
 def run(cfg, ws, log):
     if not cfg.evaluate.test_sets:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
-    learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+    from pipeline import runner
+
+    expected = runner.recorded_sha256(ws, "train", ws.learner)  # the hash train recorded, not the card beside the file
+    if expected is None and not cfg.evaluate.trust_learner:
+        raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
+    learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner, sha256=expected)
     summary, outputs = {}, []
     for t in cfg.evaluate.test_sets:
         summary[t.name], files = evaluate_set(learn, t, cfg, ws, log)

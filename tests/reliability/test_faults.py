@@ -294,3 +294,17 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         p.write_text("partial")
     write_json(tmp_path / "vocab.json", {"vocab": ["A"]})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "vocab.json"])
+
+
+def test_artifacts_get_the_mode_the_umask_gives(tmp_path):
+    """mkstemp makes temp files 0600; an artifact renamed from one must get the mode `open` would give it."""
+    data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=3)
+    project = write_config(tmp_path / "proj", f"path:{data}")
+    from tests.conftest import pipeline_cmd
+    from tests.reliability.conftest import env
+
+    p = subprocess.run(pipeline_cmd("run", "--stages", "download"), cwd=project, env=env(), capture_output=True,
+                       text=True, preexec_fn=lambda: os.umask(0o002))
+    assert p.returncode == 0, p.stderr
+    for f in ("runs/r/download/dataset.json", "runs/r/download/manifest.json", "runs/r/config.json"):
+        assert (project / f).stat().st_mode & 0o777 == 0o664, f
