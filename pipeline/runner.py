@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, backbones, distributed
+from . import __version__, backbones, data, distributed
 from .config import Config, dumps
 from .errors import PipelineError
 from .workspace import STAGED_EXPORTS, Workspace, read_json, sha256_file, sha256_text, write_json, write_text
@@ -301,7 +301,8 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
             raise _cannot_write(e, staging) from None
     started, t0 = _now(), time.perf_counter()
     try:
-        outputs = stage.load().run(cfg, staged, log)
+        with data.unverified_images(cfg):
+            outputs = stage.load().run(cfg, staged, log)
         duration = time.perf_counter() - t0
         if not main:
             return

@@ -123,21 +123,46 @@ class Checkpoint(Callback):
     def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
         self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
         self.rows_before, self.epoch_log = rows_before, epoch_log
+        self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
 
     def after_epoch(self):
         if self.epoch < self.skip_below or not distributed.is_main():
             return
+        from fastai.callback.core import CancelFitException
         from fastai.learner import save_model
 
-        from .workspace import atomic_path, write_json
+        from .workspace import save_torch, write_json
 
         t0 = time.perf_counter()
-        with atomic_path(self.folder / "checkpoint.pth") as tmp:
-            save_model(tmp, self.learn.model, self.learn.opt, with_opt=True)
+        try:
+            save_torch(self.folder / "checkpoint.pth", lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
+                                                                             with_opt=True))
+        except PipelineError as e:
+            self.error = e
+            raise CancelFitException from None
         if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
             self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
         write_json(self.folder / "checkpoint.json", {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
                                                     "rows": self.rows_before + self.epoch_log.rows})
+
+
+class FiniteLoss(Callback):
+    """Stop training at the first training batch whose loss is NaN or infinite (the weights are ruined from there
+    on): `fit` turns it into a one-line error, so nothing is exported."""
+
+    order = 1
+
+    def __init__(self):
+        self.bad = None  # (epoch, batch, loss) of the first non-finite loss
+
+    def after_loss(self):
+        import torch
+
+        if self.training and not bool(torch.isfinite(self.learn.loss).all()):
+            from fastai.callback.core import CancelFitException
+
+            self.bad = (self.epoch, self.iter, float(self.learn.loss))
+            raise CancelFitException
 
 
 def read_checkpoint(folder, key: str) -> dict | None:
@@ -175,12 +200,21 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
         skip = start_epoch if i == start_phase else 0
         if skip >= n:
             continue
+        finite = FiniteLoss()
         with logged(learn, log, name, len(rows), skip) as cb:
-            cbs = [Checkpoint(checkpoints, key, i, skip, list(rows), cb)] if checkpoints else []
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb) if checkpoints else None
+            cbs = [finite] + ([ckpt] if ckpt else [])
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
                 learn.fit_one_cycle(n, start_epoch=skip, cbs=cbs, **kwargs)
+        if ckpt and ckpt.error:
+            raise ckpt.error
+        if finite.bad:
+            epoch, batch, loss = finite.bad
+            raise PipelineError(f"training diverged: the loss became {loss} in epoch {len(rows) + epoch - skip + 1} "
+                                f"({name} phase), batch {batch + 1}, at lr {lr:.2e}; nothing was exported: lower "
+                                "train.base_lr (or use base_lr = \"lr_find\")")
         rows += cb.rows
     for i, r in enumerate(rows):
         r["epoch"] = i

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import glob
 import hashlib
 import json
@@ -134,6 +135,20 @@ def write_csv(path: Path, df) -> Path:
     """Write the DataFrame `df` to `path` as CSV (no index) atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def save_torch(path: Path, save) -> Path:
+    """Write `path` atomically with `save(tmp)` (`torch.save`, `Learner.export`). torch reports a failed write, a
+    full disk above all, as a RuntimeError from its zip writer: here it is the one line `cannot write PATH: reason`."""
+    with atomic_path(path) as tmp:
+        try:
+            save(tmp)
+        except RuntimeError as e:  # "[enforce fail at inline_container.cc…]", "basic_ios::clear: iostream error", …
+            st = os.statvfs(tmp.parent)
+            if st.f_bavail * st.f_frsize < 2**20:  # the partial file is still there: a full disk shows as full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise OSError(errno.EIO, f"torch could not write it ({' '.join(str(e).split())[:120]})") from None
     return Path(path)
 
 

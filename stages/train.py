@@ -4,7 +4,7 @@ from __future__ import annotations
 import platform
 
 from pipeline import cache, calibration, data, distributed, runtime, training
-from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
+from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 
 
 def _plot_history(df, path):
@@ -99,8 +99,7 @@ def run(cfg, ws, log):
         metrics["calibration"] = _calibrate(learn, log)
 
     training.strip_for_export(learn)
-    with atomic_path(ws.learner) as tmp:
-        learn.export(tmp)
+    save_torch(ws.learner, learn.export)
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
             "grayscale": t.grayscale, "normalisation": _normalisation(dls), "input": cfg.datablock.input,

@@ -176,3 +176,63 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     st = dict(runner.status(load(tmp_path)))
     assert st["datablock"] == "code changed" and st["download"] == "up to date"
     assert st["lr_find"] == "never run"
+
+
+MODEL = ("train.arch=logreg", "train.pretrained=false", "train.image_size=16", "train.method=fit_one_cycle",
+         "train.epochs=2")
+
+
+@pytest.mark.parametrize("stage", ["lr_find", "train"])
+def test_a_batch_larger_than_the_training_split_is_one_line(project, stage):
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=64", "train.base_lr=0.01")
+    runner.run(cfg, ["download", "datablock"])
+    with pytest.raises(PipelineError, match=r"^train.batch_size 64 is larger than the training split \(9 images\): "
+                                            "lower train.batch_size$"):
+        runner.run(cfg, [stage])
+
+
+@pytest.mark.slow
+def test_a_diverging_loss_stops_training_with_one_line_and_no_export(project):
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=1e30")
+    runner.run(cfg, ["download", "datablock"])
+    with pytest.raises(PipelineError, match=r"^training diverged: the loss became (nan|inf) in epoch \d .*nothing was "
+                                            "exported: lower train.base_lr"):
+        runner.run(cfg, ["train"])
+    ws = Workspace.from_config(cfg)
+    assert not ws.learner.exists() and not ws.model_card.exists()
+    assert dict(runner.status(cfg))["train"] == "never run"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_is_one_line_naming_the_file(project, monkeypatch):
+    """torch reports a failed write as a RuntimeError from its zip writer (here: the real one, writing to /dev/full);
+    the run stops with `cannot write PATH: No space left on device`, and nothing is exported."""
+    import collections
+
+    import torch
+
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    runner.run(cfg, ["download", "datablock"])
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, "/dev/full", *a, **k))
+    vfs = collections.namedtuple("vfs", "f_bavail f_frsize")
+    monkeypatch.setattr(os, "statvfs", lambda path: vfs(0, 4096))
+    ws = Workspace.from_config(cfg)
+    ckpt = ws.scratch / "train" / "checkpoint.pth"
+    with pytest.raises(PipelineError, match=f"^cannot write {ckpt}: No space left on device$"):
+        runner.run(cfg, ["train"])
+    assert not ws.learner.exists() and not list(ckpt.parent.glob(".*.tmp"))
+
+
+def test_an_unreadable_image_with_verify_off_is_one_line_naming_the_option(project):
+    tmp_path, data = project
+    for c in "abc":
+        for i in range(3):
+            (data / c / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    cfg = load(tmp_path, "datablock.verify=false", *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    with pytest.raises(PipelineError, match=r"^an image could not be decoded \(UnidentifiedImageError: cannot identify "
+                                            r"image file .*broken.*; datablock.verify = false skips the image checks"):
+        runner.run(cfg, ["download", "datablock"])
