@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import types
 import typing
@@ -19,7 +20,7 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
 class RunCfg:
     name: str = "demo"            # run name: runs/<name>/, exports/<name>.pkl
     seed: int = 42                # global seed (split, sampling, training)
-    workdir: str = "runs"         # per-run artifacts, relative to the config's project dir
+    workdir: str = "runs"         # per-run artifacts, relative to the config file's folder
     exports: str = "exports"      # exported learners
     data_dir: str = "data"        # download cache (datasets, converted weights)
 
@@ -102,7 +103,7 @@ class Config:
     train: TrainCfg = field(default_factory=TrainCfg)
     evaluate: EvaluateCfg = field(default_factory=EvaluateCfg)
     source_file: str = ""         # where it was loaded from (not a TOML key)
-    project_dir: str = "."        # paths in [run] are relative to this
+    project_dir: str = "."        # relative paths in the config resolve against this (the config file's folder)
 
     def section(self, name: str) -> dict:
         """The resolved section `name` as plain JSON-able data."""
@@ -291,17 +292,28 @@ def validate(cfg: Config) -> None:
         check_source(t.source, f"test set {t.name}")
 
 
+def resolve_source(source: str, base: Path) -> str:
+    """`source` with a relative `path:` made absolute against the folder `base` (a `sign_mnist:` prefix kept)."""
+    prefix = "sign_mnist:" if source.startswith("sign_mnist:") else ""
+    scheme, _, rest = source[len(prefix):].partition(":")
+    if scheme != "path" or not rest or Path(rest).expanduser().is_absolute():
+        return source
+    return f"{prefix}path:{os.path.normpath(base / rest)}"
+
+
 def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | None = None) -> Config:
-    """Load the config at `path` (else ./pipeline.toml, else the embedded demo), apply `overrides`, validate."""
+    """Load the config at `path` (else ./pipeline.toml, else the embedded demo), apply `overrides`, validate.
+
+    Relative paths in it (`run.workdir`, `run.exports`, `run.data_dir`, `path:` sources) resolve against the config
+    file's folder, so every command gives the same answers from any folder; the embedded demo's (configs/demo.toml,
+    also when named with --config) resolve against `cwd`, so the demo runs wherever it is started."""
     cwd = Path(cwd or Path.cwd())
     if path is None:
         path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else DEMO_CONFIG
-        project_dir = cwd
-    else:
-        path = Path(path)
-        project_dir = cwd
+    path = Path(path)
     if not path.exists():
         raise PipelineError(f"config file {path} does not exist")
+    project_dir = cwd if path.resolve() == DEMO_CONFIG else path.resolve().parent
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -315,6 +327,9 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
         apply_set(data, assignment)
     cfg = _build(Config, data, "config")
     cfg.source_file, cfg.project_dir = str(path.resolve()), str(project_dir.resolve())
+    cfg.download.source = resolve_source(cfg.download.source, project_dir)
+    for t in cfg.evaluate.test_sets:
+        t.source = resolve_source(t.source, project_dir)
     validate(cfg)
     return cfg
 

@@ -1,6 +1,7 @@
 """Fingerprints, manifests, skip-if-unchanged and stale reasons, on the two cheap stages."""
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +237,40 @@ def test_an_unreadable_image_with_verify_off_is_one_line_naming_the_option(proje
     with pytest.raises(PipelineError, match=r"^an image could not be decoded \(UnidentifiedImageError: cannot identify "
                                             r"image file .*broken.*; datablock.verify = false skips the image checks"):
         runner.run(cfg, ["download", "datablock"])
+
+
+def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Relative paths resolve against the config file's folder and manifests are relative to the run folder: status
+    and run give the same answers from a subfolder, also with an absolute run.workdir."""
+    from pipeline import cli
+
+    project = tmp_path / "proj"
+    make_image_folder(project / "imgs", classes=("a", "b"), per_class=4)
+    (project / "sub").mkdir()
+    (project / "pipeline.toml").write_text(f'[run]\nname = "t"\nworkdir = "{tmp_path / "elsewhere"}"\n'
+                                           '[download]\nsource = "path:imgs"\n')
+    monkeypatch.chdir(project)
+    assert cli.main(["run", "--stages", "download,datablock"]) == 0
+    here = capsys.readouterr().out
+    monkeypatch.chdir(project / "sub")
+    assert cli.main(["status", "--config", "../pipeline.toml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == [f"config {project / 'pipeline.toml'}", f"run    t ({tmp_path / 'elsewhere' / 't'})",
+                       "download   up to date", "datablock  up to date"]
+    assert cli.main(["run", "--config", "../pipeline.toml", "--stages", "download,datablock"]) == 0
+    assert "ran nothing; skipped download, datablock" in capsys.readouterr().out
+    assert f"under {project / 'imgs'}" in here
+    m = read_json(tmp_path / "elsewhere" / "t" / "datablock" / "manifest.json")
+    assert "datablock/splits.csv" in m["outputs"]
+
+
+def test_the_demo_resolves_against_the_current_folder(tmp_path):
+    cfg = config.load(None, cwd=tmp_path)
+    assert Path(cfg.project_dir) == tmp_path and Workspace.from_config(cfg).root == tmp_path / "runs" / "demo"
+    named = config.load(config.DEMO_CONFIG, cwd=tmp_path)
+    assert Workspace.from_config(named).root == tmp_path / "runs" / "demo"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x.toml").write_text('[download]\nsource = "sign_mnist:path:../data/s"\n')
+    other = config.load(tmp_path / "c" / "x.toml", cwd=tmp_path / "elsewhere")
+    assert other.download.source == f"sign_mnist:path:{tmp_path / 'data' / 's'}"
+    assert Workspace.from_config(other).root == tmp_path / "c" / "runs" / "demo"
