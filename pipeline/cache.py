@@ -43,8 +43,9 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
     shape = (n, c, t.image_size, t.image_size)
     log(f"caching {n} images at {t.image_size}px ({'gray' if t.grayscale else 'RGB'}, "
         f"{np.prod(shape) / 2**20:.0f} MiB) with {workers or 'no'} worker process(es)")
-    t0, done = time.perf_counter(), 0
-    last = t0
+    from .progress import Progress
+
+    t0, done, progress = time.perf_counter(), 0, Progress(log, "cached", n)
     path = ws.artifact("datablock", CACHE)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
@@ -52,15 +53,13 @@ def build(ws, cfg, dls, df, log) -> list[Path]:
             k = len(xb)
             out[done:done + k] = xb.cpu().numpy()
             done += k
-            if time.perf_counter() - last > 30:
-                last = time.perf_counter()
-                log(f"cached {done}/{n} images ({done / max(last - t0, 1e-9):.0f}/s)")
+            progress.update(k)
         out.flush()
         del out
     if done != n:
         raise PipelineError(f"the cache got {done} images for {n} rows of the split: rerun datablock")
     seconds = time.perf_counter() - t0
-    log(f"cache written: {path} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
+    log(f"cache written: {path.name} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
     return [path, write_json(ws.artifact("datablock", CACHE_META), {
         "file": CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
         "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1)})]

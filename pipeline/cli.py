@@ -115,7 +115,8 @@ def _cmd_predict(args) -> int:
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
     learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
-    files, skipped = data.verify_images(files, log=lambda m: None)  # as evaluate does: unusable images are listed
+    # as evaluate does: unusable images are left out and listed (stdout is the predictions)
+    files, skipped = data.verify_images(files, log=lambda m: print(m, file=sys.stderr))
     for path, reason in skipped:
         print(f"skipped {data.shown_name(path)}: {reason}", file=sys.stderr)
     if not files:

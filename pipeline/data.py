@@ -172,8 +172,13 @@ def verify_images(paths: list[Path], log=print) -> tuple[list[Path], list[tuple[
 
     # check_image reports oversized images itself; PIL's warning for them would only add noise to the log
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    from .progress import Progress
+
+    progress, reasons = Progress(log, "verified", len(paths)), []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        reasons = list(pool.map(check_image, paths, chunksize=64))
+        for reason in pool.map(check_image, paths, chunksize=64):
+            reasons.append(reason)
+            progress.update(1)
     ok = [p for p, r in zip(paths, reasons) if not r]
     bad = [(str(p), r) for p, r in zip(paths, reasons) if r]
     if bad:

@@ -121,12 +121,12 @@ def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=pr
     if hands.is_landmark_learner(learn):
         return predict_landmarks(learn, paths, batch_size, log)[:3]
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
-    if tta:
-        with training.quiet(learn):
+    with training.quiet(learn), training.progress_lines(learn, log, lambda training: "predicted"):
+        if tta:
             probs, _ = learn.tta(dl=dl, n=tta)
-    else:
-        with training.quiet(learn), _fast_inputs(learn) as cbs:
-            probs, _ = learn.get_preds(dl=dl, cbs=cbs)
+        else:
+            with _fast_inputs(learn) as cbs:
+                probs, _ = learn.get_preds(dl=dl, cbs=cbs)
     conf, idx = probs.max(dim=1)
     vocab = list(learn.dls.vocab)
     return [vocab[i] for i in idx.tolist()], conf.tolist(), probs

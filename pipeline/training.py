@@ -12,10 +12,11 @@ from fastcore.basics import noop
 
 from . import backbones, baselines, distributed, runtime
 from .errors import PipelineError
+from .progress import Progress
 
 
 class EpochLog(Callback):
-    """Collect one history row per epoch across fits and, without a terminal, print one line per epoch."""
+    """Collect one history row per epoch across fits and print one line per epoch (numbered across the fits)."""
 
     order = 60  # after Recorder (50), so recorder.values holds this epoch
 
@@ -37,21 +38,66 @@ class EpochLog(Callback):
             self.log(f"epoch {row['epoch'] + 1} ({self.phase}) {shown} ({row['seconds']:.1f}s)")
 
 
+class BatchProgress(Callback):
+    """Progress lines (`pipeline.progress`) over the batches of each training or validation pass (`label(training)`
+    names it: the epoch as EpochLog numbers it, or "predicted" for `get_preds`), or over `total` training batches in
+    all (lr_find's sweep); with the running loss while training."""
+
+    order = 65
+
+    def __init__(self, log, label, total: int | None = None):
+        self.log, self.label, self.total, self.progress = log, label, total, None
+
+    def before_fit(self):
+        if self.total:
+            self.progress = Progress(self.log, self.label(True), self.total, unit="batches")
+
+    def before_train(self):
+        if not self.total:
+            self.progress = None
+
+    before_validate = before_train
+
+    def after_batch(self):
+        if self.total and not self.training:
+            return
+        if self.progress is None:
+            self.progress = Progress(self.log, self.label(self.training), len(self.dl), unit="batches")
+        loss = getattr(self.learn, "smooth_loss", None) if self.training else None
+        self.progress.update(1, f"loss {float(loss):.4f}" if loss is not None else "")
+
+
 def interactive() -> bool:
     return sys.stdout.isatty()
 
 
 @contextlib.contextmanager
+def progress_lines(learn, log, label, total: int | None = None):
+    """Within the block, without a terminal, `learn` prints `BatchProgress` lines (in one, fastai draws its bar)."""
+    cb = None if interactive() else BatchProgress(log, label, total)
+    if cb:
+        learn.add_cb(cb)
+    try:
+        yield
+    finally:
+        if cb:
+            learn.remove_cb(cb)
+
+
+@contextlib.contextmanager
 def logged(learn, log, phase: str, offset: int = 0, skip_below: int = 0):
-    """Attach an EpochLog; in a non-terminal drop fastprogress' per-batch bars. Detach afterwards."""
-    cb = EpochLog(log, phase, offset, skip_below, echo=not interactive())
+    """Attach an EpochLog (one line per epoch, numbered alike in a terminal and in a log); in a non-terminal replace
+    fastprogress' per-batch bars by progress lines. Detach afterwards."""
+    cb = EpochLog(log, phase, offset, skip_below)
     bar = not interactive() and any(isinstance(c, ProgressCallback) for c in learn.cbs)
     if bar:
         learn.remove_cb(ProgressCallback)
-    logger, learn.logger = learn.logger, noop if bar else learn.logger  # Recorder prints otherwise
+    logger, learn.logger = learn.logger, noop  # fastai's own epoch table would number the epochs of each fit from 0
     learn.add_cb(cb)
     try:
-        yield cb
+        with progress_lines(learn, log, lambda training: f"epoch {cb.offset + len(cb.rows) + 1} ({phase})"
+                                                        + ("" if training else ", validation")):
+            yield cb
     finally:
         learn.remove_cb(cb)
         learn.logger = logger

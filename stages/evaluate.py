@@ -101,7 +101,7 @@ def evaluate_set(learn, t, cfg, ws, log) -> tuple[dict, list[Path]]:
     if hands.is_landmark_learner(learn):
         preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log)
     else:
-        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
+        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]

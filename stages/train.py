@@ -106,7 +106,8 @@ def run(cfg, ws, log):
             "metrics": metrics,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
-    log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
+    log(f"exported {ws.learner.name} (sha256 {card['sha256'][:12]}…): it replaces the one in the exports folder "
+        "once train completes")
     for leftover in ("checkpoint.json", "checkpoint.pth"):  # state file first: never a state without weights
         (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", "history.csv"), _plot_history(history, ws.artifact("train", "curves.png")),

@@ -274,3 +274,26 @@ def test_the_demo_resolves_against_the_current_folder(tmp_path):
     other = config.load(tmp_path / "c" / "x.toml", cwd=tmp_path / "elsewhere")
     assert other.download.source == f"sign_mnist:path:{tmp_path / 'data' / 's'}"
     assert Workspace.from_config(other).root == tmp_path / "c" / "runs" / "demo"
+
+
+@pytest.mark.slow
+def test_long_loops_print_progress_in_a_log_and_epochs_are_numbered_alike_in_a_terminal(project, monkeypatch, capsys):
+    from pipeline import progress, training
+
+    tmp_path, _ = project
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)                 # a line per batch: what 30 s would give on big data
+    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=lr_find", "lr_find.num_it=6")
+    runner.run(cfg, ["download", "datablock", "lr_find", "train"])
+    log = capsys.readouterr().out
+    assert "[datablock] verified: 1/15 images (7 %)" in log
+    assert "[lr_find] lr_find sweep: 1/6 batches (17 %)" in log and ", loss " in log
+    assert "[train] epoch 2 (fit_one_cycle): 4/4 batches (100 %)" in log and "ETA" in log
+    assert "[train] epoch 1 (fit_one_cycle), validation: 3/3 batches (100 %)" in log
+    logged = [line for line in log.splitlines() if line.startswith("[train] epoch ") and "train_loss" in line]
+
+    monkeypatch.setattr(training, "interactive", lambda: True)     # a terminal: fastai's bar, the same epoch lines
+    runner.run(cfg, ["train"], force=True)
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[train] epoch ")]
+    assert [line.split(" train_loss")[0] for line in shown] == [line.split(" train_loss")[0] for line in logged]
+    assert [line.split(" train_loss")[0] for line in logged] == ["[train] epoch 1 (fit_one_cycle)",
+                                                                 "[train] epoch 2 (fit_one_cycle)"]
