@@ -95,12 +95,12 @@ def test_test_set_errors_are_clear(project):
         runner.run(gone, ["evaluate"], force=True)
 
 
-def test_evaluate_refuses_a_learner_that_does_not_match_its_card(project):
+def test_evaluate_refuses_a_learner_that_does_not_match_what_train_recorded(project):
     cfg = config.load(None, cwd=project)
     runner.run(cfg, list(runner.STAGE_NAMES))
     pkl = project / "exports" / "tiny.pkl"
     pkl.write_bytes(pkl.read_bytes() + b"\0")
-    with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match its model card .*refusing to unpickle"):
+    with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match the expected sha256 .*refusing to unpickle"):
         runner.run(cfg, ["evaluate"], force=True)
     trusting = config.load(None, ["evaluate.trust_learner=true"], cwd=project)
     assert runner.run(trusting, ["evaluate"], force=True) == {"evaluate": "ran"}  # the explicit opt-out
