@@ -86,12 +86,14 @@ def _dataset(ws: Workspace) -> str:
 
 
 def _lr_find(ws: Workspace) -> str:
-    found = _json(ws.artifact("lr_find", "lr_find.json"))
+    found, m = _json(ws.artifact("lr_find", "lr_find.json")), _json(ws.artifact("train", "metrics.json"))
     if not found:
         return '<p class="muted">lr_find has not run.</p>'
     pairs = [(k, f"{v:.2e}" if v else "n/a") for k, v in found["suggestions"].items()]
-    return _kv(pairs + [("chosen", f"{found['suggestion']} {found['chosen']:.2e}")]) + _img(
-        ws.artifact("lr_find", "lr_find.png"))
+    pairs.append(("chosen", f"{found['suggestion']} {found['chosen']:.2e}"))
+    if m and "lr_source" in m:
+        pairs.append(("used by train", f"{m['lr']:.2e} ({m['lr_source']})"))
+    return _kv(pairs) + _img(ws.artifact("lr_find", "lr_find.png"))
 
 
 def _train(ws: Workspace) -> str:
@@ -99,7 +101,7 @@ def _train(ws: Workspace) -> str:
     if not m:
         return '<p class="muted">train has not run.</p>'
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
-             ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}"), ("train time", f"{m['train_seconds']:.0f} s")]
+             ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}" + (f" ({m['lr_source']})" if "lr_source" in m else "")), ("train time", f"{m['train_seconds']:.0f} s")]
     if card:
         pairs = [("model", f"{card['arch']} (pretrained={card['pretrained']}), {card['image_size']} px")] + pairs
         pairs.append(("export", f"{card['learner']} (sha256 {card['sha256'][:12]}…)"))

@@ -68,12 +68,15 @@ def run(cfg, ws, log):
     from fastai.torch_core import set_seed
 
     t = cfg.train
-    lr = t.base_lr if t.base_lr != "lr_find" else read_json(ws.artifact("lr_find", "lr_find.json"))["chosen"]
+    if t.base_lr == "lr_find":
+        lr, lr_source = read_json(ws.artifact("lr_find", "lr_find.json"))["chosen"], f"lr_find's {cfg.lr_find.suggestion}"
+    else:
+        lr, lr_source = t.base_lr, "train.base_lr, fixed"
     set_seed(cfg.run.seed, reproducible=True)
     dls = data.dataloaders(ws, cfg)
     learn = training.make_learner(dls, cfg, ws)
     shape = "hand landmarks" if cfg.datablock.input == "landmarks" else f"{t.image_size}px"
-    log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e}, "
+    log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     from pipeline import runner
 
@@ -90,7 +93,7 @@ def run(cfg, ws, log):
     write_csv(ws.artifact("train", "history.csv"), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
-               "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
+               "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
                "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)},
                "distributed": distributed.describe(t.batch_size, lr)}

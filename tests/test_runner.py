@@ -297,3 +297,17 @@ def test_long_loops_print_progress_in_a_log_and_epochs_are_numbered_alike_in_a_t
     assert [line.split(" train_loss")[0] for line in shown] == [line.split(" train_loss")[0] for line in logged]
     assert [line.split(" train_loss")[0] for line in logged] == ["[train] epoch 1 (fit_one_cycle)",
                                                                  "[train] epoch 2 (fit_one_cycle)"]
+
+
+@pytest.mark.slow
+def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
+    from pipeline import report
+
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=0.01", "lr_find.num_it=6")
+    runner.run(cfg, ["download", "datablock", "lr_find", "train"])
+    log = capsys.readouterr().out
+    assert "[lr_find] train.base_lr is fixed at 1.00e-02: train does not use this sweep's suggestion" in log
+    assert "epoch(s) at lr 1.00e-02 (train.base_lr, fixed)" in log
+    page = report.build(cfg).read_text()
+    assert "<th>used by train</th><td>1.00e-02 (train.base_lr, fixed)</td>" in page
