@@ -111,3 +111,21 @@ def test_status_names_the_config_and_run_and_checks_every_stage_when_a_test_set_
     assert lines[:2] == [f"config {project / 'pipeline.toml'}", f"run    r ({project / 'runs/r'})"]
     assert [line.split()[0] for line in lines[2:]] == ["download", "datablock", "lr_find", "train", "evaluate"]
     assert lines[-1].startswith("evaluate   cannot be checked: test set t: no image folder found in ")
+
+
+def test_a_failed_run_keeps_every_stage_that_was_up_to_date(project, tmp_path, monkeypatch):
+    """Issue 14's first report: after a typo'd arch or a kaggle: source without credentials, `status` under the
+    same config still shows the finished stages as up to date (nothing was deleted before the failure)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    assert cli(project, "run", "--stages", "download,datablock").returncode == 0
+    before = cli(project, "status").stdout
+    assert "download   up to date" in before and "datablock  up to date" in before
+
+    arch = cli(project, "run", "--stages", "datablock,lr_find", "--force", "--set", "train.arch=resnet19")
+    assert one_error_line(arch).startswith("error: unknown arch 'resnet19'") and "running" not in arch.stdout
+    kaggle = cli(project, "run", "--stages", "download", "--set", "download.source=kaggle:someone/some-set")
+    assert one_error_line(kaggle).startswith("error: no Kaggle credentials") and "[download] running" in kaggle.stdout
+    assert cli(project, "status").stdout == before
