@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import PipelineError
-from pipeline.workspace import UMASK
+from pipeline.workspace import umask
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -143,7 +143,7 @@ def _staged(dest: Path):
     """Yield a temp dir next to `dest` that is renamed to `dest` (absent or empty) on success, removed on failure."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
     try:
-        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; the cache folder gets the user's usual mode
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the cache folder gets the user's usual mode
         yield tmp
         if dest.exists():
             dest.rmdir()

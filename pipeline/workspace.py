@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import glob
 import hashlib
 import json
@@ -16,13 +17,14 @@ from pathlib import Path
 from .errors import PipelineError
 
 
-def _umask() -> int:
+@functools.cache
+def umask() -> int:
+    """The process's umask (read once): what a file made through a private temp file should get, as `open` gives."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-UMASK = _umask()  # read once, at import: files written through a temp file get the mode the user's umask gives
 STAGED_EXPORTS = "_exports"  # inside a staging folder: the exports a run writes, moved to exports/ when it completes
 
 
@@ -103,7 +105,7 @@ def atomic_path(path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes it private (0600): give it the mode `open` would
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private (0600): give it the mode `open` would
         os.close(fd)
     except OSError as e:
         raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
