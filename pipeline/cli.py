@@ -38,6 +38,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--engine", choices=("fastai", "onnx"), default="fastai",
                     help="fastai: the .pkl; onnx: the .onnx beside it with onnxruntime (no fastai, nothing unpickled)")
+    pr.add_argument("--sha256", metavar="HEX",
+                    help="the learner's expected sha256, from a source you trust (instead of the model card beside it)")
     pr.add_argument("--trust-learner", action="store_true",
                     help="skip the sha256 check against the model card (unpickling runs code: only for files you trust)")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -78,7 +80,10 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
+    from .workspace import Workspace
+
     cfg = config.load(args.config, args.overrides)
+    print(f"config {cfg.source_file}\nrun    {cfg.run.name} ({Workspace.from_config(cfg).root})")
     for name, state in runner.status(cfg):
         print(f"{name:<10} {state}")
     return 0
@@ -89,8 +94,10 @@ def _cmd_report(args) -> int:
     from .workspace import Workspace
 
     cfg = config.load(args.config, args.overrides)
-    if not Workspace.from_config(cfg).root.is_dir():
-        raise PipelineError(f"run {cfg.run.name} has no results yet: `python -m pipeline run --stages all` first")
+    ws = Workspace.from_config(cfg)
+    if not any(runner.read_manifest(ws, s) for s in runner.STAGE_NAMES):
+        raise PipelineError(f"run {cfg.run.name} has no completed stage in {ws.root}: "
+                            "`python -m pipeline run --stages all` first")
     print(report.build(cfg, runner.status(cfg), worst=args.worst))
     return 0
 
@@ -110,8 +117,10 @@ def _cmd_stages(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import inference, sources
+    from . import data, inference, sources
 
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
     files = []
     for item in args.images:
         p = Path(item)
@@ -124,23 +133,32 @@ def _cmd_predict(args) -> int:
     if not files:
         raise PipelineError("no images found in " + ", ".join(args.images))
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the predictions)
+    # as evaluate does: unusable images are left out and listed
+    files, skipped = data.verify_images(files, log=log)
+    for path, reason in skipped:
+        print(f"skipped {data.shown_name(path)}: {reason}", file=sys.stderr)
+    if not files:
+        raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
     if args.engine == "onnx":
         from . import onnx_engine
 
+        if args.sha256:
+            raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
+                                "model card")
         model = onnx_engine.load_verified(Path(args.learner), trust=args.trust_learner)
         labels, conf, _, _ = model.predict(files, args.batch_size, log=log)
     else:
-        learn = inference.load_verified(Path(args.learner), trust=args.trust_learner)
+        learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
         labels, conf, _ = inference.predict(learn, files, args.batch_size, log=log)
     if args.csv:
         import csv
 
         w = csv.writer(sys.stdout)
         w.writerow(["file", "label", "confidence"])
-        w.writerows((str(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
+        w.writerows((data.shown_name(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
     else:
         for f, y, c in zip(files, labels, conf):
-            print(f"{f}\t{y}\t{c:.3f}")
+            print(f"{data.shown_name(f)}\t{y}\t{c:.3f}")
     return 0
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import re
 import sys
 import types
@@ -27,7 +29,7 @@ if not DEMO_CONFIG.is_file():  # a checkout: the repo's configs/demo.toml
 class RunCfg:
     name: str = "demo"            # run name: runs/<name>/, exports/<name>.pkl
     seed: int = 42                # global seed (split, sampling, training)
-    workdir: str = "runs"         # per-run artifacts, relative to the config's project dir
+    workdir: str = "runs"         # per-run artifacts, relative to the config file's folder
     exports: str = "exports"      # exported learners
     data_dir: str = "data"        # download cache (datasets, converted weights)
 
@@ -131,7 +133,7 @@ class Config:
     train: TrainCfg = field(default_factory=TrainCfg)
     evaluate: EvaluateCfg = field(default_factory=EvaluateCfg)
     source_file: str = ""         # where it was loaded from (not a TOML key)
-    project_dir: str = "."        # paths in [run] are relative to this
+    project_dir: str = "."        # relative paths in the config resolve against this (the config file's folder)
 
     def section(self, name: str) -> dict:
         """The resolved section `name` as plain JSON-able data."""
@@ -237,12 +239,36 @@ def apply_set(data: dict, assignment: str) -> None:
     data.setdefault(section, {})[key] = _parse_set_value(raw.strip(), hints[key])
 
 
+MAX_IMAGE_SIZE = 1024  # pixels a side: larger batches do not fit in memory (20000 px was a MemoryError)
+
+
+def _plain_name(name: str) -> bool:
+    """Whether `name` can name one folder (no path separator, not `.` or `..`, no NUL)."""
+    return bool(name) and not any(c in name for c in "/\\\0") and name not in (".", "..")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def check_source(source: str, where: str) -> None:
+    """The one-line error for a source string of none of the supported forms (before any stage starts)."""
+    from .sources import parse_source
+
+    try:
+        parse_source(source.removeprefix("sign_mnist:"))
+    except PipelineError as e:
+        raise PipelineError(f"{where}: {e}") from None
+
+
 def validate(cfg: Config) -> None:
     """Reject values no stage could use, with the fix in the message."""
+    lr, f = cfg.lr_find, cfg.train
     checks = [
         (0.0 < cfg.datablock.valid_pct < 1.0, "datablock.valid_pct must be between 0 and 1 (exclusive)"),
         (cfg.datablock.max_per_class >= 0, "datablock.max_per_class must be >= 0 (0 = all images)"),
-        (cfg.train.image_size > 0, "train.image_size must be a positive number of pixels"),
+        (0 < cfg.train.image_size <= MAX_IMAGE_SIZE,
+         f"train.image_size must be a positive number of pixels, at most {MAX_IMAGE_SIZE}"),
         (cfg.train.batch_size > 0, "train.batch_size must be a positive integer"),
         (cfg.evaluate.batch_size > 0, "evaluate.batch_size must be a positive integer"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
@@ -253,7 +279,12 @@ def validate(cfg: Config) -> None:
          "lr_find.suggestion must be valley, slide, minimum or steep"),
         (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
          "train.base_lr must be a number or \"lr_find\""),
-        (not isinstance(cfg.train.base_lr, float) or cfg.train.base_lr > 0, "train.base_lr must be > 0"),
+        (not isinstance(f.base_lr, float) or _positive(f.base_lr), "train.base_lr must be a finite number > 0"),
+        (_positive(lr.start_lr) and _positive(lr.end_lr), "lr_find.start_lr and lr_find.end_lr must be finite numbers > 0"),
+        (lr.start_lr < lr.end_lr, "lr_find.start_lr must be smaller than lr_find.end_lr"),
+        (lr.num_it > 0, "lr_find.num_it must be >= 1"),
+        (math.isfinite(f.wd) and f.wd >= 0, "train.wd must be a finite number >= 0"),
+        (0 <= f.momentum <= 1, "train.momentum must be in [0, 1]"),
         (cfg.train.augment_strength in ("default", "strong"), "train.augment_strength must be default or strong"),
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
@@ -274,24 +305,28 @@ def validate(cfg: Config) -> None:
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
-        (cfg.train.lr_mult >= 1, "train.lr_mult must be >= 1"),
+        (math.isfinite(f.lr_mult) and f.lr_mult >= 1, "train.lr_mult must be a finite number >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
-        (bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),
-         "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
+        (_plain_name(cfg.run.name), "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
+    check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):
         names = [t.name for t in entries]
         for t in entries:
             if not t.name or not t.source:
                 raise PipelineError(f"every [[{what}]] needs a name and a source")
+            if not _plain_name(t.name):
+                raise PipelineError(f"{what} name {t.name!r} must be a plain name (it names a folder and a group)")
+            check_source(t.source, f"{what} {t.name}")
         if len(set(names)) != len(names):
             raise PipelineError(f"{what} names must be unique, got {names}")
     for s in cfg.download.sources:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s.name):
-            raise PipelineError(f"download.sources name {s.name!r} must be a plain name (letters, digits, _ . -)")
+            raise PipelineError(f"download.sources name {s.name!r} must be a plain name (letters, digits, _ . -): it "
+                                "starts each of its groups' names")
         if s.fold not in ("group", "source"):
             raise PipelineError(f"download.sources {s.name}: fold must be group or source")
         for key in ("label_regex", "class_regex", "group_regex"):
@@ -305,21 +340,34 @@ def validate(cfg: Config) -> None:
         raise PipelineError("datablock.split must be random or group")
 
 
+def resolve_source(source: str, base: Path) -> str:
+    """`source` with a relative `path:` made absolute against the folder `base` (a `sign_mnist:` prefix kept)."""
+    prefix = "sign_mnist:" if source.startswith("sign_mnist:") else ""
+    scheme, _, rest = source[len(prefix):].partition(":")
+    if scheme != "path" or not rest or Path(rest).expanduser().is_absolute():
+        return source
+    return f"{prefix}path:{os.path.normpath(base / rest)}"
+
+
 def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | None = None) -> Config:
-    """Load the config at `path` (else ./pipeline.toml, else the embedded demo), apply `overrides`, validate."""
+    """Load the config at `path` (else ./pipeline.toml, else the embedded demo), apply `overrides`, validate.
+
+    Relative paths in it (`run.workdir`, `run.exports`, `run.data_dir`, `path:` sources) resolve against the config
+    file's folder, so every command gives the same answers from any folder; the embedded demo's (configs/demo.toml,
+    also when named with --config) resolve against `cwd`, so the demo runs wherever it is started."""
     cwd = Path(cwd or Path.cwd())
     if path is None:
         path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else DEMO_CONFIG
-        project_dir = cwd
-    else:
-        path = Path(path)
-        project_dir = cwd
+    path = Path(path)
     if not path.exists():
         raise PipelineError(f"config file {path} does not exist")
+    project_dir = cwd if path.resolve() == DEMO_CONFIG else path.resolve().parent
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise PipelineError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {e.start}): save the config as UTF-8") from None
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise PipelineError(f"{path}: unknown section [{unknown[0]}]; valid sections: {', '.join(SECTIONS)}")
@@ -327,6 +375,9 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
         apply_set(data, assignment)
     cfg = _build(Config, data, "config")
     cfg.source_file, cfg.project_dir = str(path.resolve()), str(project_dir.resolve())
+    cfg.download.source = resolve_source(cfg.download.source, project_dir)
+    for t in cfg.evaluate.test_sets + cfg.download.sources:
+        t.source = resolve_source(t.source, project_dir)
     validate(cfg)
     return cfg
 

@@ -1,6 +1,7 @@
 """The persisted split → fastai DataLoaders, identically for every stage that reads it."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     if df["is_valid"].sum() == 0 or (~df["is_valid"]).sum() == 0:
         raise PipelineError("the split has an empty training or validation set: raise datablock.valid_pct "
                             "or add images, then rerun datablock")
+    n_train = int((~df["is_valid"]).sum())
+    if (batch_size or t.batch_size) > n_train:  # fastai drops the last partial batch: not one batch would be left
+        raise PipelineError(f"train.batch_size {batch_size or t.batch_size} is larger than the training split "
+                            f"({n_train} images): lower train.batch_size")
     if cfg.datablock.input == "landmarks":
         import pandas as pd
 
@@ -121,6 +126,25 @@ def check_image(path: Path) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def unverified_images(cfg):
+    """With `datablock.verify = false` no image was checked, so an unreadable one fails wherever it is first decoded
+    (datablock's sample batch, lr_find, train), as PIL's error, or a DataLoader worker's multi-line copy of it.
+    Within the block that failure becomes one line that names the option."""
+    from PIL import Image
+
+    try:
+        yield
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if cfg.datablock.verify or (isinstance(e, OSError) and e.filename is not None):  # a file-system failure
+            raise
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1] if lines else ""
+        raise PipelineError(f"an image could not be decoded ({type(e).__name__}: {reason[:200]}); datablock.verify "
+                            "= false skips the image checks: set it to true to list and leave out unreadable "
+                            "images") from None
+
+
 def shown_name(path) -> str:
     """`path` as text that can be printed and written to a UTF-8 CSV (undecodable bytes as \\xNN)."""
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -148,8 +172,13 @@ def verify_images(paths: list[Path], log=print) -> tuple[list[Path], list[tuple[
 
     # check_image reports oversized images itself; PIL's warning for them would only add noise to the log
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    from .progress import Progress
+
+    progress, reasons = Progress(log, "verified", len(paths)), []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        reasons = list(pool.map(check_image, paths, chunksize=64))
+        for reason in pool.map(check_image, paths, chunksize=64):
+            reasons.append(reason)
+            progress.update(1)
     ok = [p for p, r in zip(paths, reasons) if not r]
     bad = [(str(p), r) for p, r in zip(paths, reasons) if r]
     if bad:

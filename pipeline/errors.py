@@ -34,12 +34,18 @@ def guarded(action, debug: bool = False) -> int:
     with contextlib.suppress(ValueError):  # `timeout`/CI cancel: SIGTERM unwinds like Ctrl-C (temp files removed)
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return action()
+        code = action()
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below
+        return code
     except PipelineError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:  # the reader went away (`… | head`): stop quietly, as other command-line tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return 141
     except OSError as e:  # a file system failure no stage turned into a PipelineError: still one line, with the path
         if debug:
             raise

@@ -13,7 +13,9 @@ this works offline; later releases dropped them. Those releases need numpy < 2, 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 from . import artifacts
@@ -98,13 +100,29 @@ def _passes(canvas):
         yield k, np.ascontiguousarray(np.rot90(bright, k))
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ (TFLite's "Created TensorFlow Lite XNNPACK delegate", absl's W0000 lines) writes straight to
+    file descriptor 2, past GLOG_minloglevel: within the block that descriptor goes to /dev/null."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class Detector:
     """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
 
     def __init__(self):
         mp = require()
-        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
-                                               min_detection_confidence=MIN_CONFIDENCE)
+        with _native_stderr_silenced():
+            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
+                                                   min_detection_confidence=MIN_CONFIDENCE)
 
     def __call__(self, path) -> tuple[list | None, str, float]:
         """(21 [x, y, z] keypoints in the padded square image's normalised coordinates, MediaPipe's handedness
@@ -118,7 +136,8 @@ class Detector:
         top, left = (side - h) // 2, (side - w) // 2
         canvas[top:top + h, left:left + w] = img
         for k, img in _passes(canvas):
-            found = self._hands.process(img)
+            with _native_stderr_silenced():
+                found = self._hands.process(img)
             if found.multi_hand_landmarks:
                 label = found.multi_handedness[0].classification[0]
                 points = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark]

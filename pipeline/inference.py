@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 from .errors import PipelineError
@@ -13,28 +14,47 @@ def card_path(pkl: Path) -> Path:
     return Path(pkl).with_suffix(".json")
 
 
-def load_verified(pkl: Path, trust: bool = False):
-    """`load_learner(pkl)` after checking its sha256 against the model card beside it (skipped if `trust`).
+def _sha256_hex(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
-    Unpickling runs code, so a learner whose bytes differ from what this project exported is refused."""
+
+def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
+    """`load_learner(pkl)` after checking its sha256: against `sha256` when given (what this project's train
+    manifest recorded, or `predict --sha256`), else against the model card beside it; no check with `trust`.
+
+    Unpickling runs code, so a learner whose bytes differ from the expected ones is refused. A card beside the
+    file catches a corrupted or replaced `.pkl`, not a replaced pair: give the hash from a source you trust."""
     pkl = Path(pkl)
     if not pkl.exists():
         raise PipelineError(f"learner {pkl} does not exist: run `python -m pipeline run --stages train` first")
     if not trust:
-        card = card_path(pkl)
-        try:
-            expected = json.loads(card.read_text())["sha256"]
-        except (OSError, ValueError, KeyError):
-            raise PipelineError(f"no model card with a sha256 at {card}: refusing to unpickle {pkl} "
-                                f"(pass --trust-learner only for a file you trust)") from None
+        if sha256 is not None:
+            expected, source = sha256.lower(), "the expected sha256"
+            if not _sha256_hex(expected):
+                raise PipelineError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
+        else:
+            card, source = card_path(pkl), "its model card"
+            try:
+                expected = json.loads(card.read_text())["sha256"]
+            except (OSError, ValueError, KeyError, TypeError):
+                expected = None
+            if not _sha256_hex(expected):
+                raise PipelineError(f"no model card with a sha256 at {card}: refusing to unpickle {pkl} "
+                                    f"(pass --sha256 HEX, or --trust-learner only for a file you trust)")
         actual = sha256_file(pkl)
         if actual != expected:
-            raise PipelineError(f"{pkl} sha256 {actual[:12]}… does not match its model card ({expected[:12]}…): "
+            raise PipelineError(f"{pkl} sha256 {actual[:12]}… does not match {source} ({expected[:12]}…): "
                                 f"refusing to unpickle it (pass --trust-learner only for a file you trust)")
+    import pickle
+
     import torch
     from fastai.learner import load_learner
 
-    return load_learner(pkl, cpu=not torch.cuda.is_available())
+    try:
+        return load_learner(pkl, cpu=not torch.cuda.is_available())
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise PipelineError(f"cannot load {pkl} as an exported fastai learner ({type(e).__name__}: {reason})") from None
 
 
 def _has_convs(model) -> bool:
@@ -101,12 +121,12 @@ def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=pr
     if hands.is_landmark_learner(learn):
         return predict_landmarks(learn, paths, batch_size, log)[:3]
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
-    if tta:
-        with training.quiet(learn):
+    with training.quiet(learn), training.progress_lines(learn, log, lambda training: "predicted"):
+        if tta:
             probs, _ = learn.tta(dl=dl, n=tta)
-    else:
-        with training.quiet(learn), _fast_inputs(learn) as cbs:
-            probs, _ = learn.get_preds(dl=dl, cbs=cbs)
+        else:
+            with _fast_inputs(learn) as cbs:
+                probs, _ = learn.get_preds(dl=dl, cbs=cbs)
     conf, idx = probs.max(dim=1)
     vocab = list(learn.dls.vocab)
     return [vocab[i] for i in idx.tolist()], conf.tolist(), probs

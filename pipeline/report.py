@@ -114,12 +114,14 @@ def _dataset(ws: Workspace) -> dict | None:
 
 
 def _lr_find(ws: Workspace) -> dict | None:
-    found = _json(ws.artifact("lr_find", artifacts.LR_FIND))
+    found, m = _json(ws.artifact("lr_find", artifacts.LR_FIND)), _json(ws.artifact("train", artifacts.METRICS))
     if not found:
         return None
     pairs = [(k, f"{v:.2e}" if v else "n/a") for k, v in found["suggestions"].items()]
-    return {"pairs": pairs + [("chosen", f"{found['suggestion']} {found['chosen']:.2e}")],
-            "images": [("", _img(ws.artifact("lr_find", artifacts.LR_FIND_PNG)))]}
+    pairs.append(("chosen", f"{found['suggestion']} {found['chosen']:.2e}"))
+    if m and "lr_source" in m:
+        pairs.append(("used by train", f"{m['lr']:.2e} ({m['lr_source']})"))
+    return {"pairs": pairs, "images": [("", _img(ws.artifact("lr_find", artifacts.LR_FIND_PNG)))]}
 
 
 def _train(ws: Workspace) -> dict | None:
@@ -127,7 +129,7 @@ def _train(ws: Workspace) -> dict | None:
     if not m:
         return None
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
-             ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}"), ("train time", f"{m['train_seconds']:.0f} s")]
+             ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}" + (f" ({m['lr_source']})" if "lr_source" in m else "")), ("train time", f"{m['train_seconds']:.0f} s")]
     if card:
         pairs = [("model", f"{card['arch']} (pretrained={card['pretrained']}), {card['image_size']} px")] + pairs
         pairs.append(("export", f"{card['learner']} (sha256 {card['sha256'][:12]}…)"))

@@ -5,17 +5,19 @@ import ast
 import importlib
 import importlib.util
 import json
+import errno
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, distributed
+from . import __version__, backbones, data, distributed
 from .config import Config, dumps
 from .errors import PipelineError
-from .workspace import Workspace, read_json, sha256_file, sha256_text, write_json, write_text
+from .workspace import STAGED_EXPORTS, Workspace, read_json, sha256_file, sha256_text, write_json, write_text
 
 PKG = Path(__file__).resolve().parent
 
@@ -29,6 +31,7 @@ class Stage:
     writes: str = ""
     external: bool = False                      # its module has external_fingerprint(cfg, ws) (source data)
     keys_if: Callable[[Config], tuple[str, ...]] = lambda cfg: ()  # config keys that matter only in some configs
+    exports: bool = False                       # it writes exports/<run>.pkl and its card (staged like its folder)
 
     def keys(self, cfg: Config) -> tuple[str, ...]:
         return self.config_keys + self.keys_if(cfg)
@@ -60,7 +63,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
           ("train", "run.seed", "lr_find.suggestion"),
           "train (fine_tune by default), export the learner (.pkl and .onnx, parity-checked) and its model card",
-          "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.onnx, exports/<run>.json"),
+          "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.onnx, exports/<run>.json",
+          exports=True),
     Stage("evaluate", lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",), ("evaluate",),
           "batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
           "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
@@ -187,22 +191,29 @@ def fingerprint(cfg: Config, ws: Workspace, stage: Stage) -> Fingerprint:
                        _code_hash(stage), inputs, external, missing)
 
 
-def _rel(path: Path, cfg: Config) -> str:
-    return os.path.relpath(path, cfg.project_dir)
+def _final_path(path: Path, ws: Workspace, staged: Workspace) -> Path:
+    """Where output `path` of the staged run `staged` lies once it is committed."""
+    for tmp, final in ((staged.exports, ws.exports), (staged.stage_dir(staged.staged), ws.root / staged.staged)):
+        if path.is_relative_to(tmp):
+            return final / path.relative_to(tmp)
+    return path
 
 
-def _describe_outputs(paths: list[Path], cfg: Config) -> dict:
+def _describe_outputs(paths: list[Path], ws: Workspace, staged: Workspace) -> dict:
+    """{path relative to the run folder, where it will lie: size, mtime, sha256 of the staged file}."""
     out = {}
     for p in paths:
         st = p.stat()
-        out[_rel(p, cfg)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
+        rel = os.path.relpath(_final_path(p, ws, staged), ws.root)
+        out[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
     return out
 
 
-def outputs_intact(manifest: dict, cfg: Config) -> str:
-    """'' when every recorded output is present and unchanged, else the first problem found."""
+def outputs_intact(manifest: dict, ws: Workspace) -> str:
+    """'' when every recorded output is present and unchanged, else the first problem found. Output paths are
+    relative to the run folder, so the answer does not depend on the current folder."""
     for rel, rec in manifest["outputs"].items():
-        p = Path(cfg.project_dir) / rel
+        p = ws.root / rel
         try:
             st = p.stat()
         except OSError:
@@ -216,7 +227,8 @@ def staleness(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint | None =
     """'' when `stage` is up to date, else why not (never run / config changed / input changed / …)."""
     m = read_manifest(ws, stage.name)
     if m is None:
-        return "incomplete (interrupted or failed)" if ws.stage_dir(stage.name).exists() else "never run"
+        started = ws.staging_dir(stage.name).exists() or ws.stage_dir(stage.name).exists()
+        return "incomplete (interrupted or failed)" if started else "never run"
     fp = fp or fingerprint(cfg, ws, stage)
     if fp.missing:
         return f"input {fp.missing[0]} has not been run"
@@ -230,7 +242,7 @@ def staleness(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint | None =
         return "code changed"
     if parts.get("external") != fp.external:
         return "source data changed" + _changed_sources(parts.get("external", ""), fp.external)
-    return outputs_intact(m, cfg)
+    return outputs_intact(m, ws)
 
 
 def _changed_sources(before: str, now: str) -> str:
@@ -261,30 +273,76 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _cannot_write(e: OSError, path: Path) -> PipelineError:
+    return PipelineError(f"cannot write {e.filename or path}: {e.strerror or e}")
+
+
+def _commit(ws: Workspace, name: str) -> None:
+    """Put the complete staging folder of stage `name` (it holds its manifest) in place of the stage's folder:
+    its exports first, then the folder swapped for the old one as a whole. A commit cut short (two renames) is
+    finished by the next `run` (`recover`)."""
+    staging, final, old = ws.staging_dir(name), ws.root / name, ws.root / f".{name}.old"
+    try:
+        exports = staging / STAGED_EXPORTS
+        if exports.is_dir():
+            ws.exports.mkdir(parents=True, exist_ok=True)
+            for f in exports.iterdir():
+                os.replace(f, ws.exports / f.name)
+            exports.rmdir()
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    except OSError as e:
+        raise _cannot_write(e, final) from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(ws: Workspace) -> None:
+    """Finish the commits a killed run cut short, and remove old stage folders a commit left behind."""
+    for s in STAGES:
+        if (ws.staging_dir(s.name) / "manifest.json").is_file():
+            _commit(ws, s.name)
+        shutil.rmtree(ws.root / f".{s.name}.old", ignore_errors=True)
+
+
 def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
-    """Run `stage`, then record its manifest (written last: a manifest means the outputs are complete). In a
-    distributed launch only rank 0 touches the stage folder and writes the manifest."""
+    """Run `stage` into its staging folder, write its manifest there last (a manifest means the outputs are
+    complete), then swap the folder in as a whole (`_commit`). Until then the stage's previous outputs and
+    manifest stay as they were: a failed or interrupted run costs only itself. In a distributed launch only
+    rank 0 touches the folders."""
     log = StageLog(stage.name)
     main = distributed.is_main()
+    staged = ws.staging(stage.name, exports=stage.exports)
+    staging, final = ws.staging_dir(stage.name), ws.root / stage.name
     if main:
+        if final.exists() and not final.is_dir():
+            raise PipelineError(f"cannot write {final}: {os.strerror(errno.ENOTDIR)}")
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run of this stage left
         try:
-            manifest_path(ws, stage.name).unlink(missing_ok=True)
-            ws.stage_dir(stage.name).mkdir(parents=True, exist_ok=True)
+            staging.mkdir(parents=True)
         except OSError as e:
-            raise PipelineError(f"cannot write {ws.stage_dir(stage.name)}: {e.strerror or e}") from None
+            raise _cannot_write(e, staging) from None
     started, t0 = _now(), time.perf_counter()
-    outputs = stage.load().run(cfg, ws, log)
-    duration = time.perf_counter() - t0
-    if not main:
-        return
-    described = _describe_outputs([Path(p) for p in outputs], cfg)
-    write_json(manifest_path(ws, stage.name), {
-        "stage": stage.name, "fingerprint": fp.digest,
-        "parts": {"config": fp.config, "code": fp.code, "inputs": fp.inputs, "external": fp.external},
-        "outputs": described,
-        "outputs_digest": sha256_text(json.dumps({k: v["sha256"] for k, v in described.items()}, sort_keys=True)),
-        "started": started, "finished": _now(), "duration_s": round(duration, 2),
-    })
+    try:
+        with data.unverified_images(cfg):
+            outputs = stage.load().run(cfg, staged, log)
+        duration = time.perf_counter() - t0
+        if not main:
+            return
+        described = _describe_outputs([Path(p) for p in outputs], ws, staged)
+        write_json(staging / "manifest.json", {
+            "stage": stage.name, "fingerprint": fp.digest,
+            "parts": {"config": fp.config, "code": fp.code, "inputs": fp.inputs, "external": fp.external},
+            "outputs": described,
+            "outputs_digest": sha256_text(json.dumps({k: v["sha256"] for k, v in described.items()}, sort_keys=True)),
+            "started": started, "finished": _now(), "duration_s": round(duration, 2),
+        })
+    except BaseException:
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _commit(ws, stage.name)
     log(f"done in {duration:.1f}s")
 
 
@@ -315,9 +373,20 @@ def _run_distributed(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) 
         raise PipelineError(f"{stage.name} failed on rank 0 (see its error); this rank stops too")
 
 
+MODEL_STAGES = ("lr_find", "train")  # the stages that build train.arch
+
+
+def preflight(cfg: Config, stages: list[str]) -> None:
+    """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
+    rest): that `train.arch` names a model, when a selected stage builds one."""
+    if set(stages) & set(MODEL_STAGES):
+        backbones.check_arch(cfg.train.arch)
+
+
 def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
     """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped. Under a
     distributed launcher (torchrun, accelerate launch) see `pipeline.distributed`."""
+    preflight(cfg, stages)
     distributed.init()
     ws = Workspace.from_config(cfg)
     if distributed.is_main():
@@ -325,6 +394,7 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
             ws.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
+        recover(ws)
         write_text(ws.root / "config.json", dumps(cfg) + "\n")
     distributed.barrier()
     result = {}
@@ -354,12 +424,22 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
     return result
 
 
+def recorded_sha256(ws: Workspace, stage: str, path: Path) -> str | None:
+    """The sha256 that `stage`'s manifest records for its output `path`, or None when there is none."""
+    m = read_manifest(ws, stage)
+    rec = (m or {}).get("outputs", {}).get(os.path.relpath(path, ws.root))
+    return rec["sha256"] if rec else None
+
+
 def status(cfg: Config) -> list[tuple[str, str]]:
     """(stage, 'up to date' or the reason it would run) for every stage; stale upstream makes downstream stale."""
     ws = Workspace.from_config(cfg)
     out, stale = [], set()
     for s in STAGES:
-        why = staleness(cfg, ws, s)
+        try:
+            why = staleness(cfg, ws, s)
+        except PipelineError as e:  # e.g. a test-set folder that is empty: this stage cannot be checked, the rest can
+            why = f"cannot be checked: {e}"
         if not why and (up := [r for r in s.reads(cfg) if r in stale]):
             why = f"upstream {up[0]} is stale"
         if why:

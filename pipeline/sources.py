@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import PipelineError
+from pipeline.workspace import umask
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTS = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -94,21 +96,34 @@ def _is_archive_name(name: str) -> bool:
 
 
 def _cached(source: str, cache_dir: Path, log, fill) -> Path:
-    """Return cache_dir/<key of `source`>, calling `fill(out)` to create it unless its completion marker exists."""
+    """Return cache_dir/<key of `source`>, calling `fill(out)` to create it unless its completion marker exists.
+    One process at a time works on an entry (a lock file beside it): a second run of the same source waits, then
+    uses what the first one fetched, instead of removing its temp folder."""
+    from filelock import FileLock, Timeout
+
     out = cache_dir / _source_key(source)
-    if (out / DONE_MARKER).is_file():
-        log(f"using cached {redact_source(source)} at {out}")
-        return out
-    if out.exists():
-        log(f"discarding incomplete cache {out}")
-        shutil.rmtree(out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob(f".{out.name}.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    fill(out)
-    _write_atomic(out / DONE_MARKER, f"{redact_source(source)}\n")  # written last: the cache is complete
-    log(f"materialised {redact_source(source)} at {out}")
-    return out
+    lock = FileLock(cache_dir / f".{out.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting for another process fetching {redact_source(source)} into {out}")
+        lock.acquire(timeout=-1)
+    try:
+        if (out / DONE_MARKER).is_file():
+            log(f"using cached {redact_source(source)} at {out}")
+            return out
+        if out.exists():
+            log(f"discarding incomplete cache {out}")
+            shutil.rmtree(out)
+        for stale in cache_dir.glob(f".{out.name}.tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        fill(out)
+        _write_atomic(out / DONE_MARKER, f"{redact_source(source)}\n")  # written last: the cache is complete
+        log(f"materialised {redact_source(source)} at {out}")
+        return out
+    finally:
+        lock.release()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -128,6 +143,7 @@ def _staged(dest: Path):
     """Yield a temp dir next to `dest` that is renamed to `dest` (absent or empty) on success, removed on failure."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the cache folder gets the user's usual mode
         yield tmp
         if dest.exists():
             dest.rmdir()
@@ -149,12 +165,30 @@ def _fetch_url_archive(url: str, out: Path, log) -> None:
         safe_extract(archive, out)
 
 
+def _request(url: str) -> urllib.request.Request:
+    """A request for `url`; a USER:PASSWORD@ in it becomes an HTTP Basic header (urllib would take it for a port)."""
+    import base64
+
+    u = urllib.parse.urlsplit(url)
+    if u.username is None:
+        return urllib.request.Request(url)
+    host = u.netloc.rpartition("@")[2]
+    request = urllib.request.Request(urllib.parse.urlunsplit(u._replace(netloc=host)))
+    userinfo = f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password or '')}"
+    request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(userinfo.encode()).decode())
+    return request
+
+
 def _download(url: str, dest: Path) -> None:
     """Fetch `url` into `dest` (via `dest`.part and os.replace), drawing progress on stderr."""
     part = dest.with_name(dest.name + ".part")
     shown = redact_source("url:" + url)[4:]
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as fh:
+        request = _request(url)
+    except ValueError as e:  # e.g. a port that is not a number: the message would quote the URL, secrets included
+        raise PipelineError(f"download failed: {shown} is not a valid URL") from None
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp, open(part, "wb") as fh:
             progress = _progress(dest.name, int(resp.headers.get("Content-Length") or 0))
             while chunk := resp.read(1 << 20):
                 fh.write(chunk)
@@ -164,6 +198,10 @@ def _download(url: str, dest: Path) -> None:
         raise PipelineError(f"download failed: {shown} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise PipelineError(f"download failed: {shown}: {getattr(e, 'reason', e)}") from None
+    except (ValueError, http.client.InvalidURL) as e:  # their messages quote the URL: never show it unredacted
+        raise PipelineError(f"download failed: {shown} is not a valid URL") from None
+    except http.client.HTTPException as e:  # e.g. IncompleteRead: the server cut the transfer short
+        raise PipelineError(f"download failed: {shown}: {type(e).__name__}") from None
     os.replace(part, dest)
 
 
@@ -243,12 +281,22 @@ def _kaggle_config_dir() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
 
 
-def _kaggle_json() -> dict:
-    """The parsed kaggle.json, or {} when absent or unreadable."""
+def _kaggle_json(strict: bool = False) -> dict:
+    """The parsed kaggle.json, or {} when absent; when it is there but not a JSON object, {} or with `strict`
+    the one-line error that says so and where."""
+    path = _kaggle_config_dir() / "kaggle.json"
     try:
-        data = json.loads((_kaggle_config_dir() / "kaggle.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as e:
+        if strict:
+            raise PipelineError(f"Kaggle credentials file {path} is malformed ({type(e).__name__}): download it "
+                                "again from kaggle.com/settings, or set KAGGLE_USERNAME and KAGGLE_KEY") from None
+        return {}
+    if not isinstance(data, dict) and strict:
+        raise PipelineError(f"Kaggle credentials file {path} is malformed (not a JSON object): download it again "
+                            "from kaggle.com/settings, or set KAGGLE_USERNAME and KAGGLE_KEY")
     return data if isinstance(data, dict) else {}
 
 
@@ -259,7 +307,7 @@ def _kaggle_credentials_found() -> bool:
     home = Path.home() / ".kaggle"
     if any((home / n).is_file() for n in ("access_token", "access_token.txt", "credentials.json")):
         return True
-    stored = _kaggle_json()
+    stored = _kaggle_json(strict=not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")))
     return bool((os.environ.get("KAGGLE_USERNAME") or stored.get("username"))
                 and (os.environ.get("KAGGLE_KEY") or stored.get("key")))
 
@@ -270,8 +318,10 @@ def _redact(text: str) -> str:
     import base64
 
     stored = _kaggle_json()
-    keys = [k for k in (os.environ.get("KAGGLE_KEY"), stored.get("key")) if isinstance(k, str) and len(k) >= 4]
-    users = [u for u in (os.environ.get("KAGGLE_USERNAME"), stored.get("username")) if isinstance(u, str)]
+    as_text = [str(v) for v in (os.environ.get("KAGGLE_KEY"), stored.get("key"))  # a key saved as a JSON number too
+               if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    keys = [k for k in as_text if len(k) >= 4]
+    users = [str(u) for u in (os.environ.get("KAGGLE_USERNAME"), stored.get("username")) if isinstance(u, (str, int))]
     basic = [base64.b64encode(f"{u}:{k}".encode()).decode() for u in users for k in keys]
     token = os.environ.get("KAGGLE_API_TOKEN")
     for secret in basic + keys + ([token] if token and len(token) >= 4 else []):
@@ -408,13 +458,14 @@ def _visible(path: Path) -> bool:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    """The visible subdirectories of `folder`, sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
+    """The visible subdirectories of `folder` (not links to one), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p))
 
 
 def _has_images(folder: Path) -> bool:
-    """Whether `folder` directly holds an image file."""
-    return any(p.suffix.lower() in IMAGE_EXTS and p.is_file() and _visible(p) for p in folder.iterdir())
+    """Whether `folder` directly holds an image file (not a link to one)."""
+    return any(p.suffix.lower() in IMAGE_EXTS and p.is_file() and not p.is_symlink() and _visible(p)
+               for p in folder.iterdir())
 
 
 def find_image_root(base: Path, subdir: str = "") -> Path:
@@ -435,8 +486,20 @@ def find_image_root(base: Path, subdir: str = "") -> Path:
 
 
 def list_images(root: Path) -> list[Path]:
-    """All image files under `root`, sorted, skipping hidden/junk entries and a nested same-named duplicate copy."""
+    """All image files under `root`, sorted, skipping hidden/junk entries, symbolic links (`list_links`) and a
+    nested same-named duplicate copy."""
     return [Path(p) for p in list_image_strings(root)]
+
+
+def list_links(root: Path) -> list[Path]:
+    """The visible symbolic links under `root` (to files or folders, dangling or not), sorted. Inside a dataset
+    links are not followed: `list_images` skips them, and the stages count and name them. (`root` itself may be a
+    link.)"""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if visible_name(d)]
+        found += [Path(dirpath, n) for n in dirnames + filenames if visible_name(n) and os.path.islink(os.path.join(dirpath, n))]
+    return sorted(found)
 
 
 def list_image_strings(root: Path) -> list[str]:
@@ -445,8 +508,9 @@ def list_image_strings(root: Path) -> list[str]:
     root, found = Path(root), []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if visible_name(d)]
-        found += [os.path.join(dirpath, f) for f in filenames
-                  if visible_name(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS]
+        found += [p for f in filenames
+                  if visible_name(f) and os.path.splitext(f)[1].lower() in IMAGE_EXTS
+                  and not os.path.islink(p := os.path.join(dirpath, f))]
     found.sort(key=lambda p: p.split(os.sep))
     nested = [p for p in found if _repeats_a_folder(root.name + p[len(str(root)):])]
     if nested:  # rare (e.g. a Kaggle download that contains its own folder again): the slow exact check

@@ -12,10 +12,11 @@ from fastcore.basics import noop
 
 from . import artifacts, backbones, baselines, distributed, runtime
 from .errors import PipelineError
+from .progress import Progress
 
 
 class EpochLog(Callback):
-    """Collect one history row per epoch across fits and, without a terminal, print one line per epoch."""
+    """Collect one history row per epoch across fits and print one line per epoch (numbered across the fits)."""
 
     order = 60  # after Recorder (50), so recorder.values holds this epoch
 
@@ -37,21 +38,66 @@ class EpochLog(Callback):
             self.log(f"epoch {row['epoch'] + 1} ({self.phase}) {shown} ({row['seconds']:.1f}s)")
 
 
+class BatchProgress(Callback):
+    """Progress lines (`pipeline.progress`) over the batches of each training or validation pass (`label(training)`
+    names it: the epoch as EpochLog numbers it, or "predicted" for `get_preds`), or over `total` training batches in
+    all (lr_find's sweep); with the running loss while training."""
+
+    order = 65
+
+    def __init__(self, log, label, total: int | None = None):
+        self.log, self.label, self.total, self.progress = log, label, total, None
+
+    def before_fit(self):
+        if self.total:
+            self.progress = Progress(self.log, self.label(True), self.total, unit="batches")
+
+    def before_train(self):
+        if not self.total:
+            self.progress = None
+
+    before_validate = before_train
+
+    def after_batch(self):
+        if self.total and not self.training:
+            return
+        if self.progress is None:
+            self.progress = Progress(self.log, self.label(self.training), len(self.dl), unit="batches")
+        loss = getattr(self.learn, "smooth_loss", None) if self.training else None
+        self.progress.update(1, f"loss {float(loss):.4f}" if loss is not None else "")
+
+
 def interactive() -> bool:
     return sys.stdout.isatty()
 
 
 @contextlib.contextmanager
+def progress_lines(learn, log, label, total: int | None = None):
+    """Within the block, without a terminal, `learn` prints `BatchProgress` lines (in one, fastai draws its bar)."""
+    cb = None if interactive() else BatchProgress(log, label, total)
+    if cb:
+        learn.add_cb(cb)
+    try:
+        yield
+    finally:
+        if cb:
+            learn.remove_cb(cb)
+
+
+@contextlib.contextmanager
 def logged(learn, log, phase: str, offset: int = 0, skip_below: int = 0):
-    """Attach an EpochLog; in a non-terminal drop fastprogress' per-batch bars. Detach afterwards."""
-    cb = EpochLog(log, phase, offset, skip_below, echo=not interactive())
+    """Attach an EpochLog (one line per epoch, numbered alike in a terminal and in a log); in a non-terminal replace
+    fastprogress' per-batch bars by progress lines. Detach afterwards."""
+    cb = EpochLog(log, phase, offset, skip_below)
     bar = not interactive() and any(isinstance(c, ProgressCallback) for c in learn.cbs)
     if bar:
         learn.remove_cb(ProgressCallback)
-    logger, learn.logger = learn.logger, noop if bar else learn.logger  # Recorder prints otherwise
+    logger, learn.logger = learn.logger, noop  # fastai's own epoch table would number the epochs of each fit from 0
     learn.add_cb(cb)
     try:
-        yield cb
+        with progress_lines(learn, log, lambda training: f"epoch {cb.offset + len(cb.rows) + 1} ({phase})"
+                                                        + ("" if training else ", validation")):
+            yield cb
     finally:
         learn.remove_cb(cb)
         learn.logger = logger
@@ -124,21 +170,46 @@ class Checkpoint(Callback):
     def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
         self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
         self.rows_before, self.epoch_log = rows_before, epoch_log
+        self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
 
     def after_epoch(self):
         if self.epoch < self.skip_below or not distributed.is_main():
             return
+        from fastai.callback.core import CancelFitException
         from fastai.learner import save_model
 
-        from .workspace import atomic_path, write_json
+        from .workspace import save_torch, write_json
 
         t0 = time.perf_counter()
-        with atomic_path(self.folder / artifacts.CHECKPOINT_WEIGHTS) as tmp:
-            save_model(tmp, self.learn.model, self.learn.opt, with_opt=True)
+        try:
+            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
+                                                                             with_opt=True))
+        except PipelineError as e:
+            self.error = e
+            raise CancelFitException from None
         if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
             self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
         write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
                                                     "rows": self.rows_before + self.epoch_log.rows})
+
+
+class FiniteLoss(Callback):
+    """Stop training at the first training batch whose loss is NaN or infinite (the weights are ruined from there
+    on): `fit` turns it into a one-line error, so nothing is exported."""
+
+    order = 1
+
+    def __init__(self):
+        self.bad = None  # (epoch, batch, loss) of the first non-finite loss
+
+    def after_loss(self):
+        import torch
+
+        if self.training and not bool(torch.isfinite(self.learn.loss).all()):
+            from fastai.callback.core import CancelFitException
+
+            self.bad = (self.epoch, self.iter, float(self.learn.loss))
+            raise CancelFitException
 
 
 def read_checkpoint(folder, key: str) -> dict | None:
@@ -177,12 +248,21 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
         skip = start_epoch if i == start_phase else 0
         if skip >= n:
             continue
+        finite = FiniteLoss()
         with logged(learn, log, name, len(rows), skip) as cb:
-            cbs = [Checkpoint(checkpoints, key, i, skip, list(rows), cb)] if checkpoints else []
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb) if checkpoints else None
+            cbs = [finite] + ([ckpt] if ckpt else [])
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
                 learn.fit_one_cycle(n, start_epoch=skip, cbs=cbs, **kwargs)
+        if ckpt and ckpt.error:
+            raise ckpt.error
+        if finite.bad:
+            epoch, batch, loss = finite.bad
+            raise PipelineError(f"training diverged: the loss became {loss} in epoch {len(rows) + epoch - skip + 1} "
+                                f"({name} phase), batch {batch + 1}, at lr {lr:.2e}; nothing was exported: lower "
+                                "train.base_lr (or use base_lr = \"lr_find\")")
         rows += cb.rows
     for i, r in enumerate(rows):
         r["epoch"] = i

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import functools
 import glob
 import hashlib
 import json
@@ -14,6 +17,17 @@ from pathlib import Path
 from .errors import PipelineError
 
 
+@functools.cache
+def umask() -> int:
+    """The process's umask (read once): what a file made through a private temp file should get, as `open` gives."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+STAGED_EXPORTS = "_exports"  # inside a staging folder: the exports a run writes, moved to exports/ when it completes
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths for run `name`: `runs/<name>/<stage>/…`, `exports/<name>.pkl`, the download cache."""
@@ -22,6 +36,7 @@ class Workspace:
     exports: Path    # exports/
     data: Path       # download cache
     name: str
+    staged: str = ""  # the stage being run: its outputs go to its staging folder until they are complete
 
     @classmethod
     def from_config(cls, cfg) -> "Workspace":
@@ -31,10 +46,20 @@ class Workspace:
                    data=(base / cfg.run.data_dir).resolve(), name=cfg.run.name)
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
+        return self.staging_dir(stage) if stage == self.staged else self.root / stage
+
+    def staging_dir(self, stage: str) -> Path:
+        """Where a run of `stage` writes until its outputs are complete (then it replaces `runs/<name>/<stage>`)."""
+        return self.root / f".{stage}.staging"
 
     def artifact(self, stage: str, name: str) -> Path:
-        return self.root / stage / name
+        return self.stage_dir(stage) / name
+
+    def staging(self, stage: str, exports: bool = False) -> "Workspace":
+        """This workspace as a run of `stage` sees it: `stage`'s folder (with `exports`, the exports folder too)
+        redirected into its staging folder, every other stage's folder as it is."""
+        folder = self.staging_dir(stage)
+        return dataclasses.replace(self, staged=stage, exports=folder / STAGED_EXPORTS if exports else self.exports)
 
     @property
     def learner(self) -> Path:
@@ -84,6 +109,7 @@ def atomic_path(path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private (0600): give it the mode `open` would
         os.close(fd)
     except OSError as e:
         raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
@@ -115,6 +141,20 @@ def write_csv(path: Path, df) -> Path:
     """Write the DataFrame `df` to `path` as CSV (no index) atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def save_torch(path: Path, save) -> Path:
+    """Write `path` atomically with `save(tmp)` (`torch.save`, `Learner.export`). torch reports a failed write, a
+    full disk above all, as a RuntimeError from its zip writer: here it is the one line `cannot write PATH: reason`."""
+    with atomic_path(path) as tmp:
+        try:
+            save(tmp)
+        except RuntimeError as e:  # "[enforce fail at inline_container.cc…]", "basic_ios::clear: iostream error", …
+            st = os.statvfs(tmp.parent)
+            if st.f_bavail * st.f_frsize < 2**20:  # the partial file is still there: a full disk shows as full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise OSError(errno.EIO, f"torch could not write it ({' '.join(str(e).split())[:120]})") from None
     return Path(path)
 
 

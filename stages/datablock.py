@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import artifacts, cache, content_store, data, datasets, hands, splitting
+from pipeline import artifacts, cache, content_store, data, datasets, hands, sources, splitting
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -83,6 +83,8 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
             items.append((path, label, name, group))
     if bad:
         log(f"{len(bad)} file(s) with names that are not valid UTF-8 excluded, e.g. {bad[0][0]}")
+    for r in roots.values():
+        bad += [(data.shown_name(p), "symbolic link: not followed inside a dataset") for p in sources.list_links(r)]
     return root, items, bad
 
 

@@ -44,13 +44,17 @@ def _describe(src, ws, log) -> dict:
         log(f"{src.name}: skipped {left['unmatched']} image(s) whose name label_regex {src.label_regex!r} does not match")
     if left["filtered"]:
         log(f"{src.name}: skipped {left['filtered']} image(s) with labels outside class_regex {src.class_regex!r}")
+    links = [p.relative_to(root).as_posix() for p in sources.list_links(root)]
+    if links:
+        log(f"{src.name}: skipped {len(links)} symbolic link(s) (links inside a dataset are not followed): "
+            f"{', '.join(links[:5])}")
     if left["ungrouped"]:
         log(f"{src.name}: {left['ungrouped']} image(s) whose path group_regex {src.group_regex!r} does not match "
             f"are each a group of their own")
     empty = []
     if not src.label_regex:  # class folders that gave no image (a filtered-out class is not worth a warning)
         kept = {rel.split("/", 1)[0] for rel, _, _ in items}
-        empty = sorted(p.name for p in root.iterdir() if p.is_dir() and sources.visible_name(p.name)
+        empty = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and sources.visible_name(p.name)
                        and p.name not in kept and _passes_filter(p.name, src))
         if empty:
             log(f"{src.name}: skipped {len(empty)} class folder(s) with no images: {', '.join(empty[:10])}")
@@ -61,6 +65,7 @@ def _describe(src, ws, log) -> dict:
             "classes": sorted(counts), "counts": dict(sorted(counts.items())), "n_images": len(items),
             "groups": dict(sorted(groups.items())), "empty_classes": empty, "loose_images": left["loose"],
             "unmatched": left["unmatched"], "filtered": left["filtered"], "ungrouped": left["ungrouped"],
+            "links_skipped": links,
             "listing": listing_fingerprint(sources.list_image_strings(root), root), "key": _key(src)}
 
 
@@ -78,7 +83,8 @@ def _passes_filter(folder: str, src) -> bool:
 def run(cfg, ws, log):
     srcs = datasets.training_sources(cfg.download)
     try:
-        previous = {s["name"]: s for s in read_json(ws.artifact("download", artifacts.DATASET)).get("sources", [])}
+        # the last complete listing: the committed stage folder (this run writes into its staging folder)
+        previous = {s["name"]: s for s in read_json(ws.root / "download" / artifacts.DATASET).get("sources", [])}
     except (OSError, ValueError):
         previous = {}
     entries = []
@@ -111,6 +117,6 @@ def run(cfg, ws, log):
     summary["source"] = "; ".join(f"{e['name']}: {e['source']} ({e['n_images']} images)" for e in entries)
     if len(entries) == 1:  # the single-source fields every earlier dataset.json had
         one = entries[0]
-        summary.update({"source": one["source"], "root": one["root"], "empty_classes": one["empty_classes"],
-                        "loose_images": one["loose_images"], "listing": one["listing"]})
+        summary.update({k: one[k] for k in ("source", "root", "empty_classes", "loose_images", "links_skipped",
+                                            "listing")})
     return [write_json(ws.artifact("download", artifacts.DATASET), summary)]

@@ -12,7 +12,13 @@ from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, w
 
 def external_fingerprint(cfg, ws) -> str:
     """Local folder test sets are fingerprinted by their listing."""
-    return sha256_text("".join(datasets.local_fingerprint(t.source, t.subdir) for t in cfg.evaluate.test_sets))
+    parts = []
+    for t in cfg.evaluate.test_sets:
+        try:
+            parts.append(datasets.local_fingerprint(t.source, t.subdir))
+        except PipelineError as e:
+            raise PipelineError(f"test set {t.name}: {e}") from None
+    return sha256_text("".join(parts))
 
 
 def tallies(df, vocab: list[str]):
@@ -78,9 +84,11 @@ def _listed(t, ws, vocab: list[str], log) -> dict:
     unknown = [(p, y) for p, y in labelled if y is not None and y not in vocab]
     ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
     good = set(ok)
+    links = [(p, "symbolic link: not followed inside a dataset") for p in sources.list_links(root)]
     return {"name": t.name, "root": root, "known": [(p, y) for p, y in known if p in good], "unmatched": unmatched,
-            "unknown": unknown, "corrupt": [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + corrupt],
-            "images": len(files) + len(badly_named), "groups": None, "source": sources.redact_source(t.source),
+            "unknown": unknown,
+            "corrupt": [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + links + corrupt],
+            "images": len(files) + len(badly_named) + len(links), "groups": None, "source": sources.redact_source(t.source),
             "hint": f"check label_regex {t.label_regex!r}, label_map and uppercase"}
 
 
@@ -118,7 +126,7 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
     elif hands.is_landmark_learner(learn):
         preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log, store=store)
     else:
-        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta)
+        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -166,11 +174,16 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
 def run(cfg, ws, log):
     if not cfg.evaluate.test_sets and not cfg.datablock.holdout:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
-    if cfg.evaluate.engine == "onnx":
+    if cfg.evaluate.engine == "onnx":  # an .onnx runs no code when loaded: its card's sha256 catches corruption
         learn = onnx_engine.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
         vocab, landmarks = learn.vocab, learn.landmarks
     else:
-        learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
+        from pipeline import runner
+
+        expected = runner.recorded_sha256(ws, "train", ws.learner)  # the hash train recorded, not the card beside it
+        if expected is None and not cfg.evaluate.trust_learner:
+            raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
+        learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner, sha256=expected)
         vocab, landmarks = list(learn.dls.vocab), hands.is_landmark_learner(learn)
     store = None
     if landmarks:

@@ -9,7 +9,9 @@ from pipeline.workspace import save_figure, write_json
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
 
 
-def _plot(lrs, losses, found: dict, path):
+def _plot(lrs, losses, found: dict, chosen: tuple[str, float], fixed: float | None, path):
+    """The sweep with every suggestion marked, the chosen one as a line, and a fixed `train.base_lr` (the lr train
+    uses instead) as a dashed line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -21,7 +23,11 @@ def _plot(lrs, losses, found: dict, path):
         if lr:
             i = min(range(len(lrs)), key=lambda k: abs(math.log(lrs[k]) - math.log(lr)))
             ax.plot(lrs[i], losses[i], "o", color=color, label=f"{name} {lr:.2e}")
-    ax.legend()
+    ax.axvline(chosen[1], color="C1", linewidth=1, label=f"chosen: {chosen[0]} {chosen[1]:.2e}"
+               + (" (not used)" if fixed is not None else " (used by train)"))
+    if fixed is not None:
+        ax.axvline(fixed, color="k", linestyle="--", linewidth=1, label=f"train.base_lr {fixed:.2e} (fixed: used)")
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
@@ -52,7 +58,8 @@ def run(cfg, ws, log):
     learn = training.make_learner(data.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
-    with training.quiet(learn), cache.training_data(learn, ws, cfg, log):
+    with training.quiet(learn), cache.training_data(learn, ws, cfg, log), \
+            training.progress_lines(learn, log, lambda training: "lr_find sweep", total=c.num_it):
         learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False, suggest_funcs=None)
     rec = learn.recorder
     lrs, losses = [float(x) for x in rec.lrs], [float(x) for x in rec.losses]
@@ -63,8 +70,11 @@ def run(cfg, ws, log):
         log(f"suggestion {c.suggestion} could not be computed from this sweep; using {chosen:.2e}")
     log("suggestions: " + ", ".join(f"{k} {v:.2e}" if v else f"{k} n/a" for k, v in found.items())
         + f"; chosen {c.suggestion} {chosen:.2e}")
+    fixed = cfg.train.base_lr if isinstance(cfg.train.base_lr, float) else None
+    if fixed is not None:
+        log(f"train.base_lr is fixed at {fixed:.2e}: train does not use this sweep's suggestion")
     n = max(1, len(lrs) - 5)  # fastai drops the last few points from its plot: they are the divergence
     return [write_json(ws.artifact("lr_find", artifacts.LR_FIND),
                        {"suggestions": found, "suggestion": c.suggestion, "chosen": chosen,
                         "lrs": lrs, "losses": losses}),
-            _plot(lrs[:n], losses[:n], found, ws.artifact("lr_find", artifacts.LR_FIND_PNG))]
+            _plot(lrs[:n], losses[:n], found, (c.suggestion, chosen), fixed, ws.artifact("lr_find", artifacts.LR_FIND_PNG))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from pipeline import artifacts, cache, calibration, data, distributed, onnx_export, runtime, training
-from pipeline.workspace import atomic_path, read_json, save_figure, sha256_file, write_csv, write_json
+from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 
 
 def _plot_history(df, path):
@@ -69,12 +69,15 @@ def run(cfg, ws, log):
     from fastai.torch_core import set_seed
 
     t = cfg.train
-    lr = t.base_lr if t.base_lr != "lr_find" else read_json(ws.artifact("lr_find", artifacts.LR_FIND))["chosen"]
+    if t.base_lr == "lr_find":
+        lr, lr_source = read_json(ws.artifact("lr_find", artifacts.LR_FIND))["chosen"], f"lr_find's {cfg.lr_find.suggestion}"
+    else:
+        lr, lr_source = t.base_lr, "train.base_lr, fixed"
     set_seed(cfg.run.seed, reproducible=True)
     dls = data.dataloaders(ws, cfg)
     learn = training.make_learner(dls, cfg, ws)
     shape = "hand landmarks" if cfg.datablock.input == "landmarks" else f"{t.image_size}px"
-    log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e}, "
+    log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     from pipeline import runner
 
@@ -91,7 +94,7 @@ def run(cfg, ws, log):
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
     last = rows[-1]
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
-               "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr,
+               "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
                "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)},
                "distributed": distributed.describe(t.batch_size, lr)}
@@ -100,8 +103,7 @@ def run(cfg, ws, log):
         metrics["calibration"] = _calibrate(learn, log)
 
     training.strip_for_export(learn)
-    with atomic_path(ws.learner) as tmp:
-        learn.export(tmp)
+    save_torch(ws.learner, learn.export)
     onnx = onnx_export.export(learn, ws.onnx, t, log)
     if onnx["file"]:
         metrics["onnx_parity"] = onnx["parity"]
@@ -111,7 +113,8 @@ def run(cfg, ws, log):
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}
-    log(f"exported {ws.learner} (sha256 {card['sha256'][:12]}…)")
+    log(f"exported {ws.learner.name} (sha256 {card['sha256'][:12]}…): it replaces the one in the exports folder "
+        "once train completes")
     # the state file first: never a state without weights
     for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS):
         (ckpt / leftover).unlink(missing_ok=True)

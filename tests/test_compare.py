@@ -41,8 +41,7 @@ FAST = "download,datablock,train,evaluate"  # lr_find is not read when base_lr i
 
 
 def write_config(tmp_path, name, text=None):
-    path = tmp_path / "configs" / f"{name}.toml"
-    path.parent.mkdir(exist_ok=True)
+    path = tmp_path / f"{name}.toml"  # relative paths in it resolve against its folder: runs/ lands in tmp_path
     path.write_text(text if text is not None else DIGITS_LOGREG.format(name=name))
     return path
 

@@ -54,11 +54,32 @@ def test_set_values_are_typed_against_the_field(tmp_path, assignment, section, k
     ("datablock.valid_pct=1.5", "valid_pct must be between 0 and 1"),
     ("epochs=3", "--set expects SECTION.KEY=VALUE"),
     ("run.name=../x", "run.name must be a plain name"),
+    # checked before any stage starts, so a typo never reaches a stage (issue 14)
+    ("train.base_lr=inf", "train.base_lr must be a finite number > 0"),
+    ("train.base_lr=nan", "train.base_lr must be a finite number > 0"),
+    ("train.base_lr=0", "train.base_lr must be a finite number > 0"),
+    ("lr_find.num_it=0", "lr_find.num_it must be >= 1"),
+    ("lr_find.start_lr=20", "lr_find.start_lr must be smaller than lr_find.end_lr"),
+    ("lr_find.end_lr=inf", "lr_find.start_lr and lr_find.end_lr must be finite numbers > 0"),
+    ("train.image_size=20000", "train.image_size must be a positive number of pixels, at most 1024"),
+    ("train.wd=-1", "train.wd must be a finite number >= 0"),
+    ("train.lr_mult=inf", "train.lr_mult must be a finite number >= 1"),
+    ("download.source=ftp://x/y.zip", "download.source: bad source 'ftp://x/y.zip'"),
 ])
 def test_bad_values_fail_with_one_clear_line(tmp_path, assignment, message):
     with pytest.raises(PipelineError) as e:
         config.load(write(tmp_path, ""), [assignment])
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("test_set, message", [
+    ('name = "../../../../x"\nsource = "path:t"', "evaluate.test_sets name '../../../../x' must be a plain name"),
+    ('name = "t"\nsource = "kaggle:noslash"', "test set t: bad source 'kaggle:noslash'"),
+])
+def test_test_set_names_and_sources_are_checked_before_any_stage(tmp_path, test_set, message):
+    with pytest.raises(PipelineError) as e:
+        config.load(write(tmp_path, f"[[evaluate.test_sets]]\n{test_set}\n"))
+    assert message in str(e.value)
 
 
 def test_unknown_section_and_key_in_file(tmp_path):

@@ -296,3 +296,16 @@ def test_extract_reports_unreadable_images_and_dead_workers(tmp_path, monkeypatc
     monkeypatch.setattr(hands, "_row", _die)  # pickled by reference: the spawned workers import this test module
     with pytest.raises(PipelineError, match="process died"):
         hands.extract([good], log=lambda m: None)
+
+
+def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
+    """TFLite's "Created TensorFlow Lite XNNPACK delegate" and absl's W0000 lines went straight to stderr."""
+    pytest.importorskip("mediapipe")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "blank.png")
+    p = subprocess.run([sys.executable, "-c", "import sys; from pipeline import hands; "
+                        "print(hands.Detector()(sys.argv[1])[0])", str(tmp_path / "blank.png")],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert p.returncode == 0 and p.stdout == "None\n", p.stderr
+    assert p.stderr == ""

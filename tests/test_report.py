@@ -49,7 +49,7 @@ def test_report_command_and_a_run_without_results(finished_run, tmp_path_factory
     empty = tmp_path_factory.mktemp("empty")
     shutil.copy(project / "pipeline.toml", empty / "pipeline.toml")
     p = subprocess.run(pipeline_cmd("report"), cwd=empty, env=subprocess_env(), capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.startswith("error: run rep has no results yet")
+    assert p.returncode == 2 and p.stderr.startswith("error: run rep has no completed stage in ")
 
 
 def test_names_with_markup_are_escaped(tmp_path):

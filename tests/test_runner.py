@@ -1,6 +1,7 @@
 """Fingerprints, manifests, skip-if-unchanged and stale reasons, on the two cheap stages."""
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,9 +57,9 @@ def test_rerun_skips_and_reasons(project, capsys):
     runner.run(load(tmp_path), ["datablock"])
     split = ws.artifact("datablock", "splits.csv")
     split.write_text(split.read_text() + "x,y,False\n")
-    assert dict(runner.status(load(tmp_path)))["datablock"].startswith("output runs/t/datablock/splits.csv was modified")
+    assert dict(runner.status(load(tmp_path)))["datablock"].startswith("output datablock/splits.csv was modified")
     split.unlink()
-    assert dict(runner.status(load(tmp_path)))["datablock"] == "output runs/t/datablock/splits.csv is missing"
+    assert dict(runner.status(load(tmp_path)))["datablock"] == "output datablock/splits.csv is missing"
     assert runner.run(load(tmp_path), ["datablock"], force=False) == {"datablock": "ran"}
     assert runner.run(load(tmp_path), ["datablock"], force=True) == {"datablock": "ran"}
 
@@ -88,18 +89,65 @@ def test_stale_upstream_is_named(project, capsys):
     assert "[datablock] note: download is stale (config changed)" in out
 
 
-def test_interrupted_stage_leaves_no_manifest(project, monkeypatch):
+def _snapshot(ws):
+    return {p.relative_to(ws.root).as_posix(): p.read_bytes() for p in sorted(ws.root.rglob("*")) if p.is_file()
+            and not p.name == "config.json"}
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), PipelineError("boom")])
+def test_a_failed_or_interrupted_stage_keeps_its_previous_outputs(project, monkeypatch, failure):
+    """The new outputs go to a staging folder; the previous outputs and manifest stay valid until then."""
     tmp_path, _ = project
     runner.run(load(tmp_path), ["download", "datablock"])
+    ws = Workspace.from_config(load(tmp_path))
+    before = _snapshot(ws)
     mod = runner.BY_NAME["datablock"].load()
 
-    def boom(cfg, ws, log):
-        raise KeyboardInterrupt
+    def half_done(cfg, ws, log):
+        ws.artifact("datablock", "splits.csv").write_text("path,label,is_valid\n")  # a partial output
+        raise failure
 
-    monkeypatch.setattr(mod, "run", boom)
+    monkeypatch.setattr(mod, "run", half_done)
+    with pytest.raises(type(failure)):
+        runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["datablock"])   # the config changed, then it failed
+    assert _snapshot(ws) == before
+    assert not ws.staging_dir("datablock").exists()
+    assert runner.status(load(tmp_path)) == [("download", "up to date"), ("datablock", "up to date"),
+                                             ("lr_find", "never run"), ("train", "never run"),
+                                             ("evaluate", "never run")]
+
+
+def test_a_commit_cut_short_is_finished_by_the_next_run(project, monkeypatch):
+    """Killed between moving the old folder aside and moving the new one in: the next run completes the swap."""
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download", "datablock"])
+    ws = Workspace.from_config(load(tmp_path))
+    real = os.replace
+
+    def killed(src, dst):
+        if str(src) == str(ws.staging_dir("datablock")):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(runner.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        runner.run(load(tmp_path), ["datablock"], force=True)
-    assert dict(runner.status(load(tmp_path)))["datablock"] == "incomplete (interrupted or failed)"
+        runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["datablock"])
+    monkeypatch.setattr(runner.os, "replace", real)
+    assert (ws.staging_dir("datablock") / "manifest.json").is_file() and not ws.stage_dir("datablock").exists()
+    assert runner.run(load(tmp_path, "datablock.valid_pct=0.5"), ["download", "datablock"]) == {
+        "download": "skipped", "datablock": "skipped"}
+    assert read_json(ws.artifact("datablock", "vocab.json"))["valid_pct"] == 0.5
+    assert not ws.staging_dir("datablock").exists() and not (ws.root / ".datablock.old").exists()
+
+
+def test_an_unknown_arch_stops_the_run_before_any_stage(project, capsys):
+    tmp_path, _ = project
+    runner.run(load(tmp_path), ["download"])
+    capsys.readouterr()
+    with pytest.raises(PipelineError, match="unknown arch 'resnet19'"):
+        runner.run(load(tmp_path, "train.arch=resnet19"), ["download", "datablock", "lr_find"], force=True)
+    assert capsys.readouterr().out == ""
+    assert dict(runner.status(load(tmp_path)))["download"] == "up to date"
 
 
 def test_code_files_follow_the_import_graph():
@@ -129,3 +177,137 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     st = dict(runner.status(load(tmp_path)))
     assert st["datablock"] == "code changed" and st["download"] == "up to date"
     assert st["lr_find"] == "never run"
+
+
+MODEL = ("train.arch=logreg", "train.pretrained=false", "train.image_size=16", "train.method=fit_one_cycle",
+         "train.epochs=2")
+
+
+@pytest.mark.parametrize("stage", ["lr_find", "train"])
+def test_a_batch_larger_than_the_training_split_is_one_line(project, stage):
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=64", "train.base_lr=0.01")
+    runner.run(cfg, ["download", "datablock"])
+    with pytest.raises(PipelineError, match=r"^train.batch_size 64 is larger than the training split \(9 images\): "
+                                            "lower train.batch_size$"):
+        runner.run(cfg, [stage])
+
+
+@pytest.mark.slow
+def test_a_diverging_loss_stops_training_with_one_line_and_no_export(project):
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=1e30")
+    runner.run(cfg, ["download", "datablock"])
+    with pytest.raises(PipelineError, match=r"^training diverged: the loss became (nan|inf) in epoch \d .*nothing was "
+                                            "exported: lower train.base_lr"):
+        runner.run(cfg, ["train"])
+    ws = Workspace.from_config(cfg)
+    assert not ws.learner.exists() and not ws.model_card.exists()
+    assert dict(runner.status(cfg))["train"] == "never run"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_is_one_line_naming_the_file(project, monkeypatch):
+    """torch reports a failed write as a RuntimeError from its zip writer (here: the real one, writing to /dev/full);
+    the run stops with `cannot write PATH: No space left on device`, and nothing is exported."""
+    import collections
+
+    import torch
+
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    runner.run(cfg, ["download", "datablock"])
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, "/dev/full", *a, **k))
+    vfs = collections.namedtuple("vfs", "f_bavail f_frsize")
+    monkeypatch.setattr(os, "statvfs", lambda path: vfs(0, 4096))
+    ws = Workspace.from_config(cfg)
+    ckpt = ws.scratch / "train" / "checkpoint.pth"
+    with pytest.raises(PipelineError, match=f"^cannot write {ckpt}: No space left on device$"):
+        runner.run(cfg, ["train"])
+    assert not ws.learner.exists() and not list(ckpt.parent.glob(".*.tmp"))
+
+
+def test_an_unreadable_image_with_verify_off_is_one_line_naming_the_option(project):
+    tmp_path, data = project
+    for c in "abc":
+        for i in range(3):
+            (data / c / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    cfg = load(tmp_path, "datablock.verify=false", *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    with pytest.raises(PipelineError, match=r"^an image could not be decoded \(UnidentifiedImageError: cannot identify "
+                                            r"image file .*broken.*; datablock.verify = false skips the image checks"):
+        runner.run(cfg, ["download", "datablock"])
+
+
+def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Relative paths resolve against the config file's folder and manifests are relative to the run folder: status
+    and run give the same answers from a subfolder, also with an absolute run.workdir."""
+    from pipeline import cli
+
+    project = tmp_path / "proj"
+    make_image_folder(project / "imgs", classes=("a", "b"), per_class=4)
+    (project / "sub").mkdir()
+    (project / "pipeline.toml").write_text(f'[run]\nname = "t"\nworkdir = "{tmp_path / "elsewhere"}"\n'
+                                           '[download]\nsource = "path:imgs"\n')
+    monkeypatch.chdir(project)
+    assert cli.main(["run", "--stages", "download,datablock"]) == 0
+    here = capsys.readouterr().out
+    monkeypatch.chdir(project / "sub")
+    assert cli.main(["status", "--config", "../pipeline.toml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == [f"config {project / 'pipeline.toml'}", f"run    t ({tmp_path / 'elsewhere' / 't'})",
+                       "download   up to date", "datablock  up to date"]
+    assert cli.main(["run", "--config", "../pipeline.toml", "--stages", "download,datablock"]) == 0
+    assert "ran nothing; skipped download, datablock" in capsys.readouterr().out
+    assert f"under {project / 'imgs'}" in here
+    m = read_json(tmp_path / "elsewhere" / "t" / "datablock" / "manifest.json")
+    assert "datablock/splits.csv" in m["outputs"]
+
+
+def test_the_demo_resolves_against_the_current_folder(tmp_path):
+    cfg = config.load(None, cwd=tmp_path)
+    assert Path(cfg.project_dir) == tmp_path and Workspace.from_config(cfg).root == tmp_path / "runs" / "demo"
+    named = config.load(config.DEMO_CONFIG, cwd=tmp_path)
+    assert Workspace.from_config(named).root == tmp_path / "runs" / "demo"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x.toml").write_text('[download]\nsource = "sign_mnist:path:../data/s"\n')
+    other = config.load(tmp_path / "c" / "x.toml", cwd=tmp_path / "elsewhere")
+    assert other.download.source == f"sign_mnist:path:{tmp_path / 'data' / 's'}"
+    assert Workspace.from_config(other).root == tmp_path / "c" / "runs" / "demo"
+
+
+@pytest.mark.slow
+def test_long_loops_print_progress_in_a_log_and_epochs_are_numbered_alike_in_a_terminal(project, monkeypatch, capsys):
+    from pipeline import progress, training
+
+    tmp_path, _ = project
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)                 # a line per batch: what 30 s would give on big data
+    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=lr_find", "lr_find.num_it=6")
+    runner.run(cfg, ["download", "datablock", "lr_find", "train"])
+    log = capsys.readouterr().out
+    assert "[datablock] verified: 1/15 images (7 %)" in log
+    assert "[lr_find] lr_find sweep: 1/6 batches (17 %)" in log and ", loss " in log
+    assert "[train] epoch 2 (fit_one_cycle): 4/4 batches (100 %)" in log and "ETA" in log
+    assert "[train] epoch 1 (fit_one_cycle), validation: 3/3 batches (100 %)" in log
+    logged = [line for line in log.splitlines() if line.startswith("[train] epoch ") and "train_loss" in line]
+
+    monkeypatch.setattr(training, "interactive", lambda: True)     # a terminal: fastai's bar, the same epoch lines
+    runner.run(cfg, ["train"], force=True)
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[train] epoch ")]
+    assert [line.split(" train_loss")[0] for line in shown] == [line.split(" train_loss")[0] for line in logged]
+    assert [line.split(" train_loss")[0] for line in logged] == ["[train] epoch 1 (fit_one_cycle)",
+                                                                 "[train] epoch 2 (fit_one_cycle)"]
+
+
+@pytest.mark.slow
+def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
+    from pipeline import report
+
+    tmp_path, _ = project
+    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=0.01", "lr_find.num_it=6")
+    runner.run(cfg, ["download", "datablock", "lr_find", "train"])
+    log = capsys.readouterr().out
+    assert "[lr_find] train.base_lr is fixed at 1.00e-02: train does not use this sweep's suggestion" in log
+    assert "epoch(s) at lr 1.00e-02 (train.base_lr, fixed)" in log
+    page = report.build(cfg).read_text()
+    assert "<th>used by train</th><td>1.00e-02 (train.base_lr, fixed)</td>" in page

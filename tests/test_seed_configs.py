@@ -62,10 +62,11 @@ def test_seed_config_data_sources(path):
     for source in sources:
         inner = source.removeprefix("sign_mnist:")
         if inner.startswith("path:"):
-            rel = inner[len("path:"):]
-            assert rel.startswith("../shared/data/"), "shared data is addressed relative to the repo root"
-            if SHARED_DATA.is_dir() and SHARED_DATA.resolve() == (REPO.parent / "shared" / "data").resolve():
-                assert (REPO / rel).exists(), f"{rel} does not exist beside the repo"
+            resolved = Path(inner[len("path:"):])  # resolved against the config file's folder at load
+            shared = REPO.parent / "shared" / "data"
+            assert resolved.is_relative_to(shared), "shared data is addressed relative to the config, beside the repo"
+            if SHARED_DATA.is_dir() and SHARED_DATA.resolve() == shared.resolve():
+                assert resolved.exists(), f"{resolved} does not exist beside the repo"
     if path.stem.startswith("signmnist_"):
         assert cfg.download.source.startswith("sign_mnist:") and cfg.download.subdir == "train"
         (t,) = cfg.evaluate.test_sets

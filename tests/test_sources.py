@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import re
 import tarfile
@@ -10,6 +11,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -304,7 +306,7 @@ def test_url_source_downloads_extracts_and_caches(tmp_path, http_zip_server, cap
     assert seen == ["/x.zip"]
     assert materialise(f"url:{base}/x.zip", tmp_path / "cache", log=lambda m: None) == out
     assert seen == ["/x.zip"]  # no second request
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [out.name]  # no temp leftovers
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f".{out.name}.lock", out.name]  # no temps
 
 
 def test_url_source_404_is_a_pipeline_error(tmp_path, http_zip_server):
@@ -406,3 +408,62 @@ def test_list_images_keeps_path_order_with_awkward_names(tmp_path):
         write_png(tmp_path / name)
     got = list_images(tmp_path)
     assert got == sorted(tmp_path.glob("*/*.png")) and len(got) == 6
+
+
+# ------------------------------------------------------------------------------------------- symlinks and concurrency
+
+def test_symlinks_inside_a_dataset_are_not_followed_but_counted(tmp_path, capsys):
+    """The one rule: inside a dataset folder links are skipped, counted and named (a dangling one no longer stops
+    download or status, a linked class folder is not "empty", a link to a file outside the root is not read)."""
+    from pipeline import config, runner
+    from tests.conftest import make_image_folder
+
+    data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=4)
+    outside = write_png(tmp_path / "secret" / "x.png")
+    (data / "A" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (data / "B" / "outside.png").symlink_to(outside)
+    (data / "C").symlink_to(data / "A", target_is_directory=True)
+    (tmp_path / "pipeline.toml").write_text(f'[run]\nname = "t"\n[download]\nsource = "path:{data}"\n')
+    assert sorted(p.name for p in sources.list_links(data)) == ["C", "dangling.png", "outside.png"]
+    assert not {p.name for p in list_images(data)} & {"dangling.png", "outside.png"}
+
+    cfg = config.load(None, cwd=tmp_path)
+    assert runner.run(cfg, ["download", "datablock"]) == {"download": "ran", "datablock": "ran"}
+    out = capsys.readouterr().out
+    assert "skipped 3 symbolic link(s) (links inside a dataset are not followed): A/dangling.png, B/outside.png, C" in out
+    assert "no images" not in out                                 # the linked class folder is not called empty
+    meta = json.loads((tmp_path / "runs/t/download/dataset.json").read_text())
+    assert meta["counts"] == {"A": 4, "B": 4} and meta["empty_classes"] == []
+    corrupt = pd.read_csv(tmp_path / "runs/t/datablock/corrupt.csv")
+    assert sorted(Path(p).name for p in corrupt["path"]) == ["C", "dangling.png", "outside.png"]
+    assert set(corrupt["reason"]) == {"symbolic link: not followed inside a dataset"}
+    assert dict(runner.status(cfg))["download"] == "up to date"
+
+
+def test_two_processes_fetching_the_same_source_take_turns(tmp_path):
+    """The second waits for the first (a lock per cache entry) instead of deleting its temp folder; both end with
+    the whole dataset."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import subprocess_env
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(2000):                                     # many entries: a long extraction
+            zf.writestr(f"signs/{'AB'[i % 2]}/{i:05d}.png", png_bytes(i % 256))
+    cache = tmp_path / "cache"
+    script = ("import sys; from pipeline import sources; "
+              "root = sources.materialise(sys.argv[1], sys.argv[2], log=lambda m: print(m, flush=True)); "
+              "print('IMAGES', len(sources.list_images(root)))")
+    cmd = [sys.executable, "-c", script, f"path:{archive}", str(cache)]
+    first = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob(".*.tmp*/signs/A/*.png")) and time.monotonic() < deadline:  # first is extracting
+        time.sleep(0.005)
+    second = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    out_first = first.communicate(timeout=120)[0]
+    assert first.returncode == 0 and second.returncode == 0, out_first + second.stdout + second.stderr
+    assert "IMAGES 2000" in out_first and "IMAGES 2000" in second.stdout
+    assert "using cached" in second.stdout

@@ -85,15 +85,14 @@ def test_test_set_errors_are_clear(finished):
         runner.run(gone, ["evaluate"], force=True)
 
 
-def test_evaluate_refuses_a_learner_that_does_not_match_its_card(finished):
+def test_evaluate_refuses_a_learner_that_does_not_match_what_train_recorded(finished):
     project, _, _ = finished
     cfg = config.load(None, cwd=project)
     pkl = project / "exports" / "tiny.pkl"
     original = pkl.read_bytes()
     pkl.write_bytes(original + b"\0")
     try:
-        with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match its model card "
-                                                r".*refusing to unpickle"):
+        with pytest.raises(PipelineError, match=r"tiny.pkl sha256 .* does not match the expected sha256 .*refusing to unpickle"):
             runner.run(cfg, ["evaluate"], force=True)
         trusting = config.load(None, ["evaluate.trust_learner=true"], cwd=project)
         assert runner.run(trusting, ["evaluate"], force=True) == {"evaluate": "ran"}  # the explicit opt-out

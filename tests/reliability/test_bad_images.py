@@ -21,6 +21,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline import config, data, runner
+from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import write_config
@@ -274,3 +275,52 @@ def test_evaluate_counts_every_skip_and_names_the_missing_class(run):
     assert set(preds["true"]) == {"class a", "ñandú"} and "ñandú__7.jpg" in set(preds["file"])
     tallies = pd.read_csv(out / "tallies.csv", keep_default_na=False)
     assert list(tallies["category"]) == ["class a", "ñandú"]
+
+
+# ------------------------------------------------------------------------------------------- predict and the pickle check
+
+def test_predict_skips_and_lists_unusable_images_as_evaluate_does(run, capsys):
+    from pipeline import cli
+
+    project, ws, cfg, log, train, _ = run
+    assert cli.main(["predict", "--learner", str(ws.learner), str(train / "NA"), str(train / "class a"), "--csv"]) == 0
+    out, err = capsys.readouterr()
+    skipped = dict(line.removeprefix("skipped ").split(": ", 1) for line in err.splitlines() if line.startswith("skipped "))
+    assert skipped[str(train / "NA" / "bomb.png")].startswith("too large: ")
+    assert skipped[str(train / "class a" / "bad-exif.jpg")].startswith("bad EXIF data: SyntaxError")
+    rows = out.splitlines()
+    assert rows[0] == "file,label,confidence" and len(rows) > 20
+    assert not {r.split(",")[0] for r in rows} & set(skipped)
+
+
+def test_predict_sha256_and_batch_size_are_checked(run, capsys):
+    from pipeline import cli
+
+    project, ws, cfg, log, train, _ = run
+    image = str(train / "NA" / "NA_2.png")
+    assert cli.main(["predict", "--learner", str(ws.learner), image, "--sha256", "0" * 64]) == 2
+    assert "does not match the expected sha256 (000000000000…): refusing to unpickle" in capsys.readouterr().err
+    assert cli.main(["predict", "--learner", str(ws.learner), image, "--sha256", "5"]) == 2
+    assert capsys.readouterr().err == "error: --sha256 '5' is not a sha256 (64 hex digits)\n"
+    assert cli.main(["predict", "--learner", str(ws.learner), image, "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "error: --batch-size must be >= 1, got 0\n"
+    good = json.loads(ws.model_card.read_text())["sha256"]
+    assert cli.main(["predict", "--learner", str(ws.learner), image, "--sha256", good.upper()]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}\t")
+
+
+def test_evaluate_checks_the_hash_train_recorded_not_the_card_beside_the_file(run):
+    """A replaced .pkl with a card to match (a swapped pair) passes the card check; evaluate trusts only train's
+    manifest."""
+    from pipeline.workspace import sha256_file
+
+    project, ws, cfg, log, train, _ = run
+    pkl, card = ws.learner.read_bytes(), ws.model_card.read_text()
+    try:
+        ws.learner.write_bytes(pkl + b"\0")
+        ws.model_card.write_text(json.dumps({**json.loads(card), "sha256": sha256_file(ws.learner)}))
+        with pytest.raises(PipelineError, match=r"r.pkl sha256 .* does not match the expected sha256 .*refusing"):
+            runner.run(cfg, ["evaluate"], force=True)
+    finally:
+        ws.learner.write_bytes(pkl)
+        ws.model_card.write_text(card)

@@ -2,6 +2,7 @@
 After each fault the rerun must end with the very bytes a clean run produces."""
 from __future__ import annotations
 
+import errno
 import http.server
 import io
 import os
@@ -184,82 +185,101 @@ def test_reextracting_an_archive_gives_the_same_listing(tmp_path):
 
 # ------------------------------------------------------------------------------------------- mid-stage
 
-def test_sigkill_mid_stage_leaves_it_incomplete_and_the_rerun_reproduces_it(tmp_path):
+def test_sigkill_mid_stage_keeps_the_previous_outputs_and_the_rerun_reproduces_them(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=10)
     project = write_config(tmp_path / "proj", f"path:{data}")
     assert runner.run(load(project), ["download", "datablock"]) == {"download": "ran", "datablock": "ran"}
     stage = project / "runs/r/datablock"
+    before = snapshot(stage, "*")
     clean = snapshot(stage, "*.csv", "*.json")
-    assert "manifest.json" in clean
     del clean["manifest.json"]  # it records timings
-    splits_inode = (stage / "splits.csv").stat().st_ino
 
     proc = start(project, "run", "--stages", "datablock", "--force")
-    wait_for(lambda: (stage / "splits.csv").stat().st_ino != splits_inode, proc)  # splits.csv just replaced
+    wait_for(lambda: (project / "runs/r/.datablock.staging/splits.csv").exists(), proc)  # the new split is written
     kill_hard(proc)
-    assert not (stage / "manifest.json").exists()                 # the manifest is written last
-    status = dict(runner.status(load(project)))
-    assert status["datablock"] != "up to date" and status["download"] == "up to date"
-    with pytest.raises(PipelineError, match="lr_find needs the outputs of datablock"):
-        runner.run(load(project), ["lr_find"])
+    assert snapshot(stage, "*") == before                         # the previous outputs and manifest are untouched
+    assert dict(runner.status(load(project)))["datablock"] == "up to date"
+    assert runner.run(load(project), ["download", "datablock"]) == {"download": "skipped", "datablock": "skipped"}
 
-    assert runner.run(load(project), ["download", "datablock"]) == {"download": "skipped", "datablock": "ran"}
+    assert runner.run(load(project), ["datablock"], force=True) == {"datablock": "ran"}
     again = snapshot(stage, "*.csv", "*.json")
     del again["manifest.json"]
     assert again == clean
-    assert leftovers(project / "runs") == []                      # temp files of the killed writes are gone
+    assert leftovers(project / "runs") == [] and not (project / "runs/r/.datablock.staging").exists()
     assert dict(runner.status(load(project)))["datablock"] == "up to date"
 
 
 # ------------------------------------------------------------------------------------------- write failures
 
-def test_unwritable_artifact_names_the_path_and_keeps_earlier_artifacts(tmp_path):
+def read_only(monkeypatch, *paths: Path) -> None:
+    """`os.replace` onto one of `paths` fails with EROFS, as on a read-only file system: the test works as root too
+    (root writes into a chmod 555 folder anyway)."""
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) in paths:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_unwritable_artifact_names_the_path_and_keeps_earlier_artifacts(tmp_path, monkeypatch):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=8)
     project = write_config(tmp_path / "proj", f"path:{data}")
     runner.run(load(project), ["download", "datablock"])
     clean = snapshot(project, SPLITS)
-    shutil.rmtree(project / "runs/r/datablock")
-    earlier = snapshot(project, "runs/r/download/*")
-    (project / SPLITS).mkdir(parents=True)                        # something that is not a file is in the way
+    earlier = snapshot(project, "runs/r/*/*")
+    read_only(monkeypatch, project / "runs/r/.datablock.staging/splits.csv")
 
     with pytest.raises(PipelineError) as err:
-        runner.run(load(project), ["datablock"])
-    assert str(err.value) == f"cannot write {project / SPLITS}: Is a directory"
-    assert snapshot(project, "runs/r/download/*") == earlier
-    assert dict(runner.status(load(project)))["download"] == "up to date"
-    assert not (project / "runs/r/datablock/manifest.json").exists()
-    assert leftovers(project / "runs") == []
+        runner.run(load(project), ["datablock"], force=True)
+    assert str(err.value) == f"cannot write {project / 'runs/r/.datablock.staging/splits.csv'}: Read-only file system"
+    assert snapshot(project, "runs/r/*/*") == earlier
+    assert dict(runner.status(load(project))) == {"download": "up to date", "datablock": "up to date",
+                                                  "lr_find": "never run", "train": "never run", "evaluate": "never run"}
+    assert leftovers(project / "runs") == [] and not (project / "runs/r/.datablock.staging").exists()
 
-    (project / SPLITS).rmdir()
-    assert runner.run(load(project), ["download", "datablock"]) == {"download": "skipped", "datablock": "ran"}
+    monkeypatch.undo()
+    assert runner.run(load(project), ["download", "datablock"], force=True) == {"download": "ran", "datablock": "ran"}
     assert snapshot(project, SPLITS) == clean
 
 
-@pytest.mark.parametrize("blocker", ["runs/r/download", "runs/r", "runs/r/download/dataset.json/"])
+@pytest.mark.parametrize("blocker", ["runs/r/download", "runs/r"])
 def test_cli_write_failure_is_one_line_naming_the_path(tmp_path, blocker):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=3)
     project = write_config(tmp_path / "proj", f"path:{data}")
     path = project / blocker
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir() if blocker.endswith("/") else path.write_text("in the way")
+    path.write_text("in the way")
     p = cli(project, "run", "--stages", "download")
     assert p.returncode == 2, p.stdout + p.stderr
     (line,) = p.stderr.strip().splitlines()
-    assert line.startswith(f"error: cannot write {project / blocker.rstrip('/')}"), line
+    assert line.startswith(f"error: cannot write {project / blocker}"), line
     assert "Traceback" not in p.stderr
+    assert path.read_text() == "in the way"                       # nothing the user made is overwritten
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 555 folder anyway")
-def test_read_only_stage_folder(tmp_path):
+def test_read_only_stage_folder(tmp_path, monkeypatch, capsys):
+    """Moving the new stage folder into place fails (EROFS, as root too): one line, the previous outputs stay, and
+    the complete staged outputs are moved in by the next run."""
+    from pipeline import cli as pipeline_cli
+
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=3)
     project = write_config(tmp_path / "proj", f"path:{data}")
-    (project / "runs/r/download").mkdir(parents=True)
-    (project / "runs/r/download").chmod(0o555)
-    try:
-        p = cli(project, "run", "--stages", "download")
-    finally:
-        (project / "runs/r/download").chmod(0o755)
-    assert p.returncode == 2 and p.stderr.startswith(f"error: cannot write {project / 'runs/r/download'}"), p.stderr
+    monkeypatch.chdir(project)
+    assert pipeline_cli.main(["run", "--stages", "download"]) == 0
+    earlier = snapshot(project, "runs/r/download/*")
+    capsys.readouterr()
+    read_only(monkeypatch, project / "runs/r/.download.old")
+    assert pipeline_cli.main(["run", "--stages", "download", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {project / 'runs/r/.download.old'}: Read-only file system\n", err
+    assert snapshot(project, "runs/r/download/*") == earlier
+    monkeypatch.undo()
+    monkeypatch.chdir(project)
+    assert pipeline_cli.main(["status"]) == 0
+    assert "download   up to date" in capsys.readouterr().out
 
 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
@@ -274,3 +294,17 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         p.write_text("partial")
     write_json(tmp_path / "vocab.json", {"vocab": ["A"]})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "vocab.json"])
+
+
+def test_artifacts_get_the_mode_the_umask_gives(tmp_path):
+    """mkstemp makes temp files 0600; an artifact renamed from one must get the mode `open` would give it."""
+    data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=3)
+    project = write_config(tmp_path / "proj", f"path:{data}")
+    from tests.conftest import pipeline_cmd
+    from tests.reliability.conftest import env
+
+    p = subprocess.run(pipeline_cmd("run", "--stages", "download"), cwd=project, env=env(), capture_output=True,
+                       text=True, preexec_fn=lambda: os.umask(0o002))
+    assert p.returncode == 0, p.stderr
+    for f in ("runs/r/download/dataset.json", "runs/r/download/manifest.json", "runs/r/config.json"):
+        assert (project / f).stat().st_mode & 0o777 == 0o664, f

@@ -2,10 +2,12 @@
 (tests/test_config.py and tests/test_sources.py check the messages themselves; this checks what a user sees.)"""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.conftest import make_image_folder
-from tests.reliability.conftest import cli, write_config
+from tests.conftest import make_image_folder, pipeline_cmd
+from tests.reliability.conftest import cli, env, write_config
 
 
 @pytest.fixture
@@ -57,3 +59,73 @@ def test_missing_kaggle_credentials(project, tmp_path, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     line = one_error_line(cli(project, "run", "--stages", "download", "--set", "download.source=kaggle:someone/some-set"))
     assert line.startswith("error: no Kaggle credentials for kaggle:someone/some-set")
+
+
+def test_config_file_that_is_not_utf8(project):
+    (project / "pipeline.toml").write_bytes((project / "pipeline.toml").read_bytes() + b"# caf\xe9\n")
+    line = one_error_line(cli(project, "status"))
+    assert line.startswith(f"error: {project / 'pipeline.toml'}: not UTF-8 text (byte ")
+
+
+@pytest.mark.parametrize("card, flags, expected", [
+    ('{"sha256": 5}', [], "no model card with a sha256 at"),
+    (None, ["--trust-learner"], "cannot load {pkl} as an exported fastai learner (UnpicklingError"),
+])
+def test_predict_on_a_bad_learner_or_card(project, tmp_path, card, flags, expected):
+    pkl = tmp_path / "m.pkl"
+    pkl.write_text("not a pickle")
+    if card is not None:
+        pkl.with_suffix(".json").write_text(card)
+    image = next((tmp_path / "imgs" / "A").glob("*.png"))
+    line = one_error_line(cli(project, "predict", "--learner", str(pkl), str(image), *flags))
+    assert line.startswith("error: " + expected.format(pkl=pkl)), line
+
+
+def test_stages_into_a_closed_pipe_is_quiet(project):
+    """`python -m pipeline stages | head -1`: the reader goes away; no `error: BrokenPipeError`."""
+    proc = subprocess.Popen(pipeline_cmd("stages"), cwd=project, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()                                           # before the command writes its first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_report_of_a_run_with_no_completed_stage(project):
+    p = cli(project, "run", "--stages", "download", "--set", "download.source=path:/nonexistent")
+    assert p.returncode == 2
+    assert (project / "runs/r").is_dir()                          # the run folder exists, with nothing complete in it
+    line = one_error_line(cli(project, "report"))
+    assert line.startswith("error: run r has no completed stage in ")
+    assert not (project / "runs/r/report.html").exists()
+
+
+def test_status_names_the_config_and_run_and_checks_every_stage_when_a_test_set_is_empty(project, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (project / "runs/r/evaluate").mkdir(parents=True)             # as if evaluate had run before the folder emptied
+    (project / "runs/r/evaluate/manifest.json").write_text('{"parts": {}, "outputs": {}}')
+    with open(project / "pipeline.toml", "a") as f:
+        f.write(f'[[evaluate.test_sets]]\nname = "t"\nsource = "path:{tmp_path / "empty"}"\n')
+    p = cli(project, "status")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:2] == [f"config {project / 'pipeline.toml'}", f"run    r ({project / 'runs/r'})"]
+    assert [line.split()[0] for line in lines[2:]] == ["download", "datablock", "lr_find", "train", "evaluate"]
+    assert lines[-1].startswith("evaluate   cannot be checked: test set t: no image folder found in ")
+
+
+def test_a_failed_run_keeps_every_stage_that_was_up_to_date(project, tmp_path, monkeypatch):
+    """Issue 14's first report: after a typo'd arch or a kaggle: source without credentials, `status` under the
+    same config still shows the finished stages as up to date (nothing was deleted before the failure)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    assert cli(project, "run", "--stages", "download,datablock").returncode == 0
+    before = cli(project, "status").stdout
+    assert "download   up to date" in before and "datablock  up to date" in before
+
+    arch = cli(project, "run", "--stages", "datablock,lr_find", "--force", "--set", "train.arch=resnet19")
+    assert one_error_line(arch).startswith("error: unknown arch 'resnet19'") and "running" not in arch.stdout
+    kaggle = cli(project, "run", "--stages", "download", "--set", "download.source=kaggle:someone/some-set")
+    assert one_error_line(kaggle).startswith("error: no Kaggle credentials") and "[download] running" in kaggle.stdout
+    assert cli(project, "status").stdout == before

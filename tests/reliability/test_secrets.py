@@ -93,15 +93,24 @@ def test_kaggle_json_key_is_redacted_too(tmp_path, monkeypatch):
     assert sources._redact(f"x {KEY} y {BASIC}") == "x *** y ***"
 
 
-def test_malformed_kaggle_json_is_missing_credentials_not_a_crash(tmp_path, monkeypatch):
+def test_malformed_kaggle_json_is_named_as_malformed(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
     for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
-    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": ')
-    with pytest.raises(PipelineError, match="no Kaggle credentials for kaggle:a/b") as err:
+    (tmp_path / "kaggle.json").write_text(f'{{"username": "u", "key": "{KEY}"')
+    with pytest.raises(PipelineError) as err:
         sources.materialise("kaggle:a/b", tmp_path / "cache", log=lambda m: None)
-    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"Kaggle credentials file {tmp_path / 'kaggle.json'} is malformed (JSONDecodeError)")
+    assert "\n" not in str(err.value) and KEY not in str(err.value)
+
+
+def test_a_kaggle_key_stored_as_a_json_number_is_redacted(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": 8675309123}')
+    assert sources._redact("401: key 8675309123 refused") == "401: key *** refused"
 
 
 # ------------------------------------------------------------------------------------------- url tokens
@@ -142,3 +151,47 @@ def test_url_token_stays_out_of_logs_cache_names_and_dataset_json(tmp_path, capf
     assert token not in out + err_text
     assert "X-Signature=***" in (project / "runs/r/download/dataset.json").read_text()
     assert "X-Signature=***" in (project / "runs/r/config.json").read_text()
+
+
+def test_url_password_is_sent_as_basic_auth_and_never_shown(tmp_path, capfd):
+    """`url:https://USER:PASSWORD@host/x.zip`: urllib took the password for a port (an InvalidURL traceback quoting it
+    twice); now it is sent as HTTP Basic auth, and a refusal or a malformed URL is one line with it redacted."""
+    from tests.reliability.conftest import cli
+
+    password, payload = "S3CRETPW", class_zip(tmp_path)
+    good = "Basic " + base64.b64encode(f"bob:{password}".encode()).decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.headers.get("Authorization") != good:
+                return self.send_error(401)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    port = httpd.server_port
+    try:
+        project = write_config(tmp_path / "proj", f"url:http://bob:{password}@127.0.0.1:{port}/signs.zip")
+        ok = cli(project, "run", "--stages", "download")
+        wrong = cli(project, "run", "--stages", "download", "--set",
+                    f"download.source=url:http://bob:wrong{password}@127.0.0.1:{port}/signs.zip")
+        malformed = cli(project, "run", "--stages", "download", "--set",
+                        f"download.source=url:http://bob:{password}@127.0.0.1:notaport/signs.zip")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert ok.returncode == 0, ok.stderr
+    assert "48 images in 3 classes" in ok.stdout
+    assert wrong.returncode == 2 and wrong.stderr == (
+        f"error: download failed: http://bob:***@127.0.0.1:{port}/signs.zip answered HTTP 401 Unauthorized\n")
+    assert malformed.returncode == 2 and malformed.stderr == (
+        "error: download failed: http://bob:***@127.0.0.1:notaport/signs.zip is not a valid URL\n")
+    for p in (ok, wrong, malformed):
+        assert password not in p.stdout + p.stderr and "Traceback" not in p.stderr
+    assert [f for f in files_holding(project, password) if f != "pipeline.toml"] == []
