@@ -320,9 +320,10 @@ def validate(cfg: Config) -> None:
                 raise PipelineError(f"every [[{what}]] needs a name and a source")
             if not _plain_name(t.name):
                 raise PipelineError(f"{what} name {t.name!r} must be a plain name (it names a folder and a group)")
-            check_source(t.source, f"{what} {t.name}")
         if len(set(names)) != len(names):
             raise PipelineError(f"{what} names must be unique, got {names}")
+        for t in entries:
+            check_source(t.source, f"{'test set' if what == 'evaluate.test_sets' else 'source'} {t.name}")
     for s in cfg.download.sources:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s.name):
             raise PipelineError(f"download.sources name {s.name!r} must be a plain name (letters, digits, _ . -): it "

@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, backbones, data, distributed
+from . import __version__, artifacts, backbones, data, distributed
 from .config import Config, dumps
 from .errors import PipelineError
+from .artifacts import MANIFEST
 from .workspace import STAGED_EXPORTS, Workspace, read_json, sha256_file, sha256_text, write_json, write_text
 
 PKG = Path(__file__).resolve().parent
@@ -51,7 +52,7 @@ _MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.im
 STAGES: tuple[Stage, ...] = (
     Stage("download", lambda cfg: (), ("download",),
           "fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
-          "dataset.json", external=True),
+          artifacts.DATASET, external=True),
     Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"),
           "merge the sources, verify images, hold out groups, split (random or by group), persist the split",
           "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
@@ -166,15 +167,11 @@ class Fingerprint:
 
 
 def manifest_path(ws: Workspace, stage: str) -> Path:
-    return ws.artifact(stage, "manifest.json")
+    return ws.artifact(stage, MANIFEST)
 
 
 def read_manifest(ws: Workspace, stage: str) -> dict | None:
-    path = manifest_path(ws, stage)
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
+    return ws.manifest(stage)
 
 
 def fingerprint(cfg: Config, ws: Workspace, stage: Stage) -> Fingerprint:
@@ -301,7 +298,7 @@ def _commit(ws: Workspace, name: str) -> None:
 def recover(ws: Workspace) -> None:
     """Finish the commits a killed run cut short, and remove old stage folders a commit left behind."""
     for s in STAGES:
-        if (ws.staging_dir(s.name) / "manifest.json").is_file():
+        if (ws.staging_dir(s.name) / MANIFEST).is_file():
             _commit(ws, s.name)
         shutil.rmtree(ws.root / f".{s.name}.old", ignore_errors=True)
 
@@ -313,7 +310,7 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
     rank 0 touches the folders."""
     log = StageLog(stage.name)
     main = distributed.is_main()
-    staged = ws.staging(stage.name, exports=stage.exports)
+    staged = ws.staging(stage.name, exports=stage.exports, fingerprint=fp.digest)
     staging, final = ws.staging_dir(stage.name), ws.root / stage.name
     if main:
         if final.exists() and not final.is_dir():
@@ -331,7 +328,7 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
         if not main:
             return
         described = _describe_outputs([Path(p) for p in outputs], ws, staged)
-        write_json(staging / "manifest.json", {
+        write_json(staging / MANIFEST, {
             "stage": stage.name, "fingerprint": fp.digest,
             "parts": {"config": fp.config, "code": fp.code, "inputs": fp.inputs, "external": fp.external},
             "outputs": described,
@@ -395,7 +392,7 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
         except OSError as e:
             raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
         recover(ws)
-        write_text(ws.root / "config.json", dumps(cfg) + "\n")
+        write_text(ws.root / artifacts.CONFIG, dumps(cfg) + "\n")
     distributed.barrier()
     result = {}
     for name in stages:
@@ -422,13 +419,6 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
             run_stage(cfg, ws, stage, fp)
         result[name] = "ran"
     return result
-
-
-def recorded_sha256(ws: Workspace, stage: str, path: Path) -> str | None:
-    """The sha256 that `stage`'s manifest records for its output `path`, or None when there is none."""
-    m = read_manifest(ws, stage)
-    rec = (m or {}).get("outputs", {}).get(os.path.relpath(path, ws.root))
-    return rec["sha256"] if rec else None
 
 
 def status(cfg: Config) -> list[tuple[str, str]]:

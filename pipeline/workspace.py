@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .artifacts import MANIFEST
 from .errors import PipelineError
 
 
@@ -37,6 +38,7 @@ class Workspace:
     data: Path       # download cache
     name: str
     staged: str = ""  # the stage being run: its outputs go to its staging folder until they are complete
+    fingerprint: str = ""  # that stage's fingerprint digest (train keys its resumable checkpoints by it)
 
     @classmethod
     def from_config(cls, cfg) -> "Workspace":
@@ -55,11 +57,25 @@ class Workspace:
     def artifact(self, stage: str, name: str) -> Path:
         return self.stage_dir(stage) / name
 
-    def staging(self, stage: str, exports: bool = False) -> "Workspace":
-        """This workspace as a run of `stage` sees it: `stage`'s folder (with `exports`, the exports folder too)
-        redirected into its staging folder, every other stage's folder as it is."""
+    def staging(self, stage: str, exports: bool = False, fingerprint: str = "") -> "Workspace":
+        """This workspace as a run of `stage` (whose fingerprint digest is `fingerprint`) sees it: `stage`'s folder
+        (with `exports`, the exports folder too) redirected into its staging folder, every other stage's folder as
+        it is."""
         folder = self.staging_dir(stage)
-        return dataclasses.replace(self, staged=stage, exports=folder / STAGED_EXPORTS if exports else self.exports)
+        return dataclasses.replace(self, staged=stage, exports=folder / STAGED_EXPORTS if exports else self.exports,
+                                   fingerprint=fingerprint)
+
+    def manifest(self, stage: str) -> dict | None:
+        """`stage`'s manifest (what its last complete run recorded), or None when it has none."""
+        try:
+            return read_json(self.artifact(stage, MANIFEST))
+        except (OSError, ValueError):
+            return None
+
+    def recorded_sha256(self, stage: str, path: Path) -> str | None:
+        """The sha256 that `stage`'s manifest records for its output `path`, or None when there is none."""
+        rec = (self.manifest(stage) or {}).get("outputs", {}).get(os.path.relpath(path, self.root))
+        return rec["sha256"] if rec else None
 
     @property
     def learner(self) -> Path:

@@ -178,9 +178,7 @@ def run(cfg, ws, log):
         learn = onnx_engine.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
         vocab, landmarks = learn.vocab, learn.landmarks
     else:
-        from pipeline import runner
-
-        expected = runner.recorded_sha256(ws, "train", ws.learner)  # the hash train recorded, not the card beside it
+        expected = ws.recorded_sha256("train", ws.learner)  # the hash train recorded, not the card beside it
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
         learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner, sha256=expected)

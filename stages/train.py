@@ -79,13 +79,11 @@ def run(cfg, ws, log):
     shape = "hand landmarks" if cfg.datablock.input == "landmarks" else f"{t.image_size}px"
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
-    from pipeline import runner
-
     ckpt = ws.scratch / "train"
     if distributed.is_main():
         ckpt.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
-    key = runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest
+    key = ws.fingerprint  # the runner's: a checkpoint resumes only under the same config, inputs and code
     with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
         rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
     if not distributed.is_main():  # rank 0 writes every artifact
