@@ -18,7 +18,7 @@ from . import __version__, artifacts, backbones, data, distributed
 from .config import Config, dumps
 from .errors import PipelineError
 from .artifacts import MANIFEST
-from .workspace import STAGED_EXPORTS, Workspace, read_json, sha256_file, sha256_text, write_json, write_text
+from .workspace import STAGED_EXPORTS, Workspace, sha256_file, sha256_text, write_json, write_text
 
 PKG = Path(__file__).resolve().parent
 
