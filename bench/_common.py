@@ -155,3 +155,30 @@ source = "path:{test}"
 label_regex = '^(C\\d\\d)_\\d+\\.jpg$'
 """)
     return work, ["--config", str(config)]
+
+
+def demo_learner_bench(description: str, title: str, name: str) -> tuple:
+    """The engine benchmarks' shared start: their options (--files, --limit, --batch-size), a header, and a
+    1-epoch demo learner trained into bench/out/<name>/. Returns (args, work folder, exported .pkl, test files)."""
+    import argparse
+    import warnings
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--files", type=Path, help="folder of test images (default: the demo's held-out digits)")
+    ap.add_argument("--limit", type=int, default=0, help="use at most N files")
+    ap.add_argument("--batch-size", type=int, default=128, help="evaluate.batch_size (the demo's)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    header(title)
+    work = OUT / name
+    work.mkdir(parents=True, exist_ok=True)
+    sets = ["--set", f"run.name={name}", "--set", "train.epochs=1", "--set", "train.freeze_epochs=0"]
+    r = pipeline_run(["run", "--config", str(REPO / "configs" / "demo.toml"), "--stages",
+                      "download,datablock,train", *sets], cwd=work)
+    print(f"learner: demo recipe, 1 epoch, .pkl (and .onnx) from one train ({r['seconds']:.0f}s to prepare)")
+    from pipeline.data import list_images
+
+    folder = args.files or next((work / "data").glob("sklearn_digits*/test"))
+    files = sorted(list_images(folder))[:args.limit or None]
+    print(f"test files: {len(files)} from {folder}")
+    return args, work, work / "exports" / f"{name}.pkl", files

@@ -14,13 +14,10 @@ bench/eval_batched.py, so no shared data is needed; the files are the demo's 306
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-import warnings
-from pathlib import Path
 
-from bench._common import OUT, REPO, header, pipeline_run, result
+from bench._common import demo_learner_bench, result
 
 
 def timed(fn, repeat: int = 1):
@@ -34,33 +31,19 @@ def timed(fn, repeat: int = 1):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=Path, help="folder of test images (default: the demo's held-out digits)")
-    ap.add_argument("--limit", type=int, default=0, help="use at most N files")
-    ap.add_argument("--batch-size", type=int, default=128, help="evaluate.batch_size (the demo's)")
-    args = ap.parse_args()
-    warnings.filterwarnings("ignore")
-    header("inference engines: per-image learn.predict, fastai batched, onnxruntime batched")
-    work = OUT / "engines"
-    work.mkdir(parents=True, exist_ok=True)
-    sets = ["--set", "run.name=bench_engines", "--set", "train.epochs=1", "--set", "train.freeze_epochs=0"]
-    r = pipeline_run(["run", "--config", str(REPO / "configs" / "demo.toml"), "--stages",
-                      "download,datablock,train", *sets], cwd=work)
-    print(f"learner: demo recipe, 1 epoch, .pkl and .onnx from the same train ({r['seconds']:.0f}s to prepare)")
+    args, work, pkl, files = demo_learner_bench(
+        __doc__.split("\n\n")[0], "inference engines: per-image learn.predict, fastai batched, onnxruntime batched",
+        "bench_engines")
 
     import numpy as np
     import torch
 
     from pipeline import inference, onnx_engine, training
-    from pipeline.data import list_images
 
-    pkl = work / "exports" / "bench_engines.pkl"
     learn = inference.load_verified(pkl)
     ort = onnx_engine.load_verified(pkl)
-    folder = args.files or next((work / "data").glob("sklearn_digits*/test"))
-    files = sorted(list_images(folder))[:args.limit or None]
     n, bs = len(files), args.batch_size
-    print(f"test files: {n} from {folder}; batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")
+    print(f"batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")
 
     inference.predict(learn, files[:8], bs)  # warm-up: first-call allocations, lazy imports
     ort.predict(files[:8], bs)

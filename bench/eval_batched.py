@@ -14,39 +14,19 @@ epoch, so the script needs no shared data; the test files are the demo's 306 hel
 """
 from __future__ import annotations
 
-import argparse
-import warnings
 import sys
 import time
-from pathlib import Path
 
-from bench._common import OUT, REPO, header, pipeline_run, result
+from bench._common import demo_learner_bench, result
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=Path, help="folder of test images (default: the demo's held-out digits)")
-    ap.add_argument("--limit", type=int, default=0, help="use at most N files")
-    ap.add_argument("--batch-size", type=int, default=128, help="evaluate.batch_size (the demo's)")
-    args = ap.parse_args()
-    warnings.filterwarnings("ignore")
-    header("batched evaluation vs per-image learn.predict")
-    work = OUT / "eval_batched"
-    work.mkdir(parents=True, exist_ok=True)
-    sets = ["--set", "run.name=bench_eval", "--set", "train.epochs=1", "--set", "train.freeze_epochs=0"]
-    r = pipeline_run(["run", "--config", str(REPO / "configs" / "demo.toml"), "--stages",
-                      "download,datablock,train", *sets], cwd=work)
-    print(f"learner: demo recipe, 1 epoch ({r['seconds']:.0f}s to prepare)")
+    args, work, pkl, files = demo_learner_bench(__doc__.split("\n\n")[0],
+                                                "batched evaluation vs per-image learn.predict", "bench_eval")
 
     from pipeline import inference
-    from pipeline.data import list_images
 
-    learn = inference.load_verified(work / "exports" / "bench_eval.pkl")
-    folder = args.files or next((work / "data").glob("sklearn_digits*/test"))
-    files = sorted(list_images(folder))
-    if args.limit:
-        files = files[:args.limit]
-    print(f"test files: {len(files)} from {folder}")
+    learn = inference.load_verified(pkl)
 
     from pipeline import training
 

@@ -3,6 +3,7 @@ shrunk for tests."""
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import sys
 import warnings
@@ -88,3 +89,32 @@ def subprocess_env() -> dict:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONWARNINGS", "ignore")
     return env
+
+
+@contextlib.contextmanager
+def payload_server(payload: bytes, status=lambda request: 200):
+    """A local HTTP server (127.0.0.1 only) that answers a GET with `payload` when `status(request)` (the request
+    handler: its path and headers) is 200, else with that error status; yields its base URL, then stops."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            code = status(self)
+            if code != 200:
+                return self.send_error(code)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,13 +1,11 @@
 """Tests for pipeline.sources: parsing, safe extraction, caching, url/kaggle/sklearn sources, image discovery."""
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
 import re
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from PIL import Image
 from pipeline import sources
 from pipeline.errors import PipelineError
 from pipeline.sources import find_image_root, list_images, materialise, parse_source, safe_extract
+from tests.conftest import payload_server
 
 try:
     from tests.kaggle_standin import KaggleStandin
@@ -276,25 +275,12 @@ def http_zip_server(no_proxy):
     """Serve /x.zip (a class-folder zip) on 127.0.0.1; yields (base_url, request_paths)."""
     payload, seen = class_zip(per_class=2), []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def status(request):
+        seen.append(request.path)
+        return 200 if request.path == "/x.zip" else 404
 
-        def do_GET(self):
-            seen.append(self.path)
-            if self.path != "/x.zip":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen
-    server.shutdown()
-    server.server_close()
+    with payload_server(payload, status) as base:
+        yield base, seen
 
 
 def test_url_source_downloads_extracts_and_caches(tmp_path, http_zip_server, capsys):
@@ -416,7 +402,7 @@ def test_symlinks_inside_a_dataset_are_not_followed_but_counted(tmp_path, capsys
     """The one rule: inside a dataset folder links are skipped, counted and named (a dangling one no longer stops
     download or status, a linked class folder is not "empty", a link to a file outside the root is not read)."""
     from pipeline import config, runner
-    from tests.conftest import make_image_folder
+    from tests.conftest import payload_server, make_image_folder
 
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=4)
     outside = write_png(tmp_path / "secret" / "x.png")

@@ -5,9 +5,7 @@ project folder (runs/, exports/, the data/ cache) and everything printed are sea
 from __future__ import annotations
 
 import base64
-import http.server
 import io
-import threading
 import zipfile
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from pipeline import config, runner, sources
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, payload_server
 from tests.kaggle_standin import KaggleStandin
 from tests.reliability.conftest import write_config
 
@@ -119,29 +117,12 @@ def test_url_token_stays_out_of_logs_cache_names_and_dataset_json(tmp_path, capf
     token = "sig-0123456789abcdef"
     payload = class_zip(tmp_path)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            if not self.path.startswith("/signs.zip?"):
-                return self.send_error(404)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{httpd.server_port}"
+    found = lambda request: 200 if request.path.startswith("/signs.zip?") else 404  # noqa: E731
+    with payload_server(payload, found) as base:
         project = write_config(tmp_path / "proj", f"url:{base}/signs.zip?X-Signature={token}")
         assert runner.run(config.load(None, cwd=project), ["download"]) == {"download": "ran"}
         with pytest.raises(PipelineError) as err:
             sources.materialise(f"url:{base}/gone.zip?X-Signature={token}", tmp_path / "c2", log=print)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert "404" in str(err.value) and token not in str(err.value)
     # the user's own pipeline.toml keeps the URL as given; everything this pipeline writes is redacted,
     # the resolved config copy runs/r/config.json included
@@ -161,31 +142,15 @@ def test_url_password_is_sent_as_basic_auth_and_never_shown(tmp_path, capfd):
     password, payload = "S3CRETPW", class_zip(tmp_path)
     good = "Basic " + base64.b64encode(f"bob:{password}".encode()).decode()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            if self.headers.get("Authorization") != good:
-                return self.send_error(401)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    port = httpd.server_port
-    try:
+    authorised = lambda request: 200 if request.headers.get("Authorization") == good else 401  # noqa: E731
+    with payload_server(payload, authorised) as base:
+        port = base.rsplit(":", 1)[1]
         project = write_config(tmp_path / "proj", f"url:http://bob:{password}@127.0.0.1:{port}/signs.zip")
         ok = cli(project, "run", "--stages", "download")
         wrong = cli(project, "run", "--stages", "download", "--set",
                     f"download.source=url:http://bob:wrong{password}@127.0.0.1:{port}/signs.zip")
         malformed = cli(project, "run", "--stages", "download", "--set",
                         f"download.source=url:http://bob:{password}@127.0.0.1:notaport/signs.zip")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert ok.returncode == 0, ok.stderr
     assert "48 images in 3 classes" in ok.stdout
     assert wrong.returncode == 2 and wrong.stderr == (
