@@ -402,7 +402,7 @@ def test_symlinks_inside_a_dataset_are_not_followed_but_counted(tmp_path, capsys
     """The one rule: inside a dataset folder links are skipped, counted and named (a dangling one no longer stops
     download or status, a linked class folder is not "empty", a link to a file outside the root is not read)."""
     from pipeline import config, runner
-    from tests.conftest import payload_server, make_image_folder
+    from tests.conftest import make_image_folder
 
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=4)
     outside = write_png(tmp_path / "secret" / "x.png")
