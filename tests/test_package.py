@@ -118,8 +118,10 @@ def test_wheel_installed_outside_the_repo_runs_the_demo(tmp_path):
                            cwd=empty, env=env, check=True, capture_output=True, text=True).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
     assert signpipe("--help").startswith("usage: signpipe ")
-    assert signpipe("status").split() == ["download", "never", "run", "datablock", "never", "run", "lr_find",
-                                          "never", "run", "train", "never", "run", "evaluate", "never", "run"]
+    status = signpipe("status").splitlines()
+    assert status[0] == f"config {(site / 'pipeline' / 'configs' / 'demo.toml').resolve()}", status
+    assert " ".join(status[2:]).split() == ["download", "never", "run", "datablock", "never", "run", "lr_find",
+                                            "never", "run", "train", "never", "run", "evaluate", "never", "run"]
     out = signpipe("run", "--stages", "download,datablock")
     assert "ran download, datablock" in out, out
     assert (empty / "runs/demo/download" / artifacts.DATASET).is_file()

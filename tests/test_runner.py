@@ -309,5 +309,5 @@ def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
     log = capsys.readouterr().out
     assert "[lr_find] train.base_lr is fixed at 1.00e-02: train does not use this sweep's suggestion" in log
     assert "epoch(s) at lr 1.00e-02 (train.base_lr, fixed)" in log
-    page = report.build(cfg).read_text()
+    page = report.build(cfg, runner.status(cfg)).read_text()
     assert "<th>used by train</th><td>1.00e-02 (train.base_lr, fixed)</td>" in page
