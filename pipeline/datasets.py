@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from . import sign_mnist, sources
-from .workspace import listing_fingerprint
+from .workspace import COMPLETE_MARKER, listing_fingerprint
 
 list_images = sources.list_images
 SIGN_MNIST = "sign_mnist:"
@@ -21,7 +21,7 @@ def materialise(source: str, cache_dir: Path, log=print) -> Path:
     base = sources.materialise(inner, cache_dir, log)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", sources.redact_source(inner))[-60:]
     dest = Path(cache_dir) / f"sign_mnist-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
-    if not (dest / ".complete").exists():
+    if not (dest / COMPLETE_MARKER).exists():
         log(f"converting Sign-Language-MNIST CSVs from {base} into image folders (once)")
     return sign_mnist.convert(base, dest)
 

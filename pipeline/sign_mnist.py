@@ -13,8 +13,6 @@ as lossless grayscale PNGs, so pixel values round-trip exactly.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.errors import PipelineError
+from pipeline.workspace import COMPLETE_MARKER, staged_dir, write_text
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # label k -> LETTERS[k]; 9 (J) and 25 (Z) never occur
 MISSING_LABELS = (9, 25)
@@ -31,7 +30,6 @@ HEADER = ["label"] + [f"pixel{i}" for i in range(1, SIDE * SIDE + 1)]
 LAYOUTS = ("folders", "flat")
 FLAT_LABEL_RE = r"^([A-Z])_\d+\.png$"
 CSV_NAMES = ("sign_mnist_train", "sign_mnist_test")
-COMPLETE_MARKER = ".complete"
 
 
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,9 +112,7 @@ def write_image_folder(labels, pixels, dest: Path, layout: str) -> dict[str, int
         raise PipelineError(f"row {int(np.flatnonzero(bad)[0])} has label {int(labels[bad][0])}, outside 0..25")
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    with staged_dir(dest) as tmp:
         letters_present = sorted({int(k) for k in labels})
         if layout == "folders":
             for k in letters_present:
@@ -129,27 +125,8 @@ def write_image_folder(labels, pixels, dest: Path, layout: str) -> dict[str, int
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for _ in pool.map(_save_png, jobs, chunksize=256):
                 pass
-        _replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     counts = np.bincount(labels, minlength=len(LETTERS))
     return {LETTERS[k]: int(counts[k]) for k in letters_present}
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Rename `new` to `dest`, moving any existing `dest` aside first and deleting it afterwards."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        old.rmdir()
-        os.replace(dest, old)
-    os.replace(new, dest)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
 
 
 def find_csv(src_dir: Path, name: str) -> Path:
@@ -185,7 +162,5 @@ def convert(src_dir: Path, dest: Path) -> Path:
         counts = write_image_folder(labels, pixels, dest / sub, layout)
         lines.append(f"{sub}\t{layout}\t{len(labels)}\t{csv_path}\t"
                      + ",".join(f"{k}={v}" for k, v in counts.items()))
-    marker_tmp = dest / (COMPLETE_MARKER + ".tmp")
-    marker_tmp.write_text("\n".join(lines) + "\n")
-    os.replace(marker_tmp, dest / COMPLETE_MARKER)
+    write_text(dest / COMPLETE_MARKER, "\n".join(lines) + "\n")
     return dest

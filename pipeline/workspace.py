@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ def umask() -> int:
     return mask
 
 
+COMPLETE_MARKER = ".complete"  # written last into a cached folder (a download, a conversion): the folder is whole
 STAGED_EXPORTS = "_exports"  # inside a staging folder: the exports a run writes, moved to exports/ when it completes
 
 
@@ -139,6 +141,38 @@ def atomic_path(path: Path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def staged_dir(dest: Path):
+    """Yield a new temp dir beside `dest`; on success it replaces `dest` (`replace_dir`), on failure it is removed.
+
+    A process killed mid-write leaves only the temp dir (`.NAME.tmpXXXX`), never a partial `dest`."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the folder gets the user's usual mode
+        yield tmp
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Rename `new` to `dest`, moving any existing `dest` aside first and deleting it afterwards."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old.rmdir()
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> Path:

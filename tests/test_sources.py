@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import sources
+from pipeline import fetchers, sources
 from pipeline.errors import PipelineError
 from pipeline.sources import find_image_root, list_images, materialise, parse_source, safe_extract
 from tests.conftest import payload_server
@@ -304,7 +304,7 @@ def test_url_source_404_is_a_pipeline_error(tmp_path, http_zip_server):
 
 def test_progress_prints_about_ten_lines_when_not_a_tty():
     stream = io.StringIO()
-    update = sources._progress("f.zip", 1000, stream)
+    update = fetchers._progress("f.zip", 1000, stream)
     for _ in range(100):
         update(10)
     update(0, final=True)

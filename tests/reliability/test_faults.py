@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, runner, sources
+from pipeline import config, runner, sources, workspace
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import cli, kill_hard, leftovers, snapshot, start, wait_for, write_config
@@ -128,7 +128,7 @@ def test_sigkill_mid_download_leaves_no_complete_cache_and_the_rerun_finishes(ur
     part = wait_for(lambda: partial_download(project), proc)
     kill_hard(proc)
     assert part.exists() and part.stat().st_size < len(server.payload)  # really cut off mid-transfer
-    assert not list((project / "data").rglob(sources.DONE_MARKER))
+    assert not list((project / "data").rglob(workspace.COMPLETE_MARKER))
     assert not (project / "runs/r/download/manifest.json").exists()
     assert dict(runner.status(load(project)))["download"] != "up to date"
     with pytest.raises(PipelineError, match="datablock needs the outputs of download"):
@@ -146,7 +146,7 @@ def test_sigterm_mid_download_unwinds_and_removes_its_temp_files(url_project):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert "interrupted" in (project / "bg.err").read_text()
-    assert leftovers(project / "data") == [] and not list((project / "data").rglob(sources.DONE_MARKER))
+    assert leftovers(project / "data") == [] and not list((project / "data").rglob(workspace.COMPLETE_MARKER))
 
 
 # ------------------------------------------------------------------------------------------- extraction
@@ -163,7 +163,7 @@ def test_sigkill_mid_extraction_of_a_local_zip_is_redone(tmp_path):
     staging = wait_for(lambda: next((project / "data").glob(".*.tmp*/.pad/00100.bin"), None), proc)
     kill_hard(proc)
     assert staging.exists()                                       # killed while extracting
-    assert not list((project / "data").rglob(sources.DONE_MARKER))
+    assert not list((project / "data").rglob(workspace.COMPLETE_MARKER))
     assert not (project / "runs/r/download/manifest.json").exists()
     assert dict(runner.status(load(project)))["download"] != "up to date"
     assert_rerun_matches(project, clean)

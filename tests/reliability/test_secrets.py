@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, runner, sources
+from pipeline import config, fetchers, runner, sources
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, payload_server
 from tests.kaggle_standin import KaggleStandin
@@ -88,7 +88,7 @@ def test_kaggle_json_key_is_redacted_too(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(cfg_dir))
     for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
-    assert sources._redact(f"x {KEY} y {BASIC}") == "x *** y ***"
+    assert fetchers._redact(f"x {KEY} y {BASIC}") == "x *** y ***"
 
 
 def test_malformed_kaggle_json_is_named_as_malformed(tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_a_kaggle_key_stored_as_a_json_number_is_redacted(tmp_path, monkeypatch)
     for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     (tmp_path / "kaggle.json").write_text('{"username": "u", "key": 8675309123}')
-    assert sources._redact("401: key 8675309123 refused") == "401: key *** refused"
+    assert fetchers._redact("401: key 8675309123 refused") == "401: key *** refused"
 
 
 # ------------------------------------------------------------------------------------------- url tokens
