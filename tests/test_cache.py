@@ -7,7 +7,7 @@ from PIL import Image
 
 from pipeline import artifacts, cache, config, data, runner
 from pipeline.errors import PipelineError
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, read_json
 from tests.conftest import make_image_folder
 
 
@@ -126,12 +126,12 @@ def test_another_split_takes_the_decoded_images_from_the_store(project):
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
     first = dict(zip(data.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", artifacts.CACHE))))
-    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
     reseeded = config.load(None, ["run.seed=7", "datablock.valid_pct=0.4"], cwd=project)
     _stages(reseeded, {"datablock"})
     again = np.load(ws.artifact("datablock", artifacts.CACHE))
     df = data.load_split(ws)[0]
-    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == len(df) == len(first)
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == len(df) == len(first)
     assert all(np.array_equal(first[p], a) for p, a in zip(df["path"], again))
     _stages(config.load(None, ["train.image_size=10"], cwd=project), {"datablock"})  # other settings: decoded anew
-    assert runner.read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, runner
+from pipeline import config, fingerprints, runner
 from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace, read_json
 from tests.conftest import make_image_folder
@@ -166,8 +166,8 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
 
     tmp_path, _ = project
     pkg = tmp_path_factory.mktemp("pkg") / "pipeline"
-    shutil.copytree(runner.PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(runner, "PKG", pkg)
+    shutil.copytree(fingerprints.PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprints, "PKG", pkg)  # where code_files looks for the package's modules
     runner.run(load(tmp_path), ["download", "datablock"])
     assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
     used = {p.name for p in runner.code_files("datablock")} - {p.name for p in runner.code_files("download")}

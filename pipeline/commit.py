@@ -1,0 +1,80 @@
+"""The staged commit: a stage writes into its staging folder, its manifest is written there last, then the folder
+(and its exports) replaces the stage's folder as a whole; `recover` finishes a commit a killed run cut short."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .artifacts import MANIFEST
+from .errors import PipelineError
+from .workspace import STAGED_EXPORTS, Workspace, sha256_file, sha256_text, write_json
+
+
+def _final_path(path: Path, ws: Workspace, staged: Workspace) -> Path:
+    """Where output `path` of the staged run `staged` lies once it is committed."""
+    for tmp, final in ((staged.exports, ws.exports), (staged.stage_dir(staged.staged), ws.root / staged.staged)):
+        if path.is_relative_to(tmp):
+            return final / path.relative_to(tmp)
+    return path
+
+
+def _describe_outputs(paths: list[Path], ws: Workspace, staged: Workspace) -> dict:
+    """{path relative to the run folder, where it will lie: size, mtime, sha256 of the staged file}."""
+    out = {}
+    for p in paths:
+        st = p.stat()
+        rel = os.path.relpath(_final_path(p, ws, staged), ws.root)
+        out[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
+    return out
+
+
+def write_manifest(ws: Workspace, staged: Workspace, name: str, fp, outputs: list[Path], started: str, finished: str,
+                   duration: float) -> None:
+    """Write stage `name`'s manifest into its staging folder (last: a manifest means the outputs are complete):
+    fingerprint `fp` and its parts, each output's size, mtime and sha256 (under the path it will have once
+    committed), their joint digest and the timing."""
+    described = _describe_outputs([Path(p) for p in outputs], ws, staged)
+    write_json(ws.staging_dir(name) / MANIFEST, {
+        "stage": name, "fingerprint": fp.digest,
+        "parts": {"config": fp.config, "code": fp.code, "inputs": fp.inputs, "external": fp.external},
+        "outputs": described,
+        "outputs_digest": sha256_text(json.dumps({k: v["sha256"] for k, v in described.items()}, sort_keys=True)),
+        "started": started, "finished": finished, "duration_s": round(duration, 2),
+    })
+
+
+def cannot_write(e: OSError, path: Path) -> PipelineError:
+    """The one-line error for a failed write of `path`."""
+    return PipelineError(f"cannot write {e.filename or path}: {e.strerror or e}")
+
+
+def commit(ws: Workspace, name: str) -> None:
+    """Put the complete staging folder of stage `name` (it holds its manifest) in place of the stage's folder:
+    its exports first, then the folder swapped for the old one as a whole. A commit cut short (two renames) is
+    finished by the next `run` (`recover`)."""
+    staging, final, old = ws.staging_dir(name), ws.root / name, ws.root / f".{name}.old"
+    try:
+        exports = staging / STAGED_EXPORTS
+        if exports.is_dir():
+            ws.exports.mkdir(parents=True, exist_ok=True)
+            for f in exports.iterdir():
+                os.replace(f, ws.exports / f.name)
+            exports.rmdir()
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    except OSError as e:
+        raise cannot_write(e, final) from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(ws: Workspace, names) -> None:
+    """Finish the commits of stages `names` that a killed run cut short, and remove old stage folders a commit
+    left behind."""
+    for name in names:
+        if (ws.staging_dir(name) / MANIFEST).is_file():
+            commit(ws, name)
+        shutil.rmtree(ws.root / f".{name}.old", ignore_errors=True)
