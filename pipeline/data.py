@@ -71,10 +71,10 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     if cfg.datablock.input == "landmarks":
         import pandas as pd
 
-        from . import hands
+        from . import hand_model
 
         feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
-        return hands.dataloaders(df, feats, vocab, batch_size or t.batch_size)
+        return hand_model.dataloaders(df, feats, vocab, batch_size or t.batch_size)
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),

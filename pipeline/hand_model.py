@@ -1,4 +1,5 @@
-"""The hand-landmark learner (`train.arch = "landmark_mlp"`), and its model with shape features
+"""The hand-landmark learner (`train.arch = "landmark_mlp"`): its DataLoaders over landmarks.csv, its training
+jitter (random 3D turns, stretches and mirrors of the keypoints), and its model with shape features
 (`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus
 features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
 Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from fastai.tabular.model import TabularModel
 from torch import nn
 
+from . import artifacts
+from .errors import PipelineError
 from .hands import FEATURES, N_POINTS
 
 N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
@@ -53,3 +56,73 @@ def make_learner(dls, t, **common):
         return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
     return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
                            y_range=None, **common)
+
+
+def dataloaders(split, feats, vocab: list[str], batch_size: int):
+    """fastai tabular DataLoaders over the persisted split joined with its landmarks (FEATURES as continuous
+    columns, no preprocessing: the coordinates are already on one scale, and the model batch-normalises its
+    input)."""
+    import numpy as np
+    from fastai.data.block import CategoryBlock
+    from fastai.tabular.core import TabularPandas
+    from fastai.tabular.data import TabularDataLoaders  # its import makes `to.dataloaders` one (with a tabular test_dl)
+
+    df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
+    if len(df) != len(split):
+        raise PipelineError(f"{artifacts.LANDMARKS} lacks {len(split) - len(df)} image(s) of the split: "
+                            "rerun datablock")
+    valid = df["is_valid"].to_numpy()
+    to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
+                       y_block=CategoryBlock(vocab=vocab),
+                       splits=(np.flatnonzero(~valid).tolist(), np.flatnonzero(valid).tolist()))
+    dls = to.dataloaders(bs=batch_size, num_workers=0)
+    assert isinstance(dls, TabularDataLoaders)
+    return dls
+
+
+def random_rotations(n: int, degrees: float, generator=None):
+    """`n` 3x3 rotation matrices, each about x, then y, then z by angles uniform in ±`degrees`."""
+    import math
+
+    import torch
+
+    a = (torch.rand(n, 3, generator=generator) * 2 - 1) * math.radians(degrees)
+    c, s = a.cos(), a.sin()
+    one, zero = torch.ones(n), torch.zeros(n)
+
+    def mat(rows):
+        return torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)
+
+    rx = mat([(one, zero, zero), (zero, c[:, 0], -s[:, 0]), (zero, s[:, 0], c[:, 0])])
+    ry = mat([(c[:, 1], zero, s[:, 1]), (zero, one, zero), (-s[:, 1], zero, c[:, 1])])
+    rz = mat([(c[:, 2], -s[:, 2], zero), (s[:, 2], c[:, 2], zero), (zero, zero, one)])
+    return rz @ ry @ rx
+
+
+def jitter_callback(degrees: float, scale: float = 0.1, mirror: float = 0.0):
+    """A fastai Callback that, on training batches only, turns each hand by a random 3D rotation (up to `degrees`
+    about each axis: the viewpoint changes from camera to camera), stretches each axis by up to ±`scale` (hand
+    proportions differ from signer to signer; only with a rotation), and mirrors it left to right with probability
+    `mirror` (a letter signed with the other hand is its mirror image, and MediaPipe sometimes names the wrong hand
+    in a photo taken from the signer's own side, which `canonical` then mirrors wrongly). Rows with no hand stay
+    all 0."""
+    import torch
+    from fastai.callback.core import Callback
+
+    class LandmarkJitter(Callback):
+        order = 5
+
+        def before_batch(self):
+            if not self.training:
+                return
+            cats, conts = self.learn.xb
+            n = conts.shape[0]
+            pts = conts[:, :3 * N_POINTS].reshape(n, N_POINTS, 3)
+            rot = random_rotations(n, degrees).to(conts)
+            stretch = 1 + (torch.rand(n, 1, 3, device=conts.device) * 2 - 1) * (scale if degrees else 0.0)
+            flip = torch.ones(n, 1, 3, device=conts.device)
+            flip[torch.rand(n, device=conts.device) < mirror, 0, 0] = -1
+            moved = (pts @ rot.transpose(1, 2)) * stretch * flip
+            self.learn.xb = (cats, torch.cat([moved.reshape(n, -1), conts[:, 3 * N_POINTS:]], dim=1))
+
+    return LandmarkJitter()

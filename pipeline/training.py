@@ -131,9 +131,9 @@ def make_learner(dls, cfg, ws):
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
     if t.arch == "landmark_mlp":
-        from . import hand_model, hands
+        from . import hand_model
 
-        extra = ([hands.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
+        extra = ([hand_model.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
                  if t.landmark_rotate or t.landmark_mirror else [])
         learn = hand_model.make_learner(dls, t, cbs=extra, **common)
     elif baselines.is_baseline(t.arch):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import artifacts, config, hands, runner, training
+from pipeline import artifacts, config, hand_model, hands, runner, training
 from pipeline.errors import PipelineError
 from tests.conftest import pipeline_cmd, subprocess_env
 
@@ -36,13 +36,13 @@ def test_canonical_features_ignore_position_size_and_handedness():
 
 
 def test_random_rotations_are_rotations_within_the_bound():
-    r = hands.random_rotations(500, 30.0, generator=torch.Generator().manual_seed(0))
+    r = hand_model.random_rotations(500, 30.0, generator=torch.Generator().manual_seed(0))
     eye = torch.eye(3).expand(500, 3, 3)
     assert torch.allclose(r @ r.transpose(1, 2), eye, atol=1e-5)
     assert torch.allclose(torch.linalg.det(r), torch.ones(500), atol=1e-5)
     # trace = 1 + 2 cos(total angle); three turns of <= 30 degrees compose to well under 90
     assert (r.diagonal(dim1=1, dim2=2).sum(-1) > 1.0).all()
-    assert torch.allclose(hands.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
+    assert torch.allclose(hand_model.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
 
 
 class _MarkerHands:
@@ -102,7 +102,7 @@ def test_shape_features_ignore_turns_but_keep_direction():
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(6)] + [np.zeros(64, np.float32)]))
     f = shape_features(conts)
     assert f.shape == (7, N_SHAPE) and torch.equal(f[6], torch.zeros(N_SHAPE))  # no hand: all 0
-    rot = hands.random_rotations(6, 60.0, generator=torch.Generator().manual_seed(1))
+    rot = hand_model.random_rotations(6, 60.0, generator=torch.Generator().manual_seed(1))
     pts = conts[:6, :63].reshape(6, 21, 3) @ rot.transpose(1, 2)
     turned = shape_features(torch.cat([pts.reshape(6, 63), conts[:6, 63:]], dim=1))
     distances = N_SHAPE - 9
@@ -112,7 +112,7 @@ def test_shape_features_ignore_turns_but_keep_direction():
 
 
 def test_jitter_moves_training_hands_only():
-    cb = hands.jitter_callback(30.0)
+    cb = hand_model.jitter_callback(30.0)
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(8)] + [np.zeros(64, np.float32)]))
     cats = torch.zeros(9, 0, dtype=torch.long)
     cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
@@ -131,7 +131,7 @@ def test_mirror_flips_x_of_training_hands_with_its_probability():
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(400)]))
     cats = torch.zeros(400, 0, dtype=torch.long)
     for p, share in ((0.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
-        cb = hands.jitter_callback(0.0, mirror=p)
+        cb = hand_model.jitter_callback(0.0, mirror=p)
         cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
         cb.before_batch()
         moved, pts = cb.learn.xb[1][:, :63].reshape(-1, 21, 3), conts[:, :63].reshape(-1, 21, 3)
@@ -190,7 +190,7 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
     feats.insert(0, "path", split["path"])
     vocab = ["A", "B", "C", "nothing"]
-    dls = hands.dataloaders(split, feats, vocab, batch_size=16)
+    dls = hand_model.dataloaders(split, feats, vocab, batch_size=16)
     cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                      "datablock.cache=false", "train.landmark_rotate=10",
                                                      "train.head_dropout=0.1", f"train.landmark_features={features}"])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, hands, onnx_engine, onnx_export, runner, training
+from pipeline import config, hand_model, hands, onnx_engine, onnx_export, runner, training
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, subprocess_env
 
@@ -157,7 +157,7 @@ def _landmark_learner(tmp_path, features: str):
     split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
     feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
     feats.insert(0, "path", split["path"])
-    dls = hands.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
+    dls = hand_model.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
     cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false",
                                                      "train.head_dropout=0.1", f"train.landmark_features={features}"])
     learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
