@@ -61,7 +61,7 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
     import os
 
     srcs = {s.name: s for s in datasets.training_sources(cfg.download)}
-    roots = {e["name"]: Path(e["root"]) for e in meta["sources"]}
+    roots = {e["name"]: Path(os.path.abspath(e["root"])) for e in meta["sources"]}
     for name, r in roots.items():
         if not r.is_dir():
             raise PipelineError(f"dataset root {r} of source {name} is gone: rerun `python -m pipeline run "
