@@ -71,3 +71,12 @@ def test_artifact_file_names_are_written_only_in_artifacts_py():
              for d in ("pipeline", "stages") for f in sorted((REPO / d).glob("*.py")) if f.name != "artifacts.py"
              for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, ast.Constant) and node.value in names}
     assert found <= KNOWN_LITERALS, f"use pipeline.artifacts for: {sorted(found - KNOWN_LITERALS)}"
+
+
+def test_a_module_over_300_lines_says_why():
+    long = {}
+    for f in sorted((REPO / "pipeline").glob("*.py")):
+        text = f.read_text()
+        if len(text.splitlines()) > 300 and "300 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long[f.name] = len(text.splitlines())
+    assert not long, f"split these, or say in the docstring why they are over 300 lines: {long}"
