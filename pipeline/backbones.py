@@ -45,17 +45,16 @@ def _torchvision_cached(name: str) -> bool:
     return (Path(get_dir()) / "checkpoints" / os.path.basename(url)).exists()
 
 
-def check_arch(arch: str) -> None:
-    """Refuse, in one line, an `arch` that no stage could build (run before any stage starts)."""
-    from .baselines import is_baseline
-
-    if arch == "landmark_mlp" or arch in TORCHVISION or is_baseline(arch):
+def check_arch(arch: str, also: str = "") -> None:
+    """Refuse, in one line, an `arch` that is neither a torchvision nor a timm backbone; `also` names what the other
+    model families accept (`families.check_arch`)."""
+    if arch in TORCHVISION:
         return
     import timm
 
     if not timm.is_model(arch):
         raise PipelineError(f"unknown arch {arch!r}: use {', '.join(TORCHVISION)}, a timm model name "
-                            f"(timm.list_models()), or a baseline (logreg, mlp, cnnnet, aslnet)")
+                            f"(timm.list_models()){also}")
 
 
 def resolve(arch: str, pretrained: bool, cache_dir: Path) -> tuple[object, dict]:

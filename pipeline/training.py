@@ -10,7 +10,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from . import artifacts, backbones, baselines, distributed, runtime
+from . import artifacts, distributed, families, runtime
 from .errors import PipelineError
 from .progress import Progress
 
@@ -120,34 +120,15 @@ def make_learner(dls, cfg, ws):
     """A fastai Learner for `cfg.train.arch`: a from-scratch baseline, a (pretrained) vision backbone, or the
     hand-landmark MLP."""
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle, fine_tune, lr_find)
-    from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
     from fastai.metrics import accuracy, error_rate
-    from fastai.vision.learner import vision_learner
 
     t = cfg.train
     loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
     common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     n_in = 1 if t.grayscale else 3
-    if t.arch == "landmark_mlp":
-        from . import hand_model
-
-        extra = ([hand_model.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
-                 if t.landmark_rotate or t.landmark_mirror else [])
-        learn = hand_model.make_learner(dls, t, cbs=extra, **common)
-    elif baselines.is_baseline(t.arch):
-        model = baselines.create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size)
-        learn = Learner(dls, model, **common)
-    else:
-        arch, extra = backbones.resolve(t.arch, t.pretrained, ws.data)
-        try:
-            learn = vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, ps=t.head_dropout, **extra, **common)
-        except (RuntimeError, OSError) as e:
-            if t.pretrained and ("download" in str(e).lower() or "connect" in str(e).lower() or "hub" in str(e).lower()):
-                raise PipelineError(f"could not get pretrained weights for {t.arch} ({type(e).__name__}); set "
-                                    f"train.pretrained=false or use arch '{backbones.OFFLINE_TIMM}'") from None
-            raise
+    learn = families.create_learner(dls, t, n_in, common, ws)
     learn.recorder.train_metrics = True
     runtime.apply(learn, runtime.decide(t))
     return learn

@@ -1,0 +1,34 @@
+"""The model-family registry: one lookup from `train.arch`, the config checks each family brings, one arch check."""
+import pytest
+
+from pipeline import config, families
+from pipeline.errors import PipelineError
+
+
+@pytest.mark.parametrize("arch, want", [
+    ("landmark_mlp", families.HAND_LANDMARKS),
+    ("cnnnet", families.BASELINE), ("logreg", families.BASELINE),
+    ("resnet18", families.BACKBONE), ("tf_efficientnet_lite0", families.BACKBONE),
+])
+def test_each_arch_has_one_family(arch, want):
+    assert families.family(arch) is want
+    assert want.sees_pixels == (arch != "landmark_mlp")
+
+
+def test_an_unknown_arch_names_every_family():
+    with pytest.raises(PipelineError, match=r"^unknown arch 'resnet19': .*a timm model name.*cnnnet.*landmark_mlp$"):
+        families.check_arch("resnet19")
+    for arch in ("landmark_mlp", "aslnet", "resnet34"):
+        families.check_arch(arch)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.arch=landmark_mlp"], "go together"),
+    (["datablock.input=landmarks"], "go together"),
+    (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=true"], "datablock.cache stores"),
+    (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false", "evaluate.tta=2"],
+     "evaluate.tta augments pixels"),
+])
+def test_the_family_checks_its_config(tmp_path, sets, message):
+    with pytest.raises(PipelineError, match=message):
+        config.load(None, sets, cwd=tmp_path)
