@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import artifacts, config, runner
+from . import artifacts, config, families, runner
 from .errors import PipelineError, guarded
 from .workspace import Workspace, read_json, write_text
 
@@ -82,7 +82,7 @@ def _recipe(cfg: config.Config) -> str:
     t = cfg.train
     lr = _lr(t.base_lr) if isinstance(t.base_lr, float) else "lr_find"
     opt = t.opt + (f" mom {t.momentum:g}" if t.opt == "sgd" else "")
-    if cfg.datablock.input == "landmarks":
+    if not families.of(cfg).sees_pixels:
         extras = ["hand landmarks" + (" + shape" if t.landmark_features == "coords+shape" else "")]
         extras += [f"rotate ±{t.landmark_rotate:g}°"] if t.landmark_rotate else []
     else:
@@ -99,7 +99,7 @@ def _published(cfg: config.Config, meta: dict) -> str:
         return meta["published"]
     from . import baselines  # imports torch: only when a table is made, not for `python -m pipeline --help`
 
-    if baselines.is_baseline(cfg.train.arch):
+    if families.of(cfg) is families.BASELINE:
         return baselines.baseline_info(cfg.train.arch)["published"]
     return "—"
 

@@ -15,6 +15,8 @@ from .errors import PipelineError
 
 IMAGES, LANDMARKS = "images", "landmarks"  # the values of datablock.input
 LANDMARK_ARCH = "landmark_mlp"
+PAIRED = (f'datablock.input = "{LANDMARKS}" and train.arch = "{LANDMARK_ARCH}" go together '
+          "(the one model for hand keypoints)")
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,8 @@ class Family:
     def checks(self, cfg) -> list[tuple[bool, str]]:
         """(ok, message) for the config keys that depend on this family (`config.validate` raises the first)."""
         if self.sees_pixels:
-            return [(cfg.datablock.input == IMAGES,
-                     f'datablock.input = "{LANDMARKS}" and train.arch = "{LANDMARK_ARCH}" go together '
-                     "(the one model for hand keypoints)")]
-        return [(cfg.datablock.input == LANDMARKS,
-                 f'datablock.input = "{LANDMARKS}" and train.arch = "{LANDMARK_ARCH}" go together '
-                 "(the one model for hand keypoints)"),
+            return [(cfg.datablock.input == IMAGES, PAIRED)]
+        return [(cfg.datablock.input == LANDMARKS, PAIRED),
                 (not cfg.datablock.cache,
                  f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{LANDMARKS}"'),
                 (not cfg.evaluate.tta, f'evaluate.tta augments pixels: turn it off for datablock.input = "{LANDMARKS}"')]
@@ -92,6 +90,11 @@ FAMILIES = (HAND_LANDMARKS, BASELINE, BACKBONE)  # looked up in this order: any 
 def family(arch: str) -> Family:
     """The family whose models `arch` names (a name no family knows is the backbone's: `check_arch` refuses it)."""
     return next(f for f in FAMILIES if f.owns(arch))
+
+
+def of(cfg) -> Family:
+    """The family of `cfg.train.arch` (`config.validate` made `cfg.datablock.input` agree with it)."""
+    return family(cfg.train.arch)
 
 
 def config_checks(cfg) -> list[tuple[bool, str]]:

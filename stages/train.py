@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import artifacts, cache, calibration, data, distributed, onnx_export, runtime, training
+from pipeline import artifacts, cache, calibration, data, distributed, families, onnx_export, runtime, training
 from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 
 
@@ -76,7 +76,7 @@ def run(cfg, ws, log):
     set_seed(cfg.run.seed, reproducible=True)
     dls = data.dataloaders(ws, cfg)
     learn = training.make_learner(dls, cfg, ws)
-    shape = "hand landmarks" if cfg.datablock.input == "landmarks" else f"{t.image_size}px"
+    shape = f"{t.image_size}px" if families.of(cfg).sees_pixels else "hand landmarks"
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     ckpt = ws.scratch / "train"
