@@ -35,7 +35,7 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     import time
 
     from . import content_store
-    from .runtime import usable_cpus
+    from .machine import usable_cpus
 
     t = cfg.train
     n = len(df)

@@ -3,8 +3,8 @@ knows which `train.arch` names it builds, which `datablock.input` its DataLoader
 learner. `family(arch)` is the one lookup, `create_learner` the one factory.
 
 Families: the pretrained image backbone (torchvision/timm, `backbones.py`), the from-scratch baseline
-(`baselines.py`) and the hand-landmark MLP (`hand_model.py`). The arch-name and input tests belong here; some call
-sites (data, compare, runtime, the stages) still test `datablock.input` or the arch themselves and move here next.
+(`baselines.py`) and the hand-landmark MLP (`hand_model.py`). The arch-name and input tests belong here; the datablock
+stage still tests `datablock.input` itself and moves here next.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Family:
     input: str                      # the datablock.input its DataLoaders read
     owns: Callable[[str], bool]     # whether `train.arch` names one of its models
     build: Callable                 # (dls, t, n_in, common, ws) -> fastai Learner
+    channels_last: bool = False     # whether train.channels_last = "auto" turns it on (on a GPU)
 
     @property
     def sees_pixels(self) -> bool:
@@ -37,7 +38,8 @@ class Family:
         return [(cfg.datablock.input == LANDMARKS, PAIRED),
                 (not cfg.datablock.cache,
                  f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{LANDMARKS}"'),
-                (not cfg.evaluate.tta, f'evaluate.tta augments pixels: turn it off for datablock.input = "{LANDMARKS}"')]
+                (not cfg.evaluate.tta,
+                 f'evaluate.tta augments pixels: turn it off for datablock.input = "{LANDMARKS}"')]
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """A fastai Learner for `t.arch` on `dls` (`common`: loss, optimiser, metrics, paths)."""
@@ -83,7 +85,7 @@ def _backbone_learner(dls, t, n_in, common, ws):
 
 HAND_LANDMARKS = Family("hand landmarks", LANDMARKS, lambda arch: arch == LANDMARK_ARCH, _landmark_learner)
 BASELINE = Family("from-scratch baseline", IMAGES, _is_baseline, _baseline_learner)
-BACKBONE = Family("pretrained image backbone", IMAGES, lambda arch: True, _backbone_learner)
+BACKBONE = Family("pretrained image backbone", IMAGES, lambda arch: True, _backbone_learner, channels_last=True)
 FAMILIES = (HAND_LANDMARKS, BASELINE, BACKBONE)  # looked up in this order: any other name is a backbone's
 
 

@@ -209,7 +209,7 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from .runtime import usable_cpus
+    from .machine import usable_cpus
 
     if not paths:
         return []

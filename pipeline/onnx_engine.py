@@ -46,7 +46,7 @@ def load_image(path, size: int, grayscale: bool = False):
 
 def session(path, threads: int | None = None):
     """An onnxruntime CPU session for `path` with `threads` intra-op threads (default: the usable cores)."""
-    from .runtime import usable_cpus
+    from .machine import usable_cpus
 
     ort = require()
     opts = ort.SessionOptions()

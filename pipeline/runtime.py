@@ -3,8 +3,9 @@ channels-last. `decide` resolves the config's "auto" values for this machine; th
 (train's metrics.json and the model card) so a figure can always be traced to how it was produced."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
+
+from .machine import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,6 @@ class Runtime:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity: `taskset` and container limits count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | None = None) -> Runtime:
@@ -56,10 +49,10 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
         precision = "bf16" if bf16 else "fp16"
     else:
         precision = "fp32"
-    from .baselines import is_baseline
+    from .families import family
 
     if t.channels_last == "auto":
-        channels_last = cuda and not is_baseline(t.arch) and t.arch != "landmark_mlp"
+        channels_last = cuda and family(t.arch).channels_last
     else:
         channels_last = t.channels_last == "on"
     return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())

@@ -72,7 +72,7 @@ class Reader:
 
     def __init__(self, learner: Path, onnx: bool = False, trust: bool = False, parallel: int = 0):
         from . import hands
-        from .runtime import usable_cpus
+        from .machine import usable_cpus
 
         if parallel < 0:
             raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
