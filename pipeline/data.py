@@ -5,7 +5,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from . import artifacts, families
+from . import artifacts
 from .errors import PipelineError
 from .sources import list_images  # noqa: F401  (re-exported: the stages' one way to list images)
 from .workspace import Workspace, read_json
@@ -68,7 +68,7 @@ def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
     if (batch_size or t.batch_size) > n_train:  # fastai drops the last partial batch: not one batch would be left
         raise PipelineError(f"train.batch_size {batch_size or t.batch_size} is larger than the training split "
                             f"({n_train} images): lower train.batch_size")
-    if not families.of(cfg).sees_pixels:
+    if cfg.datablock.input == "landmarks":
         import pandas as pd
 
         from . import hand_model

@@ -1,10 +1,13 @@
 """One registry of model families, as timm's `create_model` is one factory over its registered models: each family
-knows which `train.arch` names it builds, which `datablock.input` its DataLoaders read, its config checks and its
-learner. `family(arch)` is the one lookup, `create_learner` the one factory.
+knows which `train.arch` names it builds, which `datablock.input` its DataLoaders read, and its learner.
+`family(arch)` is the one lookup, `create_learner` the one factory.
 
 Families: the pretrained image backbone (torchvision/timm, `backbones.py`), the from-scratch baseline
-(`baselines.py`) and the hand-landmark MLP (`hand_model.py`). The arch-name and input tests belong here; the datablock
-stage still tests `datablock.input` itself and moves here next.
+(`baselines.py`) and the hand-landmark MLP (`hand_model.py`). The arch-name tests belong here. Not yet
+here: the config checks, the DataLoaders choice and runtime's channels_last still test `datablock.input` or the arch
+in config, data, runtime and the datablock stage: importing this module there would put every model module in the
+download and datablock fingerprints (`fingerprints.code_files` follows function-level imports too). Moving them
+needs the registry split into a description part (no model imports) and the builders.
 """
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ from .errors import PipelineError
 
 IMAGES, LANDMARKS = "images", "landmarks"  # the values of datablock.input
 LANDMARK_ARCH = "landmark_mlp"
-PAIRED = (f'datablock.input = "{LANDMARKS}" and train.arch = "{LANDMARK_ARCH}" go together '
-          "(the one model for hand keypoints)")
 
 
 @dataclass(frozen=True)
@@ -25,21 +26,10 @@ class Family:
     input: str                      # the datablock.input its DataLoaders read
     owns: Callable[[str], bool]     # whether `train.arch` names one of its models
     build: Callable                 # (dls, t, n_in, common, ws) -> fastai Learner
-    channels_last: bool = False     # whether train.channels_last = "auto" turns it on (on a GPU)
 
     @property
     def sees_pixels(self) -> bool:
         return self.input == IMAGES
-
-    def checks(self, cfg) -> list[tuple[bool, str]]:
-        """(ok, message) for the config keys that depend on this family (`config.validate` raises the first)."""
-        if self.sees_pixels:
-            return [(cfg.datablock.input == IMAGES, PAIRED)]
-        return [(cfg.datablock.input == LANDMARKS, PAIRED),
-                (not cfg.datablock.cache,
-                 f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{LANDMARKS}"'),
-                (not cfg.evaluate.tta,
-                 f'evaluate.tta augments pixels: turn it off for datablock.input = "{LANDMARKS}"')]
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """A fastai Learner for `t.arch` on `dls` (`common`: loss, optimiser, metrics, paths)."""
@@ -85,7 +75,7 @@ def _backbone_learner(dls, t, n_in, common, ws):
 
 HAND_LANDMARKS = Family("hand landmarks", LANDMARKS, lambda arch: arch == LANDMARK_ARCH, _landmark_learner)
 BASELINE = Family("from-scratch baseline", IMAGES, _is_baseline, _baseline_learner)
-BACKBONE = Family("pretrained image backbone", IMAGES, lambda arch: True, _backbone_learner, channels_last=True)
+BACKBONE = Family("pretrained image backbone", IMAGES, lambda arch: True, _backbone_learner)
 FAMILIES = (HAND_LANDMARKS, BASELINE, BACKBONE)  # looked up in this order: any other name is a backbone's
 
 
@@ -97,11 +87,6 @@ def family(arch: str) -> Family:
 def of(cfg) -> Family:
     """The family of `cfg.train.arch` (`config.validate` made `cfg.datablock.input` agree with it)."""
     return family(cfg.train.arch)
-
-
-def config_checks(cfg) -> list[tuple[bool, str]]:
-    """The `checks` of `cfg.train.arch`'s family, found without importing torch (the image families check alike)."""
-    return (HAND_LANDMARKS if HAND_LANDMARKS.owns(cfg.train.arch) else BACKBONE).checks(cfg)
 
 
 def check_arch(arch: str) -> None:

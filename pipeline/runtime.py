@@ -49,10 +49,10 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
         precision = "bf16" if bf16 else "fp16"
     else:
         precision = "fp32"
-    from .families import family
+    from .baselines import is_baseline
 
     if t.channels_last == "auto":
-        channels_last = cuda and family(t.arch).channels_last
+        channels_last = cuda and not is_baseline(t.arch) and t.arch != "landmark_mlp"
     else:
         channels_last = t.channels_last == "on"
     return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())

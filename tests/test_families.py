@@ -1,4 +1,4 @@
-"""The model-family registry: one lookup from `train.arch`, the config checks each family brings, one arch check."""
+"""The model-family registry: one lookup from `train.arch`, one arch check; the landmark pairing the config checks."""
 import pytest
 
 from pipeline import config, families
@@ -29,6 +29,6 @@ def test_an_unknown_arch_names_every_family():
     (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false", "evaluate.tta=2"],
      "evaluate.tta augments pixels"),
 ])
-def test_the_family_checks_its_config(tmp_path, sets, message):
+def test_the_config_pairs_the_landmark_family_with_its_input(tmp_path, sets, message):
     with pytest.raises(PipelineError, match=message):
         config.load(None, sets, cwd=tmp_path)
