@@ -158,6 +158,8 @@ def test_code_files_follow_the_import_graph():
     assert {"evaluate.py", "datasets.py", "inference.py", "labels.py", "calibration.py"} <= names["evaluate"]
     assert {"baselines.py", "backbones.py", "training.py"} <= names["lr_find"] & names["train"]
     assert "training.py" not in names["download"] and "inference.py" not in names["train"]
+    # the stages that build no model do not reach the model registry (an edit there leaves them up to date)
+    assert not {"families.py", "backbones.py", "training.py"} & (names["download"] | names["datablock"])
 
 
 def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_path_factory):
@@ -311,3 +313,4 @@ def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
     assert "epoch(s) at lr 1.00e-02 (train.base_lr, fixed)" in log
     page = report.build(cfg, runner.status(cfg)).read_text()
     assert "<th>used by train</th><td>1.00e-02 (train.base_lr, fixed)</td>" in page
+
