@@ -79,10 +79,6 @@ class ContentStore:
             return f"cannot write the store {self.path}: {e}"
         return ""
 
-    def __len__(self) -> int:
-        with self._db() as db:
-            return db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-
 
 def landmarks(folder: Path) -> ContentStore:
     """The store of hand keypoint rows (`hands.COLUMNS + hands.FEATURES`) in `folder`."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 
-from . import artifacts, config, runner
+from . import artifacts, config, data, runner
 from .errors import PipelineError
 from .workspace import Workspace, read_json, save_figure, write_csv, write_text
 
@@ -70,7 +70,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict
             failed.append(unit)
             rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {e}"})
             continue
-        out = Workspace.from_config(cfg).stage_dir("evaluate") / "holdout"
+        out = Workspace.from_config(cfg).stage_dir("evaluate") / data.HOLDOUT_SET
         m = read_json(out / artifacts.METRICS)
         tally = pd.read_csv(out / artifacts.TALLIES, keep_default_na=False)
         tally["held_out"] = unit

@@ -54,13 +54,14 @@ def training_sources(d) -> list:
 DEFAULT_SOURCE = "data"
 
 
-def labelled_images(root: Path, src) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+def labelled_images(root: Path, src, files: list[str] | None = None) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     """((path relative to `root`, label, group) for each image of source `src` under `root`, counts of what was
     left out: "loose" (no class folder and no label_regex), "unmatched" (label_regex did not match), "filtered"
     (label outside class_regex)). The label comes from label_regex on the file name, else the first folder under
     `root`, then label_map and uppercase; the group ("<source>/<match>") from group_regex searched in the relative
     path, else in the file name (so `^(hand\\d+)_` anchors at the file name), else the source's name. A path that
-    group_regex does not match is its own group, counted as "ungrouped"."""
+    group_regex does not match is its own group, counted as "ungrouped". `files`: `root`'s image listing
+    (`sources.list_image_strings`), when the caller has it already."""
     from .labels import Labeller
 
     label = Labeller(src.label_regex, src.label_map, src.uppercase)
@@ -68,7 +69,7 @@ def labelled_images(root: Path, src) -> tuple[list[tuple[str, str, str]], dict[s
     group = re.compile(src.group_regex) if src.group_regex else None
     items, left = [], {"loose": 0, "unmatched": 0, "filtered": 0, "ungrouped": 0}
     prefix = str(root).rstrip(os.sep) + os.sep
-    for p in sources.list_image_strings(root):
+    for p in sources.list_image_strings(root) if files is None else files:
         rel = p[len(prefix):].replace(os.sep, "/")
         if src.label_regex:
             y = label(Path(rel))

@@ -15,7 +15,6 @@ from pipeline.errors import PipelineError
 from pipeline.workspace import listing_fingerprint, read_json, sha256_text, write_json
 
 
-
 def _local(src) -> str:
     return datasets.local_fingerprint(src.source, src.subdir)
 
@@ -36,7 +35,8 @@ def _key(src) -> str:
 
 def _describe(src, ws, log) -> dict:
     root = datasets.image_root(src.source, src.subdir, ws.data, log)
-    items, left = datasets.labelled_images(root, src)
+    files = sources.list_image_strings(root)  # one walk of the folder, for the labels and the listing fingerprint
+    items, left = datasets.labelled_images(root, src, files)
     counts = Counter(label for _, label, _ in items)
     if left["loose"]:
         log(f"{src.name}: skipped {left['loose']} image(s) directly in {root} (not in a class folder)")
@@ -66,7 +66,7 @@ def _describe(src, ws, log) -> dict:
             "groups": dict(sorted(groups.items())), "empty_classes": empty, "loose_images": left["loose"],
             "unmatched": left["unmatched"], "filtered": left["filtered"], "ungrouped": left["ungrouped"],
             "links_skipped": links,
-            "listing": listing_fingerprint(sources.list_image_strings(root), root), "key": _key(src)}
+            "listing": listing_fingerprint(files, root), "key": _key(src)}
 
 
 def _passes_filter(folder: str, src) -> bool:
