@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-
-BASELINES = ("logreg", "mlp", "cnnnet", "aslnet")
+from pipeline.families import BASELINE_ARCHS as BASELINES  # the names the registry gives this family
 
 _INFO = {
     "logreg": {

@@ -117,7 +117,7 @@ def _cmd_stages(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import data, inference, sources
+    from . import data, inference, models, sources
 
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -146,19 +146,25 @@ def _cmd_predict(args) -> int:
             raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
                                 "model card")
         model = onnx_engine.load_verified(Path(args.learner), trust=args.trust_learner)
-        labels, conf, _, _ = model.predict(files, args.batch_size, log=log)
+        labels, conf, _, found = model.predict(files, args.batch_size, log=log)
     else:
         learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
-        labels, conf, _ = inference.predict(learn, files, args.batch_size, log=log)
+        labels, conf, _, found = models.predict(learn, files, args.batch_size, log=log)
+    rows = [[data.shown_name(f), y, c] for f, y, c in zip(files, labels, conf)]
+    if found is not None:  # a hand-keypoint model: say where no hand was found (the label is then a guess)
+        for row, hand in zip(rows, found):
+            row.append(hand)
+        if not all(found):
+            log(f"no hand found in {found.count(False)} of {len(found)} image(s): hand_found is false there")
     if args.csv:
         import csv
 
         w = csv.writer(sys.stdout)
-        w.writerow(["file", "label", "confidence"])
-        w.writerows((data.shown_name(f), y, f"{c:.6f}") for f, y, c in zip(files, labels, conf))
+        w.writerow(["file", "label", "confidence"] + (["hand_found"] if found is not None else []))
+        w.writerows([f, y, f"{c:.6f}", *(str(h).lower() for h in rest)] for f, y, c, *rest in rows)
     else:
-        for f, y, c in zip(files, labels, conf):
-            print(f"{data.shown_name(f)}\t{y}\t{c:.3f}")
+        for f, y, c, *rest in rows:
+            print(f"{f}\t{y}\t{c:.3f}" + ("\tno hand found" if rest and not rest[0] else ""))
     return 0
 
 

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import families
 from .errors import PipelineError
 
 if sys.version_info >= (3, 11):
@@ -296,13 +297,6 @@ def validate(cfg: Config) -> None:
         (cfg.evaluate.engine in ("fastai", "onnx"), "evaluate.engine must be fastai or onnx"),
         (not (cfg.evaluate.engine == "onnx" and cfg.evaluate.tta),
          "evaluate.tta runs fastai's augmentations: use evaluate.engine = \"fastai\" with it"),
-        (cfg.datablock.input in ("images", "landmarks"), "datablock.input must be images or landmarks"),
-        ((cfg.datablock.input == "landmarks") == (cfg.train.arch == "landmark_mlp"),
-         'datablock.input = "landmarks" and train.arch = "landmark_mlp" go together (the one model for hand keypoints)'),
-        (not (cfg.datablock.input == "landmarks" and cfg.datablock.cache),
-         "datablock.cache stores decoded pixels: turn it off for datablock.input = \"landmarks\""),
-        (not (cfg.datablock.input == "landmarks" and cfg.evaluate.tta),
-         "evaluate.tta augments pixels: turn it off for datablock.input = \"landmarks\""),
         (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),
         (0.0 <= cfg.train.landmark_mirror <= 1.0, "train.landmark_mirror must be a probability in [0, 1] (0 = off)"),
         (cfg.train.landmark_features in ("coords", "coords+shape"), "train.landmark_features must be coords or coords+shape"),
@@ -316,6 +310,7 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
+    families.check(cfg)  # datablock.input and what the model family of train.arch can read
     check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):
         names = [t.name for t in entries]

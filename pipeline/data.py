@@ -55,32 +55,34 @@ def batch_augmentation(t) -> list:
     return tfms
 
 
-def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
-    """DataLoaders over the persisted split: `ColSplitter`, so every stage sees the very same split."""
-    from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize
-
+def checked_split(ws: Workspace, cfg, batch_size: int | None = None):
+    """`load_split`, refused in one line when a split is empty or smaller than a batch (fastai drops the last
+    partial batch: not one batch would be left)."""
     df, root, vocab = load_split(ws)
-    t = cfg.train
+    bs = batch_size or cfg.train.batch_size
     if df["is_valid"].sum() == 0 or (~df["is_valid"]).sum() == 0:
         raise PipelineError("the split has an empty training or validation set: raise datablock.valid_pct "
                             "or add images, then rerun datablock")
     n_train = int((~df["is_valid"]).sum())
-    if (batch_size or t.batch_size) > n_train:  # fastai drops the last partial batch: not one batch would be left
-        raise PipelineError(f"train.batch_size {batch_size or t.batch_size} is larger than the training split "
-                            f"({n_train} images): lower train.batch_size")
-    if cfg.datablock.input == "landmarks":
-        import pandas as pd
+    if bs > n_train:
+        raise PipelineError(f"train.batch_size {bs} is larger than the training split ({n_train} images): "
+                            "lower train.batch_size")
+    return df, root, vocab
 
-        from . import hand_model
 
-        feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
-        return hand_model.dataloaders(df, feats, vocab, batch_size or t.batch_size)
+def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
+    """Image DataLoaders over the persisted split: `ColSplitter`, so every stage sees the very same split
+    (`models.dataloaders` picks these or the hand-keypoint ones by the model family)."""
+    from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize
+
+    from .runtime import decide
+
+    df, root, vocab = checked_split(ws, cfg, batch_size)
+    t = cfg.train
     block = DataBlock(
         blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size), batch_tfms=batch_augmentation(t))
-    from .runtime import decide
-
     rt = decide(t)
     return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=rt.workers, pin_memory=rt.pin_memory)
 

@@ -5,13 +5,18 @@ features of the hand's shape that no turn of the camera changes, computed from t
 Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
 the export takes the same keypoint rows as the plain model.
 
-Its own module, importing torch at the top, because `load_learner` unpickles the model by its class name; `hands.py`
-(keypoint extraction, which needs no torch) does not import it.
+Its own module, importing torch at the top, because `load_learner` unpickles the learner and the model by their
+class names (so the export needs this package installed, and the model card says so); `hands.py` (keypoint
+extraction, which needs no torch) does not import it.
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from fastai.tabular.learner import TabularLearner
 from fastai.tabular.model import TabularModel
 from torch import nn
 
@@ -45,17 +50,55 @@ class LandmarkNet(nn.Module):
         return self.tabular(x_cat, torch.cat([x_cont, shape_features(x_cont)], dim=1))
 
 
-def make_learner(dls, t, **common):
-    """fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES (`t.landmark_features`
-    "coords": plain `tabular_learner`), or on FEATURES plus the shape features computed from them ("coords+shape":
-    `LandmarkNet`)."""
-    from fastai.tabular.learner import TabularLearner, tabular_config, tabular_learner
+class HandLearner(TabularLearner):
+    """fastai's TabularLearner over the keypoint FEATURES, whose `predict` also takes a photo, as a vision learner's
+    does: `load_learner(pkl).predict("photo.jpg")` finds the hand (MediaPipe, in this process) and returns (label,
+    index, probabilities). A row of features (a pandas Series) is predicted as TabularLearner does. For a photo with
+    no hand the model answers as it learned for the all-0 row, and a warning says that no hand was found."""
 
-    layers = [512, 256]
+    def predict(self, row, *args, **kwargs):
+        import pandas as pd
+
+        if isinstance(row, pd.Series):
+            return super().predict(row, *args, **kwargs)
+        from . import hands
+
+        feats = hands.extract([row], log=lambda message: None)
+        if not feats["hand_found"].iloc[0]:
+            warnings.warn(f"no hand found in {row}: the label is the model's answer for an image without a hand",
+                          stacklevel=2)
+        probs = feature_probs(self, feats[FEATURES].to_numpy(np.float32))[0]
+        idx = int(probs.argmax())
+        return self.dls.vocab[idx], torch.tensor(idx), probs
+
+
+def is_landmark_learner(learn) -> bool:
+    """True for a learner trained on these features (its DataLoaders are tabular, over FEATURES)."""
+    return list(getattr(learn.dls, "cont_names", []) or []) == FEATURES
+
+
+def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
+    """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 FEATURES rows `x` (n, 64)."""
+    import pandas as pd
+
+    from .training import quiet
+
+    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=FEATURES), bs=batch_size)
+    with quiet(learn):
+        probs, _ = learn.get_preds(dl=dl)
+    return probs
+
+
+def make_learner(dls, t, **common) -> HandLearner:
+    """A `HandLearner` with fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES
+    (`t.landmark_features` "coords"), or on FEATURES plus the shape features computed from them ("coords+shape":
+    `LandmarkNet`)."""
+    layers, n_out = [512, 256], len(dls.vocab)
     if t.landmark_features == "coords+shape":
-        return TabularLearner(dls, LandmarkNet(len(dls.vocab), layers, t.head_dropout), **common)
-    return tabular_learner(dls, layers=layers, config=tabular_config(ps=t.head_dropout, embed_p=0.0),
-                           y_range=None, **common)
+        model = LandmarkNet(n_out, layers, t.head_dropout)
+    else:  # what fastai's tabular_learner builds for continuous columns only
+        model = TabularModel([], len(FEATURES), n_out, layers, ps=t.head_dropout, embed_p=0.0, y_range=None)
+    return HandLearner(dls, model, **common)
 
 
 def dataloaders(split, feats, vocab: list[str], batch_size: int):

@@ -48,11 +48,6 @@ def require():
     return mp
 
 
-def is_landmark_learner(learn) -> bool:
-    """True for a learner trained on these features (its DataLoaders are tabular, over FEATURES)."""
-    return list(getattr(learn.dls, "cont_names", []) or []) == FEATURES
-
-
 def load_rgb(path):
     """`path` as an upright (EXIF-applied) 8-bit RGB array, as the image models see it."""
     import numpy as np
@@ -161,10 +156,11 @@ def _init_worker():
     _DETECTOR = Detector()
 
 
-def _row(path: str) -> list:
-    """One landmarks.csv row for `path`: found, handedness, score, then FEATURES (all 0 when no hand)."""
+def _row(path: str, detector: Detector | None = None) -> list:
+    """One landmarks.csv row for `path` (found by `detector`, else by this process's pool detector): found,
+    handedness, score, then FEATURES (all 0 when no hand)."""
     try:
-        points, handedness, score = _DETECTOR(path)
+        points, handedness, score = (detector or _DETECTOR)(path)
     except (OSError, ValueError) as e:  # PIL's errors for unreadable or truncated images
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
     feats = canonical(points, handedness) if points is not None else None
@@ -203,8 +199,9 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
 
 
 def _detect(paths: list[str], log, workers: int | None, what: str, store) -> list:
-    """`_row` of each path, in order, from a pool of spawned MediaPipe processes; each row goes to `store` (if
-    any) as it arrives, so an interrupted extraction keeps what it found."""
+    """`_row` of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
+    `workers` 1, from one detector in this process); each row goes to `store` (if any) as it arrives, so an
+    interrupted extraction keeps what it found."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -215,13 +212,18 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
         return []
     workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
     rows, step, saved = [], max(1, len(paths) // 10), 0
-    log(f"finding hands in {len(paths)} {what} with MediaPipe ({workers} process(es))")
-    # spawn, not fork: a process forked after torch has run its thread pools can crash in MediaPipe's native code
-    # (seen here: evaluate right after train). Like any spawning library, it needs a calling script to guard
-    # its entry point with `if __name__ == "__main__":`.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    log(f"finding hands in {len(paths)} {what} with MediaPipe "
+        + (f"({workers} processes)" if workers > 1 else "(in this process)"))
+    if workers == 1:  # a few images: no pool to start, so a plain script needs no `if __name__ == "__main__":`
+        pool, found = None, _rows_here(paths)
+    else:
+        # spawn, not fork: a process forked after torch has run its thread pools can crash in MediaPipe's native
+        # code (seen here: evaluate right after train). Like any spawning library, it needs a calling script to
+        # guard its entry point with `if __name__ == "__main__":`.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        found = pool.map(_row, paths, chunksize=16)
     try:
-        for i, row in enumerate(pool.map(_row, paths, chunksize=16), 1):
+        for i, row in enumerate(found, 1):
             rows.append(row)
             if store is not None and (i - saved >= 256 or i == len(paths)):
                 if problem := store.put(paths[saved:i], rows[saved:i]):
@@ -235,8 +237,19 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
                             f"calling this needs an `if __name__ == \"__main__\":` guard; otherwise check the "
                             f"MediaPipe install: {INSTALL}") from None
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     return rows
+
+
+def _rows_here(paths: list[str]):
+    """`_row` of each path, in order, found by one detector in this process."""
+    detector = Detector()
+    try:
+        for path in paths:
+            yield _row(path, detector)
+    finally:
+        detector.close()
 
 
 def plot_landmarks(paths: list, labels: list, path: Path, title: str = "hand landmarks") -> Path:

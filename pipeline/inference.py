@@ -1,13 +1,23 @@
-"""Load an exported learner safely and run batched predictions: shared by evaluate and `predict`."""
+"""Load an exported learner safely and run batched predictions on image files, for each input kind a learner
+reads (`models.predict` picks one): shared by evaluate, `predict` and `serve`."""
 from __future__ import annotations
 
 import contextlib
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import PipelineError
 from .workspace import sha256_file
+
+
+class Predictions(NamedTuple):
+    """What a batched prediction gives, one entry per image, in order (from fastai or the ONNX engine)."""
+    labels: list
+    confidences: list
+    probs: object               # (n, len(vocab)): a torch tensor (fastai) or a numpy array (onnxruntime)
+    hand_found: list | None     # a hand-keypoint model: whether MediaPipe found a hand; None for an image model
 
 
 def card_path(pkl: Path) -> Path:
@@ -96,30 +106,28 @@ def _fast_inputs(learn):
             learn.model.to(memory_format=torch.contiguous_format)
 
 
-def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None):
+def _top(probs, vocab: list, hand_found=None) -> Predictions:
+    conf, idx = probs.max(dim=1)
+    return Predictions([vocab[i] for i in idx.tolist()], conf.tolist(), probs, hand_found)
+
+
+def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None) -> Predictions:
     """A hand-landmark learner's batched inference: MediaPipe finds each image's keypoints, the tabular model
-    classifies them (an image without a hand gets the all-0 row the model learned): (predicted labels,
-    confidences, probabilities, hand found per image); `store`: a `content_store.landmarks` store to reuse."""
-    from . import hands, training
+    classifies them (an image without a hand gets the all-0 row the model learned); `store`: a
+    `content_store.landmarks` store to reuse."""
+    from . import hand_model, hands
 
     feats = hands.extract(paths, log, store=store)
-    dl = learn.dls.test_dl(feats[hands.FEATURES], bs=batch_size)
-    with training.quiet(learn):
-        probs, _ = learn.get_preds(dl=dl)
-    conf, idx = probs.max(dim=1)
-    vocab = list(learn.dls.vocab)
-    return [vocab[i] for i in idx.tolist()], conf.tolist(), probs, feats["hand_found"].tolist()
+    probs = hand_model.feature_probs(learn, feats[hands.FEATURES].to_numpy(), batch_size)
+    return _top(probs, list(learn.dls.vocab), feats["hand_found"].astype(bool).tolist())
 
 
-def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print):
-    """Batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta` > 0 fastai's
-    test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch transforms, blended
-    with the plain pass): (predicted labels, confidences, probabilities). A hand-landmark learner goes through
-    `predict_landmarks` (no TTA: it augments pixels)."""
-    from . import hands, training
+def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print) -> Predictions:
+    """An image learner's batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta`
+    > 0 fastai's test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch
+    transforms, blended with the plain pass)."""
+    from . import training
 
-    if hands.is_landmark_learner(learn):
-        return predict_landmarks(learn, paths, batch_size, log)[:3]
     dl = learn.dls.test_dl(list(paths), bs=batch_size)
     with training.quiet(learn), training.progress_lines(learn, log, lambda training: "predicted"):
         if tta:
@@ -127,6 +135,4 @@ def predict(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=pr
         else:
             with _fast_inputs(learn) as cbs:
                 probs, _ = learn.get_preds(dl=dl, cbs=cbs)
-    conf, idx = probs.max(dim=1)
-    vocab = list(learn.dls.vocab)
-    return [vocab[i] for i in idx.tolist()], conf.tolist(), probs
+    return _top(probs, list(learn.dls.vocab))

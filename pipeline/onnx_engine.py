@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import PipelineError
+from .families import LANDMARKS
+from .inference import Predictions
 from .workspace import sha256_file
 
 INSTALL = "pip install -e .  (onnxruntime is a core dependency)"
@@ -62,14 +64,10 @@ class OnnxModel:
         self.session = session(path, threads)
         self.path, self.card = Path(path), card
         self.vocab = list(card["vocab"])
-        self.family = card["onnx"]["family"]
+        self.landmarks = card["onnx"]["family"] == LANDMARKS  # photos become hand keypoints first
         self.input = card["onnx"]["input"]["name"]
         self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
         self.threads = self.session.get_session_options().intra_op_num_threads
-
-    @property
-    def landmarks(self) -> bool:
-        return self.family == "landmarks"
 
     def probs(self, batch):
         """Probabilities (N, len(vocab)) for a uint8 (N, H, W, 3) image batch or a float32 (N, 64) feature batch."""
@@ -88,10 +86,9 @@ class OnnxModel:
                 out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size])))))
         return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
 
-    def predict(self, paths: list, batch_size: int = 64, log=print, store=None):
-        """(predicted labels, confidences, probabilities, hand found per image or None) for image files; a
-        landmark model finds the hands first (`hands.extract`, reusing `store`'s keypoints), as the fastai path
-        does."""
+    def predict(self, paths: list, batch_size: int = 64, log=print, store=None) -> Predictions:
+        """`inference.Predictions` for image files (probabilities as a numpy array); a landmark model finds the
+        hands first (`hands.extract`, reusing `store`'s keypoints), as the fastai path does."""
         import numpy as np
 
         found = None
@@ -105,7 +102,7 @@ class OnnxModel:
         else:
             probs = self.image_probs(list(paths), batch_size)
         idx = probs.argmax(axis=1)
-        return [self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found
+        return Predictions([self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found)
 
 
 def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:

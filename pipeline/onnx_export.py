@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from . import onnx_engine
 from .errors import PipelineError
@@ -66,18 +67,6 @@ def _torch_modules():
             return torch.softmax(self.model(features[:, :0].long(), features), dim=1)
 
     return ImageGraph, LandmarkGraph
-
-
-def family(learn) -> str:
-    """"landmarks" for a hand-keypoint learner, "image" for one whose input is a fastai image."""
-    from . import hands
-
-    if hands.is_landmark_learner(learn):
-        return "landmarks"
-    items = getattr(learn.dls.valid, "after_item", None)
-    if items is not None and any(type(t).__name__ == "Resize" for t in items.fs):
-        return "image"
-    raise PipelineError("no ONNX graph for this model family: only image and hand-landmark learners export")
 
 
 def _normalise_stats(dl):
@@ -131,20 +120,42 @@ def _features_doc() -> dict:
                    "No hand: 64 zeros (the model answers for it as it learned)."}
 
 
-def _plan(learn, fam: str, cfg_train) -> tuple:
-    """(the model's CPU copy, the graph around it, input name, example input, batches over the validation split,
-    the card's input entry) for a learner of family `fam`."""
+class Plan(NamedTuple):
+    """How one learner exports (`models.export_onnx` picks `image_plan` or `landmark_plan` by what it reads)."""
+    family: str         # the card's onnx.family: what the graph reads (families.IMAGES or families.LANDMARKS)
+    model: object       # the model's CPU float32 copy
+    graph: object       # the nn.Module exported: the model inside what a client cannot be trusted to do
+    input_name: str
+    example: object     # an example input for torch's exporter
+    batches: object     # (graph input, model inputs) over the validation split, for the parity check
+    entry: dict         # the card's onnx.input
+
+
+def _cpu_copy(learn):
+    return copy.deepcopy(learn.model).float().cpu().eval()
+
+
+def landmark_plan(learn) -> Plan:
+    """A hand-landmark learner's graph: float32 FEATURES rows in, probabilities out."""
     import torch
 
-    ImageGraph, LandmarkGraph = _torch_modules()
-    model = copy.deepcopy(learn.model).float().cpu().eval()
-    if fam == "landmarks":
-        graph = LandmarkGraph(model)
-        entry = {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
-        return model, graph, "features", torch.zeros(2, 64), _landmark_batches(learn), entry
-    size, gray = cfg_train.image_size, cfg_train.grayscale
+    from .families import LANDMARKS
+
+    _, LandmarkGraph = _torch_modules()
+    model = _cpu_copy(learn)
+    entry = {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
+    return Plan(LANDMARKS, model, LandmarkGraph(model), "features", torch.zeros(2, 64), _landmark_batches(learn), entry)
+
+
+def image_plan(learn, size: int, gray: bool) -> Plan:
+    """An image learner's graph: uint8 (N, size, size, 3) RGB in, probabilities out."""
+    import torch
+
+    from .families import IMAGES
+
+    ImageGraph, _ = _torch_modules()
+    model = _cpu_copy(learn)
     mean, std = _normalise_stats(learn.dls.valid)
-    graph = ImageGraph(model, mean, std, gray)
     entry = {"name": "image", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
              "client_does": f"decode, turn upright by the EXIF orientation, centre-crop to a square, resize to "
                             f"{size}x{size} bilinear (fastai's Resize at validation; pipeline.onnx_engine.load_image)"
@@ -156,7 +167,7 @@ def _plan(learn, fam: str, cfg_train) -> tuple:
              "why": "uint8 HxWx3 is what every decoder returns, so scale, channel order, layout, gray and "
                     "mean/std stay inside the graph where a client cannot get them wrong; 4x smaller than float"}
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    return model, graph, "image", example, _image_batches(learn, gray), entry
+    return Plan(IMAGES, model, ImageGraph(model, mean, std, gray), "image", example, _image_batches(learn, gray), entry)
 
 
 def parity(learn_model, sess, input_name: str, batches) -> dict:
@@ -190,21 +201,15 @@ def float32_noise(model, model_in) -> float:
     return float((p32.double() - p64).abs().max())
 
 
-def export(learn, path: Path, cfg_train, log=print) -> dict:
-    """Write `path` (opset OPSET, dynamic batch) from `learn` after checking parity on its validation split;
+def export(learn, path: Path, plan: Plan, log=print) -> dict:
+    """Write `path` (opset OPSET, dynamic batch) as `plan` says after checking parity on `learn`'s validation split;
     return the model card's `onnx` entry. A graph that misses the tolerance or changes a top-1 label is an error
-    (`PipelineError`) and nothing is written. The export and the check run on a CPU copy of the model. A model
-    family without a graph here gets an entry saying why, and no file."""
+    (`PipelineError`) and nothing is written. The export and the check run on a CPU copy of the model."""
     import onnx
     import torch
 
     t0 = time.perf_counter()
-    try:
-        fam = family(learn)
-    except PipelineError as e:
-        log(f"no ONNX export: {e}")
-        return {"file": None, "why": str(e)}
-    model, graph, name, example, batches, entry = _plan(learn, fam, cfg_train)
+    model, graph, name, example, batches, entry = plan[1:]
     with atomic_path(path) as tmp:
         with _quiet_exporter():
             torch.onnx.export(graph, (example,), str(tmp), input_names=[name], output_names=["probs"],
@@ -220,11 +225,11 @@ def export(learn, path: Path, cfg_train, log=print) -> dict:
                                 f"float32 result is {noise:.1e} from float64; no {path.name} written")
         opset = max(o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
     check["seconds"] = round(time.perf_counter() - t0, 1)
-    log(f"ONNX graph {path} ({fam}, opset {opset}): parity on {check['items']} validation items, max |Δp| "
+    log(f"ONNX graph {path} ({plan.family}, opset {opset}): parity on {check['items']} validation items, max |Δp| "
         f"{check['max_abs_prob_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}")
     import onnxruntime
 
-    return {"file": Path(path).name, "sha256": sha256_file(path), "family": fam, "opset": opset, "input": entry,
+    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset, "input": entry,
             "output": {"name": "probs", "dtype": "float32", "shape": ["batch", len(learn.dls.vocab)],
                        "columns": "vocab, in order", "is": "softmax probabilities"},
             "parity": check, "versions": {"torch": torch.__version__, "onnx": onnx.__version__,

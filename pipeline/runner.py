@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import artifacts, data, distributed, families
+from . import artifacts, data, distributed, models
 from .commit import cannot_write, commit, recover, write_manifest
 from .config import Config, dumps
 from .errors import PipelineError
@@ -170,7 +170,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
     """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
     rest): that `train.arch` names a model, when a selected stage builds one."""
     if set(stages) & set(MODEL_STAGES):
-        families.check_arch(cfg.train.arch)
+        models.check_arch(cfg.train.arch)
 
 
 def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:

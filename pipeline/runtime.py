@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import families
 from .machine import usable_cpus
 
 
@@ -49,10 +50,8 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
         precision = "bf16" if bf16 else "fp16"
     else:
         precision = "fp32"
-    from .baselines import is_baseline
-
     if t.channels_last == "auto":
-        channels_last = cuda and not is_baseline(t.arch) and t.arch != "landmark_mlp"
+        channels_last = cuda and families.family(t.arch).channels_last
     else:
         channels_last = t.channels_last == "on"
     return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())

@@ -82,10 +82,10 @@ class Reader:
             self.model = onnx_engine.load_verified(learner, trust=trust)
             self.vocab, self.landmarks = self.model.vocab, self.model.landmarks
         else:
-            from . import inference
+            from . import inference, models
 
             self.learn = inference.load_verified(learner, trust=trust)
-            self.vocab, self.landmarks = list(self.learn.dls.vocab), hands.is_landmark_learner(self.learn)
+            self.vocab, self.landmarks = list(self.learn.dls.vocab), models.input_of(self.learn).keypoints
         self.onnx, self.engine = onnx, "onnxruntime" if onnx else "fastai"
         self.parallel = (parallel or min(4, usable_cpus())) if self.landmarks else 1
         self._detectors = queue.SimpleQueue()
@@ -104,13 +104,15 @@ class Reader:
         """(probabilities over the vocab, keypoints or None); probabilities None for a hand model with no hand."""
         import numpy as np
 
-        from . import hands, inference
+        from . import hands
 
         if not self.landmarks:
             with self._lock:
                 if self.onnx:
                     return self.model.probs(self.model.load(path)[None])[0], None
-                return inference.predict(self.learn, [Path(path)], 1)[2][0].numpy(), None
+                from . import inference
+
+                return inference.predict_images(self.learn, [Path(path)], 1).probs[0].numpy(), None
         points, handedness, _ = self._keypoints(path)
         feats = hands.canonical(points, handedness) if points is not None else None
         if feats is None:
@@ -119,14 +121,9 @@ class Reader:
         with self._lock:
             if self.onnx:
                 return self.model.probs(x)[0], points
-            import pandas as pd
+            from . import hand_model
 
-            from . import training
-
-            dl = self.learn.dls.test_dl(pd.DataFrame(x, columns=hands.FEATURES))
-            with training.quiet(self.learn):
-                probs, _ = self.learn.get_preds(dl=dl)
-            return probs[0].numpy(), points
+            return hand_model.feature_probs(self.learn, x)[0].numpy(), points
 
     def read(self, path):
         if not path:

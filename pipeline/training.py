@@ -1,4 +1,5 @@
-"""Learner construction and the training loop glue shared by lr_find and train."""
+"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, checkpoints
+and resume, and stripping a learner for export (`models.make_learner` builds the learner)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from . import artifacts, distributed, families, runtime
+from . import artifacts, distributed, runtime
 from .errors import PipelineError
 from .progress import Progress
 
@@ -114,24 +115,6 @@ def opt_func(t):
     from fastai.optimizer import SGD, Adam
 
     return Adam if t.opt == "adam" else partial(SGD, mom=t.momentum)
-
-
-def make_learner(dls, cfg, ws):
-    """A fastai Learner for `cfg.train.arch`: a from-scratch baseline, a (pretrained) vision backbone, or the
-    hand-landmark MLP."""
-    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle, fine_tune, lr_find)
-    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
-    from fastai.metrics import accuracy, error_rate
-
-    t = cfg.train
-    loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
-    common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
-                  path=ws.scratch, model_dir="models", wd=t.wd or None)
-    n_in = 1 if t.grayscale else 3
-    learn = families.create_learner(dls, t, n_in, common, ws)
-    learn.recorder.train_metrics = True
-    runtime.apply(learn, runtime.decide(t))
-    return learn
 
 
 def phases(t, lr: float) -> list[tuple[str, int, dict]]:

@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import artifacts, cache, content_store, data, datasets, hands, sources, splitting
+from pipeline import artifacts, cache, content_store, data, datasets, families, hands, sources, splitting
 from pipeline.errors import PipelineError
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
 
@@ -91,7 +91,8 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
 def run(cfg, ws, log):
     import pandas as pd
 
-    if cfg.datablock.input == "landmarks":
+    keypoints = not families.of(cfg).sees_pixels  # the model reads hand keypoints, found here once
+    if keypoints:
         hands.require()  # before minutes of verifying: the one-line install hint now
     root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     seed, b = cfg.run.seed, cfg.datablock
@@ -138,12 +139,12 @@ def run(cfg, ws, log):
         ws.artifact("datablock", artifacts.HOLDOUT).unlink(missing_ok=True)
     # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
     # never leave one to be mistaken for current
-    stale = [artifacts.LANDMARKS] if b.input != "landmarks" else []
-    if b.input == "landmarks" or not b.cache:
+    stale = [] if keypoints else [artifacts.LANDMARKS]
+    if keypoints or not b.cache:
         stale += [artifacts.CACHE_META, artifacts.CACHE]
     for name in stale:
         ws.artifact("datablock", name).unlink(missing_ok=True)
-    if b.input == "landmarks":
+    if keypoints:
         return outputs + _landmarks(df, root, ws, log)
     dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
     dls.show_batch(max_n=16, figsize=(8, 8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import artifacts, calibration, data, datasets, hands, inference, onnx_engine, sources
+from pipeline import artifacts, calibration, data, datasets, inference, models, onnx_engine, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
@@ -120,13 +120,11 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
         raise PipelineError(f"test set {name}: no image under {root} has a label in the model's vocab "
                             f"({listing['hint']})")
     paths = [p for p, _ in known]
-    found = None
     if onnx:
         preds, conf, _, found = learn.predict(paths, cfg.evaluate.batch_size, log, store=store)
-    elif hands.is_landmark_learner(learn):
-        preds, conf, _, found = inference.predict_landmarks(learn, paths, cfg.evaluate.batch_size, log, store=store)
     else:
-        preds, conf, _ = inference.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log)
+        preds, conf, _, found = models.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log,
+                                               store=store)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -182,7 +180,7 @@ def run(cfg, ws, log):
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
         learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner, sha256=expected)
-        vocab, landmarks = list(learn.dls.vocab), hands.is_landmark_learner(learn)
+        vocab, landmarks = list(learn.dls.vocab), models.input_of(learn).keypoints
     store = None
     if landmarks:
         from pipeline import content_store

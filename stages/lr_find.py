@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline import artifacts, cache, data, training
+from pipeline import artifacts, cache, models, training
 from pipeline.workspace import save_figure, write_json
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
@@ -55,7 +55,7 @@ def run(cfg, ws, log):
     from fastai.torch_core import set_seed
 
     set_seed(cfg.run.seed, reproducible=True)
-    learn = training.make_learner(data.dataloaders(ws, cfg), cfg, ws)
+    learn = models.make_learner(models.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
     with training.quiet(learn), cache.training_data(learn, ws, cfg, log), \

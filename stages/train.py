@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import artifacts, cache, calibration, data, distributed, families, onnx_export, runtime, training
+from pipeline import artifacts, cache, calibration, distributed, families, models, runtime, training
 from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 
 
@@ -30,6 +30,14 @@ def _normalisation(dls) -> dict:
         if type(tfm).__name__ == "Normalize":
             return {"mean": tfm.mean.flatten().tolist(), "std": tfm.std.flatten().tolist()}
     return {}
+
+
+def _loading(family, ws) -> str:
+    """How to load the export in another process, and what must be installed there: the card's `loading`."""
+    needs = ("this package installed (pip install signpipe, or pip install -e . in its repository): the export "
+             "unpickles its classes" if family.needs_package else "fastai and timm; not this package")
+    return (f"from fastai.learner import load_learner; load_learner('{ws.learner.name}').predict('photo.jpg') "
+            f"needs {needs}")
 
 
 def _versions() -> dict:
@@ -74,9 +82,10 @@ def run(cfg, ws, log):
     else:
         lr, lr_source = t.base_lr, "train.base_lr, fixed"
     set_seed(cfg.run.seed, reproducible=True)
-    dls = data.dataloaders(ws, cfg)
-    learn = training.make_learner(dls, cfg, ws)
-    shape = f"{t.image_size}px" if families.of(cfg).sees_pixels else "hand landmarks"
+    dls = models.dataloaders(ws, cfg)
+    learn = models.make_learner(dls, cfg, ws)
+    family = families.of(cfg)
+    shape = f"{t.image_size}px" if family.sees_pixels else "hand landmarks"
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     ckpt = ws.scratch / "train"
@@ -102,12 +111,14 @@ def run(cfg, ws, log):
 
     training.strip_for_export(learn)
     save_torch(ws.learner, learn.export)
-    onnx = onnx_export.export(learn, ws.onnx, t, log)
+    onnx = models.export_onnx(learn, ws.onnx, t, log)
     if onnx["file"]:
         metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
-            "arch": t.arch, "pretrained": t.pretrained, "vocab": list(dls.vocab), "image_size": t.image_size,
-            "grayscale": t.grayscale, "normalisation": _normalisation(dls), "input": cfg.datablock.input,
+            "arch": t.arch, "family": family.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
+            "image_size": t.image_size if family.sees_pixels else None,  # a keypoint model never sees pixels
+            "grayscale": t.grayscale if family.sees_pixels else None,
+            "normalisation": _normalisation(dls), "input": cfg.datablock.input, "loading": _loading(family, ws),
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}

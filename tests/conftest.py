@@ -118,3 +118,35 @@ def payload_server(payload: bytes, status=lambda request: 200):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands: int = 150, n_nothing: int = 30,
+                               valid_every: int = 5, overrides: tuple = ()):
+    """An untrained hand-landmark learner (`models.make_learner`) over synthetic keypoints: three well-separated
+    hand shapes A, B, C with small noise, and all-0 "nothing" rows (no hand); every `valid_every`-th row of each
+    kind is validation. Returns (learner, config, split, features)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipeline import config, hand_model, hands, models
+
+    rng = np.random.default_rng(0)
+    shapes = {c: (0.5 + np.random.default_rng(i).uniform(-0.2, 0.2, (21, 3))).astype(np.float32)
+              for i, c in enumerate("ABC")}
+    rows, split = [], []
+    for i in range(n_hands):
+        c = "ABC"[i % 3]
+        rows.append(hands.canonical(shapes[c] + rng.normal(0, 0.01, (21, 3)), "Left"))
+        split.append((f"{c}/{i}.jpg", c, i % valid_every == 0))
+    for i in range(n_nothing):
+        rows.append(np.zeros(64, np.float32))
+        split.append((f"nothing/{i}.jpg", "nothing", i % valid_every == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
+    feats.insert(0, "path", split["path"])
+    dls = hand_model.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
+    cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
+                                                     "datablock.cache=false", "train.head_dropout=0.1",
+                                                     f"train.landmark_features={features}", *overrides])
+    return models.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path)), cfg, split, feats

@@ -11,7 +11,7 @@ import torch
 
 from pipeline import artifacts, config, hand_model, hands, runner, training
 from pipeline.errors import PipelineError
-from tests.conftest import pipeline_cmd, subprocess_env
+from tests.conftest import pipeline_cmd, subprocess_env, synthetic_landmark_learner
 
 
 def _hand(seed=0):
@@ -170,31 +170,12 @@ def test_missing_mediapipe_is_one_line_with_the_install_command(monkeypatch):
 def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     """Synthetic keypoints (three well-separated hand shapes plus no-hand rows): the tabular learner with the
     jitter callback learns them, the temperature folds into its last layer, and the export loads and predicts
-    without our callbacks: with fastai alone for "coords", with fastai and hand_model.LandmarkNet (the shape
-    features) for "coords+shape"."""
-    import pandas as pd
+    without our callbacks, as a `hand_model.HandLearner` (whose `predict` takes a photo) over fastai's
+    TabularModel for "coords", or hand_model.LandmarkNet (the shape features) for "coords+shape"."""
     from fastai.learner import load_learner
 
-    rng = np.random.default_rng(0)
-    shapes = {c: _hand(i) for i, c in enumerate("ABC")}
-    rows, split = [], []
-    for i in range(150):
-        c = "ABC"[i % 3]
-        feats = hands.canonical(shapes[c] + rng.normal(0, 0.01, (21, 3)), "Left")
-        rows.append(feats)
-        split.append((f"{c}/{i}.jpg", c, i % 5 == 0))
-    for i in range(30):  # the "nothing" class: no hand
-        rows.append(np.zeros(64, np.float32))
-        split.append((f"nothing/{i}.jpg", "nothing", i % 5 == 0))
-    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
-    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
-    feats.insert(0, "path", split["path"])
-    vocab = ["A", "B", "C", "nothing"]
-    dls = hand_model.dataloaders(split, feats, vocab, batch_size=16)
-    cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
-                                                     "datablock.cache=false", "train.landmark_rotate=10",
-                                                     "train.head_dropout=0.1", f"train.landmark_features={features}"])
-    learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
+    learn, _, split, feats = synthetic_landmark_learner(tmp_path, features, overrides=("train.landmark_rotate=10",))
+    vocab = list(learn.dls.vocab)
     assert any(type(cb).__name__ == "LandmarkJitter" for cb in learn.cbs)
     with training.quiet(learn):
         learn.fit_one_cycle(8, 1e-2)
@@ -208,7 +189,8 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     training.strip_for_export(learn)
     learn.export(tmp_path / "lm.pkl")
     loaded = load_learner(tmp_path / "lm.pkl")
-    assert hands.is_landmark_learner(loaded) and list(loaded.dls.vocab) == vocab
+    assert hand_model.is_landmark_learner(loaded) and list(loaded.dls.vocab) == vocab
+    assert type(loaded) is hand_model.HandLearner
     assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
     model_type = type(loaded.model)
     assert (model_type.__module__, model_type.__name__) == (
@@ -295,7 +277,7 @@ def test_extract_reports_unreadable_images_and_dead_workers(tmp_path, monkeypatc
         hands.extract([good, bad], log=lambda m: None)
     monkeypatch.setattr(hands, "_row", _die)  # pickled by reference: the spawned workers import this test module
     with pytest.raises(PipelineError, match="process died"):
-        hands.extract([good], log=lambda m: None)
+        hands.extract([good] * 50, log=lambda m: None, workers=2)  # 50 images or more: a pool of processes
 
 
 def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
@@ -309,3 +291,46 @@ def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
                        capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert p.returncode == 0 and p.stdout == "None\n", p.stderr
     assert p.stderr == ""
+
+
+@pytest.mark.shared_data
+def test_the_landmark_export_answers_a_photo_from_a_plain_script(tmp_path, shared_data):
+    """`load_learner(pkl).predict("photo.jpg")` works on a hand-landmark export in a fresh process, as on an image
+    export, from a script with no `if __name__ == "__main__":` guard (one photo's hand is found in the calling
+    process): (label, index, probabilities), with a warning for a photo in which no hand is found. `predict --csv`
+    says so in its hand_found column."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    from PIL import Image
+
+    learn, _, _, _ = synthetic_landmark_learner(tmp_path)
+    with training.quiet(learn):
+        learn.fit_one_cycle(1, 1e-2)
+    training.strip_for_export(learn)
+    learn.export(tmp_path / "lm.pkl")
+    vocab = list(learn.dls.vocab)
+    photo, gray = shared_data / "asl_alphabet_test" / "B_test.jpg", tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    script = tmp_path / "use.py"
+    script.write_text("import sys, warnings\n"
+                      "from fastai.learner import load_learner\n"
+                      "learn = load_learner(sys.argv[1])\n"
+                      "for photo in sys.argv[2:]:\n"
+                      "    with warnings.catch_warnings(record=True) as seen:\n"
+                      "        warnings.simplefilter('always')\n"
+                      "        label, idx, probs = learn.predict(photo)\n"
+                      "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
+                      "    print(label, int(idx), len(probs), float(probs.sum()), no_hand)\n")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "lm.pkl"), str(photo), str(gray)],
+                         capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert [no_hand for *_, no_hand in lines] == ["False", "True"]
+    for label, idx, n, total, _ in lines:
+        assert label == vocab[int(idx)] and int(n) == len(vocab) and float(total) == pytest.approx(1.0, abs=1e-4)
+    out = subprocess.run(pipeline_cmd("predict", "--learner", str(tmp_path / "lm.pkl"), "--trust-learner", "--csv",
+                                      str(photo), str(gray)),
+                         capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split(",") for line in out.stdout.strip().splitlines()]
+    assert rows[0] == ["file", "label", "confidence", "hand_found"]
+    assert [r[3] for r in rows[1:]] == ["true", "false"] and "no hand found in 1 of 2 image(s)" in out.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import config, data, inference, runner
+from pipeline import config, data, models, runner
 from pipeline.config import TrainCfg
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
@@ -56,5 +56,5 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
     # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
     preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
-    _, plain, _ = inference.predict(learn, [Path(test["root"]) / f for f in preds["file"]], tta=0)
+    _, plain, _, _ = models.predict(learn, [Path(test["root"]) / f for f in preds["file"]], tta=0)
     assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, hand_model, hands, onnx_engine, onnx_export, runner, training
+from pipeline import config, hand_model, hands, models, onnx_engine, onnx_export, runner, training
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder, subprocess_env
+from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_train_writes_an_onnx_with_its_parity(tiny):
     entry = card["onnx"]
     path = tiny / "exports" / entry["file"]
     assert path.name == "tiny.onnx" and onnx_export.sha256_file(path) == entry["sha256"]
-    assert entry["family"] == "image" and entry["opset"] >= 17
+    assert entry["family"] == "images" and entry["opset"] >= 17
     p = entry["parity"]
     assert p["items"] == 18 and p["max_abs_prob_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
     metrics = json.loads((tiny / "runs" / "tiny" / "train" / "metrics.json").read_text())
@@ -144,23 +144,7 @@ def test_load_image_gives_fastais_pixels(tmp_path, grayscale):
 
 def _landmark_learner(tmp_path, features: str):
     """A tabular learner on synthetic keypoints of three hand shapes plus no-hand rows, trained a few epochs."""
-    rng = np.random.default_rng(0)
-    shapes = {c: (0.5 + np.random.default_rng(i).uniform(-0.2, 0.2, (21, 3))) for i, c in enumerate("ABC")}
-    rows, split = [], []
-    for i in range(120):
-        c = "ABC"[i % 3]
-        rows.append(hands.canonical(shapes[c] + rng.normal(0, 0.01, (21, 3)), "Left"))
-        split.append((f"{c}/{i}.jpg", c, i % 4 == 0))
-    for i in range(20):
-        rows.append(np.zeros(64, np.float32))
-        split.append((f"nothing/{i}.jpg", "nothing", i % 4 == 0))
-    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
-    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
-    feats.insert(0, "path", split["path"])
-    dls = hand_model.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
-    cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false",
-                                                     "train.head_dropout=0.1", f"train.landmark_features={features}"])
-    learn = training.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path))
+    learn, cfg, split, feats = synthetic_landmark_learner(tmp_path, features, n_hands=120, n_nothing=20, valid_every=4)
     with training.quiet(learn):
         learn.fit_one_cycle(3, 1e-2)
     training.strip_for_export(learn)
@@ -170,7 +154,7 @@ def _landmark_learner(tmp_path, features: str):
 @pytest.mark.parametrize("features", ["coords", "coords+shape"])
 def test_landmark_graph_is_the_tabular_model_over_the_64_features(tmp_path, features):
     learn, cfg, valid = _landmark_learner(tmp_path, features)
-    entry = onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    entry = models.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert entry["family"] == "landmarks" and entry["input"]["name"] == "features"
     assert entry["input"]["features"]["columns"] == hands.FEATURES
     assert entry["parity"]["items"] == len(valid) == 35 and entry["parity"]["max_abs_prob_diff"] <= 1e-4
@@ -186,7 +170,7 @@ def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, mo
     monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # no graph can meet it
     with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\).*"
                                             r"fastai's own float32 result is [0-9.e+-]+ from float64"):
-        onnx_export.export(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+        models.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert list(tmp_path.glob("*lm.onnx*")) == []
 
 
@@ -194,10 +178,10 @@ def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
     """A learner that is neither an image nor a landmark model (a fused one, say) exports no `.onnx`: the card
     entry says why, and the onnx engine repeats it."""
     fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
-    entry = onnx_export.export(fused, tmp_path / "f.onnx", None, log=lambda m: None)
-    assert entry == {"file": None, "why": "no ONNX graph for this model family: only image and hand-landmark "
-                                          "learners export"}
+    entry = models.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)
+    assert entry == {"file": None, "why": "no model family here reads this learner (SimpleNamespace over "
+                                          "SimpleNamespace): only image and hand-landmark learners"}
     assert not (tmp_path / "f.onnx").exists()
     (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
-    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no ONNX graph for this model family"):
+    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no model family here reads this learner"):
         onnx_engine.load_verified(tmp_path / "f.pkl")

@@ -1,0 +1,186 @@
+"""How each model family builds: the other half of the registry in `families.py`. Everything that differs from
+family to family goes through here: `make_learner` (the one factory), `dataloaders`, and for a loaded learner
+`input_of`, `predict` and `export_onnx`; `check_arch` before any stage starts.
+
+A family's learner differs from every other's; its data differs only by what it reads, pixels or hand keypoints
+(an `Input`, shared by the families that read it). The builders are imported where used: backbones, baselines
+and hand_model import torch, and lr_find, train and evaluate reach them through this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import families, runtime
+from .errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Input:
+    """What a learner's input kind decides, for a config (`dataloaders`) and for a loaded learner (`recognises`,
+    `predict`, `onnx_plan`)."""
+    name: str                       # families.IMAGES or families.LANDMARKS
+    dataloaders: Callable           # (ws, cfg, batch_size) -> fastai DataLoaders over the persisted split
+    recognises: Callable            # (learn) -> whether a loaded learner reads this input
+    predict: Callable               # (learn, paths, batch_size, tta, log, store) -> inference.Predictions
+    onnx_plan: Callable             # (learn, cfg_train) -> onnx_export.Plan
+
+    @property
+    def keypoints(self) -> bool:
+        """Whether photos become hand keypoints (MediaPipe) before the model sees them."""
+        return self.name == families.LANDMARKS
+
+
+def _image_dataloaders(ws, cfg, batch_size):
+    from . import data
+
+    return data.dataloaders(ws, cfg, batch_size)
+
+
+def _landmark_dataloaders(ws, cfg, batch_size):
+    import pandas as pd
+
+    from . import artifacts, data, hand_model
+
+    df, _, vocab = data.checked_split(ws, cfg, batch_size)
+    feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
+    return hand_model.dataloaders(df, feats, vocab, batch_size or cfg.train.batch_size)
+
+
+def _reads_images(learn) -> bool:
+    items = getattr(learn.dls.valid, "after_item", None)
+    return items is not None and any(type(t).__name__ == "Resize" for t in items.fs)
+
+
+def _reads_landmarks(learn) -> bool:
+    from . import hand_model
+
+    return hand_model.is_landmark_learner(learn)
+
+
+def _predict_images(learn, paths, batch_size, tta, log, store):
+    from . import inference
+
+    return inference.predict_images(learn, paths, batch_size, tta, log)
+
+
+def _predict_landmarks(learn, paths, batch_size, tta, log, store):
+    from . import inference
+
+    return inference.predict_landmarks(learn, paths, batch_size, log, store)
+
+
+def _image_plan(learn, t):
+    from . import onnx_export
+
+    return onnx_export.image_plan(learn, t.image_size, t.grayscale)
+
+
+def _landmark_plan(learn, t):
+    from . import onnx_export
+
+    return onnx_export.landmark_plan(learn)
+
+
+IMAGE_INPUT = Input(families.IMAGES, _image_dataloaders, _reads_images, _predict_images, _image_plan)
+LANDMARK_INPUT = Input(families.LANDMARKS, _landmark_dataloaders, _reads_landmarks, _predict_landmarks, _landmark_plan)
+INPUTS = {i.name: i for i in (LANDMARK_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
+
+
+def _landmark_learner(dls, t, n_in, common, ws):
+    from . import hand_model
+
+    extra = ([hand_model.jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
+             if t.landmark_rotate or t.landmark_mirror else [])
+    return hand_model.make_learner(dls, t, cbs=extra, **common)
+
+
+def _baseline_learner(dls, t, n_in, common, ws):
+    from fastai.learner import Learner
+
+    from .baselines import create_baseline
+
+    return Learner(dls, create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size), **common)
+
+
+def _backbone_learner(dls, t, n_in, common, ws):
+    from fastai.vision.learner import vision_learner
+
+    from . import backbones
+
+    arch, extra = backbones.resolve(t.arch, t.pretrained, ws.data)
+    try:
+        return vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, ps=t.head_dropout, **extra, **common)
+    except (RuntimeError, OSError) as e:
+        if t.pretrained and ("download" in str(e).lower() or "connect" in str(e).lower() or "hub" in str(e).lower()):
+            raise PipelineError(f"could not get pretrained weights for {t.arch} ({type(e).__name__}); set "
+                                f"train.pretrained=false or use arch '{backbones.OFFLINE_TIMM}'") from None
+        raise
+
+
+LEARNERS = {families.HAND_LANDMARKS: _landmark_learner, families.BASELINE: _baseline_learner,
+            families.BACKBONE: _backbone_learner}
+
+
+def check_arch(arch: str) -> None:
+    """Refuse, in one line, an `arch` that no family could build (run before any stage starts)."""
+    if families.family(arch) is families.BACKBONE:
+        from .backbones import check_arch as check_backbone
+
+        check_backbone(arch, also=f", or one of {families.named_archs()}")
+
+
+def dataloaders(ws, cfg, batch_size: int | None = None):
+    """DataLoaders over the persisted split, for what `cfg`'s model family reads."""
+    return INPUTS[families.of(cfg).input].dataloaders(ws, cfg, batch_size)
+
+
+def make_learner(dls, cfg, ws):
+    """A fastai Learner for `cfg.train.arch`, built by its family (the one factory), with the loss, optimiser,
+    metrics and runtime (precision, channels-last) every family shares."""
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle, fine_tune, lr_find)
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+    from fastai.metrics import accuracy, error_rate
+
+    from .training import opt_func
+
+    t = cfg.train
+    loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
+    common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
+                  path=ws.scratch, model_dir="models", wd=t.wd or None)
+    learn = LEARNERS[families.of(cfg)](dls, t, 1 if t.grayscale else 3, common, ws)
+    learn.recorder.train_metrics = True
+    runtime.apply(learn, runtime.decide(t))
+    return learn
+
+
+def input_of(learn) -> Input:
+    """What a loaded (exported) learner reads; a one-line error for a learner no family here made."""
+    for kind in INPUTS.values():
+        if kind.recognises(learn):
+            return kind
+    raise PipelineError(f"no model family here reads this learner ({type(learn).__name__} over "
+                        f"{type(learn.dls).__name__}): only image and hand-landmark learners")
+
+
+def predict(learn, paths: list, batch_size: int = 64, tta: int = 0, log=print, store=None):
+    """Batched inference of a loaded learner on image files, as its family does it: `inference.Predictions`
+    (labels, confidences, probabilities, and for a hand-keypoint model whether a hand was found in each;
+    `store`: a `content_store.landmarks` store of keypoints to reuse)."""
+    kind = input_of(learn)
+    if tta and kind.keypoints:
+        raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
+    return kind.predict(learn, list(paths), batch_size, tta, log, store)
+
+
+def export_onnx(learn, path, t, log=print) -> dict:
+    """Write the ONNX graph of `learn` to `path` (parity-checked, `onnx_export.export`) and return the model card's
+    `onnx` entry; a learner no family here exports gets an entry saying why, and no file."""
+    from . import onnx_export
+
+    try:
+        plan = input_of(learn).onnx_plan(learn, t)
+    except PipelineError as e:
+        log(f"no ONNX export: {e}")
+        return {"file": None, "why": str(e)}
+    return onnx_export.export(learn, path, plan, log)
