@@ -246,7 +246,8 @@ label_regex = '^([A-Za-z]+)_test\\.jpg$'
     assert (feats.loc[~feats["hand_found"], hands.FEATURES] == 0).all().all()
     assert (run / "datablock" / "batch.png").stat().st_size > 10_000
     card = json.loads((tmp_path / "exports" / "lm.json").read_text())
-    assert card["input"] == "landmarks" and card["arch"] == "landmark_mlp"
+    assert card["input"] == "landmarks" and card["arch"] == "landmark_mlp" and card["family"] == "hand landmarks"
+    assert card["image_size"] is None and "needs this package" in card["loading"]  # it never sees pixels
     metrics = json.loads((run / "evaluate" / "test28" / "metrics.json").read_text())
     assert metrics["scored"] == 28 and 0 <= metrics["no_hand"] < 28
     assert metrics["accuracy"] > 1 / 29  # 10 photos per class still beat chance on another room's photos
