@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from . import sign_mnist, sources
+from . import sources
 from .workspace import COMPLETE_MARKER, listing_fingerprint
 
 list_images = sources.list_images
@@ -23,6 +23,8 @@ def materialise(source: str, cache_dir: Path, log=print) -> Path:
     dest = Path(cache_dir) / f"sign_mnist-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
     if not (dest / COMPLETE_MARKER).exists():
         log(f"converting Sign-Language-MNIST CSVs from {base} into image folders (once)")
+    from . import sign_mnist  # numpy and pandas: only for this source, not for every stage that lists images
+
     return sign_mnist.convert(base, dest)
 
 

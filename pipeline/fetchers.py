@@ -119,28 +119,16 @@ def _progress(name: str, total: int, stream=None):
 
 
 def fetch_kaggle(slug: str, out: Path, log) -> None:
-    """Download Kaggle dataset `slug` with the official client and extract it into `out` with `safe_extract`."""
-    if not _kaggle_credentials_found():
-        raise PipelineError(
-            f"no Kaggle credentials for kaggle:{slug}: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), "
-            f"or save kaggle.json from kaggle.com/settings to {_kaggle_config_dir()}/kaggle.json; "
-            "to try the pipeline offline run `python -m pipeline run` (uses configs/demo.toml)")
+    """Download Kaggle dataset `slug` with the official client and extract it into `out` with `safe_extract`. What
+    the client prints (importing `kaggle` authenticates and prints) is logged, its secrets redacted."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        api = _kaggle_client(slug)  # on failure its one-line error stands for what the client printed
     log(f"downloading Kaggle dataset {slug}")
-    client_output = io.StringIO()
     with _scratch(out) as tmp:
         try:
-            with contextlib.redirect_stdout(client_output):
-                from kaggle.api.kaggle_api_extended import KaggleApi  # importing `kaggle` authenticates and prints
-                api = KaggleApi()
-                api.config_dir = str(_kaggle_config_dir())  # the class reads these once, at import time
-                api.config = os.path.join(api.config_dir, api.config_file)
-                api.authenticate()
+            with contextlib.redirect_stdout(printed):
                 api.dataset_download_files(slug, path=tmp, unzip=False, quiet=not sys.stderr.isatty())
-        except ImportError:
-            raise PipelineError("the kaggle package is missing: pip install kaggle six") from None
-        except SystemExit:
-            raise PipelineError(f"Kaggle authentication failed for {slug}: check KAGGLE_USERNAME/KAGGLE_KEY "
-                                "or kaggle.json") from None
         except Exception as e:  # noqa: BLE001 - the client raises requests/urllib3/ValueError/OSError alike
             status = getattr(getattr(e, "response", None), "status_code", None)
             if status == 404:
@@ -148,71 +136,74 @@ def fetch_kaggle(slug: str, out: Path, log) -> None:
             if status in (401, 403):
                 raise PipelineError(f"Kaggle refused {slug} (HTTP {status}): check your Kaggle credentials "
                                     "and that you accepted the dataset's rules on kaggle.com") from None
-            raise PipelineError(f"Kaggle download of {slug} failed: {_redact(f'{type(e).__name__}: {e}')}") from None
+            raise PipelineError(f"Kaggle download of {slug} failed: "
+                                f"{_redact(f'{type(e).__name__}: {e}', api.config_values)}") from None
         finally:
-            for line in client_output.getvalue().splitlines():
+            for line in printed.getvalue().splitlines():
                 if line.strip():
-                    log(_redact(line.strip()))
+                    log(_redact(line.strip(), api.config_values))
         archives = sorted(Path(tmp).glob("*.zip"))
         if not archives:
             raise PipelineError(f"Kaggle download of {slug} produced no zip file")
         safe_extract(archives[0], out)
 
 
-def _kaggle_config_dir() -> Path:
-    """The directory the kaggle client reads kaggle.json from (KAGGLE_CONFIG_DIR, ~/.kaggle, or XDG)."""
-    if os.environ.get("KAGGLE_CONFIG_DIR"):
-        return Path(os.environ["KAGGLE_CONFIG_DIR"]).expanduser()
-    legacy = Path.home() / ".kaggle"
-    if legacy.exists() or not sys.platform.startswith("linux"):
-        return legacy
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+def _kaggle_client(slug: str):
+    """The official client, authenticated: it looks for the credentials itself (KAGGLE_API_TOKEN or
+    ~/.kaggle/access_token, KAGGLE_USERNAME and KAGGLE_KEY or kaggle.json, the OAuth login of `kaggle auth login`).
+    Finding none, it prints its help and exits: that becomes one line with the fix."""
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError:
+        raise PipelineError("the kaggle package is missing: pip install kaggle six") from None
+    api = KaggleApi()
+    # the class reads KAGGLE_CONFIG_DIR once, when `kaggle` is first imported: a later value (tests set one each) counts
+    api.config_dir = os.environ.get("KAGGLE_CONFIG_DIR") or api.config_dir
+    api.config = os.path.join(api.config_dir, api.config_file)
+    try:
+        api.authenticate()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - exits when it finds none; a kaggle.json list: TypeError
+        _refuse_malformed(Path(api.config))
+        if not isinstance(e, SystemExit):
+            raise PipelineError(f"Kaggle authentication for {slug} failed: "
+                                f"{_redact(f'{type(e).__name__}: {e}', api.config_values)}") from None
+        raise PipelineError(
+            f"no Kaggle credentials for kaggle:{slug}: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), "
+            f"or save kaggle.json from kaggle.com/settings to {api.config}; "
+            "to try the pipeline offline run `python -m pipeline run` (uses configs/demo.toml)") from None
+    return api
 
 
-def _kaggle_json(strict: bool = False) -> dict:
-    """The parsed kaggle.json, or {} when absent; when it is there but not a JSON object, {} or with `strict`
-    the one-line error that says so and where."""
-    path = _kaggle_config_dir() / "kaggle.json"
+def _refuse_malformed(path: Path) -> None:
+    """The one-line error for a kaggle.json that is there but is not a JSON object: the client skips one it cannot
+    parse without a word (and then finds no credentials)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
+        return
     except (OSError, ValueError) as e:
-        if strict:
-            raise PipelineError(f"Kaggle credentials file {path} is malformed ({type(e).__name__}): download it "
-                                "again from kaggle.com/settings, or set KAGGLE_USERNAME and KAGGLE_KEY") from None
-        return {}
-    if not isinstance(data, dict) and strict:
-        raise PipelineError(f"Kaggle credentials file {path} is malformed (not a JSON object): download it again "
-                            "from kaggle.com/settings, or set KAGGLE_USERNAME and KAGGLE_KEY")
-    return data if isinstance(data, dict) else {}
+        reason = type(e).__name__
+    else:
+        if isinstance(data, dict):
+            return
+        reason = "not a JSON object"
+    raise PipelineError(f"Kaggle credentials file {path} is malformed ({reason}): download it again from "
+                        "kaggle.com/settings, or set KAGGLE_USERNAME and KAGGLE_KEY")
 
 
-def _kaggle_credentials_found() -> bool:
-    """Whether any credential form the kaggle client accepts is present (env vars, kaggle.json, access token)."""
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return True
-    home = Path.home() / ".kaggle"
-    if any((home / n).is_file() for n in ("access_token", "access_token.txt", "credentials.json")):
-        return True
-    stored = _kaggle_json(strict=not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")))
-    return bool((os.environ.get("KAGGLE_USERNAME") or stored.get("username"))
-                and (os.environ.get("KAGGLE_KEY") or stored.get("key")))
-
-
-def _redact(text: str) -> str:
-    """`text` with every known Kaggle secret replaced by ***: the keys/token, and the HTTP Basic credentials
-    (base64 of USER:KEY) a client error might quote from its request headers."""
+def _redact(text: str, config: dict) -> str:
+    """`text` with the Kaggle secrets the client loaded (`KaggleApi.config_values`: its key and token, from the
+    environment, kaggle.json or a token file) replaced by ***, and the HTTP Basic credentials (base64 of USER:KEY)
+    a client error might quote from its request headers."""
     import base64
 
-    stored = _kaggle_json()
-    as_text = [str(v) for v in (os.environ.get("KAGGLE_KEY"), stored.get("key"))  # a key saved as a JSON number too
-               if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    keys = [k for k in as_text if len(k) >= 4]
-    users = [str(u) for u in (os.environ.get("KAGGLE_USERNAME"), stored.get("username")) if isinstance(u, (str, int))]
-    basic = [base64.b64encode(f"{u}:{k}".encode()).decode() for u in users for k in keys]
-    token = os.environ.get("KAGGLE_API_TOKEN")
-    for secret in basic + keys + ([token] if token and len(token) >= 4 else []):
+    def as_text(value) -> str:  # a key saved in kaggle.json as a JSON number too
+        return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+    user, key = as_text(config.get("username")), as_text(config.get("key"))
+    secrets = [base64.b64encode(f"{user}:{key}".encode()).decode()] if user and len(key) >= 4 else []
+    secrets += [s for s in (as_text(config.get(k)) for k in ("key", "token", "api_token")) if len(s) >= 4]
+    for secret in secrets:
         text = text.replace(secret, "***")
     return text
 

@@ -1,7 +1,8 @@
 """Stage fingerprints, DVC style: what a stage would run on now (its config keys, its code derived from the import
 graph, its inputs' manifest digests, its source data), and `staleness`, the comparison with its manifest.
 
-A stage is anything with `name`, `reads(cfg)`, `keys(cfg)`, `external` and `load()` (`runner.Stage`).
+A stage is anything with `name`, `reads(cfg)`, `keys(cfg)`, `external` and `load()` (`stagespec.StageSpec`, declared
+in `stages/<name>.py`).
 """
 from __future__ import annotations
 

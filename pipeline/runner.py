@@ -1,5 +1,5 @@
-"""Ordered stage registry, `--stages` resolution, running a stage (staged, then committed), skip-if-unchanged,
-the distributed launch, and `status`.
+"""The order of the stages (each declares what it reads, uses and writes in its own `stages/<name>.py`), `--stages`
+resolution, running a stage (staged, then committed), skip-if-unchanged, the distributed launch, and `status`.
 
 Fingerprints and staleness live in `fingerprints.py`, the staged commit and manifests in `commit.py`; the names
 callers use are importable from here too.
@@ -11,9 +11,7 @@ import importlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 from . import artifacts, data, distributed, models
 from .commit import cannot_write, commit, recover, write_manifest
@@ -22,58 +20,13 @@ from .errors import PipelineError
 from .fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
     LATER_FIELDS, PKG, Fingerprint, _config_part, _imported_modules, code_files, fingerprint, manifest_path,
     outputs_intact, read_manifest, staleness)
+from .stagespec import StageSpec
 from .workspace import Workspace, write_text
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    reads: Callable[[Config], tuple[str, ...]]  # upstream stages whose outputs this one reads
-    config_keys: tuple[str, ...]                # "section" or "section.key" entries that change its result
-    summary: str = ""
-    writes: str = ""
-    external: bool = False                      # its module has external_fingerprint(cfg, ws) (source data)
-    keys_if: Callable[[Config], tuple[str, ...]] = lambda cfg: ()  # config keys that matter only in some configs
-    exports: bool = False                       # it writes exports/<run>.pkl and its card (staged like its folder)
-
-    def keys(self, cfg: Config) -> tuple[str, ...]:
-        return self.config_keys + self.keys_if(cfg)
-
-    @property
-    def module(self) -> str:
-        return f"stages.{self.name}"
-
-    def load(self):
-        return importlib.import_module(self.module)
-
-
-_MODEL_KEYS = ("train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size", "train.grayscale",
-               "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate",
-               "train.landmark_mirror", "train.landmark_features", "run.seed")
-
-STAGES: tuple[Stage, ...] = (
-    Stage("download", lambda cfg: (), ("download",),
-          "fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
-          artifacts.DATASET, external=True),
-    Stage("datablock", lambda cfg: ("download",), ("datablock", "run.seed"),
-          "merge the sources, verify images, hold out groups, split (random or by group), persist the split",
-          "splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
-          "landmarks.csv (datablock.input = landmarks); holdout.csv (datablock.holdout)",
-          keys_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ()),
-    Stage("lr_find", lambda cfg: ("datablock",), ("lr_find",) + _MODEL_KEYS,
-          "fastai lr_find on the persisted split; all suggestions + the chosen one",
-          "lr_find.json, lr_find.png"),
-    Stage("train", lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
-          ("train", "run.seed", "lr_find.suggestion"),
-          "train (fine_tune by default), export the learner (.pkl and .onnx, parity-checked) and its model card",
-          "history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.onnx, exports/<run>.json",
-          exports=True),
-    Stage("evaluate", lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",), ("evaluate",),
-          "batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
-          "<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; metrics.json",
-          external=True),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES = ("download", "datablock", "lr_find", "train", "evaluate")  # the order they run in
+# what each stage reads, which config entries it uses and what it writes: `STAGE` in stages/<name>.py
+STAGES: tuple[StageSpec, ...] = tuple(importlib.import_module(f"stages.{name}").STAGE for name in STAGE_NAMES)
 BY_NAME = {s.name: s for s in STAGES}
 
 
@@ -103,7 +56,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
+def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> None:
     """Run `stage` into its staging folder, write its manifest there last (a manifest means the outputs are
     complete), then swap the folder in as a whole (`commit`). Until then the stage's previous outputs and
     manifest stay as they were: a failed or interrupted run costs only itself. In a distributed launch only
@@ -136,13 +89,11 @@ def run_stage(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None
     log(f"done in {duration:.1f}s")
 
 
-DISTRIBUTED_STAGES = ("train",)  # run on every rank of a distributed launch; the others on rank 0 alone
-
-
-def _run_distributed(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) -> None:
-    """`run_stage` in a distributed launch: train on every rank, any other stage on rank 0 while the rest wait.
-    A failure on any rank stops them all (a rank that died makes the others' next collective call fail)."""
-    if stage.name in DISTRIBUTED_STAGES:
+def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> None:
+    """`run_stage` in a distributed launch: a stage declared `every_rank` (train) on every rank, any other stage on
+    rank 0 while the rest wait. A failure on any rank stops them all (a rank that died makes the others' next
+    collective call fail)."""
+    if stage.every_rank:
         try:
             run_stage(cfg, ws, stage, fp)
         except RuntimeError as e:  # torch.distributed's error when a peer process is gone
@@ -163,13 +114,10 @@ def _run_distributed(cfg: Config, ws: Workspace, stage: Stage, fp: Fingerprint) 
         raise PipelineError(f"{stage.name} failed on rank 0 (see its error); this rank stops too")
 
 
-MODEL_STAGES = ("lr_find", "train")  # the stages that build train.arch
-
-
 def preflight(cfg: Config, stages: list[str]) -> None:
     """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
     rest): that `train.arch` names a model, when a selected stage builds one."""
-    if set(stages) & set(MODEL_STAGES):
+    if any(BY_NAME[name].builds_model for name in stages):
         models.check_arch(cfg.train.arch)
 
 
@@ -205,7 +153,7 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
             result[name] = "skipped"
             continue
         log(f"running ({why})" + (f" on {distributed.world_size()} processes" if distributed.active()
-                                  and name in DISTRIBUTED_STAGES else ""))
+                                  and stage.every_rank else ""))
         if distributed.active():
             _run_distributed(cfg, ws, stage, fp)
         else:

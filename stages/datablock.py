@@ -8,7 +8,17 @@ from pathlib import Path
 
 from pipeline import artifacts, cache, content_store, data, datasets, families, hands, sources, splitting
 from pipeline.errors import PipelineError
+from pipeline.stagespec import StageSpec
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
+
+STAGE = StageSpec(
+    "datablock",
+    summary="merge the sources, verify images, hold out groups, split (random or by group), persist the split",
+    writes="splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
+           "landmarks.csv (datablock.input = landmarks); holdout.csv (datablock.holdout)",
+    reads=lambda cfg: ("download",),
+    params=("datablock", "run.seed"),
+    params_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ())  # the cached pixels
 
 
 def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tuple[str, str]]:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from pipeline import artifacts, datasets, sources
 from pipeline.errors import PipelineError
+from pipeline.stagespec import StageSpec
 from pipeline.workspace import listing_fingerprint, read_json, sha256_text, write_json
+
+STAGE = StageSpec(
+    "download",
+    summary="fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
+    writes=artifacts.DATASET,
+    params=("download",),
+    external=True)
 
 
 def _local(src) -> str:

@@ -7,7 +7,17 @@ from pathlib import Path
 from pipeline import artifacts, calibration, data, datasets, inference, models, onnx_engine, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
+from pipeline.stagespec import StageSpec
 from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
+
+STAGE = StageSpec(
+    "evaluate",
+    summary="batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
+    writes="<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; "
+           "metrics.json",
+    reads=lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",),
+    params=("evaluate",),
+    external=True)
 
 
 def external_fingerprint(cfg, ws) -> str:

@@ -3,8 +3,20 @@ from __future__ import annotations
 
 import math
 
-from pipeline import artifacts, cache, models, training
+from pipeline import artifacts, cache, models
+from pipeline.stagespec import StageSpec
 from pipeline.workspace import save_figure, write_json
+
+STAGE = StageSpec(
+    "lr_find",
+    summary="fastai lr_find on the persisted split; all suggestions + the chosen one",
+    writes="lr_find.json, lr_find.png",
+    reads=lambda cfg: ("datablock",),
+    # with the train entries that change the model it builds and the batches it sweeps (train takes its whole section)
+    params=("lr_find", "train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size",
+            "train.grayscale", "train.opt", "train.momentum", "train.wd", "train.augment", "train.landmark_rotate",
+            "train.landmark_mirror", "train.landmark_features", "run.seed"),
+    builds_model=True)
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
 
@@ -53,6 +65,8 @@ def suggest(lrs, losses, num_it: int, funcs: dict) -> dict:
 def run(cfg, ws, log):
     from fastai.callback.schedule import minimum, slide, steep, valley
     from fastai.torch_core import set_seed
+
+    from pipeline import training  # fastai: imported when the stage runs, not when its declaration is read
 
     set_seed(cfg.run.seed, reproducible=True)
     learn = models.make_learner(models.dataloaders(ws, cfg), cfg, ws)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import artifacts, cache, calibration, distributed, families, models, runtime, training
+from pipeline import artifacts, cache, calibration, distributed, families, models, runtime
+from pipeline.stagespec import StageSpec
 from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
+
+STAGE = StageSpec(
+    "train",
+    summary="train (fine_tune by default), export the learner (.pkl and .onnx, parity-checked) and its model card",
+    writes="history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.onnx, exports/<run>.json",
+    reads=lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
+    params=("train", "run.seed", "lr_find.suggestion"),
+    exports=True, every_rank=True, builds_model=True)
 
 
 def _plot_history(df, path):
@@ -54,6 +63,8 @@ def _calibrate(learn, log) -> dict:
     import torch.nn.functional as F
     from fastcore.basics import noop
 
+    from pipeline import training
+
     with training.quiet(learn):
         logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)
     targets = targets.flatten().long()  # a tabular learner's come as an (N, 1) column of int8 codes
@@ -75,6 +86,8 @@ def _calibrate(learn, log) -> dict:
 def run(cfg, ws, log):
     import pandas as pd
     from fastai.torch_core import set_seed
+
+    from pipeline import training  # fastai: imported when the stage runs, not when its declaration is read
 
     t = cfg.train
     if t.base_lr == "lr_find":

@@ -7,6 +7,8 @@ Protocol, as read from the installed client:
      Success: a redirect to the archive (Kaggle sends 302 to a signed storage URL); requests follows it as a GET.
      Errors: JSON {"code": 4xx, "message": ...} with that HTTP status; the client raises requests.HTTPError.
   2. GET <redirect target>: the zip bytes, Content-Type application/zip, Content-Length checked by the client.
+  An access token (KAGGLE_API_TOKEN, ~/.kaggle/access_token) is first checked by the client, unauthenticated:
+     POST {endpoint}/v1/security.OAuthService/IntrospectToken, JSON {"token": ...} -> {"active": ..., "username": ...}.
 """
 from __future__ import annotations
 
@@ -17,14 +19,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DOWNLOAD_PATHS = ("/v1/datasets.DatasetApiService/DownloadDataset",
                   "/api/v1/datasets.DatasetApiService/DownloadDataset")
+INTROSPECT_PATHS = ("/v1/security.OAuthService/IntrospectToken", "/api/v1/security.OAuthService/IntrospectToken")
 
 
 class KaggleStandin:
-    """Serve `datasets` ({"owner/slug": zip bytes}) to clients presenting `username`/`key`; records every request."""
+    """Serve `datasets` ({"owner/slug": zip bytes}) to clients presenting `username`/`key` (or the access `token`
+    of `username`); records every request."""
 
-    def __init__(self, datasets: dict[str, bytes], username: str, key: str, port: int = 0):
-        self.datasets, self.requests = datasets, []
-        self.expected_auth = "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
+    def __init__(self, datasets: dict[str, bytes], username: str, key: str, port: int = 0, token: str = ""):
+        self.datasets, self.requests, self.username, self.token = datasets, [], username, token
+        self.accepted = {"Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()} | (
+            {f"Bearer {token}"} if token else set())
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -60,9 +65,13 @@ class KaggleStandin:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 standin.requests.append(("POST", self.path))
+                if self.path in INTROSPECT_PATHS:
+                    active = bool(standin.token) and json.loads(body or b"{}").get("token") == standin.token
+                    answer = {"active": active, "username": standin.username if active else ""}
+                    return self._send(200, json.dumps(answer).encode(), "application/json")
                 if self.path not in DOWNLOAD_PATHS:
                     return self._error(404, f"no such endpoint {self.path}")
-                if self.headers.get("Authorization") != standin.expected_auth:
+                if self.headers.get("Authorization") not in standin.accepted:
                     return self._error(401, "Unauthenticated")
                 req = json.loads(body or b"{}")
                 slug = f"{req.get('ownerSlug')}/{req.get('datasetSlug')}"

@@ -132,6 +132,30 @@ def test_safe_extract_refuses_bad_tar_members(tmp_path, info, what):
     assert not Path("/tmp/evil_abs_tar").exists()
 
 
+@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="tarfile's data filter: Python 3.12, 3.11.4, 3.10.12 on")
+def test_safe_extract_asks_tarfiles_data_filter_too(tmp_path, monkeypatch):
+    """Every tar member the project's own checks pass also goes through tarfile's "data" filter, with the
+    destination. No real member reaches a refusal of it today (every link, device and escaping name is refused
+    before it, and the writer applies no modes or owners), so the filter's verdict on one member is a stand-in."""
+    seen, real = [], tarfile.data_filter
+
+    def data_filter(member, dest):
+        seen.append((member.name, dest))
+        if member.name == "odd.png":
+            raise tarfile.SpecialFileError(member)
+        return real(member, dest)
+
+    monkeypatch.setattr(tarfile, "data_filter", data_filter)
+    fine = tar_with(tmp_path, "fine.tar.gz", (tar_info("d", tarfile.DIRTYPE), None), (tar_info("d/f.png"), b"abc"))
+    safe_extract(fine, tmp_path / "t")
+    assert seen == [("d", str(tmp_path / "t")), ("d/f.png", str(tmp_path / "t"))]
+    odd = tar_with(tmp_path, "odd.tar.gz", (tar_info("fine.txt"), b"ok"), (tar_info("odd.png"), b"x"))
+    with pytest.raises(PipelineError, match=r"^refusing to extract odd.tar.gz: entry 'odd.png' is a member tarfile's "
+                                            r"data filter refuses \(SpecialFileError\)$"):
+        safe_extract(odd, tmp_path / "out" / "dest")
+    assert not any((tmp_path / "out").iterdir())
+
+
 def test_safe_extract_refuses_zip_symlink(tmp_path):
     archive = tmp_path / "link.zip"
     info = zipfile.ZipInfo("link")
@@ -314,7 +338,7 @@ def test_progress_prints_about_ten_lines_when_not_a_tty():
 
 # ---------------------------------------------------------------------------------------- kaggle
 
-USER, KEY = "signer", "s3cr3t-kaggle-key-0123456789"
+USER, KEY, TOKEN = "signer", "s3cr3t-kaggle-key-0123456789", "KGAT_s3cr3t-access-token-9876"
 
 
 @pytest.fixture
@@ -329,7 +353,7 @@ def kaggle_standin(tmp_path, monkeypatch, no_proxy):
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    with KaggleStandin({"signer/tiny-signs": class_zip(top="tiny")}, USER, KEY) as standin:
+    with KaggleStandin({"signer/tiny-signs": class_zip(top="tiny")}, USER, KEY, token=TOKEN) as standin:
         # KaggleApi (kaggle 2.2.4) builds its client with env PROD unless --local/--staging/--admin is in its
         # class-level args, so KAGGLE_API_ENVIRONMENT=TEST alone would still reach api.kaggle.com:
         # point every environment's base URL at the stand-in instead.
@@ -386,6 +410,27 @@ def test_kaggle_json_credentials_are_used(tmp_path, kaggle_standin, monkeypatch)
     cfg.chmod(0o600)
     out = materialise("kaggle:signer/tiny-signs", tmp_path / "cache", log=lambda m: None)
     assert len(list_images(out)) == 6
+
+
+def test_kaggle_access_token_file_is_found_by_the_client_and_redacted(tmp_path, kaggle_standin, monkeypatch):
+    """A token in ~/.kaggle/access_token and no key: the client finds and checks it itself, and a client error
+    quoting it is redacted (the project's own search for credentials redacted only KAGGLE_API_TOKEN's value)."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    token_file = Path(os.environ["HOME"]) / ".kaggle" / "access_token"
+    token_file.parent.mkdir()
+    token_file.write_text(TOKEN)
+    out = materialise("kaggle:signer/tiny-signs", tmp_path / "cache", log=lambda m: None)
+    assert len(list_images(out)) == 6 and ("GET", "/blobs/signer/tiny-signs.zip") in kaggle_standin.requests
+
+    def leaky(self, *a, **k):
+        raise RuntimeError(f"refused: Authorization: Bearer {TOKEN}")
+
+    monkeypatch.setattr(KaggleApi, "dataset_download_files", leaky)
+    with pytest.raises(PipelineError, match=r"failed: RuntimeError: refused: Authorization: Bearer \*\*\*$"):
+        materialise("kaggle:signer/other-signs", tmp_path / "cache", log=lambda m: None)
 
 
 def test_list_images_keeps_path_order_with_awkward_names(tmp_path):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from pipeline import config, fetchers, runner, sources
+from pipeline import config, runner, sources
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, payload_server
 from tests.kaggle_standin import KaggleStandin
@@ -81,34 +82,41 @@ def test_kaggle_client_errors_quoting_the_key_are_redacted(tmp_path, kaggle, mon
     assert "Basic ***" in str(err.value) and KEY not in str(err.value) and BASIC not in str(err.value)
 
 
-def test_kaggle_json_key_is_redacted_too(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stored", [f'"{KEY}"', "8675309123"])  # a key saved as a JSON number too
+def test_kaggle_json_key_is_redacted_too(tmp_path, monkeypatch, stored):
+    """The key the client read from kaggle.json, quoted by a client error, is redacted like one from the environment."""
+    api = pytest.importorskip("kaggle.api.kaggle_api_extended")
+    key = str(json.loads(stored))
+    basic = base64.b64encode(f"{USER}:{key}".encode()).decode()
     cfg_dir = tmp_path / "kcfg"
     cfg_dir.mkdir()
-    (cfg_dir / "kaggle.json").write_text(f'{{"username": "{USER}", "key": "{KEY}"}}')
+    (cfg_dir / "kaggle.json").write_text(f'{{"username": "{USER}", "key": {stored}}}')
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(cfg_dir))
     for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
-    assert fetchers._redact(f"x {KEY} y {BASIC}") == "x *** y ***"
+
+    def leaky(self, *a, **k):
+        raise RuntimeError(f"401 for request with headers {{'Authorization': 'Basic {basic}'}} (key {key})")
+
+    monkeypatch.setattr(api.KaggleApi, "dataset_download_files", leaky)
+    with pytest.raises(PipelineError) as err:
+        sources.materialise("kaggle:signer/tiny-signs", tmp_path / "cache", log=lambda m: None)
+    assert "'Basic ***'} (key ***)" in str(err.value) and key not in str(err.value) and basic not in str(err.value)
 
 
-def test_malformed_kaggle_json_is_named_as_malformed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("text, reason", [(f'{{"username": "u", "key": "{KEY}"', "JSONDecodeError"),
+                                          (f'["u", "{KEY}"]', "not a JSON object")])  # the client fails on a list
+def test_malformed_kaggle_json_is_named_as_malformed(tmp_path, monkeypatch, text, reason):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
     for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
-    (tmp_path / "kaggle.json").write_text(f'{{"username": "u", "key": "{KEY}"')
+    (tmp_path / "kaggle.json").write_text(text)
     with pytest.raises(PipelineError) as err:
         sources.materialise("kaggle:a/b", tmp_path / "cache", log=lambda m: None)
-    assert str(err.value).startswith(f"Kaggle credentials file {tmp_path / 'kaggle.json'} is malformed (JSONDecodeError)")
+    assert str(err.value).startswith(f"Kaggle credentials file {tmp_path / 'kaggle.json'} is malformed ({reason})")
     assert "\n" not in str(err.value) and KEY not in str(err.value)
-
-
-def test_a_kaggle_key_stored_as_a_json_number_is_redacted(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
-    for k in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": 8675309123}')
-    assert fetchers._redact("401: key 8675309123 refused") == "401: key *** refused"
 
 
 # ------------------------------------------------------------------------------------------- url tokens
