@@ -32,3 +32,14 @@ def test_an_unknown_arch_names_every_family():
 def test_the_config_pairs_the_landmark_family_with_its_input(tmp_path, sets, message):
     with pytest.raises(PipelineError, match=message):
         config.load(None, sets, cwd=tmp_path)
+
+
+def test_the_registry_names_exactly_the_models_their_modules_build():
+    """The arch names `families.py` gives a family (kept there so that config checks import no model code) are the
+    ones its builder module makes: a baseline added to baselines.py but not to the registry would be taken for a
+    timm name."""
+    from pipeline import baselines
+
+    assert set(families.BASELINE.archs) == set(baselines._FACTORIES) == set(baselines._INFO)
+    assert set(models.LEARNERS) == set(families.FAMILIES)
+    assert {f.input for f in families.FAMILIES} == set(models.INPUTS) == set(families.INPUTS)
