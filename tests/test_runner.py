@@ -246,8 +246,8 @@ def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, caps
     project = tmp_path / "proj"
     make_image_folder(project / "imgs", classes=("a", "b"), per_class=4)
     (project / "sub").mkdir()
-    (project / "pipeline.toml").write_text(f'[run]\nname = "t"\nworkdir = "{tmp_path / "elsewhere"}"\n'
-                                           '[download]\nsource = "path:imgs"\n')
+    tiny_config(project, {"run.workdir": str(tmp_path / "elsewhere"), "download.source": "path:imgs",
+                          "download.subdir": ""})
     monkeypatch.chdir(project)
     assert cli.main(["run", "--stages", "download,datablock"]) == 0
     here = capsys.readouterr().out
