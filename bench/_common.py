@@ -104,9 +104,11 @@ def make_flat_dataset(root: Path, n: int, classes: int = 29, size: int = 32, see
     return root
 
 
-def write_config(path: Path, text: str) -> Path:
+def write_config(path: Path, name: str, source: Path, sections: str) -> Path:
+    """A benchmark project's config at `path`: run `name` on the image folder `source`, then the TOML `sections`
+    (its [datablock], [train] and other sections); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(f'[run]\nname = "{name}"\n[download]\nsource = "path:{source}"\n{sections}')
     return path
 
 
@@ -129,11 +131,8 @@ def big_project(cache: bool = True) -> tuple[Path, list[str]]:
             shutil.copy(f, test / f.name)
         (test / ".complete").write_text("1000 draw 1")
     work.mkdir(parents=True, exist_ok=True)
-    config = write_config(work / f"big_{'cache' if cache else 'files'}.toml", f"""
-[run]
-name = "big_{'cache' if cache else 'files'}"
-[download]
-source = "path:{train}"
+    name = f"big_{'cache' if cache else 'files'}"
+    config = write_config(work / f"{name}.toml", name, train, f"""\
 [datablock]
 valid_pct = 0.2
 cache = {str(cache).lower()}
@@ -182,3 +181,19 @@ def demo_learner_bench(description: str, title: str, name: str) -> tuple:
     files = sorted(list_images(folder))[:args.limit or None]
     print(f"test files: {len(files)} from {folder}")
     return args, work, work / "exports" / f"{name}.pkl", files
+
+
+def predict_each(learn, files: list[Path]) -> tuple[list[str], "torch.Tensor"]:
+    """The published per-image recipe: `learn.predict(path)` once per file (fastai's bar silenced); the labels and
+    the stacked probabilities."""
+    import torch
+
+    from pipeline import training
+
+    labels, probs = [], []
+    with training.quiet(learn):
+        for f in files:
+            label, _, p = learn.predict(f)
+            labels.append(str(label))
+            probs.append(p)
+    return labels, torch.stack(probs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench._common import demo_learner_bench, result
+from bench._common import demo_learner_bench, predict_each, result
 
 
 def timed(fn, repeat: int = 1):
@@ -38,7 +38,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline import inference, onnx_engine, training
+    from pipeline import inference, onnx_engine
 
     learn = inference.load_verified(pkl)
     ort = onnx_engine.load_verified(pkl)
@@ -47,19 +47,9 @@ def main() -> int:
 
     inference.predict(learn, files[:8], bs)  # warm-up: first-call allocations, lazy imports
     ort.predict(files[:8], bs)
-    with training.quiet(learn):
-        learn.predict(files[0])
+    predict_each(learn, files[:1])
 
-    def loop():
-        labels, probs = [], []
-        with training.quiet(learn):
-            for f in files:
-                label, _, p = learn.predict(f)
-                labels.append(str(label))
-                probs.append(p)
-        return labels, torch.stack(probs).numpy()
-
-    (loop_labels, loop_probs), t_loop = timed(loop)
+    (loop_labels, loop_probs), t_loop = timed(lambda: predict_each(learn, files))
     (fa_labels, _, fa_probs), t_fastai = timed(lambda: inference.predict(learn, files, bs), repeat=3)
     (ort_labels, _, ort_probs, _), t_ort = timed(lambda: ort.predict(files, bs), repeat=3)
 
@@ -98,7 +88,7 @@ def main() -> int:
     result("identical predicted labels (loop, fastai, onnxruntime)", f"{agree}/{n}", note="all", ok=same)
     diff = float(np.abs(ort_probs - fa_probs.numpy()).max())
     result("max |p_onnxruntime - p_fastai batched|", diff, note="<= 1e-4", ok=diff <= 1e-4)
-    result("max |p_fastai batched - p_loop|", float(np.abs(fa_probs.numpy() - loop_probs).max()))
+    result("max |p_fastai batched - p_loop|", float((fa_probs - loop_probs).abs().max()))
     return 0 if ok and best >= 10 and same and diff <= 1e-4 else 1
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench._common import demo_learner_bench, result
+from bench._common import demo_learner_bench, predict_each, result
 
 
 def main() -> int:
@@ -27,24 +27,15 @@ def main() -> int:
     from pipeline import inference
 
     learn = inference.load_verified(pkl)
-
-    from pipeline import training
-
     inference.predict(learn, files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
-    with training.quiet(learn):
-        learn.predict(files[0])
+    predict_each(learn, files[:1])
 
     t0 = time.perf_counter()
     labels, _, probs = inference.predict(learn, files, args.batch_size)
     batched = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    loop_labels, loop_probs = [], []
-    with training.quiet(learn):
-        for f in files:
-            label, _, p = learn.predict(f)
-            loop_labels.append(str(label))
-            loop_probs.append(p)
+    loop_labels, loop_probs = predict_each(learn, files)
     loop = time.perf_counter() - t0
 
     import torch
@@ -61,7 +52,7 @@ def main() -> int:
     model.to(memory_format=torch.contiguous_format)
 
     same_labels = loop_labels == labels
-    max_diff = float((torch.stack(loop_probs) - probs).abs().max())
+    max_diff = float((loop_probs - probs).abs().max())
     n = len(files)
     result("per-image learn.predict", n / loop, "images/s", f"{1000 * loop / n:.1f} ms/image")
     result("evaluate stage (batched, bs %d)" % args.batch_size, n / batched, "images/s",

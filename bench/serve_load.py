@@ -41,11 +41,7 @@ def prepare(work: Path) -> dict[str, Path]:
     for name, train in RECIPES.items():
         pkl = work / "exports" / f"load_{name}.pkl"
         if not pkl.exists():
-            cfg = write_config(work / f"{name}.toml", f"""
-[run]
-name = "load_{name}"
-[download]
-source = "path:{SHARED_DATA / 'asl_alphabet_train_200'}"
+            cfg = write_config(work / f"{name}.toml", f"load_{name}", SHARED_DATA / "asl_alphabet_train_200", f"""\
 [datablock]
 max_per_class = 10
 valid_pct = 0.2

@@ -75,7 +75,7 @@ def _download(url: str, dest: Path) -> None:
     shown = redact_url(url)
     try:
         request = _request(url)
-    except ValueError as e:  # e.g. a port that is not a number: the message would quote the URL, secrets included
+    except ValueError:  # e.g. a port that is not a number: the message would quote the URL, secrets included
         raise PipelineError(f"download failed: {shown} is not a valid URL") from None
     try:
         with urllib.request.urlopen(request, timeout=60) as resp, open(part, "wb") as fh:
@@ -88,7 +88,7 @@ def _download(url: str, dest: Path) -> None:
         raise PipelineError(f"download failed: {shown} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise PipelineError(f"download failed: {shown}: {getattr(e, 'reason', e)}") from None
-    except (ValueError, http.client.InvalidURL) as e:  # their messages quote the URL: never show it unredacted
+    except (ValueError, http.client.InvalidURL):  # their messages quote the URL: never show it unredacted
         raise PipelineError(f"download failed: {shown} is not a valid URL") from None
     except http.client.HTTPException as e:  # e.g. IncompleteRead: the server cut the transfer short
         raise PipelineError(f"download failed: {shown}: {type(e).__name__}") from None

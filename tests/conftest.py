@@ -51,22 +51,44 @@ SHRINK = {"run.name": "t", "datablock.cache": False, "lr_find.num_it": 8, "train
           "train.freeze_epochs": 0, "train.batch_size": 8, "train.image_size": 16, "evaluate.test_sets": []}
 
 
-def tiny_config(project: Path, overrides: dict | None = None):
-    """configs/demo.toml with SHRINK and then `overrides` ({"section.key": value}) applied, written to
-    project/pipeline.toml (so `config.load(None, cwd=project)` and a `python -m pipeline` run there both use it);
-    returns it loaded. A path source needs `"download.subdir": ""` (the demo's is "train")."""
-    from pipeline import config
+def demo_toml() -> dict:
+    """configs/demo.toml as parsed TOML (a test that puts back one of the values SHRINK replaces reads it here)."""
     from pipeline.config import tomllib
 
-    data = tomllib.loads((REPO / "configs" / "demo.toml").read_text())
+    return tomllib.loads((REPO / "configs" / "demo.toml").read_text())
+
+
+def tiny_toml(overrides: dict | None = None) -> str:
+    """The text of configs/demo.toml with SHRINK and then `overrides` ({"section.key": value}) applied: for a test
+    that writes the config file itself (another name than pipeline.toml, several in one folder, a comment block)."""
+    data = demo_toml()
     for key, value in {**SHRINK, **(overrides or {})}.items():
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value
     lines = []
     for section, table in data.items():
         lines += [f"[{section}]"] + [f"{key} = {_toml(value)}" for key, value in table.items()]
-    (project / "pipeline.toml").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def tiny_config(project: Path, overrides: dict | None = None):
+    """`tiny_toml(overrides)` written to project/pipeline.toml (so `config.load(None, cwd=project)` and a
+    `python -m pipeline` run there both use it); returns it loaded. A path source needs `"download.subdir": ""`
+    (the demo's is "train")."""
+    from pipeline import config
+
+    (project / "pipeline.toml").write_text(tiny_toml(overrides))
     return config.load(None, cwd=project)
+
+
+def asl_photos(data: Path, per_class: int, test_set: str) -> dict:
+    """tiny_config overrides for a project on the real photos in `data` (../shared/data): `per_class` photos a
+    letter of asl_alphabet_train_200, and the 28 photos of asl_alphabet_test (one for each class but del, labelled
+    by their file names) as the test set `test_set`."""
+    return {"download.source": f"path:{data / 'asl_alphabet_train_200'}", "download.subdir": "",
+            "datablock.max_per_class": per_class,
+            "evaluate.test_sets": [{"name": test_set, "source": f"path:{data / 'asl_alphabet_test'}",
+                                    "label_regex": r"^([A-Za-z]+)_test\.jpg$"}]}
 
 
 def _toml(value) -> str:

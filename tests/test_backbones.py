@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from pipeline import backbones, config, runner
+from pipeline import backbones, runner
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
 def test_lite0_weights_map_onto_timm(tmp_path):
@@ -30,16 +30,14 @@ def test_unknown_arch_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, extra", [
-    ("resnet18", []),                                   # torchvision route
-    ("mobilenetv3_small_050", []),                      # any timm name
-    ("cnnnet", ["train.grayscale=true", "train.method=fit_one_cycle"]),  # from-scratch baseline
+    ("resnet18", {"train.method": "fine_tune"}),               # torchvision route
+    ("mobilenetv3_small_050", {"train.method": "fine_tune"}),  # any timm name
+    ("cnnnet", {"train.grayscale": True}),                     # from-scratch baseline
 ])
 def test_arch_trains_and_exports(tmp_path, arch, extra):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=16, size=32)
-    (tmp_path / "pipeline.toml").write_text(f'[run]\nname = "b"\n[download]\nsource = "path:{data}"\n')
-    cfg = config.load(None, [f"train.arch={arch}", "train.pretrained=false", "train.base_lr=1e-3",
-                             "train.epochs=1", "train.freeze_epochs=0", "train.image_size=32",
-                             "train.batch_size=8", *extra], cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {"run.name": "b", "download.source": f"path:{data}", "download.subdir": "",
+                                 "train.arch": arch, "train.base_lr": 1e-3, "train.image_size": 32, **extra})
     assert runner.run(cfg, ["download", "datablock", "train"])["train"] == "ran"
     card = json.loads((tmp_path / "exports" / "b.json").read_text())
     assert card["arch"] == arch and card["vocab"] == ["A", "B", "C"]

@@ -8,33 +8,7 @@ from PIL import Image
 from pipeline import artifacts, cache, config, data, runner
 from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace, read_json
-from tests.conftest import make_image_folder
-
-
-def _write_config(tmp_path, src, extra=""):
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "c"
-[download]
-source = "path:{src}"
-[datablock]
-valid_pct = 0.25
-cache = true
-[lr_find]
-num_it = 8
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit"
-base_lr = 0.01
-epochs = 2
-batch_size = 8
-image_size = 12
-{extra}
-[[evaluate.test_sets]]
-name = "same"
-source = "path:{src}"
-""")
+from tests.conftest import make_image_folder, tiny_config
 
 
 @pytest.fixture
@@ -43,7 +17,10 @@ def project(tmp_path):
     # a non-square and an RGBA image: the cache must hold what fastai's own valid-time transforms make of them
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 31, 3), dtype=np.uint8)).save(src / "A" / "wide.png")
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (17, 17, 4), dtype=np.uint8), "RGBA").save(src / "B" / "rgba.png")
-    _write_config(tmp_path, src)
+    tiny_config(tmp_path, {"run.name": "c", "download.source": f"path:{src}", "download.subdir": "",
+                           "datablock.valid_pct": 0.25, "datablock.cache": True, "train.method": "fit",
+                           "train.epochs": 2, "train.image_size": 12,
+                           "evaluate.test_sets": [{"name": "same", "source": f"path:{src}"}]})
     return tmp_path
 
 

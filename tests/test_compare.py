@@ -8,41 +8,21 @@ import pytest
 
 from pipeline import cli
 from pipeline import compare as cmp
-from tests.conftest import pipeline_cmd, subprocess_env
+from tests.conftest import demo_toml, pipeline_cmd, subprocess_env, tiny_config, tiny_toml
 
-DIGITS_LOGREG = """\
-# published: 82.6 % MNIST test accuracy (tiny test config)
-# data: sklearn digits
-[run]
-name = "{name}"
-[download]
-source = "sklearn:digits"
-subdir = "train"
-[datablock]
-verify = false
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit"
-opt = "sgd"
-momentum = 0.9
-base_lr = 0.1
-epochs = 1
-batch_size = 64
-image_size = 16
-grayscale = true
-[[evaluate.test_sets]]
-name = "digits_test"
-source = "sklearn:digits"
-subdir = "test"
-label_regex = '^(\\d)_\\d+\\.png$'
-"""
+# the leading comment block compare reads the published figure and the data from
+DIGITS_META = "# published: 82.6 % MNIST test accuracy (tiny test config)\n# data: sklearn digits\n"
+# a gray logistic regression by SGD on the demo's digits, scored on their held-out test set
+DIGITS_LOGREG = {"datablock.verify": False, "train.method": "fit", "train.opt": "sgd", "train.momentum": 0.9,
+                 "train.base_lr": 0.1, "train.batch_size": 64, "train.grayscale": True,
+                 "evaluate.test_sets": demo_toml()["evaluate"]["test_sets"]}
 FAST = "download,datablock,train,evaluate"  # lr_find is not read when base_lr is a number
 
 
-def write_config(tmp_path, name, text=None):
-    path = tmp_path / f"{name}.toml"  # relative paths in it resolve against its folder: runs/ lands in tmp_path
-    path.write_text(text if text is not None else DIGITS_LOGREG.format(name=name))
+def write_config(tmp_path, stem, overrides=None):
+    """DIGITS_LOGREG (and `overrides`) as tmp_path/<stem>.toml, run.name `stem`, after DIGITS_META."""
+    path = tmp_path / f"{stem}.toml"  # relative paths in it resolve against its folder: runs/ lands in tmp_path
+    path.write_text(DIGITS_META + tiny_toml({"run.name": stem, **DIGITS_LOGREG, **(overrides or {})}))
     return path
 
 
@@ -84,8 +64,7 @@ def test_compare_two_digits_configs_writes_a_table(tmp_path, capsys):
 
 def test_main_reports_a_failed_experiment_and_continues(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    bad = write_config(tmp_path, "broken", DIGITS_LOGREG.format(name="broken").replace(
-        'source = "sklearn:digits"\nsubdir = "train"', 'source = "path:no/such/folder"\nsubdir = ""'))
+    bad = write_config(tmp_path, "broken", {"download.source": "path:no/such/folder", "download.subdir": ""})
     code = cli.main(["compare", str(bad), "--out", "t.md", "--stages", "download"])  # as `python -m pipeline compare`
     assert code == 1
     (row,) = table_rows((tmp_path / "t.md").read_text())
@@ -98,7 +77,7 @@ def test_usage_errors_fail_before_anything_runs(tmp_path, monkeypatch, capsys):
     good = write_config(tmp_path, "good")
     assert cmp.main([str(tmp_path / "missing.toml"), "--out", "t.md"]) == 2
     assert cmp.main([str(good), "--out", "t.md", "--set", "train.nope=1"]) == 2
-    dup = write_config(tmp_path, "dup", DIGITS_LOGREG.format(name="good"))
+    dup = write_config(tmp_path, "dup", {"run.name": "good"})
     assert cmp.main([str(good), str(dup), "--out", "t.md"]) == 2
     (tmp_path / "notes.md").write_text("hand-written, no markers\n")
     assert cmp.main([str(good), "--out", "notes.md"]) == 2
@@ -131,35 +110,6 @@ def test_table_formats_cells():
 
 # ------------------------------------------------------------------ a real baseline on a Sign-MNIST sample
 
-SAMPLE_CONFIG = """\
-[run]
-name = "sample_cnnnet"
-[download]
-source = "sign_mnist:path:{src}"
-subdir = "train"
-[datablock]
-valid_pct = 0.1
-verify = false
-[train]
-arch = "cnnnet"
-pretrained = false
-method = "fit_one_cycle"
-opt = "adam"
-base_lr = 3e-3
-epochs = 2
-batch_size = 32
-image_size = 28
-grayscale = true
-[evaluate]
-batch_size = 256
-[[evaluate.test_sets]]
-name = "sign_mnist_test"
-source = "sign_mnist:path:{src}"
-subdir = "test"
-label_regex = '^([A-Z])_\\d+\\.png$'
-"""
-
-
 @pytest.fixture
 def sign_mnist_sample(shared_data, tmp_path):
     """The first 2,000 training and 500 test rows of the real Sign-MNIST CSVs."""
@@ -176,9 +126,14 @@ def sign_mnist_sample(shared_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_cnnnet_on_a_sign_mnist_sample_beats_chance_by_far(sign_mnist_sample, tmp_path):
-    cfg = tmp_path / "sample.toml"
-    cfg.write_text(SAMPLE_CONFIG.format(src=sign_mnist_sample.as_posix()))
-    p = subprocess.run(pipeline_cmd("run", "--config", str(cfg), "--stages", FAST), cwd=tmp_path,
+    src = f"sign_mnist:path:{sign_mnist_sample}"
+    tiny_config(tmp_path, {"run.name": "sample_cnnnet", "download.source": src, "download.subdir": "train",
+                           "datablock.valid_pct": 0.1, "datablock.verify": False, "train.arch": "cnnnet",
+                           "train.base_lr": 3e-3, "train.epochs": 2, "train.batch_size": 32, "train.image_size": 28,
+                           "train.grayscale": True, "evaluate.batch_size": 256,
+                           "evaluate.test_sets": [{"name": "sign_mnist_test", "source": src, "subdir": "test",
+                                                   "label_regex": r"^([A-Z])_\d+\.png$"}]})
+    p = subprocess.run(pipeline_cmd("run", "--stages", FAST), cwd=tmp_path,
                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     metrics = json.loads((tmp_path / "runs" / "sample_cnnnet" / "evaluate" / "metrics.json").read_text())

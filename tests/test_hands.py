@@ -11,7 +11,7 @@ import torch
 
 from pipeline import artifacts, config, hand_model, hands, runner, training
 from pipeline.errors import PipelineError
-from tests.conftest import pipeline_cmd, subprocess_env, synthetic_landmark_learner
+from tests.conftest import asl_photos, pipeline_cmd, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
 def _hand(seed=0):
@@ -210,32 +210,10 @@ def test_landmark_pipeline_on_real_photos(tmp_path, shared_data):
     missed hands, and `predict` labels photos with the export."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     data = shared_data
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "lm"
-[download]
-source = "path:{data / 'asl_alphabet_train_200'}"
-[datablock]
-max_per_class = 10
-valid_pct = 0.2
-input = "landmarks"
-[lr_find]
-num_it = 20
-[train]
-arch = "landmark_mlp"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 3e-3
-epochs = 10
-batch_size = 32
-head_dropout = 0.2
-landmark_rotate = 30
-[[evaluate.test_sets]]
-name = "test28"
-source = "path:{data / 'asl_alphabet_test'}"
-label_regex = '^([A-Za-z]+)_test\\.jpg$'
-""")
-    cfg = config.load(None, cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {"run.name": "lm", **asl_photos(data, 10, "test28"), "datablock.input": "landmarks",
+                                 "lr_find.num_it": 20, "train.arch": "landmark_mlp", "train.base_lr": 3e-3,
+                                 "train.epochs": 10, "train.batch_size": 32, "train.head_dropout": 0.2,
+                                 "train.landmark_rotate": 30})
     runner.run(cfg, list(runner.STAGE_NAMES))
     import pandas as pd
 

@@ -8,7 +8,7 @@ import pytest
 from pipeline import config, crossval, hands, runner, splitting
 from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace, read_json
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, tiny_config
 
 
 def _flat(folder: Path, names: list[str]) -> Path:
@@ -21,39 +21,31 @@ def _flat(folder: Path, names: list[str]) -> Path:
     return folder
 
 
+def multi_config(root: Path, overrides: dict | None = None):
+    """The project config of `three_sources` (its folders A, B and C under `root`) and `overrides`, via tiny_config:
+    each source with its own label rules and groups, validation split by group."""
+    return tiny_config(root, {
+        "run.name": "multi",
+        "download.sources": [
+            {"name": "one", "source": f"path:{root / 'A'}"},
+            {"name": "hands", "source": f"path:{root / 'B'}", "uppercase": True, "class_regex": "[A-Z]",
+             "group_regex": r"^(hand\d+)_"},
+            {"name": "flat", "source": f"path:{root / 'C'}", "label_regex": r"^([A-Z])\d+_jpg",
+             "group_regex": r"^([A-Z]\d+)_jpg", "fold": "source"}],
+        "datablock.valid_pct": 0.25, "datablock.split": "group", "datablock.verify": False, **(overrides or {})})
+
+
 @pytest.fixture
 def three_sources(tmp_path):
     """A: class folders a, b (one signer); B: lowercase class folders a, b, c plus a digit folder 7, signers in
     the file names; C: flat files whose names carry the label and the photo id."""
-    a = make_image_folder(tmp_path / "A", classes=("A", "B"), per_class=4)
+    make_image_folder(tmp_path / "A", classes=("A", "B"), per_class=4)
     b = tmp_path / "B"
     for c in ("a", "b", "c", "7"):
         for signer in (1, 2):
             _flat(b / c, [f"hand{signer}_{c}_{i}.png" for i in range(3)])
-    c = _flat(tmp_path / "C", [f"{y}{k}_jpg.rf.{j}.png" for y in "AB" for k in range(3) for j in range(2)])
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "multi"
-[[download.sources]]
-name = "one"
-source = "path:{a}"
-[[download.sources]]
-name = "hands"
-source = "path:{b}"
-uppercase = true
-class_regex = '[A-Z]'
-group_regex = '^(hand\\d+)_'
-[[download.sources]]
-name = "flat"
-source = "path:{c}"
-label_regex = '^([A-Z])\\d+_jpg'
-group_regex = '^([A-Z]\\d+)_jpg'
-fold = "source"
-[datablock]
-valid_pct = 0.25
-split = "group"
-verify = false
-""")
+    _flat(tmp_path / "C", [f"{y}{k}_jpg.rf.{j}.png" for y in "AB" for k in range(3) for j in range(2)])
+    multi_config(tmp_path)
     return tmp_path
 
 
@@ -160,16 +152,8 @@ def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monke
     each fold is a run of its own, the table is written, and the keypoint store means MediaPipe looks at each
     image once over all folds; a rerun that changes the split re-extracts nothing."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
-    (three_sources / "pipeline.toml").write_text((three_sources / "pipeline.toml").read_text() + """
-input = "landmarks"
-[train]
-arch = "landmark_mlp"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 3e-3
-epochs = 2
-batch_size = 8
-""")
+    multi_config(three_sources, {"datablock.input": "landmarks", "train.arch": "landmark_mlp", "train.base_lr": 3e-3,
+                                  "train.epochs": 2})
     looked_at = []
     real = hands._detect
     monkeypatch.setattr(hands, "_detect", lambda paths, *a: looked_at.extend(paths) or real(paths, *a))

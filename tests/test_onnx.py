@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, hand_model, hands, models, onnx_engine, onnx_export, runner, training
+from pipeline import config, hands, models, onnx_engine, onnx_export, runner, training
 from pipeline.errors import PipelineError
-from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner
+from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -27,27 +27,11 @@ def tiny(tmp_path_factory):
     for i, f in enumerate(sorted(make_image_folder(root / "tsrc", classes=("A", "B", "C"), per_class=4, size=24,
                                                    seed=3).glob("*/*.png"))):
         shutil.copy(f, test / f"{f.parent.name}{i:03d}.png")
-    (root / "pipeline.toml").write_text(f"""
-[run]
-name = "tiny"
-[download]
-source = "path:{train}"
-[datablock]
-valid_pct = 0.25
-[train]
-arch = "logreg"
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 0.01
-epochs = 3
-batch_size = 8
-image_size = 16
-[[evaluate.test_sets]]
-name = "t"
-source = "path:{test}"
-label_regex = '^([A-C])\\d+\\.png$'
-""")
-    runner.run(config.load(None, cwd=root), ["download", "datablock", "train"])
+    cfg = tiny_config(root, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
+                             "datablock.valid_pct": 0.25, "train.epochs": 3,
+                             "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
+                                                     "label_regex": r"^([A-C])\d+\.png$"}]})
+    runner.run(cfg, ["download", "datablock", "train"])
     return root
 
 

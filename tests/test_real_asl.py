@@ -3,32 +3,18 @@ import json
 
 import pytest
 
-from pipeline import config, runner
+from pipeline import runner
+from tests.conftest import asl_photos, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 
 def test_asl_slice_trains_and_evaluates(tmp_path, shared_data):
-    (tmp_path / "pipeline.toml").write_text(f"""
-[run]
-name = "asl_slice"
-[download]
-source = "path:{shared_data / 'asl_alphabet_train_200'}"
-[datablock]
-max_per_class = 24
-[train]
-base_lr = 5e-3
-epochs = 2
-lr_mult = 1
-head_dropout = 0.1
-batch_size = 32
-image_size = 96
-[[evaluate.test_sets]]
-name = "asl_test"
-source = "path:{shared_data / 'asl_alphabet_test'}"
-label_regex = '^([A-Za-z]+)_test\\.jpg$'
-""")
-    cfg = config.load(None, cwd=tmp_path)
+    # the demo's recipe (EfficientNet-Lite0 fine-tuned from ImageNet) at 96 px for 2 epochs
+    cfg = tiny_config(tmp_path, {"run.name": "asl_slice", **asl_photos(shared_data, 24, "asl_test"),
+                                 "train.arch": "tf_efficientnet_lite0", "train.pretrained": True,
+                                 "train.method": "fine_tune", "train.freeze_epochs": 1, "train.base_lr": 5e-3,
+                                 "train.epochs": 2, "train.batch_size": 32, "train.image_size": 96})
     runner.run(cfg, ["download", "datablock", "train", "evaluate"])
     ds = json.loads((tmp_path / "runs/asl_slice/download/dataset.json").read_text())
     assert ds["n_images"] == 5800 and len(ds["classes"]) == 29 and ds["counts"]["del"] == 200

@@ -11,14 +11,15 @@ import pytest
 from pipeline import config, fingerprints, runner
 from pipeline.errors import PipelineError
 from pipeline.workspace import Workspace, read_json
-from tests.conftest import REPO, make_image_folder, subprocess_env
+from tests.conftest import REPO, make_image_folder, subprocess_env, tiny_config
 
 
 @pytest.fixture
 def project(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=5)
-    (tmp_path / "pipeline.toml").write_text(f'[run]\nname = "t"\n[download]\nsource = "path:{data}"\n'
-                                            '[datablock]\nvalid_pct = 0.4\n')
+    # where a test trains: tiny_config's logistic regression, 2 epochs
+    tiny_config(tmp_path, {"download.source": f"path:{data}", "download.subdir": "", "datablock.valid_pct": 0.4,
+                           "train.epochs": 2})
     return tmp_path, data
 
 
@@ -220,14 +221,10 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     assert st["lr_find"] == "never run"
 
 
-MODEL = ("train.arch=logreg", "train.pretrained=false", "train.image_size=16", "train.method=fit_one_cycle",
-         "train.epochs=2")
-
-
 @pytest.mark.parametrize("stage", ["lr_find", "train"])
 def test_a_batch_larger_than_the_training_split_is_one_line(project, stage):
     tmp_path, _ = project
-    cfg = load(tmp_path, *MODEL, "train.batch_size=64", "train.base_lr=0.01")
+    cfg = load(tmp_path, "train.batch_size=64", "train.base_lr=0.01")
     runner.run(cfg, ["download", "datablock"])
     with pytest.raises(PipelineError, match=r"^train.batch_size 64 is larger than the training split \(9 images\): "
                                             "lower train.batch_size$"):
@@ -237,7 +234,7 @@ def test_a_batch_larger_than_the_training_split_is_one_line(project, stage):
 @pytest.mark.slow
 def test_a_diverging_loss_stops_training_with_one_line_and_no_export(project):
     tmp_path, _ = project
-    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=1e30")
+    cfg = load(tmp_path, "train.batch_size=4", "train.base_lr=1e30")
     runner.run(cfg, ["download", "datablock"])
     with pytest.raises(PipelineError, match=r"^training diverged: the loss became (nan|inf) in epoch \d .*nothing was "
                                             "exported: lower train.base_lr"):
@@ -256,7 +253,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_naming_the_file(project, mo
     import torch
 
     tmp_path, _ = project
-    cfg = load(tmp_path, *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    cfg = load(tmp_path, "train.batch_size=4", "train.base_lr=0.01")
     runner.run(cfg, ["download", "datablock"])
     real_save = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, "/dev/full", *a, **k))
@@ -274,7 +271,7 @@ def test_an_unreadable_image_with_verify_off_is_one_line_naming_the_option(proje
     for c in "abc":
         for i in range(3):
             (data / c / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    cfg = load(tmp_path, "datablock.verify=false", *MODEL, "train.batch_size=4", "train.base_lr=0.01")
+    cfg = load(tmp_path, "datablock.verify=false", "train.batch_size=4", "train.base_lr=0.01")
     with pytest.raises(PipelineError, match=r"^an image could not be decoded \(UnidentifiedImageError: cannot identify "
                                             r"image file .*broken.*; datablock.verify = false skips the image checks"):
         runner.run(cfg, ["download", "datablock"])
@@ -288,8 +285,8 @@ def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, caps
     project = tmp_path / "proj"
     make_image_folder(project / "imgs", classes=("a", "b"), per_class=4)
     (project / "sub").mkdir()
-    (project / "pipeline.toml").write_text(f'[run]\nname = "t"\nworkdir = "{tmp_path / "elsewhere"}"\n'
-                                           '[download]\nsource = "path:imgs"\n')
+    tiny_config(project, {"run.workdir": str(tmp_path / "elsewhere"), "download.source": "path:imgs",
+                          "download.subdir": ""})
     monkeypatch.chdir(project)
     assert cli.main(["run", "--stages", "download,datablock"]) == 0
     here = capsys.readouterr().out
@@ -323,7 +320,7 @@ def test_long_loops_print_progress_in_a_log_and_epochs_are_numbered_alike_in_a_t
 
     tmp_path, _ = project
     monkeypatch.setattr(progress, "EVERY_S", 0.0)                 # a line per batch: what 30 s would give on big data
-    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=lr_find", "lr_find.num_it=6")
+    cfg = load(tmp_path, "train.batch_size=2", "train.base_lr=lr_find", "lr_find.num_it=6")
     runner.run(cfg, ["download", "datablock", "lr_find", "train"])
     log = capsys.readouterr().out
     assert "[datablock] verified: 1/15 images (7 %)" in log
@@ -345,7 +342,7 @@ def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
     from pipeline import report
 
     tmp_path, _ = project
-    cfg = load(tmp_path, *MODEL, "train.batch_size=2", "train.base_lr=0.01", "lr_find.num_it=6")
+    cfg = load(tmp_path, "train.batch_size=2", "train.base_lr=0.01", "lr_find.num_it=6")
     runner.run(cfg, ["download", "datablock", "lr_find", "train"])
     log = capsys.readouterr().out
     assert "[lr_find] train.base_lr is fixed at 1.00e-02: train does not use this sweep's suggestion" in log

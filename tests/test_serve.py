@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import config, runner, serve
 from pipeline.errors import PipelineError
-from tests.conftest import SHARED_DATA, pipeline_cmd, subprocess_env
+from tests.conftest import SHARED_DATA, asl_photos, pipeline_cmd, subprocess_env, tiny_toml
 
 HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
 
@@ -101,26 +101,12 @@ def models(tmp_path_factory):
     data = SHARED_DATA
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     root = tmp_path_factory.mktemp("serve")
-    common = f"""
-[download]
-source = "path:{data / 'asl_alphabet_train_200'}"
-[datablock]
-max_per_class = 4
-valid_pct = 0.25
-[[evaluate.test_sets]]
-name = "test28"
-source = "path:{data / 'asl_alphabet_test'}"
-label_regex = '^([A-Za-z]+)_test\\.jpg$'
-[train]
-pretrained = false
-method = "fit_one_cycle"
-base_lr = 3e-3
-batch_size = 16
-"""
-    (root / "image.toml").write_text(f'[run]\nname = "image"\n{common}arch = "logreg"\nimage_size = 32\nepochs = 2\n')
-    (root / "hands.toml").write_text(f'[run]\nname = "hands"\n{common}arch = "landmark_mlp"\nepochs = 8\n'
-                                     .replace("valid_pct = 0.25", 'valid_pct = 0.25\ninput = "landmarks"'))
-    for name in ("image", "hands"):
+    common = {**asl_photos(data, 4, "test28"), "datablock.valid_pct": 0.25, "train.base_lr": 3e-3,
+              "train.batch_size": 16}
+    recipes = {"image": {"train.arch": "logreg", "train.image_size": 32, "train.epochs": 2},
+               "hands": {"datablock.input": "landmarks", "train.arch": "landmark_mlp", "train.epochs": 8}}
+    for name, recipe in recipes.items():  # two configs in one project folder: image.toml and hands.toml
+        (root / f"{name}.toml").write_text(tiny_toml({"run.name": name, **common, **recipe}))
         runner.run(config.load(str(root / f"{name}.toml"), cwd=root), ["download", "datablock", "train"])
     return root
 

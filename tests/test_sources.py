@@ -446,19 +446,18 @@ def test_list_images_keeps_path_order_with_awkward_names(tmp_path):
 def test_symlinks_inside_a_dataset_are_not_followed_but_counted(tmp_path, capsys):
     """The one rule: inside a dataset folder links are skipped, counted and named (a dangling one no longer stops
     download or status, a linked class folder is not "empty", a link to a file outside the root is not read)."""
-    from pipeline import config, runner
-    from tests.conftest import make_image_folder
+    from pipeline import runner
+    from tests.conftest import make_image_folder, tiny_config
 
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=4)
     outside = write_png(tmp_path / "secret" / "x.png")
     (data / "A" / "dangling.png").symlink_to(tmp_path / "gone.png")
     (data / "B" / "outside.png").symlink_to(outside)
     (data / "C").symlink_to(data / "A", target_is_directory=True)
-    (tmp_path / "pipeline.toml").write_text(f'[run]\nname = "t"\n[download]\nsource = "path:{data}"\n')
     assert sorted(p.name for p in sources.list_links(data)) == ["C", "dangling.png", "outside.png"]
     assert not {p.name for p in list_images(data)} & {"dangling.png", "outside.png"}
 
-    cfg = config.load(None, cwd=tmp_path)
+    cfg = tiny_config(tmp_path, {"download.source": f"path:{data}", "download.subdir": ""})
     assert runner.run(cfg, ["download", "datablock"]) == {"download": "ran", "datablock": "ran"}
     out = capsys.readouterr().out
     assert "skipped 3 symbolic link(s) (links inside a dataset are not followed): A/dangling.png, B/outside.png, C" in out

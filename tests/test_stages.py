@@ -102,11 +102,11 @@ def test_evaluate_refuses_a_learner_that_does_not_match_what_train_recorded(fini
 
 def test_one_class_dataset_is_refused(tmp_path):
     data = make_image_folder(tmp_path / "one", classes=("A",), per_class=5)
-    (tmp_path / "pipeline.toml").write_text(f'[download]\nsource = "path:{data}"\n')
+    cfg = tiny_config(tmp_path, {"download.source": f"path:{data}", "download.subdir": ""})
     with pytest.raises(PipelineError, match=r"no class folders with images under .*one/A \(5 loose images\).*at least two"):
-        runner.run(config.load(None, cwd=tmp_path), ["download", "datablock"])
+        runner.run(cfg, ["download", "datablock"])
     # two class folders, but one of them holds only broken files: refused after verification
     (data / "B").mkdir()
     (data / "B" / "x.png").write_bytes(b"broken")
     with pytest.raises(PipelineError, match=r"1 class\(es\) with usable images \(A\): a classifier needs at least two"):
-        runner.run(config.load(None, cwd=tmp_path), ["download", "datablock"])
+        runner.run(cfg, ["download", "datablock"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, runner, sources, workspace
+from pipeline import config, runner, workspace
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import cli, kill_hard, leftovers, snapshot, start, wait_for, write_config
