@@ -1,5 +1,5 @@
 """Benchmark 6: the inference engines on the same export and the same files, in one run: the published per-image
-`learn.predict` loop, fastai batched (`pipeline.inference.predict`, what evaluate runs) and onnxruntime batched
+`learn.predict` loop, fastai batched (`pipeline.models.predict`, what evaluate runs) and onnxruntime batched
 (`pipeline.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
 batches decoded beforehand: fastai's normalised tensors channels-last, the graph's uint8 NHWC arrays).
 
@@ -38,19 +38,19 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline import inference, onnx_engine
+    from pipeline import inference, models, onnx_engine
 
     learn = inference.load_verified(pkl)
     ort = onnx_engine.load_verified(pkl)
     n, bs = len(files), args.batch_size
     print(f"batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")
 
-    inference.predict(learn, files[:8], bs)  # warm-up: first-call allocations, lazy imports
+    models.predict(learn, files[:8], bs)  # warm-up: first-call allocations, lazy imports
     ort.predict(files[:8], bs)
     predict_each(learn, files[:1])
 
     (loop_labels, loop_probs), t_loop = timed(lambda: predict_each(learn, files))
-    (fa_labels, _, fa_probs), t_fastai = timed(lambda: inference.predict(learn, files, bs), repeat=3)
+    (fa_labels, _, fa_probs, _), t_fastai = timed(lambda: models.predict(learn, files, bs), repeat=3)
     (ort_labels, _, ort_probs, _), t_ort = timed(lambda: ort.predict(files, bs), repeat=3)
 
     # floors: each engine's model alone on batches decoded beforehand (best of 3, after a warm-up pass)
