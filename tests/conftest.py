@@ -9,8 +9,11 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker, two workers on two cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import numpy as np  # noqa: E402  (after the thread count: OpenBLAS reads it when numpy loads)
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
