@@ -150,21 +150,19 @@ def _cmd_predict(args) -> int:
     else:
         learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
         labels, conf, _, found = models.predict(learn, files, args.batch_size, log=log)
-    rows = [[data.shown_name(f), y, c] for f, y, c in zip(files, labels, conf)]
-    if found is not None:  # a hand-keypoint model: say where no hand was found (the label is then a guess)
-        for row, hand in zip(rows, found):
-            row.append(hand)
-        if not all(found):
-            log(f"no hand found in {found.count(False)} of {len(found)} image(s): hand_found is false there")
+    hand = found if found is not None else [None] * len(files)  # a hand-keypoint model says where it found none
+    if found is not None and not all(found):
+        log(f"no hand found in {found.count(False)} of {len(found)} image(s): hand_found is false there")
     if args.csv:
         import csv
 
         w = csv.writer(sys.stdout)
         w.writerow(["file", "label", "confidence"] + (["hand_found"] if found is not None else []))
-        w.writerows([f, y, f"{c:.6f}", *(str(h).lower() for h in rest)] for f, y, c, *rest in rows)
+        w.writerows([data.shown_name(f), y, f"{c:.6f}"] + ([str(h).lower()] if h is not None else [])
+                    for f, y, c, h in zip(files, labels, conf, hand))
     else:
-        for f, y, c, *rest in rows:
-            print(f"{f}\t{y}\t{c:.3f}" + ("\tno hand found" if rest and not rest[0] else ""))
+        for f, y, c, h in zip(files, labels, conf, hand):
+            print(f"{data.shown_name(f)}\t{y}\t{c:.3f}" + ("\tno hand found" if h is False else ""))
     return 0
 
 

@@ -61,15 +61,12 @@ class HandLearner(TabularLearner):
 
         if isinstance(row, pd.Series):
             return super().predict(row, *args, **kwargs)
-        from . import hands
-
-        feats = hands.extract([row], log=lambda message: None)
-        if not feats["hand_found"].iloc[0]:
+        probs, found = photo_probs(self, [row], log=lambda message: None)
+        if not found[0]:
             warnings.warn(f"no hand found in {row}: the label is the model's answer for an image without a hand",
                           stacklevel=2)
-        probs = feature_probs(self, feats[FEATURES].to_numpy(np.float32))[0]
-        idx = int(probs.argmax())
-        return self.dls.vocab[idx], torch.tensor(idx), probs
+        idx = int(probs[0].argmax())
+        return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
 
 def is_landmark_learner(learn) -> bool:
@@ -87,6 +84,17 @@ def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
     with quiet(learn):
         probs, _ = learn.get_preds(dl=dl)
     return probs
+
+
+def photo_probs(learn, paths: list, batch_size: int = 64, log=print, store=None) -> tuple[torch.Tensor, list[bool]]:
+    """(probabilities, hand found per photo) of a hand-landmark learner for image files: MediaPipe finds each
+    photo's keypoints (`hands.extract`, reusing `store`'s), the model classifies them (a photo without a hand
+    gets the all-0 row the model learned)."""
+    from . import hands
+
+    feats = hands.extract(paths, log, store=store)
+    return (feature_probs(learn, feats[FEATURES].to_numpy(np.float32), batch_size),
+            feats["hand_found"].astype(bool).tolist())
 
 
 def make_learner(dls, t, **common) -> HandLearner:

@@ -112,14 +112,12 @@ def _top(probs, vocab: list, hand_found=None) -> Predictions:
 
 
 def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None) -> Predictions:
-    """A hand-landmark learner's batched inference: MediaPipe finds each image's keypoints, the tabular model
-    classifies them (an image without a hand gets the all-0 row the model learned); `store`: a
-    `content_store.landmarks` store to reuse."""
-    from . import hand_model, hands
+    """A hand-landmark learner's batched inference (`hand_model.photo_probs`); `store`: a `content_store.landmarks`
+    store to reuse."""
+    from . import hand_model
 
-    feats = hands.extract(paths, log, store=store)
-    probs = hand_model.feature_probs(learn, feats[hands.FEATURES].to_numpy(), batch_size)
-    return _top(probs, list(learn.dls.vocab), feats["hand_found"].astype(bool).tolist())
+    probs, found = hand_model.photo_probs(learn, paths, batch_size, log, store)
+    return _top(probs, list(learn.dls.vocab), found)
 
 
 def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print) -> Predictions:

@@ -209,13 +209,13 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    model, graph, name, example, batches, entry = plan[1:]
+    model, name = plan.model, plan.input_name
     with atomic_path(path) as tmp:
         with _quiet_exporter():
-            torch.onnx.export(graph, (example,), str(tmp), input_names=[name], output_names=["probs"],
+            torch.onnx.export(plan.graph, (plan.example,), str(tmp), input_names=[name], output_names=["probs"],
                               opset_version=OPSET, dynamo=True, external_data=False,
                               dynamic_shapes={name: {0: torch.export.Dim("batch")}}, verbose=False)
-        check = parity(model, onnx_engine.session(tmp), name, batches)
+        check = parity(model, onnx_engine.session(tmp), name, plan.batches)
         worst_in = check.pop("_worst")
         if not (check["max_abs_prob_diff"] <= TOLERANCE and check["top1_agreement"] == 1.0):
             noise = float32_noise(model, worst_in) if worst_in is not None else float("nan")
@@ -229,7 +229,7 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
         f"{check['max_abs_prob_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}")
     import onnxruntime
 
-    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset, "input": entry,
+    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset, "input": plan.entry,
             "output": {"name": "probs", "dtype": "float32", "shape": ["batch", len(learn.dls.vocab)],
                        "columns": "vocab, in order", "is": "softmax probabilities"},
             "parity": check, "versions": {"torch": torch.__version__, "onnx": onnx.__version__,

@@ -43,8 +43,8 @@ def _normalisation(dls) -> dict:
 
 def _loading(family, ws) -> str:
     """How to load the export in another process, and what must be installed there: the card's `loading`."""
-    needs = ("this package installed (pip install signpipe, or pip install -e . in its repository): the export "
-             "unpickles its classes" if family.needs_package else "fastai and timm; not this package")
+    needs = ("this package installed with its [hands] extra (pip install -e '.[hands]' in its repository, or its "
+             "wheel): the export unpickles its classes" if family.needs_package else "fastai and timm; not this package")
     return (f"from fastai.learner import load_learner; load_learner('{ws.learner.name}').predict('photo.jpg') "
             f"needs {needs}")
 
