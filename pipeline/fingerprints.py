@@ -23,6 +23,9 @@ PKG = Path(__file__).resolve().parent  # the `pipeline` package whose files `cod
 # Config fields added after fingerprints were first recorded: left out of a stage's config part while at their
 # default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date).
 LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "train": ("landmark_mirror",)}
+# Entries a stage took as single keys later (lr_find: the loss and batch augmentation): left out of that part
+# while at their default, as above; a stage that takes the whole section keeps them.
+LATER_KEYS = ("train.label_smoothing", "train.augment_strength", "train.random_crop_scale")
 
 
 def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
@@ -31,7 +34,7 @@ def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
         section, _, attr = key.partition(".")
         values, defaults = cfg.section(section), Config().section(section)
         if attr:
-            if not (attr in LATER_FIELDS.get(section, ()) and values[attr] == defaults[attr]):
+            if not ((attr in LATER_FIELDS.get(section, ()) or key in LATER_KEYS) and values[attr] == defaults[attr]):
                 out[key] = values[attr]
             continue
         out[key] = {k: v for k, v in values.items() if not (k in LATER_FIELDS.get(section, ()) and v == defaults[k])}
@@ -68,11 +71,9 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def code_files(stage_name: str) -> tuple[Path, ...]:
-    """`stages/<stage_name>.py` and every `pipeline` module it reaches through imports, followed transitively:
-    the code whose edit can change the stage's result (derived, so no list is kept by hand)."""
-    start = Path(importlib.util.find_spec(f"stages.{stage_name}").origin)
-    files, todo = {start}, [(start, "stages")]
+def _reached(start: Path, package: str) -> set[Path]:
+    """`start` (a module of `package`) and every `pipeline` module it reaches through imports, transitively."""
+    files, todo = {start}, [(start, package)]
     while todo:
         path, package = todo.pop()
         for name in _imported_modules(path, package):
@@ -80,7 +81,20 @@ def code_files(stage_name: str) -> tuple[Path, ...]:
             if f is not None and f not in files:
                 files.add(f)
                 todo.append((f, name if f.name == "__init__.py" else name.rpartition(".")[0]))
-    return tuple(sorted(files))
+    return files
+
+
+def code_files(stage_name: str) -> tuple[Path, ...]:
+    """`stages/<stage_name>.py` and every `pipeline` module it reaches through imports, followed transitively:
+    the code whose edit can change the stage's result (derived, so no list is kept by hand)."""
+    return tuple(sorted(_reached(Path(importlib.util.find_spec(f"stages.{stage_name}").origin), "stages")))
+
+
+def module_code_hash(module: str) -> str:
+    """The digest of `pipeline.<module>` and every `pipeline` module it reaches through imports: for a cache
+    entry that one module's code computes (download's per-source listing), derived as `code_files` is."""
+    files = _reached(_module_file(f"pipeline.{module}"), "pipeline")
+    return sha256_text("".join(sha256_file(f) for f in sorted(files)) + __version__)
 
 
 def _code_hash(stage) -> str:

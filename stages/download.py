@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline import artifacts, datasets, sources
+from pipeline import artifacts, datasets, fingerprints, sources
 from pipeline.errors import PipelineError
 from pipeline.stagespec import StageSpec
 from pipeline.workspace import listing_fingerprint, read_json, sha256_text, write_json
@@ -18,7 +18,7 @@ from pipeline.workspace import listing_fingerprint, read_json, sha256_text, writ
 STAGE = StageSpec(
     "download",
     summary="fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
-    writes=artifacts.DATASET,
+    writes=(artifacts.DATASET,),
     params=("download",),
     external=True)
 
@@ -36,9 +36,10 @@ def external_fingerprint(cfg, ws) -> str:
 
 
 def _key(src) -> str:
-    """What one source's entry depends on: its config, its local listing and the code that lists it."""
-    code = "".join(Path(m.__file__).read_text() for m in (datasets, sources)) + Path(__file__).read_text()
-    return sha256_text(json.dumps([vars(src), _local(src), sha256_text(code)], sort_keys=True, default=str))
+    """What one source's entry depends on: its config, its local listing and the code that lists it (`datasets` and
+    every module it imports, derived from the import graph, and this file)."""
+    code = fingerprints.module_code_hash("datasets") + sha256_text(Path(__file__).read_text())
+    return sha256_text(json.dumps([vars(src), _local(src), code], sort_keys=True, default=str))
 
 
 def _describe(src, ws, log) -> dict:
