@@ -1,4 +1,6 @@
-"""The persisted split → fastai DataLoaders, identically for every stage that reads it."""
+"""The persisted split → fastai DataLoaders, identically for every stage that reads it; and the image checks around
+it: `verify_images` (datablock, evaluate and `predict` leave out and list what does not decode) and, with
+`datablock.verify = false`, `unverified_images` (a decoding failure later on becomes one line naming the option)."""
 from __future__ import annotations
 
 import contextlib
@@ -138,13 +140,27 @@ def unverified_images(cfg):
     try:
         yield
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if cfg.datablock.verify or (isinstance(e, OSError) and e.filename is not None):  # a file-system failure
+        if cfg.datablock.verify or not _raised_decoding(e):  # e.g. a file-system failure, a damaged JSON artifact
             raise
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[-1] if lines else ""
         raise PipelineError(f"an image could not be decoded ({type(e).__name__}: {reason[:200]}); datablock.verify "
                             "= false skips the image checks: set it to true to list and leave out unreadable "
                             "images") from None
+
+
+def _raised_decoding(e: BaseException) -> bool:
+    """Whether `e` was raised while PIL decoded an image: a frame inside PIL, or a DataLoader worker's copy of such
+    an error (its message quotes the worker's traceback)."""
+    import PIL
+
+    pil = Path(PIL.__file__).parent
+    tb = e.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).is_relative_to(pil):
+            return True
+        tb = tb.tb_next
+    return f"{os.sep}PIL{os.sep}" in str(e)
 
 
 def shown_name(path) -> str:
