@@ -112,7 +112,9 @@ def _cmd_crossval(args) -> int:
 def _cmd_stages(args) -> int:
     for s in runner.STAGES:
         reads = ", ".join(f"{r}" for r in s.reads(config.Config())) or "config"
-        print(f"{s.name:<10} {s.summary}\n{'':<10} reads: {reads}\n{'':<10} writes: {s.writes}")
+        writes = ", ".join(n.replace("{set}", "<set>") for n in s.writes) + ("; exports/<run>.pkl, .onnx, .json"
+                                                                             if s.exports else "")
+        print(f"{s.name:<10} {s.summary}\n{'':<10} reads: {reads}\n{'':<10} writes: {writes}")
     return 0
 
 

@@ -80,6 +80,10 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
         duration = time.perf_counter() - t0
         if not main:
             return
+        missing = [n for n in stage.outputs(cfg) if not staged.artifact(stage.name, n).is_file()]
+        if missing:
+            raise PipelineError(f"{stage.name} finished without writing {missing[0]}, which stages/{stage.name}.py "
+                                "declares: nothing was recorded (a bug: please report it)")
         write_manifest(ws, staged, stage.name, fp, outputs, started, _now(), duration)
     except BaseException:
         if main:

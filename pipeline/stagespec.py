@@ -15,14 +15,23 @@ def _none(cfg) -> tuple[str, ...]:
     return ()
 
 
+# Config entries no stage's result depends on: where a run's files go, not what they hold. Every other entry is in
+# some stage's params, and a stage that reads part of a section names the rest in `ignores` (tests/test_runner.py).
+NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir")
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str                                        # the module stages/<name>.py and the folder runs/<run>/<name>
     summary: str                                     # one line for `python -m pipeline stages`
-    writes: str                                      # its outputs, in words, for `python -m pipeline stages`
+    writes: tuple[str, ...] = ()                     # the files it leaves in its folder (artifacts.py names;
+                                                     # "{set}/NAME": one per test set); the runner checks them
     reads: Callable[..., tuple[str, ...]] = _none    # cfg -> upstream stages whose outputs this one reads
     params: tuple[str, ...] = ()                     # "section" or "section.key" config entries that change its result
     params_if: Callable[..., tuple[str, ...]] = _none  # cfg -> entries that change it only in some configs
+    writes_if: Callable[..., tuple[str, ...]] = _none  # cfg -> files it leaves only in some configs
+    sets: Callable[..., tuple[str, ...]] = _none     # cfg -> the test sets "{set}" stands for
+    ignores: tuple[str, ...] = ()  # the entries of a section it reads in part that do not change its result
     external: bool = False       # its module has external_fingerprint(cfg, ws): source data outside the run folder
     exports: bool = False        # it writes exports/<run>.pkl and its card (staged like its folder)
     every_rank: bool = False     # a distributed launch runs it on every process (any other stage on rank 0 alone)
@@ -31,6 +40,11 @@ class StageSpec:
     def keys(self, cfg) -> tuple[str, ...]:
         """The config entries whose values go into this stage's fingerprint under `cfg`."""
         return self.params + self.params_if(cfg)
+
+    def outputs(self, cfg) -> tuple[str, ...]:
+        """The files (relative to its folder) a run of this stage under `cfg` must leave: checked by the runner."""
+        names = self.writes + self.writes_if(cfg)
+        return tuple(n.format(set=s) for n in names for s in (self.sets(cfg) if "{set}" in n else (None,)))
 
     def load(self):
         """The stage's module (its `run`, and `external_fingerprint` where `external`)."""

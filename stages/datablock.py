@@ -14,11 +14,20 @@ from pipeline.workspace import read_json, save_figure, write_csv, write_json
 STAGE = StageSpec(
     "datablock",
     summary="merge the sources, verify images, hold out groups, split (random or by group), persist the split",
-    writes="splits.csv, vocab.json, corrupt.csv, batch.png, class_counts.png; cache.npy, cache.json (datablock.cache); "
-           "landmarks.csv (datablock.input = landmarks); holdout.csv (datablock.holdout)",
+    writes=(artifacts.SPLITS, artifacts.VOCAB, artifacts.CORRUPT, artifacts.BATCH_PNG, artifacts.CLASS_COUNTS_PNG),
+    writes_if=lambda cfg: (((artifacts.CACHE, artifacts.CACHE_META) if cfg.datablock.cache else ())
+                           + (() if families.of(cfg).sees_pixels else (artifacts.LANDMARKS,))
+                           + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
     params=("datablock", "run.seed"),
-    params_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else ())  # the cached pixels
+    params_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else (),  # the cached pixels
+    # the model's entries: the split, the keypoints and the cache do not depend on them (batch.png, a picture of one
+    # training batch, is drawn at the train settings of the run that made it)
+    ignores=("train.arch", "train.pretrained", "train.method", "train.base_lr", "train.epochs", "train.freeze_epochs",
+             "train.lr_mult", "train.head_dropout", "train.batch_size", "train.opt", "train.momentum", "train.wd",
+             "train.augment", "train.augment_strength", "train.random_crop_scale", "train.label_smoothing",
+             "train.landmark_rotate", "train.landmark_mirror", "train.landmark_features", "train.calibrate",
+             "train.num_workers", "train.precision", "train.channels_last"))
 
 
 def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tuple[str, str]]:

@@ -13,8 +13,10 @@ from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, w
 STAGE = StageSpec(
     "evaluate",
     summary="batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
-    writes="<set>/predictions.csv, tallies.csv, tallies.png, confusion.png, reliability.png, metrics.json; "
-           "metrics.json",
+    writes=tuple(f"{{set}}/{n}" for n in (artifacts.PREDICTIONS, artifacts.TALLIES, artifacts.SKIPPED,
+                                          artifacts.TALLIES_PNG, artifacts.CONFUSION_PNG, artifacts.RELIABILITY_PNG,
+                                          artifacts.METRICS)) + (artifacts.METRICS,),
+    sets=lambda cfg: ((data.HOLDOUT_SET,) if cfg.datablock.holdout else ()) + tuple(t.name for t in cfg.evaluate.test_sets),
     reads=lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",),
     params=("evaluate",),
     external=True)

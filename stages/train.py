@@ -11,9 +11,10 @@ from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, 
 STAGE = StageSpec(
     "train",
     summary="train (fine_tune by default), export the learner (.pkl and .onnx, parity-checked) and its model card",
-    writes="history.csv, curves.png, metrics.json; exports/<run>.pkl, exports/<run>.onnx, exports/<run>.json",
+    writes=(artifacts.HISTORY, artifacts.CURVES_PNG, artifacts.METRICS),  # and exports/<run>.pkl, .onnx, .json
     reads=lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
     params=("train", "run.seed", "lr_find.suggestion"),
+    ignores=("lr_find.start_lr", "lr_find.end_lr", "lr_find.num_it"),  # the sweep: in lr_find's outputs, an input
     exports=True, every_rank=True, builds_model=True)
 
 

@@ -350,3 +350,61 @@ def test_a_fixed_base_lr_is_said_in_the_log_and_the_report(project, capsys):
     page = report.build(cfg, runner.status(cfg)).read_text()
     assert "<th>used by train</th><td>1.00e-02 (train.base_lr, fixed)</td>" in page
 
+
+
+def test_a_source_listing_key_follows_the_code_that_labels_it(project, monkeypatch, tmp_path_factory):
+    """download carries a source's entry over while its key is unchanged: the key covers every module the listing
+    code reaches (labels.py through datasets.py), so a labels.py edit re-lists the source (it was left out)."""
+    import shutil
+
+    from stages import download
+
+    tmp_path, _ = project
+    pkg = tmp_path_factory.mktemp("pkg") / "pipeline"
+    shutil.copytree(fingerprints.PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprints, "PKG", pkg)
+    from pipeline import datasets
+
+    src = datasets.training_sources(load(tmp_path).download)[0]
+    before = download._key(src)
+    assert download._key(src) == before
+    with open(pkg / "labels.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert download._key(src) != before
+
+
+def test_every_config_entry_is_a_stage_param_or_declared_as_not_one():
+    """A new config key cannot be forgotten: each is in some stage's params (whole section or key) or in
+    `stagespec.NOT_PARAMS`, and a stage that takes part of a section names every other key of it in `ignores`
+    (lr_find left out label_smoothing, augment_strength and random_crop_scale, so changing them left it up to date)."""
+    import dataclasses
+
+    from pipeline import stagespec
+
+    cfg = config.Config()
+    cfg.datablock.cache, cfg.train.base_lr = True, "lr_find"  # turn on every conditional entry
+    cfg.datablock.holdout = ["g"]
+    sections = ("run", "download", "datablock", "lr_find", "train", "evaluate")
+    fields = {f"{s}.{f.name}" for s in sections for f in dataclasses.fields(getattr(cfg, s))}
+    covered = set(stagespec.NOT_PARAMS)
+    for stage in runner.STAGES:
+        keys = set(stage.keys(cfg))
+        covered |= {f for f in fields if f in keys or f.partition(".")[0] in keys}
+        for section in {k.partition(".")[0] for k in keys} - keys:  # the sections it takes in part
+            left = {f for f in fields if f.startswith(section + ".")} - keys - set(stage.ignores) - set(stagespec.NOT_PARAMS)
+            assert not left, f"{stage.name} neither uses nor ignores {sorted(left)}"
+        assert not set(stage.ignores) & keys
+    assert fields - covered == set()
+
+
+def test_with_verify_off_only_a_decoding_failure_is_blamed_on_an_image(project):
+    """`datablock.verify = false` turns an image PIL cannot decode into one line naming the option; any other
+    ValueError (here a damaged JSON artifact) was reported as "an image could not be decoded" too."""
+    import json
+
+    tmp_path, _ = project
+    cfg = load(tmp_path, "datablock.verify=false")
+    runner.run(cfg, ["download"])
+    (Workspace.from_config(cfg).root / "download" / "dataset.json").write_text("{not json")
+    with pytest.raises(json.JSONDecodeError):
+        runner.run(cfg, ["datablock"])

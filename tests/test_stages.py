@@ -73,6 +73,29 @@ def test_tiny_pipeline_end_to_end(finished):
     assert m["accuracy"] >= 0.75, m
 
 
+def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
+    """`StageSpec.writes` is the contract the runner checks: every declared output exists (the runner refuses a
+    stage that left one out), and no stage leaves a file it does not declare (evaluate declared metrics.json twice
+    and left out skipped.csv)."""
+    project, _, _ = finished
+    cfg = config.load(None, cwd=project)
+    for stage in runner.STAGES:
+        folder = project / "runs" / "tiny" / stage.name
+        found = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
+        assert found == set(stage.outputs(cfg)), stage.name
+
+
+def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypatch):
+    project, _, _ = finished
+    cfg = config.load(None, cwd=project)
+    spec = runner.BY_NAME["lr_find"]
+    monkeypatch.setitem(runner.BY_NAME, "lr_find", type(spec)(**{**vars(spec), "writes": spec.writes + ("extra.csv",)}))
+    with pytest.raises(PipelineError, match=r"^lr_find finished without writing extra.csv, which stages/lr_find.py "
+                                            r"declares: nothing was recorded"):
+        runner.run(cfg, ["lr_find"], force=True)
+    assert runner.read_manifest(runner.Workspace.from_config(cfg), "lr_find") is not None  # the last run stays
+
+
 def test_test_set_errors_are_clear(finished):
     project, _, _ = finished
     nothing = config.load(None, ["evaluate.batch_size=4"], cwd=project)
