@@ -1,5 +1,5 @@
 """Benchmark 6: the inference engines on the same export and the same files, in one run: the published per-image
-`learn.predict` loop, fastai batched (`pipeline.models.predict`, what evaluate runs) and onnxruntime batched
+`learn.predict` loop, fastai batched (`pipeline.exported.load(...).predict`, what evaluate runs) and onnxruntime batched
 (`pipeline.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
 batches decoded beforehand: fastai's normalised tensors channels-last, the graph's uint8 NHWC arrays).
 
@@ -38,20 +38,20 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline import inference, models, onnx_engine
+    from pipeline import exported
 
-    learn = inference.load_verified(pkl)
-    ort = onnx_engine.load_verified(pkl)
+    fa, onnx = exported.load(pkl, "fastai"), exported.load(pkl, "onnx")
+    learn, ort = fa.engine.learn, onnx.engine
     n, bs = len(files), args.batch_size
     print(f"batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")
 
-    models.predict(learn, files[:8], bs)  # warm-up: first-call allocations, lazy imports
-    ort.predict(files[:8], bs)
+    fa.predict(files[:8], bs)  # warm-up: first-call allocations, lazy imports
+    onnx.predict(files[:8], bs)
     predict_each(learn, files[:1])
 
     (loop_labels, loop_probs), t_loop = timed(lambda: predict_each(learn, files))
-    (fa_labels, _, fa_probs, _), t_fastai = timed(lambda: models.predict(learn, files, bs), repeat=3)
-    (ort_labels, _, ort_probs, _), t_ort = timed(lambda: ort.predict(files, bs), repeat=3)
+    (fa_labels, _, fa_probs, _), t_fastai = timed(lambda: fa.predict(files, bs), repeat=3)
+    (ort_labels, _, ort_probs, _), t_ort = timed(lambda: onnx.predict(files, bs), repeat=3)
 
     # floors: each engine's model alone on batches decoded beforehand (best of 3, after a warm-up pass)
     batches = [b[0].as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
@@ -86,9 +86,9 @@ def main() -> int:
     same = loop_labels == list(fa_labels) == list(ort_labels)
     agree = sum(a == b == c for a, b, c in zip(loop_labels, fa_labels, ort_labels))
     result("identical predicted labels (loop, fastai, onnxruntime)", f"{agree}/{n}", note="all", ok=same)
-    diff = float(np.abs(ort_probs - fa_probs.numpy()).max())
+    diff = float(np.abs(ort_probs - fa_probs).max())
     result("max |p_onnxruntime - p_fastai batched|", diff, note="<= 1e-4", ok=diff <= 1e-4)
-    result("max |p_fastai batched - p_loop|", float((fa_probs - loop_probs).abs().max()))
+    result("max |p_fastai batched - p_loop|", float(np.abs(fa_probs - loop_probs.numpy()).max()))
     return 0 if ok and best >= 10 and same and diff <= 1e-4 else 1
 
 

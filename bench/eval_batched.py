@@ -1,7 +1,7 @@
 """Benchmark 1: batched evaluation vs the published per-image loop, on the same learner and the same files.
 
 The published recipe calls `learn.predict(path)` once per test image. The evaluate stage calls
-`pipeline.models.predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
+`pipeline.exported.load(...).predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
 same loaded export and the same files; the script prints images/second for each, the ratio (target >= 10x),
 and checks that the predicted labels are identical and the probabilities agree to 1e-3 (evaluate runs convnets
 channels-last, the loop does not: the same arithmetic in another order, so float rounding differs slightly).
@@ -24,14 +24,15 @@ def main() -> int:
     args, work, pkl, files = demo_learner_bench(__doc__.split("\n\n")[0],
                                                 "batched evaluation vs per-image learn.predict", "bench_eval")
 
-    from pipeline import inference, models
+    from pipeline import exported
 
-    learn = inference.load_verified(pkl)
-    models.predict(learn, files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
+    model = exported.load(pkl)
+    learn = model.engine.learn
+    model.predict(files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
     predict_each(learn, files[:1])
 
     t0 = time.perf_counter()
-    labels, _, probs, _ = models.predict(learn, files, args.batch_size)
+    labels, _, probs, _ = model.predict(files, args.batch_size)
     batched = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def main() -> int:
     model.to(memory_format=torch.contiguous_format)
 
     same_labels = loop_labels == labels
-    max_diff = float((loop_probs - probs).abs().max())
+    max_diff = float((loop_probs - torch.from_numpy(probs)).abs().max())
     n = len(files)
     result("per-image learn.predict", n / loop, "images/s", f"{1000 * loop / n:.1f} ms/image")
     result("evaluate stage (batched, bs %d)" % args.batch_size, n / batched, "images/s",

@@ -70,7 +70,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")
         args = ["serve", "--learner", str(learner), "--port", str(self.port), "--parallel", str(parallel)]
-        args += ["--onnx"] if onnx else []
+        args += ["--engine", "onnx"] if onnx else []
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env(), stdout=self._log,
                                      stderr=subprocess.STDOUT)
         if cpus:

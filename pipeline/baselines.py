@@ -114,6 +114,11 @@ def create_baseline(arch: str, n_classes: int, n_in: int = 1, size: int = 28) ->
     return _FACTORIES[arch](n_classes, n_in, size)
 
 
+def published(arch: str) -> str | None:
+    """The published figure a baseline is known for, or None for an arch that is not one of them."""
+    return _INFO[arch]["published"] if is_baseline(arch) else None
+
+
 def baseline_info(arch: str) -> dict:
     """`{"arch", "description", "published"}` for reports: what the model is and the figure it is known for."""
     if not is_baseline(arch):

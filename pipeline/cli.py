@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, config, runner
+from . import compare, config, exported, runner
 from .errors import PipelineError, guarded
 
 
@@ -22,6 +22,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         help="override one config value (repeatable)")
         sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    def engine(sp):  # one spelling for every command that loads an export (evaluate: evaluate.engine)
+        sp.add_argument("--engine", choices=exported.ENGINES, default="fastai",
+                        help="fastai: the .pkl; onnx: the .onnx beside it with onnxruntime (no fastai, nothing unpickled)")
+
     r = sub.add_parser("run", help="run stages in order, skipping up-to-date ones")
     with_config(r)
     r.add_argument("--stages", default="all", help=f"all or a comma list of: {', '.join(runner.STAGE_NAMES)}")
@@ -36,8 +40,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
     pr.add_argument("--batch-size", type=int, default=64)
-    pr.add_argument("--engine", choices=("fastai", "onnx"), default="fastai",
-                    help="fastai: the .pkl; onnx: the .onnx beside it with onnxruntime (no fastai, nothing unpickled)")
+    engine(pr)
     pr.add_argument("--sha256", metavar="HEX",
                     help="the learner's expected sha256, from a source you trust (instead of the model card beside it)")
     pr.add_argument("--trust-learner", action="store_true",
@@ -50,7 +53,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                     help="hold out one group (signer) at a time, or one whole source")
     sv = sub.add_parser("serve", help="a web app (Gradio) that reads a letter from a photo or a webcam frame")
     sv.add_argument("--learner", required=True, help="exports/RUN.pkl")
-    sv.add_argument("--onnx", action="store_true", help="run the .onnx beside it with onnxruntime (nothing unpickled)")
+    engine(sv)
+    sv.add_argument("--onnx", dest="engine", action="store_const", const="onnx", help=argparse.SUPPRESS)  # = --engine onnx
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
     sv.add_argument("--collect", metavar="DIR", help="collect mode: save photos under DIR/<LETTER>/<timestamp>.jpg")
@@ -119,7 +123,7 @@ def _cmd_stages(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import data, inference, models, sources
+    from . import data, sources
 
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -141,17 +145,8 @@ def _cmd_predict(args) -> int:
         print(f"skipped {data.shown_name(path)}: {reason}", file=sys.stderr)
     if not files:
         raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
-    if args.engine == "onnx":
-        from . import onnx_engine
-
-        if args.sha256:
-            raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
-                                "model card")
-        model = onnx_engine.load_verified(Path(args.learner), trust=args.trust_learner)
-        labels, conf, _, found = model.predict(files, args.batch_size, log=log)
-    else:
-        learn = inference.load_verified(Path(args.learner), trust=args.trust_learner, sha256=args.sha256)
-        labels, conf, _, found = models.predict(learn, files, args.batch_size, log=log)
+    model = exported.load(Path(args.learner), args.engine, trust=args.trust_learner, sha256=args.sha256)
+    labels, conf, _, found = model.predict(files, args.batch_size, log=log)
     hand = found if found is not None else [None] * len(files)  # a hand-keypoint model says where it found none
     if found is not None and not all(found):
         log(f"no hand found in {found.count(False)} of {len(found)} image(s): hand_found is false there")
@@ -171,7 +166,7 @@ def _cmd_predict(args) -> int:
 def _cmd_serve(args) -> int:
     from . import serve
 
-    serve.serve(Path(args.learner), onnx=args.onnx, host=args.host, port=args.port,
+    serve.serve(Path(args.learner), engine=args.engine, host=args.host, port=args.port,
                 collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel)
     return 0
 

@@ -82,15 +82,8 @@ def _recipe(cfg: config.Config) -> str:
     t = cfg.train
     lr = _lr(t.base_lr) if isinstance(t.base_lr, float) else "lr_find"
     opt = t.opt + (f" mom {t.momentum:g}" if t.opt == "sgd" else "")
-    if not families.of(cfg).sees_pixels:
-        extras = ["hand landmarks" + (" + shape" if t.landmark_features == "coords+shape" else "")]
-        extras += [f"rotate ±{t.landmark_rotate:g}°"] if t.landmark_rotate else []
-    else:
-        extras = [f"{t.image_size}px" + (" gray" if t.grayscale else "")]
-        extras += [f"aug {t.augment_strength}" if t.augment_strength != "default" else "aug"] if t.augment else []
-        extras += [f"random crop ≥{t.random_crop_scale:g}"] if t.random_crop_scale else []
-        extras += [f"tta {cfg.evaluate.tta}"] if cfg.evaluate.tta else []
-    extras += [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
+    extras = [families.of(cfg).input.recipe(cfg)] + ([f"label smoothing {t.label_smoothing:g}"]
+                                                      if t.label_smoothing else [])
     return f"{t.arch} · {t.method} · {opt} lr {lr} · bs {t.batch_size} · {', '.join(extras)}"
 
 
@@ -99,9 +92,7 @@ def _published(cfg: config.Config, meta: dict) -> str:
         return meta["published"]
     from . import baselines  # imports torch: only when a table is made, not for `python -m pipeline --help`
 
-    if families.of(cfg) is families.BASELINE:
-        return baselines.baseline_info(cfg.train.arch)["published"]
-    return "—"
+    return baselines.published(cfg.train.arch) or "—"
 
 
 def _collect(row: Row, cfg: config.Config, stages: list[str]) -> None:

@@ -1,20 +1,20 @@
 """One registry of model families, as timm's `create_model` is one factory over its registered models: what each
-family is. A family knows which `train.arch` names it builds, which `datablock.input` its data is prepared as, the
-config checks that follow from that, and what its export needs to load.
+family is. A family knows which `train.arch` names it builds, the input kind its data is prepared as
+(`inputs.InputKind`), the config checks that follow from that, and what its export needs to load.
 
 The registry has two halves so that every stage's code fingerprint stays exact (`fingerprints.code_files` follows
-imports): this one imports no model code, so config, datablock and the runtime read it without a model edit
-making download or datablock stale; `models.py` is the other, how each family builds (DataLoaders, learner,
-export, predict). Adding a family: a `Family` here, its builder in `models.py`, its module, and their tests.
+imports): this one and inputs.py import no model code, so config, datablock and the runtime read them without a
+model edit making download or datablock stale; `models.py` is the other, how each family builds (DataLoaders,
+learner, export) and how a loaded model reads a photo. Adding a family: a `Family` here, its builder in
+`models.py`, its module, and their tests (a new input kind also: inputs.py and `models.Input`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import inputs
 from .errors import PipelineError
 
-IMAGES, LANDMARKS = "images", "landmarks"  # the values of datablock.input: pixels, or MediaPipe hand keypoints
-INPUTS = (IMAGES, LANDMARKS)
 LANDMARK_ARCH = "landmark_mlp"
 BASELINE_ARCHS = ("logreg", "mlp", "cnnnet", "aslnet")  # built by baselines.py
 
@@ -22,14 +22,10 @@ BASELINE_ARCHS = ("logreg", "mlp", "cnnnet", "aslnet")  # built by baselines.py
 @dataclass(frozen=True)
 class Family:
     name: str
-    input: str                  # the datablock.input its DataLoaders read
+    input: inputs.InputKind     # what its DataLoaders read (the value of datablock.input)
     archs: tuple[str, ...]      # the train.arch names it builds; () = every name no other family claims
     channels_last: bool         # train.channels_last = "auto" turns it on on a GPU (pretrained convnets gain)
     needs_package: bool         # its export unpickles classes of this package (`load_learner` needs it installed)
-
-    @property
-    def sees_pixels(self) -> bool:
-        return self.input == IMAGES
 
     def owns(self, arch: str) -> bool:
         return arch in self.archs or not self.archs
@@ -37,20 +33,20 @@ class Family:
     def problems(self, cfg) -> list[str]:
         """What in `cfg` does not fit this family, one line each (`config.validate` raises the first)."""
         found = []
-        if cfg.datablock.input != self.input:
+        if cfg.datablock.input != self.input.name:
             found.append(f'datablock.input = "{cfg.datablock.input}" and train.arch = "{cfg.train.arch}" do not go '
-                         f'together: the {self.name} read "{self.input}" (hand keypoints go with "{LANDMARK_ARCH}")')
-        if not self.sees_pixels:
+                         f'together: the {self.name} read "{self.input.name}" (hand keypoints go with "{LANDMARK_ARCH}")')
+        if not self.input.pixels:
             if cfg.datablock.cache:
-                found.append(f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{self.input}"')
+                found.append(f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{self.input.name}"')
             if cfg.evaluate.tta:
-                found.append(f'evaluate.tta augments pixels: turn it off for datablock.input = "{self.input}"')
+                found.append(f'evaluate.tta augments pixels: turn it off for datablock.input = "{self.input.name}"')
         return found
 
 
-HAND_LANDMARKS = Family("hand landmarks", LANDMARKS, (LANDMARK_ARCH,), channels_last=False, needs_package=True)
-BASELINE = Family("from-scratch baseline", IMAGES, BASELINE_ARCHS, channels_last=False, needs_package=False)
-BACKBONE = Family("pretrained image backbone", IMAGES, (), channels_last=True, needs_package=False)
+HAND_LANDMARKS = Family("hand landmarks", inputs.LANDMARKS, (LANDMARK_ARCH,), channels_last=False, needs_package=True)
+BASELINE = Family("from-scratch baseline", inputs.IMAGES, BASELINE_ARCHS, channels_last=False, needs_package=False)
+BACKBONE = Family("pretrained image backbone", inputs.IMAGES, (), channels_last=True, needs_package=False)
 FAMILIES = (HAND_LANDMARKS, BASELINE, BACKBONE)  # looked up in this order: any other name is a backbone's
 
 
@@ -67,8 +63,8 @@ def of(cfg) -> Family:
 
 def check(cfg) -> None:
     """Refuse, in one line, a config whose `datablock.input` is unknown or does not fit its family."""
-    if cfg.datablock.input not in INPUTS:
-        raise PipelineError(f"datablock.input must be {' or '.join(INPUTS)}, got {cfg.datablock.input!r}")
+    if cfg.datablock.input not in inputs.KINDS:
+        raise PipelineError(f"datablock.input must be {' or '.join(inputs.KINDS)}, got {cfg.datablock.input!r}")
     problems = of(cfg).problems(cfg)
     if problems:
         raise PipelineError(problems[0])

@@ -92,9 +92,8 @@ def photo_probs(learn, paths: list, batch_size: int = 64, log=print, store=None)
     gets the all-0 row the model learned)."""
     from . import hands
 
-    feats = hands.extract(paths, log, store=store)
-    return (feature_probs(learn, feats[FEATURES].to_numpy(np.float32), batch_size),
-            feats["hand_found"].astype(bool).tolist())
+    x, found = hands.photo_features(paths, log, store)
+    return feature_probs(learn, x, batch_size), found
 
 
 def make_learner(dls, t, **common) -> HandLearner:

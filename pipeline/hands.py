@@ -198,6 +198,15 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     return df
 
 
+def photo_features(paths: list, log=print, store=None):
+    """(float32 FEATURES rows (n, 64), hand found per photo) for image files: what every hand model's engine
+    classifies (`extract`, reusing `store`'s keypoints; a photo with no hand gives the all-0 row)."""
+    import numpy as np
+
+    feats = extract(paths, log, store=store)
+    return feats[FEATURES].to_numpy(np.float32), feats["hand_found"].astype(bool).tolist()
+
+
 def _detect(paths: list[str], log, workers: int | None, what: str, store) -> list:
     """`_row` of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
     `workers` 1, from one detector in this process); each row goes to `store` (if any) as it arrives, so an

@@ -1,23 +1,15 @@
-"""Load an exported learner safely and run batched predictions on image files, for each input kind a learner
-reads (`models.predict` picks one): shared by evaluate, `predict` and `serve`."""
+"""The fastai engine's two halves: load an exported learner safely (`load_verified`: its sha256 checked before
+anything is unpickled) and an image learner's batched inference (`predict_images`). `exported.load` is where
+evaluate, `predict` and `serve` get them from."""
 from __future__ import annotations
 
 import contextlib
 import json
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from .errors import PipelineError
 from .workspace import sha256_file
-
-
-class Predictions(NamedTuple):
-    """What a batched prediction gives, one entry per image, in order (from fastai or the ONNX engine)."""
-    labels: list
-    confidences: list
-    probs: object               # (n, len(vocab)): a torch tensor (fastai) or a numpy array (onnxruntime)
-    hand_found: list | None     # a hand-keypoint model: whether MediaPipe found a hand; None for an image model
 
 
 def card_path(pkl: Path) -> Path:
@@ -106,22 +98,8 @@ def _fast_inputs(learn):
             learn.model.to(memory_format=torch.contiguous_format)
 
 
-def _top(probs, vocab: list, hand_found=None) -> Predictions:
-    conf, idx = probs.max(dim=1)
-    return Predictions([vocab[i] for i in idx.tolist()], conf.tolist(), probs, hand_found)
-
-
-def predict_landmarks(learn, paths: list[Path], batch_size: int = 64, log=print, store=None) -> Predictions:
-    """A hand-landmark learner's batched inference (`hand_model.photo_probs`); `store`: a `content_store.landmarks`
-    store to reuse."""
-    from . import hand_model
-
-    probs, found = hand_model.photo_probs(learn, paths, batch_size, log, store)
-    return _top(probs, list(learn.dls.vocab), found)
-
-
-def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print) -> Predictions:
-    """An image learner's batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta`
+def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print):
+    """Probabilities (n, len(vocab), a torch tensor): an image learner's batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta`
     > 0 fastai's test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch
     transforms, blended with the plain pass)."""
     from . import training
@@ -133,4 +111,4 @@ def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0,
         else:
             with _fast_inputs(learn) as cbs:
                 probs, _ = learn.get_preds(dl=dl, cbs=cbs)
-    return _top(probs, list(learn.dls.vocab))
+    return probs

@@ -1,6 +1,8 @@
-"""How each model family builds: the other half of the registry in `families.py`. Everything that differs from
-family to family goes through here: `make_learner` (the one factory), `dataloaders`, and for a loaded learner
-`input_of`, `predict` and `export_onnx`; `check_arch` before any stage starts.
+"""How each model family builds and answers: the other half of the registry in `families.py` and `inputs.py`.
+Everything that differs from family to family goes through here: `make_learner` (the one factory),
+`dataloaders`, and for a loaded learner `input_of` (its `Input`: photos to probabilities under either engine,
+its ONNX plan) and `export_onnx`; `check_arch` before any stage starts. `exported.load` is the one way to load
+an export and ask it about photos.
 
 A family's learner differs from every other's; its data differs only by what it reads, pixels or hand keypoints
 (an `Input`, shared by the families that read it). The builders are imported where used: backbones, baselines
@@ -11,24 +13,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import families, runtime
+from . import families, inputs, runtime
 from .errors import PipelineError
 
 
 @dataclass(frozen=True)
 class Input:
-    """What a learner's input kind decides, for a config (`dataloaders`) and for a loaded learner (`recognises`,
-    `predict`, `onnx_plan`)."""
-    name: str                       # families.IMAGES or families.LANDMARKS
+    """How a model that reads one input kind builds and answers: its DataLoaders for a config, and for a loaded
+    (exported) model whichever engine runs it: whether a learner reads it (`recognises`), photos to probabilities
+    (`probs`, batched; `read`, one photo with a detector of its own), its ONNX plan."""
+    kind: inputs.InputKind          # the data half: datablock.input, what datablock prepares
     dataloaders: Callable           # (ws, cfg, batch_size) -> fastai DataLoaders over the persisted split
     recognises: Callable            # (learn) -> whether a loaded learner reads this input
-    predict: Callable               # (learn, paths, batch_size, tta, log, store) -> inference.Predictions
+    probs: Callable                 # (engine, paths, batch_size, tta, log, store) -> (probabilities, hand found or None)
+    read: Callable                  # (engine, photo, detector) -> (probabilities or None with no hand, keypoints or None)
     onnx_plan: Callable             # (learn, cfg_train) -> onnx_export.Plan
 
-    @property
-    def keypoints(self) -> bool:
-        """Whether photos become hand keypoints (MediaPipe) before the model sees them."""
-        return self.name == families.LANDMARKS
+    def detector(self):
+        """A per-photo detector of its own for `read` (MediaPipe Hands: not thread-safe, one per concurrent
+        reader), or None for an input that needs none."""
+        if self.kind.finds_hands:
+            from . import hands
+
+            return hands.Detector()
+        return None
 
 
 def _image_dataloaders(ws, cfg, batch_size):
@@ -58,16 +66,33 @@ def _reads_landmarks(learn) -> bool:
     return hand_model.is_landmark_learner(learn)
 
 
-def _predict_images(learn, paths, batch_size, tta, log, store):
-    from . import inference
-
-    return inference.predict_images(learn, paths, batch_size, tta, log)
+def _image_probs(engine, paths, batch_size, tta, log, store):
+    return engine.images(paths, batch_size, tta, log), None
 
 
-def _predict_landmarks(learn, paths, batch_size, tta, log, store):
-    from . import inference
+def _image_read(engine, photo, detector):
+    return engine.images([photo], 1, 0, lambda message: None)[0], None
 
-    return inference.predict_landmarks(learn, paths, batch_size, log, store)
+
+def _landmark_probs(engine, paths, batch_size, tta, log, store):
+    from . import hands
+
+    if tta:
+        raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
+    x, found = hands.photo_features(paths, log, store)
+    return engine.features(x, batch_size), found
+
+
+def _landmark_read(engine, photo, detector):
+    import numpy as np
+
+    from . import hands
+
+    points, handedness, _ = detector(photo)
+    feats = hands.canonical(points, handedness) if points is not None else None
+    if feats is None:
+        return None, None
+    return engine.features(feats[None].astype(np.float32), 1)[0], points
 
 
 def _image_plan(learn, t):
@@ -82,9 +107,10 @@ def _landmark_plan(learn, t):
     return onnx_export.landmark_plan(learn)
 
 
-IMAGE_INPUT = Input(families.IMAGES, _image_dataloaders, _reads_images, _predict_images, _image_plan)
-LANDMARK_INPUT = Input(families.LANDMARKS, _landmark_dataloaders, _reads_landmarks, _predict_landmarks, _landmark_plan)
-INPUTS = {i.name: i for i in (LANDMARK_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
+IMAGE_INPUT = Input(inputs.IMAGES, _image_dataloaders, _reads_images, _image_probs, _image_read, _image_plan)
+LANDMARK_INPUT = Input(inputs.LANDMARKS, _landmark_dataloaders, _reads_landmarks, _landmark_probs, _landmark_read,
+                       _landmark_plan)
+INPUTS = {i.kind.name: i for i in (LANDMARK_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
 
 
 def _landmark_learner(dls, t, n_in, common, ws):
@@ -132,7 +158,7 @@ def check_arch(arch: str) -> None:
 
 def dataloaders(ws, cfg, batch_size: int | None = None):
     """DataLoaders over the persisted split, for what `cfg`'s model family reads."""
-    return INPUTS[families.of(cfg).input].dataloaders(ws, cfg, batch_size)
+    return INPUTS[families.of(cfg).input.name].dataloaders(ws, cfg, batch_size)
 
 
 def make_learner(dls, cfg, ws):
@@ -150,7 +176,7 @@ def make_learner(dls, cfg, ws):
                   path=ws.scratch, model_dir="models", wd=t.wd or None)
     learn = LEARNERS[families.of(cfg)](dls, t, 1 if t.grayscale else 3, common, ws)
     learn.recorder.train_metrics = True
-    runtime.apply(learn, runtime.decide(t))
+    runtime.apply(learn, runtime.decide(t, families.of(cfg).channels_last))
     return learn
 
 
@@ -161,16 +187,6 @@ def input_of(learn) -> Input:
             return kind
     raise PipelineError(f"no model family here reads this learner ({type(learn).__name__} over "
                         f"{type(learn.dls).__name__}): only image and hand-landmark learners")
-
-
-def predict(learn, paths: list, batch_size: int = 64, tta: int = 0, log=print, store=None):
-    """Batched inference of a loaded learner on image files, as its family does it: `inference.Predictions`
-    (labels, confidences, probabilities, and for a hand-keypoint model whether a hand was found in each;
-    `store`: a `content_store.landmarks` store of keypoints to reuse)."""
-    kind = input_of(learn)
-    if tta and kind.keypoints:
-        raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
-    return kind.predict(learn, list(paths), batch_size, tta, log, store)
 
 
 def export_onnx(learn, path, t, log=print) -> dict:

@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import PipelineError
-from .families import LANDMARKS
-from .inference import Predictions
 from .workspace import sha256_file
 
 INSTALL = "pip install -e .  (onnxruntime is a core dependency)"
@@ -58,13 +56,14 @@ def session(path, threads: int | None = None):
 
 
 class OnnxModel:
-    """A verified `.onnx` and its model card: `probs` for a ready batch, `predict` for image files."""
+    """A verified `.onnx` and its model card, as an engine (`exported.load(..., engine="onnx")` wraps it): `probs`
+    for a ready batch; `images` for image files, `features` for keypoint rows (what `models.Input` asks for)."""
+    name = "onnx"
 
     def __init__(self, path: Path, card: dict, threads: int | None = None):
         self.session = session(path, threads)
         self.path, self.card = Path(path), card
         self.vocab = list(card["vocab"])
-        self.landmarks = card["onnx"]["family"] == LANDMARKS  # photos become hand keypoints first
         self.input = card["onnx"]["input"]["name"]
         self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
         self.threads = self.session.get_session_options().intra_op_num_threads
@@ -76,33 +75,25 @@ class OnnxModel:
     def load(self, path):
         return load_image(path, self.image_size, self.grayscale)
 
-    def image_probs(self, paths: list, batch_size: int = 64):
+    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
         """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time."""
         import numpy as np
 
+        if tta:
+            raise PipelineError("test-time augmentation runs fastai's training transforms: use the fastai engine")
         out = []
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             for i in range(0, len(paths), batch_size):
                 out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size])))))
         return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
 
-    def predict(self, paths: list, batch_size: int = 64, log=print, store=None) -> Predictions:
-        """`inference.Predictions` for image files (probabilities as a numpy array); a landmark model finds the
-        hands first (`hands.extract`, reusing `store`'s keypoints), as the fastai path does."""
+    def features(self, x, batch_size: int = 64):
+        """Probabilities for float32 keypoint feature rows (n, 64), `batch_size` at a time."""
         import numpy as np
 
-        found = None
-        if self.landmarks:
-            from . import hands
-
-            feats = hands.extract(paths, log, store=store)
-            x = feats[hands.FEATURES].to_numpy(dtype=np.float32)
-            probs = np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-            found = feats["hand_found"].astype(bool).tolist()
-        else:
-            probs = self.image_probs(list(paths), batch_size)
-        idx = probs.argmax(axis=1)
-        return Predictions([self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found)
+        if not len(x):
+            return np.zeros((0, len(self.vocab)), np.float32)
+        return np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:

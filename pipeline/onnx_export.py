@@ -122,7 +122,7 @@ def _features_doc() -> dict:
 
 class Plan(NamedTuple):
     """How one learner exports (`models.export_onnx` picks `image_plan` or `landmark_plan` by what it reads)."""
-    family: str         # the card's onnx.family: what the graph reads (families.IMAGES or families.LANDMARKS)
+    family: str         # the card's onnx.family: the input kind the graph reads (inputs.IMAGES's or LANDMARKS's name)
     model: object       # the model's CPU float32 copy
     graph: object       # the nn.Module exported: the model inside what a client cannot be trusted to do
     input_name: str
@@ -139,19 +139,19 @@ def landmark_plan(learn) -> Plan:
     """A hand-landmark learner's graph: float32 FEATURES rows in, probabilities out."""
     import torch
 
-    from .families import LANDMARKS
+    from .inputs import LANDMARKS
 
     _, LandmarkGraph = _torch_modules()
     model = _cpu_copy(learn)
     entry = {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
-    return Plan(LANDMARKS, model, LandmarkGraph(model), "features", torch.zeros(2, 64), _landmark_batches(learn), entry)
+    return Plan(LANDMARKS.name, model, LandmarkGraph(model), "features", torch.zeros(2, 64), _landmark_batches(learn), entry)
 
 
 def image_plan(learn, size: int, gray: bool) -> Plan:
     """An image learner's graph: uint8 (N, size, size, 3) RGB in, probabilities out."""
     import torch
 
-    from .families import IMAGES
+    from .inputs import IMAGES
 
     ImageGraph, _ = _torch_modules()
     model = _cpu_copy(learn)
@@ -167,7 +167,7 @@ def image_plan(learn, size: int, gray: bool) -> Plan:
              "why": "uint8 HxWx3 is what every decoder returns, so scale, channel order, layout, gray and "
                     "mean/std stay inside the graph where a client cannot get them wrong; 4x smaller than float"}
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    return Plan(IMAGES, model, ImageGraph(model, mean, std, gray), "image", example, _image_batches(learn, gray), entry)
+    return Plan(IMAGES.name, model, ImageGraph(model, mean, std, gray), "image", example, _image_batches(learn, gray), entry)
 
 
 def parity(learn_model, sess, input_name: str, batches) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import artifacts
+from . import artifacts, inputs
 from .workspace import Workspace, write_text
 
 CSS = """
@@ -131,7 +131,7 @@ def _train(ws: Workspace) -> dict | None:
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
              ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}" + (f" ({m['lr_source']})" if "lr_source" in m else "")), ("train time", f"{m['train_seconds']:.0f} s")]
     if card:
-        seen = f"{card['image_size']} px" if card.get("image_size") else "hand keypoints (MediaPipe), no pixels"
+        seen = inputs.kind(card.get("input", "images")).seen(card.get("image_size"), bool(card.get("grayscale")))
         pairs = [("model", f"{card['arch']} (pretrained={card['pretrained']}), {seen}")] + pairs
         pairs.append(("export", f"{card['learner']} (sha256 {card['sha256'][:12]}…)"))
     if "calibration" in m:

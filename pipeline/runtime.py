@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import families
 from .machine import usable_cpus
 
 
@@ -22,8 +21,10 @@ class Runtime:
         return asdict(self)
 
 
-def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | None = None) -> Runtime:
-    """The choices for `t` (the [train] config) on this machine (or on the one described by the arguments).
+def decide(t, suits_channels_last: bool = False, cuda: bool | None = None, bf16: bool | None = None,
+           cpus: int | None = None) -> Runtime:
+    """The choices for `t` (the [train] config) on this machine (or on the one described by the arguments), for a
+    model whose family says whether channels-last suits it (`families.Family.channels_last`).
 
     - workers (`train.num_workers = -1`, auto): on CUDA, up to 8 decoding processes keep the GPU fed. On a CPU the
       model and any decoding processes share the same cores, so decoding stays in the main process below 8 cores
@@ -51,7 +52,7 @@ def decide(t, cuda: bool | None = None, bf16: bool | None = None, cpus: int | No
     else:
         precision = "fp32"
     if t.channels_last == "auto":
-        channels_last = cuda and families.family(t.arch).channels_last
+        channels_last = cuda and suits_channels_last
     else:
         channels_last = t.channels_last == "on"
     return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())

@@ -2,9 +2,9 @@
 or a webcam frame with an exported learner: the top-5 letters with probabilities, and for a hand-landmark model
 the keypoints drawn on the photo, or "no hand found" instead of a guessed letter.
 
-- Engines: fastai on the `.pkl` (`inference.load_verified`: its sha256 checked against the model card, as
-  `predict` does), or with `--onnx` onnxruntime on the `.onnx` (`onnx_engine.load_verified`: nothing unpickled).
-  A photo goes through the same code as `predict`, so the app and `predict` give the same top-1.
+- Engines: `exported.load`, as `predict` loads: fastai on the `.pkl` (its sha256 checked against the model card),
+  or with `--engine onnx` onnxruntime on the `.onnx` (nothing unpickled). A photo goes through the same code as
+  `predict`, so the app and `predict` give the same top-1.
 - Offline: analytics off, the Hugging Face hub offline, no server-side rendering, the theme's fonts served by the
   app itself; nothing is fetched from elsewhere at start or by the page.
 - Collect mode (`--collect DIR`): the user picks the true letter and saves the photo as
@@ -62,68 +62,40 @@ def keypoints_on(path, points):
 
 
 class Reader:
-    """An exported learner answering one photo at a time per MediaPipe detector: `read(path)` → (top-k
+    """An exported model (`exported.load`, either engine) answering one photo at a time: `read(path)` → (top-k
     {letter: p}, or {} with no hand; the keypoint image or None; the reading: "B (97.0 %)" or "no hand found").
 
-    A hand model gets `parallel` detectors (default: one per usable core, at most 4): finding the hand costs most
-    of a request, and each detector (not thread-safe) serves one request at a time, so that many run at once.
-    The classifier itself runs under one lock (a fastai learner is not thread-safe; an ONNX session is, but its
-    call is short). An image model reads one photo at a time: its engine already uses every core."""
+    A model that finds hands first gets `parallel` detectors (default: one per usable core, at most 4): finding the
+    hand costs most of a request, and each detector (not thread-safe) serves one request at a time, so that many
+    run at once. The classifier itself runs under one lock (a fastai learner is not thread-safe; an ONNX session
+    is, but its call is short). An image model reads one photo at a time: its engine already uses every core."""
 
-    def __init__(self, learner: Path, onnx: bool = False, trust: bool = False, parallel: int = 0):
-        from . import hands
+    def __init__(self, learner: Path, engine: str = "fastai", trust: bool = False, parallel: int = 0):
+        from . import exported
         from .machine import usable_cpus
 
         if parallel < 0:
             raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
-        if onnx:
-            from . import onnx_engine
-
-            self.model = onnx_engine.load_verified(learner, trust=trust)
-            self.vocab, self.landmarks = self.model.vocab, self.model.landmarks
-        else:
-            from . import inference, models
-
-            self.learn = inference.load_verified(learner, trust=trust)
-            self.vocab, self.landmarks = list(self.learn.dls.vocab), models.input_of(self.learn).keypoints
-        self.onnx, self.engine = onnx, "onnxruntime" if onnx else "fastai"
-        self.parallel = (parallel or min(4, usable_cpus())) if self.landmarks else 1
-        self._detectors = queue.SimpleQueue()
-        for _ in range(self.parallel if self.landmarks else 0):
-            self._detectors.put(hands.Detector())
-        self._lock = threading.Lock()
-
-    def _keypoints(self, path):
-        detector = self._detectors.get()
-        try:
-            return detector(path)
-        finally:
-            self._detectors.put(detector)
+        self.model = exported.load(learner, engine, trust=trust)
+        self.model.engine = _OneAtATime(self.model.engine)
+        self.vocab, self.engine = self.model.vocab, self.model.engine.name
+        first = self.model.detector()
+        self.parallel = (parallel or min(4, usable_cpus())) if first is not None else 1
+        self._detectors = None
+        if first is not None:
+            self._detectors = queue.SimpleQueue()
+            for d in [first] + [self.model.detector() for _ in range(self.parallel - 1)]:
+                self._detectors.put(d)
 
     def _probs(self, path):
         """(probabilities over the vocab, keypoints or None); probabilities None for a hand model with no hand."""
-        import numpy as np
-
-        from . import hands
-
-        if not self.landmarks:
-            with self._lock:
-                if self.onnx:
-                    return self.model.probs(self.model.load(path)[None])[0], None
-                from . import inference
-
-                return inference.predict_images(self.learn, [Path(path)], 1).probs[0].numpy(), None
-        points, handedness, _ = self._keypoints(path)
-        feats = hands.canonical(points, handedness) if points is not None else None
-        if feats is None:
-            return None, None
-        x = feats[None].astype(np.float32)
-        with self._lock:
-            if self.onnx:
-                return self.model.probs(x)[0], points
-            from . import hand_model
-
-            return hand_model.feature_probs(self.learn, x)[0].numpy(), points
+        if self._detectors is None:
+            return self.model.read(path)
+        detector = self._detectors.get()
+        try:
+            return self.model.read(path, detector)
+        finally:
+            self._detectors.put(detector)
 
     def read(self, path):
         if not path:
@@ -138,6 +110,21 @@ class Reader:
         order = probs.argsort()[::-1][:TOP]
         top = {self.vocab[i]: float(probs[i]) for i in order}
         return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})"
+
+class _OneAtATime:
+    """An engine whose model runs one call at a time (a fastai learner is not thread-safe), while the photo's
+    decoding and hand detection around it run in parallel."""
+
+    def __init__(self, engine):
+        self._engine, self._lock, self.name, self.vocab = engine, threading.Lock(), engine.name, engine.vocab
+
+    def images(self, *args, **kwargs):
+        with self._lock:
+            return self._engine.images(*args, **kwargs)
+
+    def features(self, *args, **kwargs):
+        with self._lock:
+            return self._engine.features(*args, **kwargs)
 
 
 def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
@@ -176,7 +163,7 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
         n = sum(1 for _ in out.parent.glob("*.jpg"))
         return f"saved {out} ({n} photo(s) of {letter} in {collect})"
 
-    kind = "hand keypoints" if reader.landmarks else "image"
+    kind = reader.model.describe
     with gr.Blocks(analytics_enabled=False, title=title) as app:
         gr.Markdown(f"### {title}: read a letter from a photo\n{kind} model, {len(reader.vocab)} classes, "
                     f"{reader.engine} engine")
@@ -188,7 +175,7 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
             with gr.Column():
                 reading = gr.Textbox(label="reading", interactive=False, elem_id="reading")
                 top = gr.Label(num_top_classes=TOP, label=f"top {TOP}", elem_id="top")
-                drawn = gr.Image(label="keypoints", type="pil", interactive=False, visible=reader.landmarks,
+                drawn = gr.Image(label="keypoints", type="pil", interactive=False, visible=reader.model.finds_hands,
                                  elem_id="keypoints")
         outputs = [top, drawn, reading]
         button.click(predict, photo, outputs, api_name="predict")
@@ -202,12 +189,12 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
     return app
 
 
-def serve(learner: Path, onnx: bool = False, host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
+def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
           trust: bool = False, parallel: int = 0, log=print) -> None:
     """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted (`parallel`: photos
     read at once by a hand model; 0 = one per usable core, at most 4)."""
     gr = require()
-    reader = Reader(Path(learner), onnx=onnx, trust=trust, parallel=parallel)
+    reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)
     app = build(reader, collect, title=f"signpipe · {Path(learner).stem}")
     app.queue(default_concurrency_limit=reader.parallel)
     try:
@@ -215,7 +202,7 @@ def serve(learner: Path, onnx: bool = False, host: str = "127.0.0.1", port: int 
                    show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size="25mb")
     except OSError as e:
         raise PipelineError(f"cannot serve on {host}:{port}: {e}") from None
-    log(f"serving {Path(learner).name} ({'hand keypoints' if reader.landmarks else 'image'} model, {reader.engine}, "
+    log(f"serving {Path(learner).name} ({reader.model.describe} model, {reader.engine}, "
         f"{reader.parallel} photo(s) at once) at http://{host}:{port}/"
         + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
     sys.stdout.flush()

@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import artifacts, cache, content_store, data, datasets, families, hands, sources, splitting
+from pipeline import artifacts, data, datasets, families, inputs, sources, splitting
 from pipeline.errors import PipelineError
 from pipeline.stagespec import StageSpec
 from pipeline.workspace import read_json, save_figure, write_csv, write_json
@@ -16,7 +16,7 @@ STAGE = StageSpec(
     summary="merge the sources, verify images, hold out groups, split (random or by group), persist the split",
     writes=(artifacts.SPLITS, artifacts.VOCAB, artifacts.CORRUPT, artifacts.BATCH_PNG, artifacts.CLASS_COUNTS_PNG),
     writes_if=lambda cfg: (((artifacts.CACHE, artifacts.CACHE_META) if cfg.datablock.cache else ())
-                           + (() if families.of(cfg).sees_pixels else (artifacts.LANDMARKS,))
+                           + families.of(cfg).input.writes
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
     params=("datablock", "run.seed"),
@@ -61,19 +61,6 @@ def _plot_counts(df, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _landmarks(df, root: Path, ws, log) -> list[Path]:
-    """landmarks.csv (path, hand found, handedness, score, the model's features) for every image of the split,
-    the detection rate per class in the log, and batch.png: training images with their keypoints drawn."""
-    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data))
-    feats.insert(0, "path", df["path"].to_numpy())
-    rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
-    log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
-    train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
-    return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
-            hands.plot_landmarks([root / p for p in train["path"]], list(train["label"]),
-                                 ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
-
-
 def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]], list[tuple[str, str]]]:
     """(common root of every source, (path under it, label, source, group) per image, (path, reason) for names
     that are not valid UTF-8), in source order."""
@@ -110,9 +97,8 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
 def run(cfg, ws, log):
     import pandas as pd
 
-    keypoints = not families.of(cfg).sees_pixels  # the model reads hand keypoints, found here once
-    if keypoints:
-        hands.require()  # before minutes of verifying: the one-line install hint now
+    kind = families.of(cfg).input  # what the model reads: prepared here once, after the split
+    kind.require()  # before minutes of verifying: the one-line install hint now
     root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:
@@ -156,19 +142,11 @@ def run(cfg, ws, log):
         outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))
     else:
         ws.artifact("datablock", artifacts.HOLDOUT).unlink(missing_ok=True)
-    # an artifact of the other input kind, or a cache from an earlier run with the option on, would be stale:
-    # never leave one to be mistaken for current
-    stale = [] if keypoints else [artifacts.LANDMARKS]
-    if keypoints or not b.cache:
-        stale += [artifacts.CACHE_META, artifacts.CACHE]
-    for name in stale:
+    # an artifact of another input kind, or a cache from an earlier run with the option on (config.validate allows
+    # it for pixels only), would be stale: never leave one to be mistaken for current
+    stale = {n for k in inputs.KINDS.values() for n in k.writes} - set(kind.writes)
+    if not b.cache:
+        stale |= {artifacts.CACHE_META, artifacts.CACHE}
+    for name in sorted(stale):
         ws.artifact("datablock", name).unlink(missing_ok=True)
-    if keypoints:
-        return outputs + _landmarks(df, root, ws, log)
-    dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
-    dls.show_batch(max_n=16, figsize=(8, 8))
-    import matplotlib.pyplot as plt
-    outputs.append(save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG)))
-    if b.cache:
-        outputs += cache.build(ws, cfg, dls, df, root, log)
-    return outputs
+    return outputs + kind.prepare(df, root, cfg, ws, log)

@@ -1,10 +1,10 @@
 """evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots. The engine is
-fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (pipeline/onnx_engine.py)."""
+fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (`exported.load`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import artifacts, calibration, data, datasets, inference, models, onnx_engine, sources
+from pipeline import artifacts, calibration, data, datasets, exported, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.stagespec import StageSpec
@@ -117,26 +117,21 @@ def _holdout(ws, vocab: list[str]) -> dict:
             "source": "datablock.holdout: " + ", ".join(sorted(set(df["source"]))), "hint": "none of its labels was trained on"}
 
 
-def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, list[Path]]:
+def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, list[Path]]:
     """Predict one listed test set; write its CSVs, plots and metrics (per group too, where it has groups)."""
     import pandas as pd
 
     name, root, known = listing["name"], listing["root"], listing["known"]
     unmatched, unknown, corrupt, n_images = (listing[k] for k in ("unmatched", "unknown", "corrupt", "images"))
     out = ws.stage_dir("evaluate") / name
-    onnx = isinstance(learn, onnx_engine.OnnxModel)
-    vocab = learn.vocab if onnx else list(learn.dls.vocab)
+    vocab = model.vocab
     log(f"{name}: {n_images} images, {len(known)} scored, {len(unmatched)} not matching the label regex, "
         f"{len(unknown)} with labels outside the model's vocab, {len(corrupt)} unreadable")
     if not known:
         raise PipelineError(f"test set {name}: no image under {root} has a label in the model's vocab "
                             f"({listing['hint']})")
     paths = [p for p, _ in known]
-    if onnx:
-        preds, conf, _, found = learn.predict(paths, cfg.evaluate.batch_size, log, store=store)
-    else:
-        preds, conf, _, found = models.predict(learn, paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log,
-                                               store=store)
+    preds, conf, _, found = model.predict(paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log, store=store)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -184,24 +179,18 @@ def evaluate_set(learn, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
 def run(cfg, ws, log):
     if not cfg.evaluate.test_sets and not cfg.datablock.holdout:
         raise PipelineError("no test sets: add [[evaluate.test_sets]] with name, source and label_regex to the config")
-    if cfg.evaluate.engine == "onnx":  # an .onnx runs no code when loaded: its card's sha256 catches corruption
-        learn = onnx_engine.load_verified(ws.learner, trust=cfg.evaluate.trust_learner)
-        vocab, landmarks = learn.vocab, learn.landmarks
-    else:
+    expected = None
+    if cfg.evaluate.engine == "fastai":  # an .onnx runs no code when loaded: its card's sha256 catches corruption
         expected = ws.recorded_sha256("train", ws.learner)  # the hash train recorded, not the card beside it
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
-        learn = inference.load_verified(ws.learner, trust=cfg.evaluate.trust_learner, sha256=expected)
-        vocab, landmarks = list(learn.dls.vocab), models.input_of(learn).keypoints
-    store = None
-    if landmarks:
-        from pipeline import content_store
-
-        store = content_store.landmarks(ws.data)
+    model = exported.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
+    store = model.store(ws.data)
+    vocab = model.vocab
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
-        summary[listing["name"]], files = evaluate_set(learn, listing, cfg, ws, log, store)
+        summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, store)
         outputs += files
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}

@@ -99,7 +99,7 @@ def run(cfg, ws, log):
     dls = models.dataloaders(ws, cfg)
     learn = models.make_learner(dls, cfg, ws)
     family = families.of(cfg)
-    shape = f"{t.image_size}px" if family.sees_pixels else "hand landmarks"
+    shape = family.input.seen(t.image_size, t.grayscale)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     ckpt = ws.scratch / "train"
@@ -117,7 +117,7 @@ def run(cfg, ws, log):
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-               "runtime": {**runtime.decide(t).as_dict(), "cache": cache.available(ws, cfg)},
+               "runtime": {**runtime.decide(t, family.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
                "distributed": distributed.describe(t.batch_size, lr)}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
     if t.calibrate:
@@ -130,8 +130,7 @@ def run(cfg, ws, log):
         metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "family": family.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
-            "image_size": t.image_size if family.sees_pixels else None,  # a keypoint model never sees pixels
-            "grayscale": t.grayscale if family.sees_pixels else None,
+            **family.input.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
             "normalisation": _normalisation(dls), "input": cfg.datablock.input, "loading": _loading(family, ws),
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],

@@ -1,7 +1,7 @@
 """The model-family registry: one lookup from `train.arch`, one arch check; the landmark pairing the config checks."""
 import pytest
 
-from pipeline import config, families, models
+from pipeline import config, families, inputs, models
 from pipeline.errors import PipelineError
 
 
@@ -12,7 +12,7 @@ from pipeline.errors import PipelineError
 ])
 def test_each_arch_has_one_family(arch, want):
     assert families.family(arch) is want
-    assert want.sees_pixels == (arch != "landmark_mlp")
+    assert want.input.pixels == (arch != "landmark_mlp")
 
 
 def test_an_unknown_arch_names_every_family():
@@ -42,4 +42,4 @@ def test_the_registry_names_exactly_the_models_their_modules_build():
 
     assert set(families.BASELINE.archs) == set(baselines._FACTORIES) == set(baselines._INFO)
     assert set(models.LEARNERS) == set(families.FAMILIES)
-    assert {f.input for f in families.FAMILIES} == set(models.INPUTS) == set(families.INPUTS)
+    assert {f.input for f in families.FAMILIES} == {i.kind for i in models.INPUTS.values()} == set(inputs.KINDS.values())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import config, data, models, runner
+from pipeline import config, data, runner
 from pipeline.config import TrainCfg
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
@@ -52,9 +52,12 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
     from fastai.learner import load_learner
 
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
+    from pipeline import exported
+
     assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
     # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
     preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
-    _, plain, _, _ = models.predict(learn, [Path(test["root"]) / f for f in preds["file"]], tta=0)
+    _, plain, _, _ = exported.load(tmp_path / "exports" / "lev.pkl").predict(
+        [Path(test["root"]) / f for f in preds["file"]], tta=0)
     assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3

@@ -213,8 +213,8 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     runner.run(load(tmp_path), ["download", "datablock"])
     assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
     used = {p.name for p in runner.code_files("datablock")} - {p.name for p in runner.code_files("download")}
-    assert "cache.py" in used
-    with open(pkg / "cache.py", "a") as f:
+    assert "splitting.py" in used
+    with open(pkg / "splitting.py", "a") as f:
         f.write("\n# an edit\n")
     st = dict(runner.status(load(tmp_path)))
     assert st["datablock"] == "code changed" and st["download"] == "up to date"

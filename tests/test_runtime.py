@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import runtime
+from pipeline import families, runtime
 from pipeline.config import TrainCfg
 
 
@@ -15,7 +15,7 @@ from pipeline.config import TrainCfg
     (True, True, 16, "cnnnet", (8, True, "bf16", False)),
 ])
 def test_auto_choices(cuda, bf16, cpus, arch, want):
-    rt = runtime.decide(TrainCfg(arch=arch), cuda=cuda, bf16=bf16, cpus=cpus)
+    rt = runtime.decide(TrainCfg(arch=arch), families.family(arch).channels_last, cuda=cuda, bf16=bf16, cpus=cpus)
     assert (rt.workers, rt.pin_memory, rt.precision, rt.channels_last) == want
     assert rt.device == ("cuda" if cuda else "cpu")
 

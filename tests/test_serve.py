@@ -138,7 +138,7 @@ def server(models, request, tmp_path_factory):
     args = ["serve", "--learner", str(learner), "--port", str(port), "--collect", str(work / "collected"),
             "--parallel", "2"]  # a hand model reads two photos at once, with two detectors
     log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(pipeline_cmd(*args, *(["--onnx"] if engine == "onnx" else [])), cwd=work, env=env,
+    proc = subprocess.Popen(pipeline_cmd(*args, "--engine", engine), cwd=work, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
