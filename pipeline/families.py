@@ -30,6 +30,13 @@ class Family:
     def owns(self, arch: str) -> bool:
         return arch in self.archs or not self.archs
 
+    def loading(self, learner: str) -> str:
+        """How to load its export `learner` in another process, and what must be installed there (the card's
+        `loading`)."""
+        needs = ("this package installed with its [hands] extra (pip install -e '.[hands]' in its repository, or its "
+                 "wheel): the export unpickles its classes" if self.needs_package else "fastai and timm; not this package")
+        return f"from fastai.learner import load_learner; load_learner('{learner}').predict('photo.jpg') needs {needs}"
+
     def problems(self, cfg) -> list[str]:
         """What in `cfg` does not fit this family, one line each (`config.validate` raises the first)."""
         found = []

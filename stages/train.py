@@ -42,14 +42,6 @@ def _normalisation(dls) -> dict:
     return {}
 
 
-def _loading(family, ws) -> str:
-    """How to load the export in another process, and what must be installed there: the card's `loading`."""
-    needs = ("this package installed with its [hands] extra (pip install -e '.[hands]' in its repository, or its "
-             "wheel): the export unpickles its classes" if family.needs_package else "fastai and timm; not this package")
-    return (f"from fastai.learner import load_learner; load_learner('{ws.learner.name}').predict('photo.jpg') "
-            f"needs {needs}")
-
-
 def _versions() -> dict:
     import fastai
     import timm
@@ -131,7 +123,7 @@ def run(cfg, ws, log):
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "family": family.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
             **family.input.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
-            "normalisation": _normalisation(dls), "input": cfg.datablock.input, "loading": _loading(family, ws),
+            "normalisation": _normalisation(dls), "input": cfg.datablock.input, "loading": family.loading(ws.learner.name),
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}

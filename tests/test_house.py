@@ -80,3 +80,47 @@ def test_a_module_over_300_lines_says_why():
         if len(text.splitlines()) > 300 and "300 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
             long[f.name] = len(text.splitlines())
     assert not long, f"split these, or say in the docstring why they are over 300 lines: {long}"
+
+
+# The model registry (what a family is, what an input kind is, how each builds and answers) and each family's own
+# modules; everywhere else asks them instead of testing which family or input it has.
+REGISTRY = {"families.py", "inputs.py", "models.py", "hand_model.py", "hands.py", "baselines.py", "backbones.py",
+            "onnx_export.py"}
+BRANCHES = [
+    r"families\.(HAND_LANDMARKS|BASELINE|BACKBONE)\b",            # which family it is
+    r"\b(is_landmark_learner|is_baseline)\(",                    # what a learner or an arch is
+    r"""(arch|input)\s*[!=]=\s*["']""",                          # a family's arch or an input kind by its name
+    r"\bif\b[^#\n]*\.(pixels|finds_hands)\b",                     # an input's property tested
+    r"\.(sees_pixels|keypoints|landmarks)\b(?!\()",              # the input's old names, read to branch on
+    r"isinstance\([^)]*\b(OnnxModel|FastaiEngine|HandLearner)\b",  # which engine or learner class
+]
+
+
+def branches_outside_the_registry(root: Path) -> list[str]:
+    import re
+
+    found = []
+    for f in sorted([*(root / "pipeline").glob("*.py"), *(root / "stages").glob("*.py")]):
+        if f.name in REGISTRY:
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            found += [f"{f.relative_to(root)}:{i}: {line.strip()}" for p in BRANCHES if re.search(p, code)][:1]
+    return found
+
+
+def test_no_family_or_input_branch_outside_the_registry():
+    """A new family or input kind touches the registry and its own module only: nothing else tests which one it
+    has (there were 22 such branches in datablock, train, evaluate, serve, onnx_engine, compare, cli and report)."""
+    assert branches_outside_the_registry(REPO) == []
+
+
+def test_the_branch_check_sees_each_kind_of_branch(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "pipeline" / "models.py").write_text("if arch == 'landmark_mlp': pass\n")  # the registry may
+    (tmp_path / "stages" / "s.py").write_text(
+        "if families.of(cfg) is families.BASELINE: pass\nif cfg.datablock.input == 'landmarks': pass\n"
+        "if not kind.pixels: pass  # cache\nx = isinstance(m, onnx_engine.OnnxModel)\nok = kind.prepare(df)\n"
+        "# if arch == 'x' in a comment\n")
+    assert [line.split(":")[1] for line in branches_outside_the_registry(tmp_path)] == ["1", "2", "3", "4"]
