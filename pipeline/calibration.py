@@ -35,11 +35,9 @@ def reliability(confidence, correct, bins: int = BINS) -> tuple[float, list[dict
 
 
 def plot_reliability(rows: list[dict], ece: float, title: str, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .workspace import pyplot, save_figure
 
-    from .workspace import save_figure
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")

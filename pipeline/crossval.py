@@ -18,7 +18,7 @@ import time
 
 from . import artifacts, config, data, runner
 from .errors import PipelineError
-from .workspace import Workspace, read_json, save_figure, write_csv, write_text
+from .workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
 
 WORST = 3  # letters named per fold
 
@@ -122,9 +122,7 @@ def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) ->
 
 
 def _plot(folds, per_letter, path, name: str):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [1, 2]})
     a.bar(folds["held_out"], folds["accuracy"].fillna(0), color="C0")

@@ -264,11 +264,9 @@ def _rows_here(paths: list[str]):
 def plot_landmarks(paths: list, labels: list, path: Path, title: str = "hand landmarks") -> Path:
     """A grid of images with their keypoints and bones drawn (re-detected for display), each titled with its
     label: where the landmark model's input comes from, to check by eye."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .workspace import pyplot, save_figure
 
-    from .workspace import save_figure
+    plt = pyplot()
 
     n = len(paths)
     cols = min(4, max(1, n))

@@ -57,12 +57,10 @@ class InputKind:
 
 def _prepare_images(df, root: Path, cfg, ws, log) -> list[Path]:
     """batch.png (a training batch as the model sees it) and, with datablock.cache, every image decoded once."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from . import cache, data
-    from .workspace import save_figure
+    from .workspace import pyplot, save_figure
+
+    plt = pyplot()
 
     n_valid = int(df["is_valid"].sum())
     dls = data.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))

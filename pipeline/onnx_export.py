@@ -69,16 +69,6 @@ def _torch_modules():
     return ImageGraph, LandmarkGraph
 
 
-def _normalise_stats(dl):
-    """(mean, std) of fastai's Normalize among `dl`'s batch transforms, or (None, None). The graph has that and
-    IntToFloatTensor; every other batch transform (augmentation) must leave a validation batch as it is, and the
-    parity check is what verifies it."""
-    for tfm in dl.after_batch.fs:
-        if type(tfm).__name__ == "Normalize":
-            return tfm.mean.detach().cpu().float(), tfm.std.detach().cpu().float()
-    return None, None
-
-
 def _image_batches(learn, grayscale: bool):
     """Over the validation split, decoded once: (uint8 NHWC RGB batch for the graph, the same batch through
     fastai's own batch transforms, as the model's inputs)."""
@@ -155,7 +145,9 @@ def image_plan(learn, size: int, gray: bool) -> Plan:
 
     ImageGraph, _ = _torch_modules()
     model = _cpu_copy(learn)
-    mean, std = _normalise_stats(learn.dls.valid)
+    from .training import normalisation
+
+    mean, std = normalisation(learn.dls.valid)
     entry = {"name": "image", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
              "client_does": f"decode, turn upright by the EXIF orientation, centre-crop to a square, resize to "
                             f"{size}x{size} bilinear (fastai's Resize at validation; pipeline.onnx_engine.load_image)"

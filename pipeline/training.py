@@ -240,3 +240,15 @@ def strip_for_export(learn) -> None:
     for cb in list(learn.cbs):
         if type(cb).__module__.startswith("pipeline"):
             learn.remove_cb(cb)
+
+
+def normalisation(dl):
+    """(mean, std) of the Normalize among `dl`'s batch transforms, as float32 CPU tensors, or (None, None): the
+    statistics the learner was built with (a pretrained backbone's own, from its config), read where fastai put
+    them, for the model card and the ONNX graph."""
+    from fastai.data.transforms import Normalize
+
+    for tfm in dl.after_batch.fs:
+        if isinstance(tfm, Normalize):
+            return tfm.mean.detach().cpu().float(), tfm.std.detach().cpu().float()
+    return None, None

@@ -212,6 +212,15 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only: no display is needed or opened), for every plot written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     """Save a matplotlib `fig` to `path` atomically and close it."""
     import matplotlib.pyplot as plt

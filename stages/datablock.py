@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline import artifacts, data, datasets, families, inputs, sources, splitting
 from pipeline.errors import PipelineError
 from pipeline.stagespec import StageSpec
-from pipeline.workspace import read_json, save_figure, write_csv, write_json
+from pipeline.workspace import pyplot, read_json, save_figure, write_csv, write_json
 
 STAGE = StageSpec(
     "datablock",
@@ -43,9 +43,7 @@ def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tup
 
 def _plot_counts(df, path: Path) -> Path:
     """Images per class, stacked by source; the validation share of each bar hatched."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     counts = df.groupby(["label", "source"]).size().unstack(fill_value=0)
     valid = df[df["is_valid"]].groupby("label").size().reindex(counts.index, fill_value=0)

@@ -8,7 +8,7 @@ from pipeline import artifacts, calibration, data, datasets, exported, sources
 from pipeline.errors import PipelineError
 from pipeline.labels import Labeller
 from pipeline.stagespec import StageSpec
-from pipeline.workspace import read_json, save_figure, sha256_text, write_csv, write_json
+from pipeline.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
 
 STAGE = StageSpec(
     "evaluate",
@@ -47,9 +47,7 @@ def tallies(df, vocab: list[str]):
 
 
 def _plot_tallies(tally, name: str, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(tally)), 4))
     ax.bar(tally["category"], tally["total"], color="lightgray", label="total")
@@ -61,9 +59,7 @@ def _plot_tallies(tally, name: str, path: Path) -> Path:
 
 
 def _plot_confusion(df, vocab: list[str], name: str, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     rows = sorted(set(df["true"]))

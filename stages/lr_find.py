@@ -5,7 +5,7 @@ import math
 
 from pipeline import artifacts, cache, models
 from pipeline.stagespec import StageSpec
-from pipeline.workspace import save_figure, write_json
+from pipeline.workspace import pyplot, save_figure, write_json
 
 STAGE = StageSpec(
     "lr_find",
@@ -30,9 +30,7 @@ SUGGESTIONS = ("valley", "slide", "minimum", "steep")
 def _plot(lrs, losses, found: dict, chosen: tuple[str, float], fixed: float | None, path):
     """The sweep with every suggestion marked, the chosen one as a line, and a fixed `train.base_lr` (the lr train
     uses instead) as a dashed line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)

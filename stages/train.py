@@ -6,7 +6,7 @@ import platform
 
 from pipeline import artifacts, cache, calibration, distributed, families, models, runtime
 from pipeline.stagespec import StageSpec
-from pipeline.workspace import read_json, save_figure, save_torch, sha256_file, write_csv, write_json
+from pipeline.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 
 STAGE = StageSpec(
     "train",
@@ -19,9 +19,7 @@ STAGE = StageSpec(
 
 
 def _plot_history(df, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (loss, acc) = plt.subplots(1, 2, figsize=(10, 4))
     x = df["epoch"] + 1
@@ -33,13 +31,6 @@ def _plot_history(df, path):
         ax.set(xlabel="epoch", ylabel=col, title=col)
         ax.legend()
     return save_figure(fig, path)
-
-
-def _normalisation(dls) -> dict:
-    for tfm in dls.after_batch:
-        if type(tfm).__name__ == "Normalize":
-            return {"mean": tfm.mean.flatten().tolist(), "std": tfm.std.flatten().tolist()}
-    return {}
 
 
 def _versions() -> dict:
@@ -123,7 +114,8 @@ def run(cfg, ws, log):
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
             "arch": t.arch, "family": family.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
             **family.input.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
-            "normalisation": _normalisation(dls), "input": cfg.datablock.input, "loading": family.loading(ws.learner.name),
+            "normalisation": {k: v.flatten().tolist() for k, v in zip(("mean", "std"), training.normalisation(dls.valid))
+                              if v is not None}, "input": cfg.datablock.input, "loading": family.loading(ws.learner.name),
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pipeline import backbones, runner
+from pipeline import backbones, families, inputs, runner
 from pipeline.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
 
@@ -28,12 +28,21 @@ def test_unknown_arch_is_a_clear_error(tmp_path):
         backbones.resolve("resnet19", False, tmp_path)
 
 
+# an example arch of every family that reads images (the hand family's test is tests/test_hands.py)
+EXAMPLES = [
+    (families.BACKBONE, "resnet18", {"train.method": "fine_tune"}),               # torchvision route
+    (families.BACKBONE, "mobilenetv3_small_050", {"train.method": "fine_tune"}),  # any timm name
+    (families.BASELINE, "cnnnet", {"train.grayscale": True}),                     # from-scratch baseline
+]
+
+
+def test_every_image_family_has_an_example():
+    assert {f for f, _, _ in EXAMPLES} == {f for f in families.FAMILIES if f.input is inputs.IMAGES}
+    assert all(families.family(arch) is f for f, arch, _ in EXAMPLES)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, extra", [
-    ("resnet18", {"train.method": "fine_tune"}),               # torchvision route
-    ("mobilenetv3_small_050", {"train.method": "fine_tune"}),  # any timm name
-    ("cnnnet", {"train.grayscale": True}),                     # from-scratch baseline
-])
+@pytest.mark.parametrize("arch, extra", [(arch, extra) for _, arch, extra in EXAMPLES])
 def test_arch_trains_and_exports(tmp_path, arch, extra):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=16, size=32)
     cfg = tiny_config(tmp_path, {"run.name": "b", "download.source": f"path:{data}", "download.subdir": "",

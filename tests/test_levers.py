@@ -39,6 +39,7 @@ def test_lever_values_are_validated(tmp_path, key, value, message):
         config.load(None, cwd=tmp_path, overrides=[f"{key}={value}"])
 
 
+@pytest.mark.slow
 def test_levers_train_and_evaluate_end_to_end(tmp_path):
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=20)
     cfg = tiny_config(tmp_path, {
@@ -48,7 +49,7 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
         "evaluate.tta": 2, "evaluate.test_sets": [{"name": "same", "source": f"path:{src}"}]})
     runner.run(cfg, list(runner.STAGE_NAMES))
     test = json.loads((tmp_path / "runs" / "lev" / "evaluate" / "same" / "metrics.json").read_text())
-    assert test["tta"] == 2 and test["scored"] == 36 and 0 <= test["accuracy"] <= 1
+    assert test["tta"] == 2 and test["scored"] == 36
     from fastai.learner import load_learner
 
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
@@ -58,6 +59,7 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
     # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
     preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
+    assert preds["correct"].mean() == pytest.approx(test["accuracy"]) and len(preds) == 36
     _, plain, _, _ = exported.load(tmp_path / "exports" / "lev.pkl").predict(
         [Path(test["root"]) / f for f in preds["file"]], tta=0)
     assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3
