@@ -70,7 +70,7 @@ def tiny_toml(overrides: dict | None = None) -> str:
         data.setdefault(section, {})[name] = value
     lines = []
     for section, table in data.items():
-        lines += [f"[{section}]"] + [f"{key} = {_toml(value)}" for key, value in table.items()]
+        lines += [f"[{section}]"] + [f"{key} = {toml_value(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -94,12 +94,12 @@ def asl_photos(data: Path, per_class: int, test_set: str) -> dict:
                                     "label_regex": r"^([A-Za-z]+)_test\.jpg$"}]}
 
 
-def _toml(value) -> str:
+def toml_value(value) -> str:
     """A TOML literal for a config value (inline tables and arrays for the nested ones)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(map(_toml, value)) + "]"
     return json.dumps(value)  # numbers, and strings: a JSON string is a TOML basic string

@@ -1,25 +1,16 @@
 """Helpers for the reliability tests: tiny projects, the fast baseline recipe, subprocess runs, byte snapshots."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import pipeline_cmd, subprocess_env
+from tests.conftest import pipeline_cmd, subprocess_env, toml_value
 
 # tests/test_stages.py's fast baseline: a from-scratch logistic regression on 16px images
 BASELINE = {"arch": "logreg", "pretrained": False, "method": "fit_one_cycle", "base_lr": 0.01, "epochs": 2,
             "batch_size": 8, "image_size": 16}
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
-    return json.dumps(v, ensure_ascii=False)  # a JSON string or number is a valid TOML one
 
 
 def write_config(project: Path, source: str, name: str = "r", train: dict | None = None,
