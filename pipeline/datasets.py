@@ -1,7 +1,9 @@
-"""Dataset sources as the stages see them: `sources` plus the `sign_mnist:` CSV → image-folder wrapper."""
+"""Dataset sources as the stages see them: `sources` plus the wrappers that convert files into image folders once:
+`sign_mnist:` (Sign-MNIST CSVs, `sign_mnist.py`) and `mnist:` (IDX files, `idx.py`)."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 from pathlib import Path
@@ -10,22 +12,30 @@ from . import sources
 from .workspace import COMPLETE_MARKER, listing_fingerprint
 
 list_images = sources.list_images
-SIGN_MNIST = "sign_mnist:"
+SIGN_MNIST, MNIST = sources.SIGN_MNIST, sources.MNIST
+# prefix -> (the module whose convert(src, dest) writes the image folders, what it converts)
+CONVERTERS = {SIGN_MNIST: ("sign_mnist", "Sign-Language-MNIST CSVs"), MNIST: ("idx", "IDX files")}
 
 
 def materialise(source: str, cache_dir: Path, log=print) -> Path:
-    """A local directory for `source`; `sign_mnist:INNER` converts INNER's CSVs into image folders once."""
-    if not source.startswith(SIGN_MNIST):
+    """A local directory for `source`; `sign_mnist:INNER` and `mnist:INNER` convert INNER's files (CSVs, IDX files)
+    into image folders once. `mnist:url:` may name a folder: its four published MNIST files are fetched."""
+    prefix, inner = sources.split_converted(source)
+    if not prefix:
         return sources.materialise(source, cache_dir, log)
-    inner = source[len(SIGN_MNIST):]
-    base = sources.materialise(inner, cache_dir, log)
+    module, what = CONVERTERS[prefix]
+    # numpy and pandas: only for these sources, not for every stage that lists images
+    convert = importlib.import_module(f"{__package__}.{module}")
+    scheme, rest = sources.parse_source(inner, folder_url=prefix == MNIST)
+    if scheme == "url" and sources.is_url_folder(rest):
+        base = sources.materialise_url_folder(rest, convert.PUBLISHED_FILES, cache_dir, log)
+    else:
+        base = sources.materialise(inner, cache_dir, log)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", sources.redact_source(inner))[-60:]
-    dest = Path(cache_dir) / f"sign_mnist-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
+    dest = Path(cache_dir) / f"{prefix[:-1]}-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
     if not (dest / COMPLETE_MARKER).exists():
-        log(f"converting Sign-Language-MNIST CSVs from {base} into image folders (once)")
-    from . import sign_mnist  # numpy and pandas: only for this source, not for every stage that lists images
-
-    return sign_mnist.convert(base, dest)
+        log(f"converting {what} from {base} into image folders (once)")
+    return convert.convert(base, dest)
 
 
 def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:
@@ -34,9 +44,9 @@ def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:
 
 
 def local_fingerprint(source: str, subdir: str) -> str:
-    """Listing fingerprint of a `path:` folder source (others, `sign_mnist:` conversions included, are cached by
-    name: '')."""
-    if source.startswith(SIGN_MNIST):
+    """Listing fingerprint of a `path:` folder source (others, `sign_mnist:` and `mnist:` conversions included, are
+    cached by name: '')."""
+    if sources.split_converted(source)[0]:
         return ""
     scheme, rest = sources.parse_source(source)
     if scheme != "path" or not Path(rest).expanduser().is_dir():
