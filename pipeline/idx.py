@@ -96,7 +96,7 @@ def find_files(src_dir: Path) -> dict[tuple[str, str], Path]:
                             and m[2] == kind and int(m[3]) == DIMS[kind]):
                         hits.setdefault(p.with_name(p.name.removesuffix(".gz")), []).append(p)
                 if len(hits) > 1:
-                    names = ", ".join(str(p.relative_to(src_dir)) for p in sorted(hits))
+                    names = ", ".join(str(p.relative_to(src_dir)) for ps in hits.values() for p in ps)
                     raise PipelineError(f"several {split} {kind} IDX files in {src_dir}: {names}; point the source "
                                         "at a folder that holds one set")
                 if hits:
