@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import re
 from pathlib import Path
@@ -13,8 +12,6 @@ from .workspace import COMPLETE_MARKER, listing_fingerprint
 
 list_images = sources.list_images
 SIGN_MNIST, MNIST = sources.SIGN_MNIST, sources.MNIST
-# prefix -> (the module whose convert(src, dest) writes the image folders, what it converts)
-CONVERTERS = {SIGN_MNIST: ("sign_mnist", "Sign-Language-MNIST CSVs"), MNIST: ("idx", "IDX files")}
 
 
 def materialise(source: str, cache_dir: Path, log=print) -> Path:
@@ -23,19 +20,23 @@ def materialise(source: str, cache_dir: Path, log=print) -> Path:
     prefix, inner = sources.split_converted(source)
     if not prefix:
         return sources.materialise(source, cache_dir, log)
-    module, what = CONVERTERS[prefix]
     # numpy and pandas: only for these sources, not for every stage that lists images
-    convert = importlib.import_module(f"{__package__}.{module}")
+    if prefix == SIGN_MNIST:
+        from . import sign_mnist as converter
+        what = "Sign-Language-MNIST CSVs"
+    else:
+        from . import idx as converter
+        what = "IDX files"
     scheme, rest = sources.parse_source(inner, folder_url=prefix == MNIST)
-    if scheme == "url" and sources.is_url_folder(rest):
-        base = sources.materialise_url_folder(rest, convert.PUBLISHED_FILES, cache_dir, log)
+    if scheme == "url" and sources.is_url_folder(rest):  # only mnist: (parse_source refuses one for sign_mnist:)
+        base = sources.materialise_url_folder(rest, converter.PUBLISHED_FILES, cache_dir, log)
     else:
         base = sources.materialise(inner, cache_dir, log)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", sources.redact_source(inner))[-60:]
     dest = Path(cache_dir) / f"{prefix[:-1]}-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
     if not (dest / COMPLETE_MARKER).exists():
         log(f"converting {what} from {base} into image folders (once)")
-    return convert.convert(base, dest)
+    return converter.convert(base, dest)
 
 
 def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:

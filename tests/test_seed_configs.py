@@ -30,7 +30,7 @@ def test_every_published_row_has_a_config():
     assert PUBLISHED_ROWS <= set(IDS)
     for stem in IDS:
         if stem.startswith("mnist_"):
-            assert "digits_" + stem[len("mnist_"):] in IDS, f"{stem} has no offline digits_ twin"
+            assert "digits_" + stem[len("mnist_"):] in IDS, f"{stem} has no data-free digits_ twin"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
