@@ -79,8 +79,6 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.int64), pixels.astype(np.uint8).reshape(-1, SIDE, SIDE)
 
 
-
-
 def _save_png(args: tuple[np.ndarray, str]) -> None:
     img, path = args
     Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG", compress_level=1)
