@@ -55,7 +55,8 @@ class SourceCfg:
 
 @dataclass
 class DownloadCfg:
-    source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits | sign_mnist:SOURCE
+    source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits
+                                    # | sign_mnist:SOURCE (CSVs) | mnist:SOURCE (IDX files)
     subdir: str = ""                # image root inside the source; "" = auto-detect
     sources: list[SourceCfg] = field(default_factory=list)  # several training sources ([[download.sources]]);
                                                             # when set, source and subdir above are unused
@@ -258,10 +259,10 @@ def _positive(x) -> bool:
 
 def check_source(source: str, where: str) -> None:
     """The one-line error for a source string of none of the supported forms (before any stage starts)."""
-    from .sources import parse_source
+    from .sources import check
 
     try:
-        parse_source(source.removeprefix("sign_mnist:"))
+        check(source)
     except PipelineError as e:
         raise PipelineError(f"{where}: {e}") from None
 
@@ -341,9 +342,12 @@ def validate(cfg: Config) -> None:
 
 
 def resolve_source(source: str, base: Path) -> str:
-    """`source` with a relative `path:` made absolute against the folder `base` (a `sign_mnist:` prefix kept)."""
-    prefix = "sign_mnist:" if source.startswith("sign_mnist:") else ""
-    scheme, _, rest = source[len(prefix):].partition(":")
+    """`source` with a relative `path:` made absolute against the folder `base` (a `sign_mnist:` or `mnist:` prefix
+    kept)."""
+    from .sources import split_converted
+
+    prefix, inner = split_converted(source)
+    scheme, _, rest = inner.partition(":")
     if scheme != "path" or not rest or Path(rest).expanduser().is_absolute():
         return source
     return f"{prefix}path:{os.path.normpath(base / rest)}"

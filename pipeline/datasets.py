@@ -1,4 +1,5 @@
-"""Dataset sources as the stages see them: `sources` plus the `sign_mnist:` CSV → image-folder wrapper."""
+"""Dataset sources as the stages see them: `sources` plus the wrappers that convert files into image folders once:
+`sign_mnist:` (Sign-MNIST CSVs, `sign_mnist.py`) and `mnist:` (IDX files, `idx.py`)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,22 +11,32 @@ from . import sources
 from .workspace import COMPLETE_MARKER, listing_fingerprint
 
 list_images = sources.list_images
-SIGN_MNIST = "sign_mnist:"
+SIGN_MNIST, MNIST = sources.SIGN_MNIST, sources.MNIST
 
 
 def materialise(source: str, cache_dir: Path, log=print) -> Path:
-    """A local directory for `source`; `sign_mnist:INNER` converts INNER's CSVs into image folders once."""
-    if not source.startswith(SIGN_MNIST):
+    """A local directory for `source`; `sign_mnist:INNER` and `mnist:INNER` convert INNER's files (CSVs, IDX files)
+    into image folders once. `mnist:url:` may name a folder: its four published MNIST files are fetched."""
+    prefix, inner = sources.split_converted(source)
+    if not prefix:
         return sources.materialise(source, cache_dir, log)
-    inner = source[len(SIGN_MNIST):]
-    base = sources.materialise(inner, cache_dir, log)
+    # numpy and pandas: only for these sources, not for every stage that lists images
+    if prefix == SIGN_MNIST:
+        from . import sign_mnist as converter
+        what = "Sign-Language-MNIST CSVs"
+    else:
+        from . import idx as converter
+        what = "IDX files"
+    scheme, rest = sources.parse_source(inner, folder_url=prefix == MNIST)
+    if scheme == "url" and sources.is_url_folder(rest):  # only mnist: (parse_source refuses one for sign_mnist:)
+        base = sources.materialise_url_folder(rest, converter.PUBLISHED_FILES, cache_dir, log)
+    else:
+        base = sources.materialise(inner, cache_dir, log)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", sources.redact_source(inner))[-60:]
-    dest = Path(cache_dir) / f"sign_mnist-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
+    dest = Path(cache_dir) / f"{prefix[:-1]}-{slug}-{hashlib.sha256(inner.encode()).hexdigest()[:8]}"
     if not (dest / COMPLETE_MARKER).exists():
-        log(f"converting Sign-Language-MNIST CSVs from {base} into image folders (once)")
-    from . import sign_mnist  # numpy and pandas: only for this source, not for every stage that lists images
-
-    return sign_mnist.convert(base, dest)
+        log(f"converting {what} from {base} into image folders (once)")
+    return converter.convert(base, dest)
 
 
 def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:
@@ -34,9 +45,9 @@ def image_root(source: str, subdir: str, cache_dir: Path, log=print) -> Path:
 
 
 def local_fingerprint(source: str, subdir: str) -> str:
-    """Listing fingerprint of a `path:` folder source (others, `sign_mnist:` conversions included, are cached by
-    name: '')."""
-    if source.startswith(SIGN_MNIST):
+    """Listing fingerprint of a `path:` folder source (others, `sign_mnist:` and `mnist:` conversions included, are
+    cached by name: '')."""
+    if sources.split_converted(source)[0]:
         return ""
     scheme, rest = sources.parse_source(source)
     if scheme != "path" or not Path(rest).expanduser().is_dir():

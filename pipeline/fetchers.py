@@ -1,4 +1,5 @@
-"""How each remote source scheme fills its cache folder `out`: a URL archive, a Kaggle dataset, sklearn's digits.
+"""How each remote source scheme fills its cache folder `out`: a URL archive (or named files of a folder URL), a
+Kaggle dataset, sklearn's digits.
 
 `sources.materialise` picks one and calls it with a fresh `out` under its lock; each writes `out` as a whole.
 """
@@ -53,6 +54,16 @@ def fetch_url_archive(url: str, out: Path, log) -> None:
         log(f"downloading {redact_url(url)}")
         _download(url, archive)
         safe_extract(archive, out)
+
+
+def fetch_url_files(url: str, names: tuple[str, ...], out: Path, log) -> None:
+    """Download each of `names` from the folder URL `url` (its path ends in /; a query is kept) into `out`."""
+    u = urllib.parse.urlsplit(url)
+    with staged_dir(out) as tmp:
+        for name in names:
+            file_url = urllib.parse.urlunsplit(u._replace(path=u.path + urllib.parse.quote(name)))
+            log(f"downloading {redact_url(file_url)}")
+            _download(file_url, tmp / name)
 
 
 def _request(url: str) -> urllib.request.Request:

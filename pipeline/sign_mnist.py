@@ -79,19 +79,16 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.int64), pixels.astype(np.uint8).reshape(-1, SIDE, SIDE)
 
 
-def _image_name(label: int, row: int) -> str:
-    return f"{LETTERS[label]}_{row:05d}.png"
-
-
 def _save_png(args: tuple[np.ndarray, str]) -> None:
     img, path = args
     Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG", compress_level=1)
 
 
-def write_image_folder(labels, pixels, dest: Path, layout: str) -> dict[str, int]:
-    """Write one grayscale PNG per row under `dest`; return {letter: count} (letters present only).
+def write_image_folder(labels, pixels, dest: Path, layout: str, classes=LETTERS) -> dict[str, int]:
+    """Write one grayscale PNG per row under `dest`; return {class: count} (classes present only). Label k is
+    class `classes[k]` (Sign-MNIST's letters by default; `idx.py` passes the label numbers as text).
 
-    layout "folders": dest/<LETTER>/<LETTER>_<row:05d>.png; layout "flat": dest/<LETTER>_<row:05d>.png.
+    layout "folders": dest/<CLASS>/<CLASS>_<row:05d>.png; layout "flat": dest/<CLASS>_<row:05d>.png.
     The images are written into a temporary sibling folder that is renamed to `dest` at the end, so
     `dest` is either absent, the old complete folder, or the new complete folder; an existing `dest`
     is replaced.
@@ -107,26 +104,28 @@ def write_image_folder(labels, pixels, dest: Path, layout: str) -> dict[str, int
             f"pixels must be [N, H, W] with N = {len(labels)} labels, got shape {pixels.shape}")
     if pixels.dtype != np.uint8:
         raise PipelineError(f"pixels must be uint8, got {pixels.dtype}")
-    bad = (labels < 0) | (labels >= len(LETTERS))
+    bad = (labels < 0) | (labels >= len(classes))
     if bad.any():
-        raise PipelineError(f"row {int(np.flatnonzero(bad)[0])} has label {int(labels[bad][0])}, outside 0..25")
+        raise PipelineError(f"row {int(np.flatnonzero(bad)[0])} has label {int(labels[bad][0])}, "
+                            f"outside 0..{len(classes) - 1}")
 
     dest = Path(dest)
     with staged_dir(dest) as tmp:
-        letters_present = sorted({int(k) for k in labels})
+        present = sorted({int(k) for k in labels})
         if layout == "folders":
-            for k in letters_present:
-                (tmp / LETTERS[k]).mkdir()
-            jobs = ((pixels[i], str(tmp / LETTERS[k] / _image_name(k, i))) for i, k in enumerate(labels.tolist()))
+            for k in present:
+                (tmp / classes[k]).mkdir()
+            jobs = ((pixels[i], str(tmp / classes[k] / f"{classes[k]}_{i:05d}.png"))
+                    for i, k in enumerate(labels.tolist()))
         else:
-            jobs = ((pixels[i], str(tmp / _image_name(k, i))) for i, k in enumerate(labels.tolist()))
+            jobs = ((pixels[i], str(tmp / f"{classes[k]}_{i:05d}.png")) for i, k in enumerate(labels.tolist()))
         # zlib and file writes release the GIL; a few threads help a little (~15 % on 2 cores), more hurt.
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for _ in pool.map(_save_png, jobs, chunksize=256):
                 pass
-    counts = np.bincount(labels, minlength=len(LETTERS))
-    return {LETTERS[k]: int(counts[k]) for k in letters_present}
+    counts = np.bincount(labels, minlength=len(classes))
+    return {classes[k]: int(counts[k]) for k in present}
 
 
 def find_csv(src_dir: Path, name: str) -> Path:

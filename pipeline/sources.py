@@ -18,18 +18,23 @@ from .workspace import COMPLETE_MARKER, write_text
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SOURCE_FORMS = ("kaggle:OWNER/SLUG, path:DIR_OR_ARCHIVE, url:https://HOST/FILE.zip|.tar|.tar.gz|.tgz, "
-                "sklearn:digits, or sign_mnist: before one of these (Sign-MNIST CSVs)")
+                "sklearn:digits, or sign_mnist: (Sign-MNIST CSVs) or mnist: (IDX files; mnist:url: may also name "
+                "a folder ending in /) before one of these")
+# prefixes before a source whose files `datasets.py` converts into image folders: Sign-MNIST CSVs, IDX files
+SIGN_MNIST, MNIST = "sign_mnist:", "mnist:"
+CONVERTED = (SIGN_MNIST, MNIST)
 JUNK_NAMES = {"__MACOSX"}
 
 
-def parse_source(source: str) -> tuple[str, str]:
-    """Split `source` into (scheme, rest) after checking it has one of the four supported forms."""
+def parse_source(source: str, folder_url: bool = False) -> tuple[str, str]:
+    """Split `source` into (scheme, rest) after checking it has one of the four supported forms. `folder_url`: a
+    `url:` may also name a folder (its path ends in /), whose files the caller names (`materialise_url_folder`)."""
     scheme, _, rest = source.strip().partition(":")
     ok = {
         "kaggle": lambda: re.fullmatch(r"[\w.-]+/[\w.-]+", rest),
         "path": lambda: rest,
         "url": lambda: (urllib.parse.urlparse(rest).scheme in ("http", "https")
-                        and is_archive_name(urllib.parse.urlparse(rest).path)),
+                        and (is_archive_name(urllib.parse.urlparse(rest).path) or folder_url and is_url_folder(rest))),
         "sklearn": lambda: rest == "digits",
     }.get(scheme, lambda: False)()
     if not ok:
@@ -37,10 +42,28 @@ def parse_source(source: str) -> tuple[str, str]:
     return scheme, rest
 
 
+def split_converted(source: str) -> tuple[str, str]:
+    """(`sign_mnist:` or `mnist:` or "", the source after it)."""
+    prefix = next((p for p in CONVERTED if source.startswith(p)), "")
+    return prefix, source[len(prefix):]
+
+
+def check(source: str) -> None:
+    """The one-line error for a source string of no supported form (`sign_mnist:` and `mnist:` ones included)."""
+    prefix, inner = split_converted(source)
+    parse_source(inner, folder_url=prefix == MNIST)
+
+
+def is_url_folder(url: str) -> bool:
+    """Whether `url`'s path names a folder (ends in /)."""
+    return urllib.parse.urlsplit(url).path.endswith("/")
+
+
 def redact_source(source: str) -> str:
     """`source` safe to log or save: a `url:` source's password and query values (tokens) become ***."""
-    scheme, _, rest = source.partition(":")
-    return "url:" + fetchers.redact_url(rest) if scheme == "url" else source
+    prefix, inner = split_converted(source)
+    scheme, _, rest = inner.partition(":")
+    return prefix + ("url:" + fetchers.redact_url(rest) if scheme == "url" else inner)
 
 
 def _source_key(source: str) -> str:
@@ -67,6 +90,11 @@ def materialise(source: str, cache_dir: Path, log=print) -> Path:
     if scheme == "kaggle":
         return _cached(source, cache_dir, log, lambda out: fetchers.fetch_kaggle(rest, out, log))
     return _cached(source, cache_dir, log, fetchers.write_digits)
+
+
+def materialise_url_folder(url: str, names: tuple[str, ...], cache_dir: Path, log=print) -> Path:
+    """Local directory with the files `names` of the folder URL `url` (e.g. LeCun's MNIST page), fetched once."""
+    return _cached(f"url:{url}", Path(cache_dir), log, lambda out: fetchers.fetch_url_files(url, names, out, log))
 
 
 def _cached(source: str, cache_dir: Path, log, fill) -> Path:

@@ -1,4 +1,4 @@
-"""download: materialise each training source (kaggle / path / url / sklearn / sign_mnist) and describe it.
+"""download: materialise each training source (kaggle / path / url / sklearn / sign_mnist / mnist) and describe it.
 
 `download.source` is one source of class folders; `[[download.sources]]` are several, each with its own label
 rules and groups (signers). Each source is cached on its own, and a rerun re-lists only the sources whose config

@@ -117,9 +117,10 @@ def subprocess_env() -> dict:
 
 
 @contextlib.contextmanager
-def payload_server(payload: bytes, status=lambda request: 200):
+def payload_server(payload: bytes | dict[str, bytes], status=lambda request: 200):
     """A local HTTP server (127.0.0.1 only) that answers a GET with `payload` when `status(request)` (the request
-    handler: its path and headers) is 200, else with that error status; yields its base URL, then stops."""
+    handler: its path and headers) is 200, else with that error status; yields its base URL, then stops. `payload`
+    may be a dict, request path (without its query) -> body: a path it lacks is answered 404."""
     import http.server
     import threading
 
@@ -128,13 +129,14 @@ def payload_server(payload: bytes, status=lambda request: 200):
             pass
 
         def do_GET(self):
-            code = status(self)
+            body = payload if isinstance(payload, bytes) else payload.get(self.path.partition("?")[0])
+            code = status(self) if body is not None else 404
             if code != 200:
                 return self.send_error(code)
             self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(payload)
+            self.wfile.write(body)
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -8,13 +8,15 @@ import pytest
 from pipeline import config
 from pipeline.baselines import BASELINES
 from pipeline.compare import read_meta
+from pipeline.idx import FLAT_LABEL_RE as IDX_LABEL_RE
 from pipeline.sign_mnist import FLAT_LABEL_RE
+from pipeline.sources import split_converted
 from tests.conftest import REPO, SHARED_DATA
 
 SEEDS = REPO / "configs" / "seeds"
 CONFIGS = sorted(SEEDS.glob("*.toml"))
 IDS = [p.stem for p in CONFIGS]
-# One config per published row of issue 3 (the digits_* twins of the mnist_* rows run offline).
+# One config per published row of issue 3 (the digits_* twins of the mnist_* rows run without ../shared/data).
 PUBLISHED_ROWS = {"signmnist_logreg", "signmnist_mlp", "signmnist_cnnnet", "signmnist_cnnnet_aug",
                   "mnist_logreg", "mnist_mlp_5ep", "mnist_mlp_10ep", "asl28_aslnet"}
 GRAY_PREFIXES = ("signmnist_", "mnist_", "digits_")
@@ -28,7 +30,7 @@ def test_every_published_row_has_a_config():
     assert PUBLISHED_ROWS <= set(IDS)
     for stem in IDS:
         if stem.startswith("mnist_"):
-            assert "digits_" + stem[len("mnist_"):] in IDS, f"{stem} has no offline digits_ twin"
+            assert "digits_" + stem[len("mnist_"):] in IDS, f"{stem} has no data-free digits_ twin"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
@@ -60,7 +62,7 @@ def test_seed_config_data_sources(path):
     cfg = load(path)
     sources = [cfg.download.source] + [t.source for t in cfg.evaluate.test_sets]
     for source in sources:
-        inner = source.removeprefix("sign_mnist:")
+        inner = split_converted(source)[1]
         if inner.startswith("path:"):
             resolved = Path(inner[len("path:"):])  # resolved against the config file's folder at load
             shared = REPO.parent / "shared" / "data"
@@ -75,10 +77,11 @@ def test_seed_config_data_sources(path):
         assert cfg.download.source == "sklearn:digits" and cfg.download.subdir == "train"
         (t,) = cfg.evaluate.test_sets
         assert (t.source, t.subdir) == ("sklearn:digits", "test") and re.match(t.label_regex, "7_123.png")
-    if path.stem.startswith("mnist_"):
-        assert cfg.download.source == "url:https://s3.amazonaws.com/fast-ai-imageclas/mnist_png.tgz"
+    if path.stem.startswith("mnist_"):  # the original IDX files: 60,000 training images, the official 10,000 test
+        assert cfg.download.source.startswith("mnist:path:") and cfg.download.subdir == "train"
         (t,) = cfg.evaluate.test_sets
-        assert t.source == cfg.download.source and t.label_regex == "", "MNIST test labels are folder names"
+        assert t.source == cfg.download.source and t.subdir == "test" and t.label_regex == IDX_LABEL_RE
+        assert 'source = "mnist:url:https://' in path.read_text(), "the comment gives the published files' URL"
 
 
 @pytest.mark.parametrize("stem", [p.stem for p in CONFIGS if p.stem.startswith("mnist_")])
