@@ -87,6 +87,8 @@ class Reader:
             self.learn = inference.load_verified(learner, trust=trust)
             self.vocab, self.landmarks = list(self.learn.dls.vocab), models.input_of(self.learn).keypoints
         self.onnx, self.engine = onnx, "onnxruntime" if onnx else "fastai"
+        self.file = self.model.path if onnx else Path(learner)  # the file loaded: a change on disk is noted
+        self._stamp = _stamp(self.file)
         self.parallel = (parallel or min(4, usable_cpus())) if self.landmarks else 1
         self._detectors = queue.SimpleQueue()
         for _ in range(self.parallel if self.landmarks else 0):
@@ -125,19 +127,50 @@ class Reader:
 
             return hand_model.feature_probs(self.learn, x)[0].numpy(), points
 
+    def changed(self) -> str:
+        """'' while the learner file is the one loaded, else a one-line note: the server keeps answering with the
+        model it verified at start (the file on disk now is not verified), until it is restarted."""
+        if _stamp(self.file) == self._stamp:
+            return ""
+        return (f"note: {self.file.name} changed on disk after serve loaded it; this answer is from the model "
+                f"loaded at start: restart serve to load the new one")
+
     def read(self, path):
         if not path:
             return {}, None, ""
+        from .data import check_image
+
+        if problem := check_image(Path(path)):  # not an image, a decompression bomb, 16-bit pixels, bad EXIF
+            raise PipelineError(f"cannot read the photo: {problem.replace(str(path), Path(path).name)}")
         try:
             probs, points = self._probs(path)
         except (OSError, ValueError) as e:  # PIL's errors for what is not an image
             raise PipelineError(f"cannot read the photo: {type(e).__name__}: {e}") from None
         drawn = keypoints_on(path, points) if points is not None else None
+        note = f"; {n}" if (n := self.changed()) else ""
         if probs is None:
-            return {}, None, NO_HAND
+            return {}, None, NO_HAND + note
         order = probs.argsort()[::-1][:TOP]
         top = {self.vocab[i]: float(probs[i]) for i in order}
-        return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})"
+        return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})" + note
+
+
+def _stamp(path: Path):
+    """(size, mtime) of `path`, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def uploaded(photo) -> str | None:
+    """The file path in the photo component's payload. The events take the payload as it is (`preprocess=False`):
+    Gradio's own preprocessing opens the file with PIL and turns a file that is not an image, or a decompression
+    bomb, into a multi-line error naming its temp folder; `Reader.read` checks it instead, in one line."""
+    if isinstance(photo, dict):
+        return photo.get("path")
+    return photo or None
 
 
 def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
@@ -150,6 +183,10 @@ def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
         raise PipelineError("no photo to save: upload one or take one with the webcam first")
     if letter not in vocab:
         raise PipelineError(f"pick the true letter first (one of the model's {len(vocab)}: {', '.join(vocab)})")
+    from .data import check_image
+
+    if problem := check_image(Path(path)):
+        raise PipelineError(f"cannot save the photo: {problem.replace(str(path), Path(path).name)}")
     out = Path(folder) / letter / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ") + ".jpg")
     with Image.open(path) as im:
         rgb = ImageOps.exif_transpose(im).convert("RGB")
@@ -164,13 +201,13 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
 
     def predict(photo):
         try:
-            return reader.read(photo)
+            return reader.read(uploaded(photo))
         except PipelineError as e:
             raise gr.Error(str(e)) from None
 
     def save(photo, letter):
         try:
-            out = save_photo(photo, letter, collect, reader.vocab)
+            out = save_photo(uploaded(photo), letter, collect, reader.vocab)
         except PipelineError as e:
             raise gr.Error(str(e)) from None
         n = sum(1 for _ in out.parent.glob("*.jpg"))
@@ -191,14 +228,14 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
                 drawn = gr.Image(label="keypoints", type="pil", interactive=False, visible=reader.landmarks,
                                  elem_id="keypoints")
         outputs = [top, drawn, reading]
-        button.click(predict, photo, outputs, api_name="predict")
-        photo.change(predict, photo, outputs, api_name=False)  # an upload, a webcam snapshot, or cleared
+        button.click(predict, photo, outputs, api_name="predict", preprocess=False)  # `uploaded` says why
+        photo.change(predict, photo, outputs, api_name=False, preprocess=False)  # an upload, a snapshot, or cleared
         if collect is not None:
             with gr.Row():
                 letter = gr.Dropdown(choices=reader.vocab, value=None, label="true letter", elem_id="letter")
                 save_button = gr.Button("Save the photo under this letter", elem_id="save")
             saved = gr.Textbox(label="collected", interactive=False, elem_id="saved")
-            save_button.click(save, [photo, letter], saved, api_name="collect")
+            save_button.click(save, [photo, letter], saved, api_name="collect", preprocess=False)
     return app
 
 
