@@ -43,6 +43,8 @@ def read(model_file, engine: str = "fastai") -> dict:
     """The model card beside `model_file`, with the fields `engine` uses checked (one line for the first problem):
     missing or not JSON, a sha256 that is not one, a vocab that is not a list of distinct names, an `onnx.file` that
     is a path, an `image_size` that is not a whole number of pixels, a `family` this package does not know."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     where = path_for(model_file)
     try:
         card = json.loads(where.read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 (RandomSplitter(valid_pct, seed) or whole groups), persist the split."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections import defaultdict
@@ -128,7 +129,9 @@ def run(cfg, ws, log):
     root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     # one file, one side of the split: a file two sources list (one folder named twice) is kept once, and a file
     # with two labels is an error; below, a copy of an image with the same label is left out too
-    items, same_file, _ = splitting.deduplicate(items, lambda p: os.path.realpath(root / p), root=str(root))
+    folder = functools.cache(os.path.realpath)  # one lookup per folder: files inside a dataset are never links
+    items, same_file, _ = splitting.deduplicate(items, lambda p: os.path.join(folder(os.path.dirname(root / p)),
+                                                                              os.path.basename(p)), root=str(root))
     n_dup = _log_left_out(same_file, "listed by more than one source", log)
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:
