@@ -10,6 +10,8 @@ their batches from it instead of decoding image files every epoch.
   batches whatever the dataset size.
 - Only the training data come from the cache. The learner keeps its file-based DataLoaders for export, so the
   exported `.pkl` predicts from image files and loads with fastai alone.
+- The cache's disk blocks are allocated before anything is decoded: a cache the disk cannot hold is one line with
+  the space needed and free (a memory map over a sparse file would die by SIGBUS instead).
 - What differs from the file-based path: a training image that is not square is centre-cropped once (fastai's
   `Resize` crops at a random position each epoch in training). Batch augmentation (`train.augment`) is
   unchanged: it runs on the batch, after the cache.
@@ -17,7 +19,9 @@ their batches from it instead of decoding image files every epoch.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,37 @@ from . import artifacts
 from .errors import PipelineError
 from .workspace import atomic_path, read_json, write_json
 
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _no_space(needed: float, free: float) -> OSError:
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (needs {_size(needed)}, {_size(free)} free); free "
+                                 f"some, or set datablock.cache = false")
+
+
+def _allocated(tmp: Path, shape: tuple):
+    """A writable uint8 `.npy` memory map of `shape` at `tmp` whose disk blocks are allocated now. A map over a
+    sparse file that the disk cannot hold dies by SIGBUS at the first page it cannot back; here a cache that does
+    not fit is an OSError (ENOSPC) saying the space needed and the space free, before anything is decoded."""
+    needed = int(np.prod(shape)) + 4096  # the data and, at most, the header
+    free = shutil.disk_usage(tmp.parent).free
+    if needed > free:
+        raise _no_space(needed, free)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(tmp, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot allocate ahead: the check above
+            return out
+        del out
+        if e.errno == errno.ENOSPC:
+            raise _no_space(needed, shutil.disk_usage(tmp.parent).free) from None
+        raise
+    return out
 
 
 def build(ws, cfg, dls, df, root, log) -> list[Path]:
@@ -55,7 +90,7 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     t0, done, progress = time.perf_counter(), 0, Progress(log, "decoded", len(todo))
     path = ws.artifact("datablock", artifacts.CACHE)
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        out = _allocated(tmp, shape)
         for i, a in enumerate(stored):
             if a is not None:
                 out[i] = a

@@ -1,5 +1,7 @@
 """The staged commit: a stage writes into its staging folder, its manifest is written there last, then the folder
-(and its exports) replaces the stage's folder as a whole; `recover` finishes a commit a killed run cut short."""
+(and its exports) replaces the stage's folder as a whole; `recover` finishes a commit a killed run cut short, and
+`clear_incomplete` removes what a killed run left half-written (before anything else is written: it may fill the
+disk)."""
 from __future__ import annotations
 
 import json
@@ -78,3 +80,13 @@ def recover(ws: Workspace, names) -> None:
         if (ws.staging_dir(name) / MANIFEST).is_file():
             commit(ws, name)
         shutil.rmtree(ws.root / f".{name}.old", ignore_errors=True)
+
+
+def clear_incomplete(ws: Workspace, names) -> None:
+    """Remove the staging folders of stages `names` that hold no manifest: what a run killed mid-stage left (a
+    half-written cache can fill the disk, so this comes before the run writes anything). A staging folder with its
+    manifest is a complete commit: `recover` finishes it."""
+    for name in names:
+        staging = ws.staging_dir(name)
+        if staging.is_dir() and not (staging / MANIFEST).is_file():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -4,15 +4,20 @@
 
 For every group (a signer: `group_regex` of a `[[download.sources]]`; a source without one, or with
 `fold = "source"`, is one group) the recipe trains on all the others and is scored on the one held out. Each
-fold is an ordinary run, `run --config X --set run.name=X-cv-GROUP --set 'datablock.holdout=["GROUP"]'
---set evaluate.test_sets=[]`, with its own run folder, through the same stage runner: a fold already up to date
-is skipped, and the keypoint store (`content_store`) finds each photo's hand once for all folds.
+fold is an ordinary run, `run --config X --set run.name=X-cv-GROUP-HASH --set 'datablock.holdout=["GROUP"]'
+--set evaluate.test_sets=[]`, with its own run folder (`fold_name`: a readable slug of the group plus a short hash
+of it, so two groups never share a folder), through the same stage runner: a fold already up to date is skipped,
+and the keypoint store (`content_store`) finds each photo's hand once for all folds. The held-out group is set as
+a value on the loaded config, never pasted into TOML text, so any group name (quotes, backslashes) holds out
+exactly that group. A fold that fails is a row of the table saying why; the other folds still run.
 
 Writes `runs/<run>/crossval/`: crossval.md (per held-out group: images, accuracy, worst letters; mean ± spread;
 per-letter mean over folds), crossval.csv, letters.csv and crossval.png.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
 import time
 
@@ -40,12 +45,20 @@ def units(cfg, by: str) -> list[str]:
 
 
 def fold_name(base: str, unit: str) -> str:
-    return f"{base}-cv-{re.sub(r'[^A-Za-z0-9_.-]+', '-', unit)}"
+    """The run name of the fold holding out `unit`: `BASE-cv-SLUG-HASH`, the slug readable (characters outside
+    [A-Za-z0-9_.-] become '-'), the hash (8 hex digits of the group's sha256) making it unique: `s/a b` and `s/a-b`
+    share a slug but not a folder."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", unit).strip("-.")[:60]
+    return f"{base}-cv-{slug}-{hashlib.sha256(unit.encode()).hexdigest()[:8]}"
 
 
-def fold_overrides(base: str, unit: str) -> list[str]:
-    """The `--set` overrides that make the fold holding out `unit` an ordinary run."""
-    return [f"run.name={fold_name(base, unit)}", f'datablock.holdout=["{unit}"]', "evaluate.test_sets=[]"]
+def fold_config(base, unit: str):
+    """The config of the fold holding out `unit`: `base` with its own run name, `datablock.holdout = [unit]` (the
+    value itself, whatever characters it holds) and no test sets, validated as a loaded config is."""
+    cfg = copy.deepcopy(base)
+    cfg.run.name, cfg.datablock.holdout, cfg.evaluate.test_sets = fold_name(base.run.name, unit), [unit], []
+    config.validate(cfg)
+    return cfg
 
 
 def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict:
@@ -60,15 +73,16 @@ def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict
     log(f"[crossval] {len(folds)} folds of {base.run.name}, one per held-out {by}: {', '.join(folds)}")
     rows, letters, failed = [], [], []
     for i, unit in enumerate(folds, 1):
-        cfg = config.load(config_path, overrides + fold_overrides(base.run.name, unit))
-        log(f"[crossval] fold {i}/{len(folds)}: hold out {unit} (run {cfg.run.name})")
+        log(f"[crossval] fold {i}/{len(folds)}: hold out {unit} (run {fold_name(base.run.name, unit)})")
         t0 = time.perf_counter()
         try:
+            cfg = fold_config(base, unit)
             runner.run(cfg, list(runner.STAGE_NAMES))
-        except PipelineError as e:
-            log(f"[crossval] fold {unit} failed: {e}")
+        except (PipelineError, OSError) as e:  # this fold's failure: a row saying why, and on to the next fold
+            why = str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
+            log(f"[crossval] fold {unit} failed: {why}")
             failed.append(unit)
-            rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {e}"})
+            rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {why}"})
             continue
         out = Workspace.from_config(cfg).stage_dir("evaluate") / data.HOLDOUT_SET
         m = read_json(out / artifacts.METRICS)
@@ -102,7 +116,8 @@ def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) ->
                         *(f"--set {shlex.quote(o)}" for o in overrides), f"--by {by}"]).replace("  ", " ")
     lines = [f"# Leave-one-{by}-out: {cfg.run.name}", "", f"`{command}`", "",
              "| held out | images | accuracy | worst letters |", "|---|---:|---:|---|"]
-    lines += [f"| {r.held_out} | {r.images} | {r.accuracy:.1%} | {r.worst} |" for r in folds.itertuples()]
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731  (a group name may hold '|')
+    lines += [f"| {cell(r.held_out)} | {r.images} | {r.accuracy:.1%} | {cell(r.worst)} |" for r in folds.itertuples()]
     lines += ["", f"**Mean over {len(ok)} folds: {mean:.1%} ± {std:.1%}** (spread: standard deviation over folds); "
                   f"lowest fold {ok['accuracy'].min():.1%}; all held-out images pooled {pooled:.1%}.", ""]
     if per_letter is not None:

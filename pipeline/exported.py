@@ -51,8 +51,9 @@ class Exported:
     draws the keypoints); `detector()` (a detector of its own for `read`, or None) and `store(folder)` (the
     content store of per-photo work to reuse, or None)."""
 
-    def __init__(self, path: Path, engine, reader, card: dict):
+    def __init__(self, path: Path, engine, reader, card: dict, file: Path | None = None):
         self.path, self.engine, self.reader, self.card = Path(path), engine, reader, card
+        self.file = Path(file or path)  # the file the engine loaded: the .pkl, or the .onnx beside it
         self.vocab = list(engine.vocab)
         self.finds_hands, self.describe = reader.kind.finds_hands, reader.kind.title
 
@@ -78,10 +79,12 @@ class Exported:
 
 
 def _card(path: Path) -> dict:
-    from .inference import card_path
+    """The model card beside a `.pkl` the fastai engine loaded ({} where there is none: a file trusted or checked
+    against a given sha256 needs none)."""
+    from . import card
 
     try:
-        return json.loads(card_path(path).read_text())
+        return json.loads(card.path_for(path).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -103,7 +106,7 @@ def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None =
             raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
                                 "model card")
         model = onnx_engine.load_verified(path, trust=trust, threads=threads)
-        return Exported(path, model, models.INPUTS[model.card["onnx"]["family"]], model.card)
+        return Exported(path, model, models.INPUTS[model.card["onnx"]["family"]], model.card, model.path)
     from . import inference
 
     learn = inference.load_verified(path, trust=trust, sha256=sha256)

@@ -4,25 +4,19 @@ evaluate, `predict` and `serve` get them from."""
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 from pathlib import Path
 
+from . import card
 from .errors import PipelineError
 from .workspace import sha256_file
 
 
-def card_path(pkl: Path) -> Path:
-    return Path(pkl).with_suffix(".json")
-
-
-def _sha256_hex(value) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
     """`load_learner(pkl)` after checking its sha256: against `sha256` when given (what this project's train
-    manifest recorded, or `predict --sha256`), else against the model card beside it; no check with `trust`.
+    manifest recorded, or `predict --sha256`), else against the model card beside it (`card.read`); no check with
+    `trust`.
 
     Unpickling runs code, so a learner whose bytes differ from the expected ones is refused. A card beside the
     file catches a corrupted or replaced `.pkl`, not a replaced pair: give the hash from a source you trust."""
@@ -32,17 +26,10 @@ def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
     if not trust:
         if sha256 is not None:
             expected, source = sha256.lower(), "the expected sha256"
-            if not _sha256_hex(expected):
+            if not card.is_sha256(expected):
                 raise PipelineError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
         else:
-            card, source = card_path(pkl), "its model card"
-            try:
-                expected = json.loads(card.read_text())["sha256"]
-            except (OSError, ValueError, KeyError, TypeError):
-                expected = None
-            if not _sha256_hex(expected):
-                raise PipelineError(f"no model card with a sha256 at {card}: refusing to unpickle {pkl} "
-                                    f"(pass --sha256 HEX, or --trust-learner only for a file you trust)")
+            expected, source = card.read(pkl, "fastai")["sha256"], "its model card"
         actual = sha256_file(pkl)
         if actual != expected:
             raise PipelineError(f"{pkl} sha256 {actual[:12]}… does not match {source} ({expected[:12]}…): "

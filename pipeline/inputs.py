@@ -50,6 +50,17 @@ class InputKind:
                          + ([f"random crop ≥{t.random_crop_scale:g}"] if t.random_crop_scale else [])
                          + ([f"tta {cfg.evaluate.tta}"] if cfg.evaluate.tta else []))
 
+    def card_problem(self, card: dict, max_size: int) -> tuple[str, str] | None:
+        """(field, what is wrong) with what a model card says of this input's pixels, or None."""
+        if not self.pixels:
+            return None
+        size = card.get("image_size")
+        if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= max_size):
+            return "image_size", f"{size!r} is not a whole number of pixels (1 to {max_size})"
+        if card.get("grayscale") not in (None, True, False):
+            return "grayscale", f"{card['grayscale']!r} is not true or false"
+        return None
+
     def card_fields(self, t) -> dict:
         """The model card's `image_size` and `grayscale`: None for a model that never sees pixels."""
         return {"image_size": t.image_size if self.pixels else None, "grayscale": t.grayscale if self.pixels else None}

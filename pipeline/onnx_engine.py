@@ -1,17 +1,18 @@
 """The ONNX Runtime inference engine: `predict --engine onnx`, `evaluate.engine = "onnx"` and `serve --onnx` run
 the `.onnx` that train writes beside the `.pkl` (pipeline/onnx_export.py), with onnxruntime, PIL and numpy only:
-no fastai, no torch, nothing unpickled. The model card beside it gives the vocab and the input contract; the
-graph's sha256 is checked against the card, as `inference.load_verified` checks the `.pkl`'s.
+no fastai, no torch, nothing unpickled. The model card beside it (`card.read`) gives the vocab and the input
+contract; the graph's sha256 is checked against the card, as `inference.load_verified` checks the `.pkl`'s, and the
+card's input and vocab against the graph (`card.check_graph`).
 
 Images are decoded as fastai's validation pipeline decodes them (`load_image`: EXIF-upright, centre crop,
 bilinear resize), so both engines see the same pixels and give the same labels.
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import card
 from .errors import PipelineError
 from .workspace import sha256_file
 
@@ -96,25 +97,43 @@ class OnnxModel:
         return np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def _runtime_errors(ort) -> tuple:
+    """The exceptions onnxruntime raises for a file it cannot load (they derive from Exception alone)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("InvalidProtobuf", "InvalidGraph", "Fail", "InvalidArgument", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, OSError)
+
+
 def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:
-    """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card, after checking
-    its sha256 against the card (skipped if `trust`). Nothing is unpickled."""
+    """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
+    checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
+    `trust`). Nothing is unpickled; a file onnxruntime cannot load is one line."""
+    import numpy as np
+
     learner = Path(learner)
-    card_file = learner.with_suffix(".json")
-    try:
-        card = json.loads(card_file.read_text())
-    except (OSError, ValueError):
-        raise PipelineError(f"no model card at {card_file}: the onnx engine needs it for the vocab and the input "
-                            f"(run `python -m pipeline run --stages train`)") from None
-    entry = card.get("onnx") or {}
-    if not entry.get("file"):
-        raise PipelineError(f"the model card {card_file} lists no ONNX export ({entry.get('why', 'trained before ONNX export')}): "
-                            f"rerun train, or use --engine fastai")
-    path = learner.with_name(entry["file"])
+    meta = card.read(learner, "onnx")
+    entry = meta["onnx"]
+    path = card.onnx_path(learner, meta)
     if not path.exists():
         raise PipelineError(f"{path} does not exist: rerun `python -m pipeline run --stages train --force`, or "
                             f"use --engine fastai")
     if not trust and sha256_file(path) != entry["sha256"]:
         raise PipelineError(f"{path} sha256 does not match its model card ({entry['sha256'][:12]}…): refusing "
                             f"to use it with that card's vocab (pass --trust-learner only for a file you trust)")
-    return OnnxModel(path, card, threads)
+    ort = require()
+    try:
+        model = OnnxModel(path, meta, threads)
+        inputs = {i.name: i.shape for i in model.session.get_inputs()}
+        types = {i.name: i.type for i in model.session.get_inputs()}  # e.g. tensor(uint8), tensor(float)
+        width = model.session.get_outputs()[0].shape[-1]
+        if not isinstance(width, int) and model.input in inputs:  # a dynamic output: one blank item tells
+            shape = [1] + [d if isinstance(d, int) else 1 for d in inputs[model.input][1:]]
+            dtype = np.uint8 if types[model.input] == "tensor(uint8)" else np.float32
+            width = model.probs(np.zeros(shape, dtype)).shape[-1]
+    except _runtime_errors(ort) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "
+                            f"use --engine fastai") from None
+    card.check_graph(learner, meta, inputs, width)
+    return model

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 
 from . import artifacts, data, distributed, models
-from .commit import cannot_write, commit, recover, write_manifest
+from .commit import cannot_write, clear_incomplete, commit, recover, write_manifest
 from .config import Config, dumps
 from .errors import PipelineError
 from .fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
@@ -137,6 +137,7 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
         except OSError as e:
             raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
         recover(ws, STAGE_NAMES)
+        clear_incomplete(ws, STAGE_NAMES)  # before the first write: what a killed stage left may fill the disk
         write_text(ws.root / artifacts.CONFIG, dumps(cfg) + "\n")
     distributed.barrier()
     result = {}

@@ -81,6 +81,7 @@ class Reader:
         self.vocab, self.engine = self.model.vocab, self.model.engine.name
         first = self.model.detector()
         self.parallel = (parallel or min(4, usable_cpus())) if first is not None else 1
+        self.file, self._stamp = self.model.file, _stamp(self.model.file)  # a change on disk is noted
         self._detectors = None
         if first is not None:
             self._detectors = queue.SimpleQueue()
@@ -97,19 +98,51 @@ class Reader:
         finally:
             self._detectors.put(detector)
 
+    def changed(self) -> str:
+        """'' while the learner file is the one loaded, else a one-line note: the server keeps answering with the
+        model it verified at start (the file on disk now is not verified), until it is restarted."""
+        if _stamp(self.file) == self._stamp:
+            return ""
+        return (f"note: {self.file.name} changed on disk after serve loaded it; this answer is from the model "
+                f"loaded at start: restart serve to load the new one")
+
     def read(self, path):
         if not path:
             return {}, None, ""
+        from .data import check_image
+
+        if problem := check_image(Path(path)):  # not an image, a decompression bomb, 16-bit pixels, bad EXIF
+            raise PipelineError(f"cannot read the photo: {problem.replace(str(path), Path(path).name)}")
         try:
             probs, points = self._probs(path)
         except (OSError, ValueError) as e:  # PIL's errors for what is not an image
             raise PipelineError(f"cannot read the photo: {type(e).__name__}: {e}") from None
         drawn = keypoints_on(path, points) if points is not None else None
+        note = f"; {n}" if (n := self.changed()) else ""
         if probs is None:
-            return {}, None, NO_HAND
+            return {}, None, NO_HAND + note
         order = probs.argsort()[::-1][:TOP]
         top = {self.vocab[i]: float(probs[i]) for i in order}
-        return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})"
+        return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})" + note
+
+
+def _stamp(path: Path):
+    """(size, mtime) of `path`, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def uploaded(photo) -> str | None:
+    """The file path in the photo component's payload. The events take the payload as it is (`preprocess=False`):
+    Gradio's own preprocessing opens the file with PIL and turns a file that is not an image, or a decompression
+    bomb, into a multi-line error naming its temp folder; `Reader.read` checks it instead, in one line."""
+    if isinstance(photo, dict):
+        return photo.get("path")
+    return photo or None
+
 
 class _OneAtATime:
     """An engine whose model runs one call at a time (a fastai learner is not thread-safe), while the photo's
@@ -137,6 +170,10 @@ def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
         raise PipelineError("no photo to save: upload one or take one with the webcam first")
     if letter not in vocab:
         raise PipelineError(f"pick the true letter first (one of the model's {len(vocab)}: {', '.join(vocab)})")
+    from .data import check_image
+
+    if problem := check_image(Path(path)):
+        raise PipelineError(f"cannot save the photo: {problem.replace(str(path), Path(path).name)}")
     out = Path(folder) / letter / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ") + ".jpg")
     with Image.open(path) as im:
         rgb = ImageOps.exif_transpose(im).convert("RGB")
@@ -151,13 +188,13 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
 
     def predict(photo):
         try:
-            return reader.read(photo)
+            return reader.read(uploaded(photo))
         except PipelineError as e:
             raise gr.Error(str(e)) from None
 
     def save(photo, letter):
         try:
-            out = save_photo(photo, letter, collect, reader.vocab)
+            out = save_photo(uploaded(photo), letter, collect, reader.vocab)
         except PipelineError as e:
             raise gr.Error(str(e)) from None
         n = sum(1 for _ in out.parent.glob("*.jpg"))
@@ -178,14 +215,14 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
                 drawn = gr.Image(label="keypoints", type="pil", interactive=False, visible=reader.model.finds_hands,
                                  elem_id="keypoints")
         outputs = [top, drawn, reading]
-        button.click(predict, photo, outputs, api_name="predict")
-        photo.change(predict, photo, outputs, api_name=False)  # an upload, a webcam snapshot, or cleared
+        button.click(predict, photo, outputs, api_name="predict", preprocess=False)  # `uploaded` says why
+        photo.change(predict, photo, outputs, api_name=False, preprocess=False)  # an upload, a snapshot, or cleared
         if collect is not None:
             with gr.Row():
                 letter = gr.Dropdown(choices=reader.vocab, value=None, label="true letter", elem_id="letter")
                 save_button = gr.Button("Save the photo under this letter", elem_id="save")
             saved = gr.Textbox(label="collected", interactive=False, elem_id="saved")
-            save_button.click(save, [photo, letter], saved, api_name="collect")
+            save_button.click(save, [photo, letter], saved, api_name="collect", preprocess=False)
     return app
 
 

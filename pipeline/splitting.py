@@ -3,9 +3,13 @@
 A random split puts photos of the same signer on both sides, so its validation accuracy says how well the model
 knows the people it trained on. `group_split` puts whole groups (signers, sessions, one photo's augmented copies)
 into validation, which says how it does on people it has not seen.
+
+`deduplicate` comes first: a file listed twice (two sources over one folder) or copied under another name would
+otherwise sit on both sides of the split, and a file given two labels is an error.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 
@@ -50,3 +54,28 @@ def holdout_mask(groups: list[str], sources: list[str], names: list[str]) -> lis
                             f"groups: {', '.join(sorted(set(groups))[:12])}")
     wanted = set(names)
     return [g in wanted or s in wanted for g, s in zip(groups, sources)]
+
+
+def deduplicate(items: list[tuple], key=lambda path: path, same_file: bool = True, root: str = ""):
+    """`items` ((path, label, source, ...) tuples) without each item whose `key(path)` an earlier item of the same
+    label has: (items kept, (path left out, path kept) pairs, (path, other path) pairs of equal keys and different
+    labels, both kept). `same_file`: the key says the two are one file on disk, and two labels for it are an
+    error naming it (under `root`) and both labels; else (the key is the bytes' sha256) two labels are the dataset's own
+    question, and both copies stay."""
+    first, kept, dropped, clashes = {}, [], [], []
+    for item in items:
+        path, label, source = item[:3]
+        k = key(path)
+        seen = first.setdefault((k, label), item)
+        other = first.setdefault(k, item)
+        if seen is item:
+            kept.append(item)
+            if other[1] != label:
+                if same_file:
+                    raise PipelineError(f"file {os.path.join(root, path)!r} is labelled both {other[1]!r} (source {other[2]}) and "
+                                        f"{label!r} (source {source}): a file has one label; fix the sources' "
+                                        f"label rules, or list its folder in one source only")
+                clashes.append((path, other[0]))
+        else:
+            dropped.append((path, seen[0]))
+    return kept, dropped, clashes

@@ -1,7 +1,9 @@
-"""datablock: merge the sources, verify images, sample, hold out groups, split once (RandomSplitter(valid_pct, seed)
-or whole groups), persist the split."""
+"""datablock: merge the sources, verify images, sample, keep one copy of each file, hold out groups, split once
+(RandomSplitter(valid_pct, seed) or whole groups), persist the split."""
 from __future__ import annotations
 
+import functools
+import os
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 from pipeline import artifacts, data, datasets, families, inputs, sources, splitting
 from pipeline.errors import PipelineError
 from pipeline.stagespec import StageSpec
-from pipeline.workspace import pyplot, read_json, save_figure, write_csv, write_json
+from pipeline.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
 
 STAGE = StageSpec(
     "datablock",
@@ -62,8 +64,6 @@ def _plot_counts(df, path: Path) -> Path:
 def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]], list[tuple[str, str]]]:
     """(common root of every source, (path under it, label, source, group) per image, (path, reason) for names
     that are not valid UTF-8), in source order."""
-    import os
-
     srcs = {s.name: s for s in datasets.training_sources(cfg.download)}
     roots = {e["name"]: Path(os.path.abspath(e["root"])) for e in meta["sources"]}
     for name, r in roots.items():
@@ -92,12 +92,40 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
     return root, items, bad
 
 
+def _digests(root: Path, paths: list[str]) -> dict[str, str]:
+    """path under `root` → the sha256 of its bytes, read in threads; an unreadable file is a key of its own (image
+    verification reports it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def digest(path):
+        try:
+            return sha256_file(root / path)
+        except OSError:
+            return f"unreadable:{path}"
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(paths, pool.map(digest, paths)))
+
+
+def _log_left_out(pairs, what: str, log) -> int:
+    if pairs:
+        log(f"left out {len(pairs)} file(s) {what} (each kept where first listed), e.g. {pairs[0][0]} "
+            f"(kept {pairs[0][1]})")
+    return len(pairs)
+
+
 def run(cfg, ws, log):
     import pandas as pd
 
     kind = families.of(cfg).input  # what the model reads: prepared here once, after the split
     kind.require()  # before minutes of verifying: the one-line install hint now
     root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
+    # one file, one side of the split: a file two sources list (one folder named twice) is kept once, and a file
+    # with two labels is an error; below, a copy of an image with the same label is left out too
+    folder = functools.cache(os.path.realpath)  # one lookup per folder: files inside a dataset are never links
+    items, same_file, _ = splitting.deduplicate(items, lambda p: os.path.join(folder(os.path.dirname(root / p)),
+                                                                              os.path.basename(p)), root=str(root))
+    n_dup = _log_left_out(same_file, "listed by more than one source", log)
     seed, b = cfg.run.seed, cfg.datablock
     if b.max_per_class:
         items = _sample(items, b.max_per_class, seed)
@@ -107,6 +135,12 @@ def run(cfg, ws, log):
         bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
+    items, same_bytes, clashes = splitting.deduplicate(items, _digests(root, [p for p, *_ in items]).__getitem__,
+                                                       same_file=False)
+    n_dup += _log_left_out(same_bytes, "that are copies of another image of their label", log)
+    if clashes:
+        log(f"note: {len(clashes)} image(s) hold the same bytes as an image of another label, e.g. {clashes[0][0]} "
+            f"and {clashes[0][1]}: both kept; check those labels")
     write_csv(ws.artifact("datablock", artifacts.CORRUPT), pd.DataFrame(bad, columns=["path", "reason"]))
     df = pd.DataFrame(items, columns=["path", "label", "source", "group"])
     held = splitting.holdout_mask(list(df["group"]), list(df["source"]), b.holdout)
@@ -115,6 +149,10 @@ def run(cfg, ws, log):
         log(f"held out {len(holdout)} images of {', '.join(b.holdout)} (scored by evaluate as test set "
             f"{data.HOLDOUT_SET!r})")
     vocab = sorted(set(df["label"]))
+    if len(vocab) < 2 and len(holdout):
+        took = "every image" if df.empty else f"all but {len(df)} image(s) of {', '.join(vocab)}"
+        raise PipelineError(f"datablock.holdout = {list(b.holdout)} took {took} ({len(holdout)} held out): nothing "
+                            f"is left to train a classifier on; hold out fewer groups or sources")
     if len(vocab) < 2:
         raise PipelineError(f"the dataset has {len(vocab)} class(es) with usable images ({', '.join(vocab) or 'none'}): "
                             f"a classifier needs at least two class folders under {root}")
@@ -134,7 +172,7 @@ def run(cfg, ws, log):
                write_json(ws.artifact("datablock", artifacts.VOCAB), {
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                    "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
-                   "n_holdout": len(holdout), "sources": sorted(set(df["source"]))}),
+                   "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"]))}),
                _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     if b.holdout:
         outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))

@@ -1,5 +1,7 @@
 """The preprocessing cache: same pixels as the file pipeline, same split and labels, fingerprinted, and the
 export still predicts from image files."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,20 @@ def test_another_split_takes_the_decoded_images_from_the_store(project):
     assert all(np.array_equal(first[p], a) for p, a in zip(df["path"], again))
     _stages(config.load(None, ["train.image_size=10"], cwd=project), {"datablock"})  # other settings: decoded anew
     assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+
+
+def test_a_cache_that_does_not_fit_is_an_os_error_before_anything_is_mapped(tmp_path, monkeypatch):
+    """Where no small disk can be mounted (tests/reliability/test_full_disk.py does it for real): the free space is
+    checked before the memory map, and the error says what is needed and what is free."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**7, 10**7 - 2_100_000, 2_100_000))
+    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device \(needs 5\.3 MB, 2\.1 MB free\); free "
+                                      r"some, or set datablock.cache = false$"):
+        cache._allocated(tmp_path / "c.npy", (12, 3, 384, 384))
+    assert not (tmp_path / "c.npy").exists()
+    monkeypatch.undo()
+    out = cache._allocated(tmp_path / "c.npy", (2, 3, 4, 4))
+    assert out.shape == (2, 3, 4, 4) and os.stat(tmp_path / "c.npy").st_blocks * 512 >= out.nbytes

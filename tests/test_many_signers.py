@@ -12,12 +12,15 @@ from tests.conftest import make_image_folder, tiny_config
 
 
 def _flat(folder: Path, names: list[str]) -> Path:
-    """Images named `names` directly in `folder` (labels and groups in the file names, as in Roboflow's export)."""
+    """Images named `names` directly in `folder` (labels and groups in the file names, as in Roboflow's export),
+    each of its own colour (the same bytes twice would be one image: the datablock keeps one copy)."""
+    import zlib
+
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    for i, n in enumerate(names):
-        Image.new("RGB", (16, 16), (40 * i % 255, 90, 160)).save(folder / n)
+    for n in names:
+        Image.new("RGB", (16, 16), tuple(zlib.crc32(f"{folder.name}/{n}".encode()).to_bytes(4, "big")[:3])).save(folder / n)
     return folder
 
 
@@ -166,11 +169,94 @@ def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monke
     assert "| hands/hand1 | 9 |" in (folder / "crossval.md").read_text()
     assert (folder / "letters.csv").is_file() and (folder / "crossval.png").stat().st_size > 5000
     assert 0 <= summary["mean"] <= 1
-    metrics = read_json(three_sources / "runs" / "multi-cv-hands-hand1" / "evaluate" / "holdout" / "metrics.json")
+    metrics = read_json(three_sources / "runs" / crossval.fold_name("multi", "hands/hand1") / "evaluate" / "holdout"
+                        / "metrics.json")
     assert set(metrics["groups"]) == {"hands/hand1"} and metrics["sources"] == {"hands": {"images": 9, "accuracy":
                                                                                         metrics["accuracy"]}}
     assert len(looked_at) == len(set(looked_at)) == 38  # every image once, over four folds
     looked_at.clear()
     crossval.run(None, ["datablock.valid_pct=0.4"])  # every fold's datablock and evaluate run again
     assert looked_at == []
-    assert json.loads((three_sources / "runs" / "multi-cv-one" / "datablock" / "vocab.json").read_text())["valid_pct"] == 0.4
+    assert json.loads((three_sources / "runs" / crossval.fold_name("multi", "one") / "datablock" / "vocab.json")
+                      .read_text())["valid_pct"] == 0.4
+
+
+def test_every_fold_its_own_run_and_its_exact_group_held_out(three_sources, monkeypatch):
+    """Groups that share a slug (`s/a b`, `s/a-b`) get run folders of their own; a name holding a quote or a TOML
+    escape (`\\u0041`) is held out as written; a fold that fails is a row saying why and the table is still
+    written."""
+    groups = ["s/a b", "s/a-b", 's/q"x', "s/\\u0041", "s/ok"]
+    ran = {}
+
+    def fake_run(cfg, stages, force=False):
+        if stages != ["download"]:
+            ran[cfg.run.name] = cfg.datablock.holdout
+            raise PipelineError(f"boom in {cfg.datablock.holdout[0]}")
+
+    monkeypatch.setattr(crossval, "units", lambda cfg, by: groups)
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.chdir(three_sources)
+    with pytest.raises(PipelineError, match="5 fold\\(s\\) failed"):
+        crossval.run(None, [])
+    assert len(ran) == 5 and sorted(h for (h,) in ran.values()) == sorted(groups)
+    assert all(name.startswith("multi-cv-") and config._plain_name(name) for name in ran)
+    table = pd.read_csv(three_sources / "runs" / "multi" / "crossval" / "crossval.csv", keep_default_na=False)
+    assert list(table["held_out"]) == groups
+    assert list(table["worst"]) == [f"failed: boom in {g}" for g in groups]
+
+
+def _two_sources_over_one_folder(tmp_path, second: dict | None = None):
+    """Signers hand1..hand4 in class folders a, b; two [[download.sources]] name that one folder."""
+    for c in ("a", "b"):
+        for signer in range(1, 5):
+            _flat(tmp_path / "B" / c, [f"hand{signer}_{c}_{i}.png" for i in range(2)])
+    rules = {"uppercase": True, "group_regex": r"^(hand\d+)_"}
+    return tiny_config(tmp_path, {
+        "run.name": "overlap", "datablock.split": "group", "datablock.valid_pct": 0.25, "datablock.verify": False,
+        "download.sources": [{"name": "first", "source": f"path:{tmp_path / 'B'}", **rules},
+                             {"name": "again", "source": f"path:{tmp_path / 'B'}", **rules, **(second or {})}]})
+
+
+def test_a_file_two_sources_list_lands_on_one_side_of_the_split(tmp_path, capsys):
+    """Two sources over one folder: each file is in splits.csv once (where it was first listed), so no signer's
+    photo is on both sides of a group split; the log says how many were left out."""
+    cfg = _two_sources_over_one_folder(tmp_path)
+    runner.run(cfg, ["download", "datablock"])
+    ws = Workspace.from_config(cfg)
+    df = pd.read_csv(ws.artifact("datablock", "splits.csv"), keep_default_na=False)
+    assert len(df) == 16 and df["path"].is_unique and set(df["source"]) == {"first"}
+    assert df.groupby("path")["is_valid"].nunique().max() == 1
+    assert read_json(ws.artifact("datablock", "vocab.json"))["n_duplicates"] == 16
+    assert "left out 16 file(s) listed by more than one source" in capsys.readouterr().out
+
+
+def test_a_file_with_two_labels_is_an_error_naming_it_and_both(tmp_path):
+    cfg = _two_sources_over_one_folder(tmp_path, {"label_map": {"a": "b", "b": "a"}})
+    runner.run(cfg, ["download"])
+    with pytest.raises(PipelineError, match=rf"file '{tmp_path}/B/a/hand1_a_0.png' is labelled both 'A' \(source "
+                                            r"first\) and 'B' \(source again\)"):
+        runner.run(cfg, ["datablock"])
+
+
+def test_a_copy_of_an_image_is_kept_once_unless_its_label_differs(tmp_path, capsys):
+    """The same bytes under another name (another signer's folder) would sit on the other side of a group split:
+    the copy is left out. A copy under another label is the dataset's own question: both stay, and the log says so."""
+    cfg = _two_sources_over_one_folder(tmp_path)
+    cfg = tiny_config(tmp_path, {"run.name": "copies", "datablock.split": "group", "datablock.valid_pct": 0.25,
+                                 "datablock.verify": False, "download.sources": [cfg.download.sources[0].__dict__]})
+    b = tmp_path / "B"
+    (b / "a" / "hand4_a_9.png").write_bytes((b / "a" / "hand1_a_0.png").read_bytes())   # same label: a copy
+    (b / "b" / "hand4_b_9.png").write_bytes((b / "a" / "hand2_a_0.png").read_bytes())   # another label
+    runner.run(cfg, ["download", "datablock"])
+    df = pd.read_csv(Workspace.from_config(cfg).artifact("datablock", "splits.csv"), keep_default_na=False)
+    assert "a/hand4_a_9.png" not in set(df["path"]) and "b/hand4_b_9.png" in set(df["path"]) and len(df) == 17
+    out = capsys.readouterr().out
+    assert "left out 1 file(s) that are copies of another image of their label" in out
+    assert "note: 1 image(s) hold the same bytes as an image of another label, e.g. b/hand4_b_9.png" in out
+
+
+def test_a_holdout_that_takes_everything_says_so(three_sources):
+    runner.run(load(three_sources), ["download"])
+    with pytest.raises(PipelineError, match=r"datablock.holdout = \['one', 'hands', 'flat'\] took every image \(38 "
+                                            r"held out\): nothing is left to train a classifier on"):
+        runner.run(load(three_sources, 'datablock.holdout=["one", "hands", "flat"]'), ["datablock"])

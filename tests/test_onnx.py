@@ -169,3 +169,48 @@ def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
     with pytest.raises(PipelineError, match=r"lists no ONNX export \(no model family here reads this learner"):
         onnx_engine.load_verified(tmp_path / "f.pkl")
+
+
+def _copy_export(tiny, folder):
+    for name in ("tiny.pkl", "tiny.json", "tiny.onnx"):
+        shutil.copy(tiny / "exports" / name, folder / name)
+    return folder / "tiny.pkl"
+
+
+def _one_error_line(p) -> str:
+    assert p.returncode == 2 and "Traceback" not in p.stderr, (p.returncode, p.stderr[-3000:])
+    (line,) = p.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("onnx.file", "/etc/tiny.onnx", "onnx.file '/etc/tiny.onnx' is not the name of an .onnx file beside the card"),
+    ("image_size", 32, "image_size 32 does not match the graph's input 16x16"),
+    ("vocab", ["A", "B"], "vocab has 2 class(es) but the graph gives 3 probabilities"),
+])
+def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, field, value, expected):
+    """`predict --engine onnx` (and so serve and evaluate, through `card.read`) on a card whose graph entry, input
+    size or vocab was changed: one `error:` line naming the card and the field, not a traceback."""
+    pkl = _copy_export(tiny, tmp_path)
+    meta = json.loads(pkl.with_suffix(".json").read_text())
+    *parents, key = field.split(".")
+    target = meta
+    for k in parents:
+        target = target[k]
+    target[key] = value
+    pkl.with_suffix(".json").write_text(json.dumps(meta))
+    image = next((tiny / "train" / "A").glob("*.png"))
+    p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--learner", str(pkl),
+                        str(image)], capture_output=True, text=True, env=subprocess_env())
+    assert _one_error_line(p) == (f"error: the model card {pkl.with_suffix('.json')} is damaged: {expected}; rerun "
+                                  f"train (`python -m pipeline run --stages train --force`) or restore the card")
+
+
+def test_a_damaged_onnx_with_trust_learner_is_one_line(tiny, tmp_path):
+    pkl = _copy_export(tiny, tmp_path)
+    data = pkl.with_suffix(".onnx").read_bytes()
+    pkl.with_suffix(".onnx").write_bytes(data[:40] + b"\xff" * 64 + data[104:])
+    image = next((tiny / "train" / "A").glob("*.png"))
+    p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--trust-learner",
+                        "--learner", str(pkl), str(image)], capture_output=True, text=True, env=subprocess_env())
+    assert _one_error_line(p).startswith(f"error: cannot load {pkl.with_suffix('.onnx')} as an ONNX graph (")

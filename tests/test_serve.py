@@ -2,9 +2,11 @@
 model families and both engines, a photo without a hand reads "no hand found", nothing is fetched from
 elsewhere, collect mode writes a training source, and a real headless browser reads the letter off the page
 (skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
+import contextlib
 import csv
 import importlib.util
 import io
+import re
 import shutil
 import socket
 import subprocess
@@ -122,24 +124,19 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return r.read()
 
 
-@pytest.fixture(scope="module", params=[("image", "fastai"), ("hands", "onnx")], ids=lambda p: "-".join(p))
-def server(models, request, tmp_path_factory):
-    """`serve` for one (model, engine) in a subprocess on a free 127.0.0.1 port, in collect mode, with the network
-    guard; stopped afterwards."""
-    name, engine = request.param
-    work = tmp_path_factory.mktemp(f"server-{name}-{engine}")
+@contextlib.contextmanager
+def _serving(learner: Path, work: Path, *args: str):
+    """`serve --learner LEARNER ARGS` in a subprocess on a free 127.0.0.1 port, with the network guard; yields its
+    URL once it answers, stops it afterwards."""
     (work / "guard").mkdir()
     (work / "guard" / "sitecustomize.py").write_text(NET_GUARD)
     env = subprocess_env()
     env["PYTHONPATH"] = f"{work / 'guard'}:{env['PYTHONPATH']}"
     env["SIGNPIPE_NET_LOG"] = str(work / "net.log")
     port = _free_port()
-    learner = models / "exports" / f"{name}.pkl"
-    args = ["serve", "--learner", str(learner), "--port", str(port), "--collect", str(work / "collected"),
-            "--parallel", "2"]  # a hand model reads two photos at once, with two detectors
     log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(pipeline_cmd(*args, "--engine", engine), cwd=work, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(pipeline_cmd("serve", "--learner", str(learner), "--port", str(port), *args), cwd=work,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
@@ -152,7 +149,7 @@ def server(models, request, tmp_path_factory):
                 time.sleep(0.5)
         else:
             pytest.fail(f"serve did not answer at {url}: {(work / 'serve.log').read_text()[-2000:]}")
-        yield {"url": url, "name": name, "engine": engine, "learner": learner, "work": work}
+        yield url
     finally:
         proc.terminate()
         try:
@@ -161,6 +158,19 @@ def server(models, request, tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module", params=[("image", "fastai"), ("hands", "onnx")], ids=lambda p: "-".join(p))
+def server(models, request, tmp_path_factory):
+    """`serve` for one (model, engine) in a subprocess on a free 127.0.0.1 port, in collect mode, with the network
+    guard; stopped afterwards."""
+    name, engine = request.param
+    work = tmp_path_factory.mktemp(f"server-{name}-{engine}")
+    learner = models / "exports" / f"{name}.pkl"
+    args = ["--collect", str(work / "collected"), "--parallel", "2",  # a hand model reads two photos at once
+            "--engine", engine]
+    with _serving(learner, work, *args) as url:
+        yield {"url": url, "name": name, "engine": engine, "learner": learner, "work": work}
 
 
 def _predict_cli(learner: Path, engine: str, photos: list[Path]) -> dict:
@@ -253,3 +263,89 @@ def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
             browser.close()
     assert reading.startswith(f"{expected} (") and expected in top
     assert elsewhere == []
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    """`serve` (fastai engine, collect mode) for a logistic regression trained briefly on generated images: the
+    server the bad-input probes below share."""
+    from tests.conftest import make_image_folder, tiny_config
+
+    root = tmp_path_factory.mktemp("tiny-serve")
+    src = make_image_folder(root / "src", classes=("A", "B", "C"), per_class=8, size=20)
+    cfg = tiny_config(root, {"run.name": "m", "download.source": f"path:{src}", "download.subdir": "",
+                             "datablock.valid_pct": 0.25})
+    runner.run(cfg, ["download", "datablock", "train"])
+    work = root / "work"
+    work.mkdir()
+    with _serving(root / "exports" / "m.pkl", work, "--collect", str(work / "collected")) as url:
+        yield {"url": url, "root": root, "work": work, "photo": next((src / "A").glob("*.png"))}
+
+
+def _app_error(client, path, api_name="/predict", *more) -> str:
+    """The one-line message the app answered `path` with (what the page shows in its error toast)."""
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception) as raised:
+        client.predict(handle_file(str(path)), *more, api_name=api_name)
+    message = str(raised.value)
+    assert type(raised.value).__name__ == "AppError" and "\n" not in message.strip(), message
+    return message
+
+
+@pytest.mark.slow
+def test_bad_uploads_are_one_line_and_the_server_keeps_serving(tiny_server, tmp_path):
+    """A 50 MB upload (the app takes 25 MB), a decompression bomb, a file that is not an image (to read or to
+    collect): each one line in the API, and the next photo still reads."""
+    import httpx
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    client = Client(tiny_server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
+    good = handle_file(str(tiny_server["photo"]))
+    reading = client.predict(good, api_name="/predict")[2]
+    assert re.fullmatch(r"[ABC] \(\d+\.\d%\)", reading)
+
+    big = tmp_path / "big.png"
+    big.write_bytes(tiny_server["photo"].read_bytes() + b"\0" * (50 * 2**20))
+    r = httpx.post(f"{tiny_server['url']}gradio_api/upload", files={"files": ("big.png", big.read_bytes())},
+                   timeout=120)
+    assert r.status_code == 413 and r.text.strip() == "File size exceeded maximum allowed size of 26214400 bytes."
+    with pytest.raises(ValueError, match=r"^File .*big.png exceeds the maximum file size of 26214400 bytes"):
+        client.predict(handle_file(str(big)), api_name="/predict")  # gradio_client refuses it before sending
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 48 kB on disk, 400 million pixels
+    assert re.fullmatch(r"cannot read the photo: too large: Image size \(400000000 pixels\) exceeds limit of "
+                        r"\d+ pixels \(possible decompression bomb\)", _app_error(client, bomb))
+    just_over = tmp_path / "just_over.png"
+    Image.new("1", (10000, 10000)).save(just_over)  # over PIL's limit, under twice it: PIL only warns
+    assert _app_error(client, just_over).startswith("cannot read the photo: too large: 10000x10000 pixels exceeds")
+    for name, data in (("notes.png", b"not an image\n"), ("doc.pdf", b"%PDF-1.4\n%%EOF\n")):
+        (tmp_path / name).write_bytes(data)
+        message = _app_error(client, tmp_path / name)
+        assert message == f"cannot read the photo: UnidentifiedImageError: cannot identify image file '{name}'"
+        assert _app_error(client, tmp_path / name, "/collect", "A").startswith("cannot save the photo: ")
+    assert client.predict(good, api_name="/predict")[2] == reading
+
+
+@pytest.mark.slow
+def test_twenty_requests_at_once_and_a_learner_changed_on_disk(tiny_server, tmp_path):
+    """20 requests at once all get the same answer; after the .pkl changes on disk the server keeps answering with
+    the model it verified at start, and its reading says so in one line."""
+    from gradio_client import Client, handle_file
+
+    client = Client(tiny_server["url"], verbose=False, download_files=str(tmp_path / "downloads"))
+    good = handle_file(str(tiny_server["photo"]))
+    jobs = [client.submit(good, api_name="/predict") for _ in range(20)]
+    readings = {job.result(timeout=120)[2] for job in jobs}
+    assert len(readings) == 1 and "note" not in next(iter(readings))
+    pkl = tiny_server["root"] / "exports" / "m.pkl"
+    original = pkl.read_bytes()
+    try:
+        pkl.write_bytes(b"retrained, or damaged")
+        reading = client.predict(good, api_name="/predict")[2]
+    finally:
+        pkl.write_bytes(original)
+    assert reading == (f"{next(iter(readings))}; note: m.pkl changed on disk after serve loaded it; this answer is "
+                       f"from the model loaded at start: restart serve to load the new one")
