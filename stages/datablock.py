@@ -55,7 +55,7 @@ def _plot_counts(df, path: Path) -> Path:
 def _landmarks(df, root: Path, ws, log) -> list[Path]:
     """landmarks.csv (path, hand found, handedness, score, the model's features) for every image of the split,
     the detection rate per class in the log, and batch.png: training images with their keypoints drawn."""
-    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data))
+    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data, log))
     feats.insert(0, "path", df["path"].to_numpy())
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))

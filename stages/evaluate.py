@@ -195,7 +195,7 @@ def run(cfg, ws, log):
     if landmarks:
         from pipeline import content_store
 
-        store = content_store.landmarks(ws.data)
+        store = content_store.landmarks(ws.data, log)
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
