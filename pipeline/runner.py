@@ -172,6 +172,8 @@ def status(cfg: Config) -> list[tuple[str, str]]:
     commit that a stopped run left waiting."""
     ws = Workspace.from_config(cfg)
     busy = runlock.holder(ws.root)
+    if busy and busy.get("pid") == os.getpid():  # `report` asks while it holds the lock itself
+        busy = None
     out, stale = [], set()
     for s in STAGES:
         try:
