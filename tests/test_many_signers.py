@@ -174,3 +174,35 @@ def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monke
     crossval.run(None, ["datablock.valid_pct=0.4"])  # every fold's datablock and evaluate run again
     assert looked_at == []
     assert json.loads((three_sources / "runs" / "multi-cv-one" / "datablock" / "vocab.json").read_text())["valid_pct"] == 0.4
+
+
+@pytest.mark.slow
+def test_crossval_locks_each_fold_and_a_busy_fold_is_a_row_saying_why(three_sources, monkeypatch):
+    """Each fold's run folder is locked while it runs: one another process holds is a failed row naming the holder;
+    the other folds run and the table is still written."""
+    import subprocess
+    import sys
+
+    from pipeline import runlock
+    from tests.conftest import subprocess_env
+
+    monkeypatch.chdir(three_sources)
+    busy = Workspace.from_config(load(three_sources, "run.name=multi-cv-one")).root
+    with runlock.hold(busy), runlock.hold(busy):  # reentrant within a process
+        pass
+    assert runlock.holder(busy) is None
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline import runlock\n"
+                               "with runlock.hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(300)",
+                               str(busy)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(PipelineError, match=r"1 fold\(s\) failed: one"):
+            crossval.run(None, [])
+    finally:
+        holder.kill()
+        holder.wait()
+    table = pd.read_csv(three_sources / "runs" / "multi" / "crossval" / "crossval.csv", keep_default_na=False)
+    assert list(table["held_out"]) == ["one", "hands/hand1", "hands/hand2", "flat"]
+    (row,) = table[table["held_out"] == "one"].itertuples()
+    assert row.worst.startswith(f"failed: another run is writing {busy} (pid {holder.pid}, ")
+    assert (table[table["held_out"] != "one"]["images"] > 0).all()
