@@ -84,10 +84,14 @@ class ContentStore:
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone():
             # the table of earlier versions, without checksums: its values are kept, each with one from now on
             db.create_function("sha256", 1, _digest, deterministic=True)
-            with db:
-                db.execute("INSERT OR IGNORE INTO vals SELECT key, CAST(row AS BLOB), sha256(CAST(row AS BLOB)) "
-                           "FROM rows")
-                db.execute("DROP TABLE rows")
+            try:
+                with db:
+                    db.execute("INSERT OR IGNORE INTO vals SELECT key, CAST(row AS BLOB), sha256(CAST(row AS BLOB)) "
+                               "FROM rows")
+                    db.execute("DROP TABLE rows")
+            except sqlite3.OperationalError as e:
+                if "no such table: rows" not in str(e):  # another process took it over first: nothing left to do
+                    raise
         return True
 
     @contextlib.contextmanager
