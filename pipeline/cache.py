@@ -77,7 +77,7 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     c = 1 if t.grayscale else 3
     shape = (n, c, t.image_size, t.image_size)
     store = content_store.decoded(ws.data, {"image_size": t.image_size, "grayscale": t.grayscale, "version": 1,
-                                            "item_tfms": [repr(tfm) for tfm in dls.train.after_item]})
+                                            "item_tfms": [repr(tfm) for tfm in dls.train.after_item]}, log)
     paths = [root / p for p in df["path"]]
     stored = store.get(paths)
     todo = [i for i, a in enumerate(stored) if a is None]
@@ -100,8 +100,7 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
                 k, rows = len(xb), todo[done:done + len(xb)]
                 arrays = xb.cpu().numpy()
                 out[rows] = arrays
-                if problem := store.put([paths[r] for r in rows], list(arrays)):
-                    log(f"note: {problem}")
+                store.put([paths[r] for r in rows], list(arrays))  # a store that cannot keep them says so once
                 done += k
                 progress.update(k)
         out.flush()

@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict | serve | report | crossval | compare`."""
+"""`python -m pipeline run | status | stages | predict | serve | report | crossval | compare | recover`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, config, exported, runner
+from . import compare, config, exported, runlock, runner
 from .errors import PipelineError, guarded
 
 
@@ -15,6 +15,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                 "download → datablock → lr_find → train → evaluate")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True)
+
+    def with_wait(sp):
+        sp.add_argument("--wait", action="store_true",
+                        help="if another run is writing this run folder, wait for it instead of stopping")
 
     def with_config(sp):
         sp.add_argument("--config", help="TOML config (default: ./pipeline.toml, else the offline demo)")
@@ -30,11 +34,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     with_config(r)
     r.add_argument("--stages", default="all", help=f"all or a comma list of: {', '.join(runner.STAGE_NAMES)}")
     r.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    with_wait(r)
     with_config(sub.add_parser("status", help="one line per stage: up to date, stale (and why), never run"))
     sub.add_parser("stages", help="the ordered stages with what each reads and writes")
     rp = sub.add_parser("report", help="write runs/<run>/report.html: one self-contained page with every result")
     with_config(rp)
     rp.add_argument("--worst", type=int, default=24, help="how many of the most confident mistakes to show per test set")
+    with_wait(rp)
     pr = sub.add_parser("predict", help="label images with an exported learner")
     pr.add_argument("--learner", required=True, help="exports/RUN.pkl (--engine onnx: the .onnx beside it is run)")
     pr.add_argument("images", nargs="+", help="image files or folders")
@@ -51,6 +57,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     with_config(cv)
     cv.add_argument("--by", choices=("group", "source"), default="group",
                     help="hold out one group (signer) at a time, or one whole source")
+    with_wait(cv)
+    rc = sub.add_parser("recover", help="finish the commit a stopped run left waiting, and remove what stopped runs "
+                                        "left in the run folder")
+    with_config(rc)
+    with_wait(rc)
     sv = sub.add_parser("serve", help="a web app (Gradio) that reads a letter from a photo or a webcam frame")
     sv.add_argument("--learner", required=True, help="exports/RUN.pkl")
     engine(sv)
@@ -71,7 +82,7 @@ def _cmd_run(args) -> int:
     cfg = config.load(args.config, args.overrides)
     stages = runner.resolve_stages(args.stages)
     t0 = time.perf_counter()
-    result = runner.run(cfg, stages, force=args.force)
+    result = runner.run(cfg, stages, force=args.force, wait=args.wait)
     ran = [s for s, v in result.items() if v == "ran"]
     from . import distributed
 
@@ -88,6 +99,8 @@ def _cmd_status(args) -> int:
 
     cfg = config.load(args.config, args.overrides)
     print(f"config {cfg.source_file}\nrun    {cfg.run.name} ({Workspace.from_config(cfg).root})")
+    if (busy := runlock.holder(Workspace.from_config(cfg).root)) is not None:
+        print(f"lock   a run is in progress: {runlock.describe(busy)}")
     for name, state in runner.status(cfg):
         print(f"{name:<10} {state}")
     return 0
@@ -102,14 +115,32 @@ def _cmd_report(args) -> int:
     if not any(runner.read_manifest(ws, s) for s in runner.STAGE_NAMES):
         raise PipelineError(f"run {cfg.run.name} has no completed stage in {ws.root}: "
                             "`python -m pipeline run --stages all` first")
-    print(report.build(cfg, runner.status(cfg), worst=args.worst))
+    with runlock.hold(ws.root, wait=args.wait):
+        print(report.build(cfg, runner.status(cfg), worst=args.worst))
+    return 0
+
+
+def _cmd_recover(args) -> int:
+    from .commit import recover
+    from .workspace import Workspace
+
+    cfg = config.load(args.config, args.overrides)
+    ws = Workspace.from_config(cfg)
+    if not ws.root.is_dir():
+        print(f"run {cfg.run.name}: nothing to recover ({ws.root} does not exist)")
+        return 0
+    with runlock.hold(ws.root, wait=args.wait):
+        done = recover(ws, runner.STAGE_NAMES)
+    for stage, what in done:
+        print(f"[{stage}] {what}")
+    print(f"run {cfg.run.name}: " + (f"recovered ({len(done)} thing(s) done)" if done else "nothing to recover"))
     return 0
 
 
 def _cmd_crossval(args) -> int:
     from . import crossval
 
-    crossval.run(args.config, args.overrides, by=args.by)
+    crossval.run(args.config, args.overrides, by=args.by, wait=args.wait)
     return 0
 
 
@@ -175,5 +206,6 @@ def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
     """CLI entry: `signpipe` (the installed script) or `python -m pipeline` (which passes that as `prog`)."""
     args = _parser(prog).parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "compare": compare.command}
+                "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "compare": compare.command,
+                "recover": _cmd_recover}
     return guarded(lambda: commands[args.command](args), args.debug)

@@ -1,7 +1,6 @@
 """The staged commit: a stage writes into its staging folder, its manifest is written there last, then the folder
 (and its exports) replaces the stage's folder as a whole; `recover` finishes a commit a killed run cut short, and
-`clear_incomplete` removes what a killed run left half-written (before anything else is written: it may fill the
-disk)."""
+`waiting` says where one is waiting for it."""
 from __future__ import annotations
 
 import json
@@ -52,11 +51,11 @@ def cannot_write(e: OSError, path: Path) -> PipelineError:
     return PipelineError(f"cannot write {e.filename or path}: {e.strerror or e}")
 
 
-def commit(ws: Workspace, name: str) -> None:
-    """Put the complete staging folder of stage `name` (it holds its manifest) in place of the stage's folder:
-    its exports first, then the folder swapped for the old one as a whole. A commit cut short (two renames) is
-    finished by the next `run` (`recover`)."""
-    staging, final, old = ws.staging_dir(name), ws.root / name, ws.root / f".{name}.old"
+def commit(ws: Workspace, name: str, staging: Path | None = None) -> None:
+    """Put the complete staging folder of stage `name` (this process's, or `staging`; it holds its manifest) in
+    place of the stage's folder: its exports first, then the folder swapped for the old one as a whole. A commit
+    cut short (two renames) is finished by the next `run` or by `recover`."""
+    staging, final, old = staging or ws.staging_dir(name), ws.root / name, ws.root / f".{name}.old"
     try:
         exports = staging / STAGED_EXPORTS
         if exports.is_dir():
@@ -73,20 +72,25 @@ def commit(ws: Workspace, name: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def recover(ws: Workspace, names) -> None:
-    """Finish the commits of stages `names` that a killed run cut short, and remove old stage folders a commit
-    left behind."""
-    for name in names:
-        if (ws.staging_dir(name) / MANIFEST).is_file():
-            commit(ws, name)
-        shutil.rmtree(ws.root / f".{name}.old", ignore_errors=True)
+def waiting(ws: Workspace, name: str) -> Path | None:
+    """The newest complete staging folder of stage `name` (its manifest written, its commit not done), if any."""
+    complete = [p for p in ws.stagings(name) if (p / MANIFEST).is_file()]
+    return max(complete, key=lambda p: (p / MANIFEST).stat().st_mtime_ns) if complete else None
 
 
-def clear_incomplete(ws: Workspace, names) -> None:
-    """Remove the staging folders of stages `names` that hold no manifest: what a run killed mid-stage left (a
-    half-written cache can fill the disk, so this comes before the run writes anything). A staging folder with its
-    manifest is a complete commit: `recover` finishes it."""
+def recover(ws: Workspace, names) -> list[tuple[str, str]]:
+    """Finish the commits of stages `names` that a stopped run cut short, and remove what stopped runs left (staging
+    folders, old stage folders); returns (stage, what was done) for each thing done. Only under the run folder's
+    lock (`runlock.hold`) and before any stage runs: every staging folder is then one whose process has stopped."""
+    done = []
     for name in names:
-        staging = ws.staging_dir(name)
-        if staging.is_dir() and not (staging / MANIFEST).is_file():
-            shutil.rmtree(staging, ignore_errors=True)
+        if complete := waiting(ws, name):
+            commit(ws, name, complete)
+            done.append((name, f"finished the commit of its complete outputs that a stopped run left in {complete.name}"))
+        for left in ws.stagings(name):
+            shutil.rmtree(left, ignore_errors=True)
+            done.append((name, f"removed {left.name}, the incomplete outputs of a stopped run"))
+        if (old := ws.root / f".{name}.old").exists():
+            shutil.rmtree(old, ignore_errors=True)
+            done.append((name, f"removed {old.name}, the previous outputs a finished commit left"))
+    return done

@@ -21,7 +21,7 @@ import hashlib
 import re
 import time
 
-from . import artifacts, config, data, runner
+from . import artifacts, config, data, runlock, runner
 from .errors import PipelineError
 from .workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
 
@@ -61,14 +61,16 @@ def fold_config(base, unit: str):
     return cfg
 
 
-def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict:
-    """Run every fold (up-to-date ones are skipped) and write the table; returns its summary."""
+def run(config_path, overrides: list[str], by: str = "group", log=print, wait: bool = False) -> dict:
+    """Run every fold (up-to-date ones are skipped) and write the table; returns its summary. Each fold's run folder
+    is locked while it runs, and the base run's while its download runs and its table is written (`wait`: wait for
+    another writer holding one instead of failing)."""
     import pandas as pd
 
     base = config.load(config_path, overrides)
     if base.datablock.holdout:
         raise PipelineError("crossval chooses datablock.holdout itself: remove it from the config")
-    runner.run(base, ["download"])
+    runner.run(base, ["download"], wait=wait)
     folds = units(base, by)
     log(f"[crossval] {len(folds)} folds of {base.run.name}, one per held-out {by}: {', '.join(folds)}")
     rows, letters, failed = [], [], []
@@ -77,7 +79,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict
         t0 = time.perf_counter()
         try:
             cfg = fold_config(base, unit)
-            runner.run(cfg, list(runner.STAGE_NAMES))
+            runner.run(cfg, list(runner.STAGE_NAMES), wait=wait)
         except (PipelineError, OSError) as e:  # this fold's failure: a row saying why, and on to the next fold
             why = str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
             log(f"[crossval] fold {unit} failed: {why}")
@@ -94,8 +96,9 @@ def run(config_path, overrides: list[str], by: str = "group", log=print) -> dict
                      "no_hand": m.get("no_hand", ""), "seconds": round(time.perf_counter() - t0, 1),
                      "worst": ", ".join(f"{c} {a:.0%}" for c, a in zip(worst["category"], worst["accuracy"]))})
         log(f"[crossval] {unit}: accuracy {m['accuracy']:.4f} on {m['scored']} images; worst {rows[-1]['worst']}")
-    summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
-                          pd.concat(letters) if letters else None, config_path, overrides)
+    with runlock.hold(Workspace.from_config(base).root, wait=wait):
+        summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
+                              pd.concat(letters) if letters else None, config_path, overrides)
     log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
         f"lowest letter {summary['min_letter']}; table in {summary['path']}")
     if failed:

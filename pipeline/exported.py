@@ -74,8 +74,8 @@ class Exported:
     def detector(self):
         return self.reader.detector()
 
-    def store(self, folder: Path):
-        return self.reader.kind.store(folder)
+    def store(self, folder: Path, log=print):
+        return self.reader.kind.store(folder, log)
 
 
 def _card(path: Path) -> dict:

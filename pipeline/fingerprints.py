@@ -154,7 +154,7 @@ def staleness(cfg: Config, ws: Workspace, stage, fp: Fingerprint | None = None) 
     """'' when `stage` is up to date, else why not (never run / config changed / input changed / …)."""
     m = read_manifest(ws, stage.name)
     if m is None:
-        started = ws.staging_dir(stage.name).exists() or ws.stage_dir(stage.name).exists()
+        started = bool(ws.stagings(stage.name)) or ws.stage_dir(stage.name).exists()
         return "incomplete (interrupted or failed)" if started else "never run"
     fp = fp or fingerprint(cfg, ws, stage)
     if fp.missing:

@@ -235,9 +235,7 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
         for i, row in enumerate(found, 1):
             rows.append(row)
             if store is not None and (i - saved >= 256 or i == len(paths)):
-                if problem := store.put(paths[saved:i], rows[saved:i]):
-                    log(f"note: {problem}; the keypoints of these {what} will be found again next time")
-                    store = None
+                store.put(paths[saved:i], rows[saved:i])  # a store that cannot keep them says so once
                 saved = i
             if len(paths) >= 500 and i % step == 0 and i < len(paths):
                 log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")

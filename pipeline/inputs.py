@@ -24,7 +24,7 @@ class InputKind:
     finds_hands: bool           # photos become hand keypoints (MediaPipe) first: the [hands] extra, keypoints drawn
     writes: tuple[str, ...]     # what datablock writes for it, beside the split
     prepare: Callable           # (df, root, cfg, ws, log) -> datablock's outputs for it, after the split is written
-    store: Callable             # (data folder) -> the content store of what it computes per photo, or None
+    store: Callable             # (data folder, log) -> the content store of what it computes per photo, or None
 
     def require(self) -> None:
         """Fail now, in one line, when what this input needs is not installed (before minutes of verifying)."""
@@ -88,7 +88,7 @@ def _prepare_landmarks(df, root: Path, cfg, ws, log) -> list[Path]:
     from . import content_store, hands
     from .workspace import write_csv
 
-    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data))
+    feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data, log))
     feats.insert(0, "path", df["path"].to_numpy())
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
@@ -98,14 +98,14 @@ def _prepare_landmarks(df, root: Path, cfg, ws, log) -> list[Path]:
                                  ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
 
 
-def _no_store(folder: Path):
+def _no_store(folder: Path, log=print):
     return None
 
 
-def _landmark_store(folder: Path):
+def _landmark_store(folder: Path, log=print):
     from . import content_store
 
-    return content_store.landmarks(folder)
+    return content_store.landmarks(folder, log)
 
 
 IMAGES = InputKind("images", "image", pixels=True, finds_hands=False, writes=(), prepare=_prepare_images, store=_no_store)

@@ -6,6 +6,7 @@ callers use are importable from here too.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import os
@@ -13,8 +14,8 @@ import shutil
 import time
 from datetime import datetime, timezone
 
-from . import artifacts, data, distributed, models
-from .commit import cannot_write, clear_incomplete, commit, recover, write_manifest
+from . import artifacts, data, distributed, models, runlock
+from .commit import cannot_write, commit, recover, waiting, write_manifest
 from .config import Config, dumps
 from .errors import PipelineError
 from .fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
@@ -125,19 +126,21 @@ def preflight(cfg: Config, stages: list[str]) -> None:
         models.check_arch(cfg.train.arch)
 
 
-def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
-    """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped. Under a
-    distributed launcher (torchrun, accelerate launch) see `pipeline.distributed`."""
+def run(cfg: Config, stages: list[str], force: bool = False, wait: bool = False) -> dict[str, str]:
+    """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped. The run
+    folder is locked for the whole run (`runlock`): another writer holding it is an error, or with `wait`, waited
+    for. Under a distributed launcher (torchrun, accelerate launch) see `pipeline.distributed`: rank 0 holds it."""
     preflight(cfg, stages)
     distributed.init()
     ws = Workspace.from_config(cfg)
+    with runlock.hold(ws.root, wait=wait) if distributed.is_main() else contextlib.nullcontext():
+        return _run(cfg, ws, stages, force)
+
+
+def _run(cfg: Config, ws: Workspace, stages: list[str], force: bool) -> dict[str, str]:
     if distributed.is_main():
-        try:
-            ws.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise PipelineError(f"cannot write {ws.root}: {e.strerror or e}") from None
-        recover(ws, STAGE_NAMES)
-        clear_incomplete(ws, STAGE_NAMES)  # before the first write: what a killed stage left may fill the disk
+        for name, what in recover(ws, STAGE_NAMES):
+            StageLog(name)(what)
         write_text(ws.root / artifacts.CONFIG, dumps(cfg) + "\n")
     distributed.barrier()
     result = {}
@@ -168,14 +171,24 @@ def run(cfg: Config, stages: list[str], force: bool = False) -> dict[str, str]:
 
 
 def status(cfg: Config) -> list[tuple[str, str]]:
-    """(stage, 'up to date' or the reason it would run) for every stage; stale upstream makes downstream stale."""
+    """(stage, 'up to date' or the reason it would run) for every stage; stale upstream makes downstream stale. It
+    reads without the run folder's lock: a stage a run in progress is writing says so, and so does a complete
+    commit that a stopped run left waiting."""
     ws = Workspace.from_config(cfg)
+    busy = runlock.holder(ws.root)
+    if busy and busy.get("pid") == os.getpid():  # `report` asks while it holds the lock itself
+        busy = None
     out, stale = [], set()
     for s in STAGES:
         try:
             why = staleness(cfg, ws, s)
         except PipelineError as e:  # e.g. a test-set folder that is empty: this stage cannot be checked, the rest can
             why = f"cannot be checked: {e}"
+        if busy is not None and any(p.name.endswith(f"-{busy.get('pid')}") for p in ws.stagings(s.name)):
+            why = f"being run now (pid {busy.get('pid')})"
+        elif busy is None and (complete := waiting(ws, s.name)):
+            why = (f"complete outputs are waiting in {complete.name} (a run stopped while committing them): "
+                   "`python -m pipeline run` or `recover` finishes the commit")
         if not why and (up := [r for r in s.reads(cfg) if r in stale]):
             why = f"upstream {up[0]} is stale"
         if why:

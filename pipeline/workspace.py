@@ -53,8 +53,18 @@ class Workspace:
         return self.staging_dir(stage) if stage == self.staged else self.root / stage
 
     def staging_dir(self, stage: str) -> Path:
-        """Where a run of `stage` writes until its outputs are complete (then it replaces `runs/<name>/<stage>`)."""
-        return self.root / f".{stage}.staging"
+        """Where this process's run of `stage` writes until its outputs are complete (then it replaces
+        `runs/<name>/<stage>`): `.<stage>.staging-<pid>`, private to the process."""
+        return self.root / f".{stage}.staging-{os.getpid()}"
+
+    def stagings(self, stage: str) -> list[Path]:
+        """Every staging folder of `stage` in the run folder, whichever process made it (and the `.<stage>.staging`
+        of earlier versions)."""
+        mine = re.compile(rf"\.{re.escape(stage)}\.staging(-\d+)?")
+        with contextlib.suppress(OSError):
+            return sorted(p for p in self.root.glob(f".{glob.escape(stage)}.staging*")
+                          if mine.fullmatch(p.name) and p.is_dir())
+        return []
 
     def artifact(self, stage: str, name: str) -> Path:
         return self.stage_dir(stage) / name

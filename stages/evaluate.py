@@ -181,7 +181,7 @@ def run(cfg, ws, log):
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
     model = exported.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
-    store = model.store(ws.data)
+    store = model.store(ws.data, log)
     vocab = model.vocab
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []

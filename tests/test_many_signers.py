@@ -188,7 +188,7 @@ def test_every_fold_its_own_run_and_its_exact_group_held_out(three_sources, monk
     groups = ["s/a b", "s/a-b", 's/q"x', "s/\\u0041", "s/ok"]
     ran = {}
 
-    def fake_run(cfg, stages, force=False):
+    def fake_run(cfg, stages, force=False, wait=False):
         if stages != ["download"]:
             ran[cfg.run.name] = cfg.datablock.holdout
             raise PipelineError(f"boom in {cfg.datablock.holdout[0]}")
@@ -260,3 +260,35 @@ def test_a_holdout_that_takes_everything_says_so(three_sources):
     with pytest.raises(PipelineError, match=r"datablock.holdout = \['one', 'hands', 'flat'\] took every image \(38 "
                                             r"held out\): nothing is left to train a classifier on"):
         runner.run(load(three_sources, 'datablock.holdout=["one", "hands", "flat"]'), ["datablock"])
+
+
+@pytest.mark.slow
+def test_crossval_locks_each_fold_and_a_busy_fold_is_a_row_saying_why(three_sources, monkeypatch):
+    """Each fold's run folder is locked while it runs: one another process holds is a failed row naming the holder;
+    the other folds run and the table is still written."""
+    import subprocess
+    import sys
+
+    from pipeline import runlock
+    from tests.conftest import subprocess_env
+
+    monkeypatch.chdir(three_sources)
+    busy = Workspace.from_config(load(three_sources, f"run.name={crossval.fold_name('multi', 'one')}")).root
+    with runlock.hold(busy), runlock.hold(busy):  # reentrant within a process
+        pass
+    assert runlock.holder(busy) is None
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline import runlock\n"
+                               "with runlock.hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(300)",
+                               str(busy)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(PipelineError, match=r"1 fold\(s\) failed: one"):
+            crossval.run(None, [])
+    finally:
+        holder.kill()
+        holder.wait()
+    table = pd.read_csv(three_sources / "runs" / "multi" / "crossval" / "crossval.csv", keep_default_na=False)
+    assert list(table["held_out"]) == ["one", "hands/hand1", "hands/hand2", "flat"]
+    (row,) = table[table["held_out"] == "one"].itertuples()
+    assert row.worst.startswith(f"failed: another run is writing {busy} (pid {holder.pid}, ")
+    assert (table[table["held_out"] != "one"]["images"] > 0).all()

@@ -195,7 +195,7 @@ def test_sigkill_mid_stage_keeps_the_previous_outputs_and_the_rerun_reproduces_t
     del clean["manifest.json"]  # it records timings
 
     proc = start(project, "run", "--stages", "datablock", "--force")
-    wait_for(lambda: (project / "runs/r/.datablock.staging/splits.csv").exists(), proc)  # the new split is written
+    wait_for(lambda: list(project.glob("runs/r/.datablock.staging-*/splits.csv")), proc)  # the new split is written
     kill_hard(proc)
     assert snapshot(stage, "*") == before                         # the previous outputs and manifest are untouched
     assert dict(runner.status(load(project)))["datablock"] == "up to date"
@@ -205,7 +205,7 @@ def test_sigkill_mid_stage_keeps_the_previous_outputs_and_the_rerun_reproduces_t
     again = snapshot(stage, "*.csv", "*.json")
     del again["manifest.json"]
     assert again == clean
-    assert leftovers(project / "runs") == [] and not (project / "runs/r/.datablock.staging").exists()
+    assert leftovers(project / "runs") == [] and not list(project.glob("runs/r/.datablock.staging*"))
     assert dict(runner.status(load(project)))["datablock"] == "up to date"
 
 
@@ -230,15 +230,16 @@ def test_unwritable_artifact_names_the_path_and_keeps_earlier_artifacts(tmp_path
     runner.run(load(project), ["download", "datablock"])
     clean = snapshot(project, SPLITS)
     earlier = snapshot(project, "runs/r/*/*")
-    read_only(monkeypatch, project / "runs/r/.datablock.staging/splits.csv")
+    staging = project / f"runs/r/.datablock.staging-{os.getpid()}"  # this process's
+    read_only(monkeypatch, staging / "splits.csv")
 
     with pytest.raises(PipelineError) as err:
         runner.run(load(project), ["datablock"], force=True)
-    assert str(err.value) == f"cannot write {project / 'runs/r/.datablock.staging/splits.csv'}: Read-only file system"
+    assert str(err.value) == f"cannot write {staging / 'splits.csv'}: Read-only file system"
     assert snapshot(project, "runs/r/*/*") == earlier
     assert dict(runner.status(load(project))) == {"download": "up to date", "datablock": "up to date",
                                                   "lr_find": "never run", "train": "never run", "evaluate": "never run"}
-    assert leftovers(project / "runs") == [] and not (project / "runs/r/.datablock.staging").exists()
+    assert leftovers(project / "runs") == [] and not staging.exists()
 
     monkeypatch.undo()
     assert runner.run(load(project), ["download", "datablock"], force=True) == {"download": "ran", "datablock": "ran"}
@@ -278,6 +279,9 @@ def test_read_only_stage_folder(tmp_path, monkeypatch, capsys):
     assert snapshot(project, "runs/r/download/*") == earlier
     monkeypatch.undo()
     monkeypatch.chdir(project)
+    assert pipeline_cli.main(["status"]) == 0
+    assert f"download   complete outputs are waiting in .download.staging-{os.getpid()}" in capsys.readouterr().out
+    assert pipeline_cli.main(["run", "--stages", "download"]) == 0
     assert pipeline_cli.main(["status"]) == 0
     assert "download   up to date" in capsys.readouterr().out
 

@@ -1,0 +1,210 @@
+"""The content store heals: a damaged file (a corrupt page, truncated, garbage) is moved aside with one warning and
+rebuilt from what is asked for; a value whose bytes changed is recomputed and counted; a read-only store is one
+line; two processes fill one store at once and every value stays right."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import artifacts, config, content_store, runner
+from pipeline.content_store import ContentStore
+from pipeline.workspace import Workspace, read_json
+from tests.conftest import make_image_folder, tiny_config
+from tests.reliability.conftest import env
+
+PAGE = 4096  # SQLite's default page size
+
+
+def damage(path: Path, how: str) -> None:
+    """Damage the store file `path` as a disk or a careless copy would."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    if how == "corrupt_page":  # 2 KB of garbage at the start of a page in the middle
+        at = len(data) // PAGE // 2 * PAGE
+        data[at:at + 2048] = rng.bytes(2048)
+    elif how == "truncated":
+        data = data[:len(data) // 3]
+    elif how == "garbage":
+        data = bytearray(rng.bytes(len(data)))
+    path.write_bytes(bytes(data))
+
+
+def flip_a_byte_of(path: Path, value: bytes) -> None:
+    """Flip one bit inside the stored bytes `value`, where SQLite itself cannot notice."""
+    data = bytearray(path.read_bytes())
+    at = data.find(value)
+    assert at >= 0 and data.find(value, at + 1) < 0
+    data[at + len(value) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        (p := folder / f"{i}.bin").write_bytes(f"image {i}".encode() * 20)
+        out.append(p)
+    return out
+
+
+def compute(path: Path) -> list:
+    """A stand-in for MediaPipe: 'features' made from the file's bytes."""
+    h = hashlib.sha256(Path(path).read_bytes()).digest()
+    return [b / 255 for b in h] * 2
+
+
+def features(store: ContentStore, paths: list[Path]) -> tuple[list, int]:
+    """What hands.extract does with a store: the stored rows, the rest computed and added; and how many were computed."""
+    rows = store.get(paths)
+    todo = [p for p, r in zip(paths, rows) if r is None]
+    store.put(todo, [compute(p) for p in todo])
+    done = iter(compute(p) for p in todo)
+    return [r if r is not None else next(done) for r in rows], len(todo)
+
+
+@pytest.mark.parametrize("how", ["corrupt_page", "truncated", "garbage"])
+def test_a_damaged_store_is_moved_aside_with_one_warning_and_rebuilt(tmp_path, how):
+    paths = images(tmp_path / "imgs", 300)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "data" / content_store.LANDMARKS
+    assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 300)
+    damage(store_path, how)
+
+    said = []
+    got, computed = features(ContentStore(store_path, {"v": 1}, log=said.append), paths)
+    assert got == clean
+    assert computed == 300                                        # what the damaged file held is computed again
+    (line,) = said
+    assert line.startswith(f"warning: the store {store_path} was damaged (") and "moved aside" in line
+    (aside,) = store_path.parent.glob(f"{content_store.LANDMARKS}.corrupt-*")
+    assert aside.name in line
+    assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 0)  # rebuilt
+
+
+def test_a_flipped_byte_inside_a_stored_value_is_recomputed_and_counted(tmp_path):
+    paths = images(tmp_path / "imgs", 50)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "store.sqlite"
+    features(ContentStore(store_path, {}), paths)
+    flip_a_byte_of(store_path, json.dumps(clean[17]).encode())
+
+    said = []
+    store = ContentStore(store_path, {}, log=said.append)
+    got, computed = features(store, paths)
+    assert got == clean and computed == 1 and store.damaged == 1
+    assert said == [f"warning: 1 value(s) in the store {store_path} did not match their checksum: computed again"]
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == (clean, 0)  # stored anew
+
+
+def test_a_store_of_an_earlier_version_keeps_its_values(tmp_path):
+    """The table before checksums (`rows`: key, row) is taken over, each value with its checksum from now on."""
+    paths = images(tmp_path / "imgs", 3)
+    store_path = tmp_path / "store.sqlite"
+    store = ContentStore(store_path, {})
+    keys = [store._key(str(p)) for p in paths]
+    store_path.unlink()
+    with contextlib.closing(sqlite3.connect(store_path)) as db, db:
+        db.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, row BLOB NOT NULL)")
+        db.executemany("INSERT INTO rows VALUES (?, ?)", [(k, json.dumps(compute(p))) for k, p in zip(keys, paths)])
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == ([compute(p) for p in paths], 0)
+
+
+def read_only(monkeypatch) -> None:
+    """Every store opens read-only (SQLite's `mode=ro`), as on a read-only disk: a test running as root too."""
+    real = sqlite3.connect
+
+    def connect(path, *args, **kwargs):
+        return real(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(content_store.sqlite3, "connect", connect)
+
+
+def test_a_read_only_store_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """datablock's cache puts into the decoded-image store once per batch of 256: a store that cannot be written
+    says so once, not once per batch, and the run goes on with the same cache."""
+    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=100, size=12)
+    tiny_config(tmp_path, {"download.source": f"path:{src}", "download.subdir": "", "datablock.cache": True,
+                           "datablock.verify": False, "train.image_size": 8})
+    cfg = config.load(None, cwd=tmp_path)
+    ws = Workspace.from_config(cfg)
+    runner.run(cfg, ["download", "datablock"])
+    clean = ws.artifact("datablock", artifacts.CACHE).read_bytes()
+    store_path = ws.data / content_store.DECODED
+    store_path.unlink()
+    ContentStore(store_path, {})  # an empty store, then the disk turns read-only
+    read_only(monkeypatch)
+    capsys.readouterr()
+
+    assert runner.run(cfg, ["datablock"], force=True) == {"datablock": "ran"}
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if str(store_path) in line and "cannot" in line]
+    assert len(lines) == 1, out
+    assert "cannot write the store" in lines[0] and "readonly" in lines[0]
+    assert ws.artifact("datablock", artifacts.CACHE).read_bytes() == clean
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+
+
+@pytest.mark.parametrize("how", ["corrupt_page", "garbage", "flipped_byte"])
+def test_a_datablock_rerun_over_a_damaged_decoded_store_warns_once_and_gives_the_same_cache(tmp_path, capsys, how):
+    """End to end: the decoded-image store (the keypoint store's twin: same class, no MediaPipe needed)."""
+    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=20)
+    tiny_config(tmp_path, {"download.source": f"path:{src}", "download.subdir": "", "datablock.cache": True,
+                           "train.image_size": 24})
+    cfg = config.load(None, cwd=tmp_path)
+    ws = Workspace.from_config(cfg)
+    runner.run(cfg, ["download", "datablock"])
+    cache = ws.artifact("datablock", artifacts.CACHE)
+    clean = cache.read_bytes()
+    store_path = ws.data / content_store.DECODED
+    if how == "flipped_byte":
+        flip_a_byte_of(store_path, np.load(cache)[5].tobytes())
+    else:
+        damage(store_path, how)
+    capsys.readouterr()
+
+    assert runner.run(cfg, ["datablock"], force=True) == {"datablock": "ran"}
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and str(store_path) in warnings[0], out
+    assert cache.read_bytes() == clean
+    meta = read_json(ws.artifact("datablock", artifacts.CACHE_META))
+    assert meta["from_store"] == (meta["rows"] - 1 if how == "flipped_byte" else 0)
+    assert runner.run(cfg, ["datablock"], force=True) == {"datablock": "ran"}   # the store was rebuilt
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == meta["rows"]
+    assert "warning:" not in capsys.readouterr().out
+
+
+FILLER = """
+import json, sys
+from pathlib import Path
+from pipeline.content_store import ContentStore
+from tests.reliability.test_store import compute
+paths = [Path(p) for p in json.loads(sys.argv[1])]
+said = []
+store = ContentStore(Path(sys.argv[2]), {}, log=said.append)
+for i in range(0, len(paths), 5):
+    chunk = paths[i:i + 5]
+    got = store.get(chunk)
+    assert all(g is None or g == compute(p) for g, p in zip(got, chunk)), "a wrong value"
+    store.put(chunk, [compute(p) for p in chunk])
+assert not said, said
+"""
+
+
+def test_two_processes_fill_one_store_at_once(tmp_path):
+    paths = images(tmp_path / "imgs", 400)
+    store_path = tmp_path / "store.sqlite"
+    order = [json.dumps([str(p) for p in paths]), json.dumps([str(p) for p in reversed(paths)])]
+    procs = [subprocess.Popen([sys.executable, "-c", FILLER, o, str(store_path)], env=env(), stderr=subprocess.PIPE,
+                              text=True) for o in order]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == ([compute(p) for p in paths], 0)
