@@ -24,10 +24,11 @@ if sys.version_info >= (3, 11):
 else:  # pyproject installs tomli there: the same parser, before it joined the standard library
     import tomli as tomllib
 
-# The embedded demo: an installed wheel carries it as pipeline/configs/demo.toml (pyproject maps configs/ there).
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.toml"
-if not DEMO_CONFIG.is_file():  # a checkout: the repo's configs/demo.toml
-    DEMO_CONFIG = DEMO_CONFIG.parent.parent.parent / "configs" / "demo.toml"
+def demo_config() -> Path:
+    """The embedded demo config: an installed wheel carries it as pipeline/configs/demo.toml (pyproject maps
+    configs/ there), a checkout has the repo's configs/demo.toml."""
+    installed = Path(__file__).resolve().parent / "configs" / "demo.toml"
+    return installed if installed.is_file() else installed.parent.parent.parent / "configs" / "demo.toml"
 
 
 @dataclass
@@ -361,11 +362,11 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
     also when named with --config) resolve against `cwd`, so the demo runs wherever it is started."""
     cwd = Path(cwd or Path.cwd())
     if path is None:
-        path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else DEMO_CONFIG
+        path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else demo_config()
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"config file {path} does not exist")
-    project_dir = cwd if path.resolve() == DEMO_CONFIG else path.resolve().parent
+    project_dir = cwd if path.resolve() == demo_config() else path.resolve().parent
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

@@ -15,7 +15,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_demo_config_is_the_default(tmp_path):
     cfg = config.load(None, cwd=tmp_path)
-    assert cfg.source_file == str(config.DEMO_CONFIG)
+    assert cfg.source_file == str(config.demo_config())
     assert cfg.download.source == "sklearn:digits"
     assert cfg.evaluate.test_sets[0].label_regex == r"^(\d)_\d+\.png$"
 
@@ -130,7 +130,7 @@ def test_shipped_configs_load_and_validate(path):
 
 def test_tiny_config_is_the_demo_shrunk(tmp_path):
     """The tests' shared config: demo.toml with SHRINK and the overrides, every other demo value kept."""
-    cfg, demo = tiny_config(tmp_path, {"train.epochs": 3}), config.load(config.DEMO_CONFIG)
+    cfg, demo = tiny_config(tmp_path, {"train.epochs": 3}), config.load(config.demo_config())
     assert cfg.train.epochs == 3 and cfg.train.arch == "logreg" and cfg.evaluate.test_sets == []
     assert (cfg.train.lr_mult, cfg.evaluate.batch_size) == (demo.train.lr_mult, demo.evaluate.batch_size)
     assert config.load(None, cwd=tmp_path) == cfg  # the file a `python -m pipeline` run there reads

@@ -114,7 +114,7 @@ def test_wheel_installed_outside_the_repo_runs_the_demo(tmp_path):
         return p.stdout
 
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline.config as c, stages; "
-                            "print(c.__file__, stages.__file__, c.DEMO_CONFIG, sep='\\n')"],
+                            "print(c.__file__, stages.__file__, c.demo_config(), sep='\\n')"],
                            cwd=empty, env=env, check=True, capture_output=True, text=True).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
     assert signpipe("--help").startswith("usage: signpipe ")

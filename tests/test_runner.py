@@ -62,7 +62,7 @@ RECORDED = {
 
 @pytest.mark.parametrize("overrides", list(RECORDED))
 def test_the_config_part_and_inputs_of_each_fingerprint_are_as_recorded(tmp_path, overrides):
-    cfg = config.load(config.DEMO_CONFIG, list(overrides), cwd=tmp_path)
+    cfg = config.load(config.demo_config(), list(overrides), cwd=tmp_path)
     ws = Workspace(root=tmp_path, exports=tmp_path, data=tmp_path, name="x")
     assert {s.name: (runner.fingerprint(cfg, ws, s).config[:16], s.reads(cfg)) for s in runner.STAGES} == \
         RECORDED[overrides]
@@ -305,7 +305,7 @@ def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, caps
 def test_the_demo_resolves_against_the_current_folder(tmp_path):
     cfg = config.load(None, cwd=tmp_path)
     assert Path(cfg.project_dir) == tmp_path and Workspace.from_config(cfg).root == tmp_path / "runs" / "demo"
-    named = config.load(config.DEMO_CONFIG, cwd=tmp_path)
+    named = config.load(config.demo_config(), cwd=tmp_path)
     assert Workspace.from_config(named).root == tmp_path / "runs" / "demo"
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "x.toml").write_text('[download]\nsource = "sign_mnist:path:../data/s"\n')
