@@ -1,0 +1,218 @@
+"""Live fingerspelling (pipeline/live.py): the video-mode hand tracker gives a still photo the features training
+saw, each stream keeps its own text, `spell` reads a video made from real photos (H, E, L, no hand, L, O) as the
+model reads those photos one by one, and a real browser with a fake camera spells on `serve`'s page (skipped,
+naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
+import csv
+import importlib.util
+import io
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline import hands, live, spelling
+from pipeline.errors import PipelineError
+from tests.conftest import SHARED_DATA, pipeline_cmd, subprocess_env
+
+LETTERS = "HELO"
+FPS = 15
+SIZE = (480, 640)  # a webcam's frame (rows, columns)
+
+
+def massey(data: Path, letter: str, i: int) -> Path:
+    """The `i`-th Massey photo (a segmented hand on black, 400 px square) of `letter`."""
+    return sorted((data / "massey_asl" / letter.lower()).glob("*.jpeg"))[i]
+
+
+def webcam_frame(photo: Path | None):
+    """A SIZE frame: the photo in the middle of a black one, or all black (no hand)."""
+    frame = np.zeros((*SIZE, 3), np.uint8)
+    if photo is not None:
+        img = hands.load_rgb(photo)
+        h, w = img.shape[:2]
+        top, left = (SIZE[0] - h) // 2, (SIZE[1] - w) // 2
+        frame[top:top + h, left:left + w] = img
+    return frame
+
+
+def word(photos: dict, gap_s: float):
+    """(photo or None, seconds) for HELLO: each letter held 1 s, no hand for `gap_s` between the two L's."""
+    return [(photos["H"], 1.0), (photos["E"], 1.0), (photos["L"], 1.0), (None, gap_s), (photos["L"], 1.0),
+            (photos["O"], 1.0)]
+
+
+def write_video(path: Path, parts) -> int:
+    """An MJPEG .avi at FPS of `parts` ((photo or None, seconds)); its frame count."""
+    import cv2
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE[::-1])
+    n = 0
+    for photo, seconds in parts:
+        bgr = cv2.cvtColor(webcam_frame(photo), cv2.COLOR_RGB2BGR)
+        for _ in range(round(seconds * FPS)):
+            out.write(bgr)
+            n += 1
+    out.release()
+    return n
+
+
+def expected_text(readings: dict, parts, rules=None) -> str:
+    """What `spell` should write: each photo's still reading (label, p), frame after frame at FPS."""
+    frames, t = [], 0.0
+    for photo, seconds in parts:
+        label, p = readings[photo] if photo is not None else (None, 0.0)
+        for _ in range(round(seconds * FPS)):
+            frames.append((t, label, p))
+            t += 1 / FPS
+    return spelling.spell(frames, rules)[0]
+
+
+@pytest.fixture(scope="module")
+def helo(tmp_path_factory):
+    """A small hand-landmark learner exported to helo.pkl, trained on the keypoints of 8 Massey photos of each of
+    H, E, L, O (with noisy copies) and no-hand rows; a 9th photo of each letter, and how the model reads each of
+    those still photos (label, p) through `predict`'s path."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    import pandas as pd
+
+    from pipeline import config, hand_model, models, training
+
+    root = tmp_path_factory.mktemp("helo")
+    train = [(c, massey(SHARED_DATA, c, i)) for c in LETTERS for i in range(8)]
+    found = hands.extract([p for _, p in train], log=lambda m: None, workers=1)
+    rng = np.random.default_rng(0)
+    rows, split = [], []
+    for (c, p), (_, f) in zip(train, found.iterrows()):
+        if f["hand_found"]:
+            x = f[hands.FEATURES].to_numpy(np.float32)
+            for k in range(4):
+                rows.append(x if k == 0 else np.append(x[:63] + rng.normal(0, 0.03, 63), 1).astype(np.float32))
+                split.append((f"{p}#{k}", c, len(split) % 5 == 0))
+    for i in range(20):
+        rows.append(np.zeros(len(hands.FEATURES), np.float32))
+        split.append((f"nothing/{i}", "nothing", i % 5 == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
+    feats.insert(0, "path", split["path"])
+    dls = hand_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
+    cfg = config.load(None, cwd=root, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
+                                                  "datablock.cache=false"])
+    learn = models.make_learner(dls, cfg, SimpleNamespace(scratch=root))
+    with training.quiet(learn):
+        learn.fit_one_cycle(10, 1e-2)
+    photos = {c: massey(SHARED_DATA, c, 8) for c in LETTERS}
+    probs, hand = hand_model.photo_probs(learn, list(photos.values()), log=lambda m: None)
+    vocab = list(learn.dls.vocab)
+    readings = {p: ((vocab[int(row.argmax())], float(row.max())) if h else (None, 0.0))
+                for p, row, h in zip(photos.values(), probs, hand)}
+    training.strip_for_export(learn)
+    learn.export(root / "helo.pkl")
+    return SimpleNamespace(pkl=root / "helo.pkl", root=root, photos=photos, readings=readings)
+
+
+@pytest.mark.shared_data
+def test_a_tracked_still_photo_gives_the_training_features(shared_data):
+    """The first frame of a stream is found as a photo is (the same graph settings and padding): the features are
+    those `Detector` gives for training (photos it finds at its first look: it also looks again brightened and
+    turned, the tracker does not). Later frames of the same still image are tracked from the last keypoints instead
+    of found afresh, and stay close (README, "Live fingerspelling", has the measurement)."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    detector = hands.Detector()
+    photos = [massey(shared_data, c, 8) for c in LETTERS] + [shared_data / "asl_alphabet_test" / f"{c}_test.jpg"
+                                                              for c in "LW"]
+    try:
+        for photo in photos:
+            points, handedness, _ = detector(photo)
+            assert points is not None, photo
+            still = hands.canonical(points, handedness)
+            tracker = hands.Tracker()
+            try:
+                tracked = [tracker(hands.load_rgb(photo)) for _ in range(4)]
+            finally:
+                tracker.close()
+            assert all(p is not None for p, _, _ in tracked) and {h for _, h, _ in tracked} == {handedness}
+            feats = [hands.canonical(p, h) for p, h, _ in tracked]
+            np.testing.assert_allclose(feats[0], still, atol=1e-6)
+            assert max(np.abs(f - still).max() for f in feats[1:]) < 0.5
+    finally:
+        detector.close()
+
+
+def _one_letter_reader(vocab=("X", "nothing")):
+    """A stand-in for a loaded hand model (`serve.Reader`'s attributes): every hand reads as the first label."""
+    def probs(x):
+        out = np.zeros((len(x), len(vocab)), np.float32)
+        out[:, 0] = 1.0
+        return out
+
+    return SimpleNamespace(landmarks=True, vocab=list(vocab), onnx=True, model=SimpleNamespace(probs=probs),
+                           _lock=threading.Lock())
+
+
+@pytest.mark.shared_data
+def test_each_stream_has_its_own_tracker_and_text(shared_data):
+    """Two streams fed frame by frame, interleaved: one sees a hand for a second and writes its letter, the other
+    sees none and writes nothing; clearing one leaves the other."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    reader = _one_letter_reader()
+    rules = spelling.Rules(hold_s=0.3)
+    a, b = live.LiveStream(reader, rules), live.LiveStream(reader, rules)
+    hand, empty = webcam_frame(massey(shared_data, "L", 8)), webcam_frame(None)
+    try:
+        for i in range(8):
+            fa, fb = a.step(hand, i / 10), b.step(empty, i / 10)
+            assert fa.hand and fa.points is not None and not fb.hand and fb.label is None
+        assert (a.speller.text, b.speller.text) == ("X", "")
+        assert live.reading(fa, a.speller).startswith("X (100.0%)") and live.reading(fb, b.speller) == "no hand"
+        b.speller.text = "KEEP"
+        a.speller.clear()
+        assert (a.speller.text, b.speller.text) == ("", "KEEP")
+        assert live.shown(hand, fa.points).size == (live.SHOWN_SIDE, live.SHOWN_SIDE * 3 // 4)
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(PipelineError, match="needs a hand-landmark model"):
+        live.LiveStream(SimpleNamespace(landmarks=False))
+
+
+def test_a_missing_or_unreadable_video_is_a_one_line_error(tmp_path):
+    pytest.importorskip("cv2", reason="OpenCV comes with the [hands] extra")
+    with pytest.raises(PipelineError, match="is not a file"):
+        live.video_frames(tmp_path / "none.mp4")
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(PipelineError, match="OpenCV cannot read it as a video"):
+        live.video_frames(tmp_path / "text.mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_spell_reads_a_video_as_the_model_reads_its_photos(helo, capsys):
+    """A 5.3 s video at 15 frames/s: Massey photos of H, E, L, L, O held 1 s each, no hand for 0.33 s between the
+    L's. `spell` writes what the model reads on each still photo, with the spelling rules applied; `--csv` gives
+    one row a frame, no hand in the gap."""
+    from pipeline import serve
+
+    parts = word(helo.photos, gap_s=1 / 3)
+    video = helo.root / "hello.avi"
+    n = write_video(video, parts)
+    expected = expected_text(helo.readings, parts)
+    assert expected  # the photos are read above the threshold
+    reader = serve.Reader(helo.pkl, trust=True, parallel=1)
+    capsys.readouterr()
+    assert live.spell_video(reader, video, log=lambda m: None) == expected
+    assert capsys.readouterr().out == expected + "\n"
+    p = subprocess.run(pipeline_cmd("spell", "--learner", str(helo.pkl), "--trust-learner", "--csv", str(video)),
+                       capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert len(rows) == n and list(rows[0]) == ["time", "hand_found", "top1", "p", "written", "text"]
+    assert rows[-1]["text"] == expected and f"spelled: {expected}" in p.stderr
+    gap = [r for r in rows if 3.05 < float(r["time"]) < 3.3]
+    assert gap and all(r["hand_found"] == "false" and r["top1"] == "" for r in gap)
+    assert "".join(r["written"] for r in rows) == expected
