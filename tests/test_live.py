@@ -216,3 +216,119 @@ def test_spell_reads_a_video_as_the_model_reads_its_photos(helo, capsys):
     gap = [r for r in rows if 3.05 < float(r["time"]) < 3.3]
     assert gap and all(r["hand_found"] == "false" and r["top1"] == "" for r in gap)
     assert "".join(r["written"] for r in rows) == expected
+
+
+def write_y4m(path: Path, parts, size=(240, 320), fps: int = FPS) -> None:
+    """A raw Y4M video (what Chromium's fake camera plays, in a loop) of `parts` ((photo or None, seconds)), each
+    photo scaled to 200 px high in the middle of a black `size` frame."""
+    import cv2
+    from PIL import Image
+
+    rows, cols = size
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{cols} H{rows} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for photo, seconds in parts:
+            frame = np.zeros((rows, cols, 3), np.uint8)
+            if photo is not None:
+                img = Image.fromarray(hands.load_rgb(photo))
+                img = np.asarray(img.resize((round(img.width * 200 / img.height), 200)))
+                top, left = (rows - img.shape[0]) // 2, (cols - img.shape[1]) // 2
+                frame[top:top + img.shape[0], left:left + img.shape[1]] = img
+            yuv = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()
+            for _ in range(round(seconds * fps)):
+                out.write(b"FRAME\n" + yuv)
+
+
+@pytest.fixture
+def live_server(helo, tmp_path):
+    """`serve` with the HELO model in a subprocess on a free 127.0.0.1 port, with test_serve's network guard;
+    stopped afterwards."""
+    from tests.test_serve import NET_GUARD, _free_port, _get
+
+    (tmp_path / "guard").mkdir()
+    (tmp_path / "guard" / "sitecustomize.py").write_text(NET_GUARD)
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{tmp_path / 'guard'}:{env['PYTHONPATH']}"
+    env["SIGNPIPE_NET_LOG"] = str(tmp_path / "net.log")
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(pipeline_cmd("serve", "--learner", str(helo.pkl), "--trust-learner", "--port", str(port),
+                                         "--parallel", "1"), cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+            try:
+                _get(url)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"serve did not answer at {url}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+        yield SimpleNamespace(url=url, work=tmp_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+BROWSER = next((b for b in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                if Path(b).exists()), "")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (/usr/bin/chromium, chromium-browser or "
+                                        "google-chrome): apt-get install chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="playwright is not installed (the [test] extra)")
+def test_a_browser_with_a_fake_camera_spells_on_the_live_page(helo, live_server):
+    """Chromium's fake camera plays the HELLO video (the same photos, 1 s each, 1 s of no hand between the L's and
+    after the O, in a loop); the live section streams it to the server, which spells what the model reads on the
+    photos. A second tab that streams nothing keeps its own empty text; every request goes to the app itself; a
+    screenshot of the page is saved in the test's folder."""
+    from playwright import sync_api
+
+    parts = word(helo.photos, gap_s=1.0) + [(None, 1.0)]
+    expected = expected_text(helo.readings, parts)
+    assert expected
+    video = live_server.work / "hello.y4m"
+    write_y4m(video, parts)
+    elsewhere = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"])
+        try:
+            pages = [browser.new_page(), browser.new_page()]
+            for page in pages:
+                page.on("request", lambda r: elsewhere.append(r.url)
+                        if not r.url.startswith((live_server.url, "data:", "blob:")) else None)
+                page.goto(live_server.url, wait_until="load", timeout=60_000)
+                page.wait_for_selector("#live_cam", timeout=60_000)
+            page = pages[0]
+            page.locator("#live_cam").get_by_text("Click to Access Webcam").click()
+            page.locator("#live_cam button[aria-label='capture photo']").click()  # Record: start the stream
+            # the loop may start anywhere in the word: wait for the whole of it (two loops at most)
+            page.wait_for_function(f"() => document.querySelector('#live_text textarea').value.includes({expected!r})",
+                                   timeout=90_000)
+            page.wait_for_function("() => document.querySelector('#live_keypoints img') !== null", timeout=10_000)
+            page.screenshot(path=str(live_server.work / "live.png"), full_page=True)
+            letter = page.locator("#live_letter textarea").input_value()
+            assert letter == "no hand" or letter.split(" ")[0] in LETTERS, letter
+            assert pages[1].locator("#live_text textarea").input_value() == ""
+            page.locator("#live_clear").click()
+            page.wait_for_function("() => !document.querySelector('#live_text textarea').value.includes("
+                                   f"{expected!r})", timeout=20_000)
+        finally:
+            browser.close()
+    assert (live_server.work / "live.png").stat().st_size > 10_000
+    assert elsewhere == []
+    net = live_server.work / "net.log"
+    assert not net.exists(), f"the server reached beyond this machine: {net.read_text()}"
