@@ -173,7 +173,8 @@ def test_each_stream_has_its_own_tracker_and_text(shared_data):
         b.speller.text = "KEEP"
         a.speller.clear()
         assert (a.speller.text, b.speller.text) == ("", "KEEP")
-        assert live.shown(hand, fa.points).size == (live.SHOWN_SIDE, live.SHOWN_SIDE * 3 // 4)
+        assert live.shown(hand, fa.points).size == (SIZE[1], SIZE[0])
+        assert live.shown(np.zeros((720, 1280, 3), np.uint8), None).size == (640, 360)
     finally:
         a.close()
         b.close()
