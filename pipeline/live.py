@@ -80,7 +80,7 @@ class LiveStream:
 
 
 def reading(frame: Frame, speller: spelling.Speller) -> str:
-    """The current letter as the page shows it: "L (93.1 %)", what is being held, or "no hand"."""
+    """The current letter as the page shows it: "L (93.1%)", with the letter being held and how far, or "no hand"."""
     if not frame.hand:
         return "no hand"
     held = speller.pending(frame.t)
