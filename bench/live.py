@@ -88,8 +88,8 @@ def serve_frame(stream, jpeg: bytes, t: float) -> str:
 
     rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     f = stream.step(rgb, t)
-    out = io.BytesIO()
-    live.shown(rgb, f.points).save(out, format="JPEG")
+    live.shown_html(rgb, f.points)
+    live.reading(f, stream.speller)
     return stream.speller.text
 
 

@@ -99,6 +99,18 @@ def shown(rgb, points):
     return hands.draw(rgb, points) if points is not None else Image.fromarray(rgb)
 
 
+def shown_html(rgb, points) -> str:
+    """`shown` as the page gets it: an <img> holding the JPEG itself (a data: URL), so no frame is written to
+    Gradio's file cache (an image output would leave a file there for every frame of every stream)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    shown(rgb, points).save(buf, format="JPEG", quality=80)
+    return (f'<img alt="keypoints" style="max-width: 100%" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+
+
 def _close(stream) -> None:
     if stream is not None:
         stream.close()
@@ -113,7 +125,7 @@ def section(gr, reader, rules: spelling.Rules | None = None) -> None:
             return gr.skip(), gr.skip(), gr.skip(), stream
         stream = stream or LiveStream(reader, rules)
         f = stream.step(frame, time.monotonic())
-        return shown(frame, f.points), reading(f, stream.speller), stream.speller.text, stream
+        return shown_html(frame, f.points), reading(f, stream.speller), stream.speller.text, stream
 
     def on_clear(stream):
         if stream is not None:
@@ -126,8 +138,7 @@ def section(gr, reader, rules: spelling.Rules | None = None) -> None:
     with gr.Row():
         cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam", elem_id="live_cam")
         with gr.Column():
-            drawn = gr.Image(label="keypoints", type="pil", format="jpeg", interactive=False,
-                             elem_id="live_keypoints")
+            drawn = gr.HTML(label="keypoints", show_label=True, container=True, elem_id="live_keypoints")
             letter = gr.Textbox(label="letter now", interactive=False, elem_id="live_letter")
             spelled = gr.Textbox(label="spelled", interactive=False, elem_id="live_text")
             clear = gr.Button("Clear", elem_id="live_clear")

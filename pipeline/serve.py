@@ -165,8 +165,7 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", 
         return f"saved {out} ({n} photo(s) of {letter} in {collect})"
 
     kind = "hand keypoints" if reader.landmarks else "image"
-    # delete_cache: the live section sends each frame back as a file in Gradio's cache; keep 10 minutes of them
-    with gr.Blocks(analytics_enabled=False, title=title, delete_cache=(300, 600)) as app:
+    with gr.Blocks(analytics_enabled=False, title=title) as app:
         gr.Markdown(f"### {title}: read a letter from a photo\n{kind} model, {len(reader.vocab)} classes, "
                     f"{reader.engine} engine")
         with gr.Row():

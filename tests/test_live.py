@@ -175,6 +175,8 @@ def test_each_stream_has_its_own_tracker_and_text(shared_data):
         assert (a.speller.text, b.speller.text) == ("", "KEEP")
         assert live.shown(hand, fa.points).size == (SIZE[1], SIZE[0])
         assert live.shown(np.zeros((720, 1280, 3), np.uint8), None).size == (640, 360)
+        assert live.shown_html(hand, fa.points).startswith('<img alt="keypoints" style="max-width: 100%" '
+                                                           'src="data:image/jpeg;base64,/9j/')
     finally:
         a.close()
         b.close()
