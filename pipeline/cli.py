@@ -1,4 +1,4 @@
-"""`python -m pipeline run | status | stages | predict | serve | report | crossval | compare | recover`."""
+"""`python -m pipeline run | status | stages | predict | serve | spell | report | crossval | compare | recover`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, config, exported, runlock, runner
+from . import compare, config, exported, live, runlock, runner
 from .errors import PipelineError, guarded
 
 
@@ -73,6 +73,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                     help="hand models: photos read at once, one MediaPipe detector each (default: one per core, at most 4)")
     sv.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
     sv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    live.add_rule_arguments(sv)  # hand models: the live fingerspelling section's rules
+    sp = sub.add_parser("spell", help="spell a recorded video of fingerspelling with a hand-landmark model: the text, "
+                                      "or one CSV row per frame")
+    live.add_arguments(sp)
+    engine(sp)
     compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. configs/seeds/*.toml) and write a "
                                                       "Markdown table of the published figures beside ours"))
     return p
@@ -198,7 +203,19 @@ def _cmd_serve(args) -> int:
     from . import serve
 
     serve.serve(Path(args.learner), engine=args.engine, host=args.host, port=args.port,
-                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel)
+                collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel,
+                rules=live.rules_of(args))
+    return 0
+
+
+def _cmd_spell(args) -> int:
+    from . import serve
+
+    rules = live.rules_of(args)
+    if not Path(args.video).is_file():
+        raise PipelineError(f"{args.video} is not a file: give a video (e.g. .mp4, .avi)")
+    reader = serve.Reader(Path(args.learner), engine=args.engine, trust=args.trust_learner, parallel=1)
+    live.spell_video(reader, Path(args.video), rules, csv_out=args.csv)
     return 0
 
 
@@ -206,6 +223,6 @@ def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
     """CLI entry: `signpipe` (the installed script) or `python -m pipeline` (which passes that as `prog`)."""
     args = _parser(prog).parse_args(argv)
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
-                "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "compare": compare.command,
-                "recover": _cmd_recover}
+                "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "spell": _cmd_spell,
+                "compare": compare.command, "recover": _cmd_recover}
     return guarded(lambda: commands[args.command](args), args.debug)

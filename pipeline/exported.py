@@ -56,6 +56,7 @@ class Exported:
         self.file = Path(file or path)  # the file the engine loaded: the .pkl, or the .onnx beside it
         self.vocab = list(engine.vocab)
         self.finds_hands, self.describe = reader.kind.finds_hands, reader.kind.title
+        self.streams = self.finds_hands  # it can read a webcam stream: it follows the hand from frame to frame
 
     def predict(self, photos: list, batch_size: int = 64, tta: int = 0, log=print, store=None) -> Predictions:
         """Batched predictions for image files (`store`: a content store of per-photo work to reuse)."""
@@ -68,11 +69,15 @@ class Exported:
 
     def read(self, photo, detector=None):
         """(probabilities over the vocab, or None for a hand model that finds no hand; the keypoints or None) for
-        one photo; a hand model needs a `detector()` of its own."""
+        one photo (a path), or one frame of a stream (an RGB array) with a `tracker()`; a hand model needs a
+        `detector()` or `tracker()` of its own."""
         return self.reader.read(self.engine, photo, detector)
 
     def detector(self):
         return self.reader.detector()
+
+    def tracker(self, track: bool = True):
+        return self.reader.tracker(track)
 
     def store(self, folder: Path, log=print):
         return self.reader.kind.store(folder, log)

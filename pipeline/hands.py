@@ -10,6 +10,9 @@ coordinates are then all 0, which the model learns as whatever classes have no v
 MediaPipe 0.10.9-0.10.21 ships its hand detector and landmark models inside the wheel (`mp.solutions.hands`), so
 this works offline; later releases dropped them. Those releases need numpy < 2, hence an optional extra:
 `pip install -e '.[hands]'`.
+
+Photos (`Detector`, training and `predict`) and video streams (`Tracker`, the live app and `spell`) find hands here,
+in one module over 300 lines, because both must pad, set up MediaPipe and compute the features (`canonical`) alike.
 """
 from __future__ import annotations
 
@@ -109,34 +112,72 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+def square(img):
+    """RGB array `img` centred on a black square PAD of its longer side wider on each side (x and y then get the same
+    scale in MediaPipe's normalised coordinates, and a hand filling the photo leaves the palm detector a margin)."""
+    import numpy as np
+
+    h, w = img.shape[:2]
+    side = int(max(h, w) * (1 + 2 * PAD))
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = img
+    return canvas
+
+
+def _graph(static: bool):
+    """MediaPipe Hands for one hand at the training settings: `static` treats each image afresh, else it is a video
+    stream's (the hand is found once, then followed from the last frame's keypoints)."""
+    mp = require()
+    with _native_stderr_silenced():
+        return mp.solutions.hands.Hands(static_image_mode=static, max_num_hands=1, model_complexity=1,
+                                        min_detection_confidence=MIN_CONFIDENCE)
+
+
+def _hand(graph, img) -> tuple[list, str, float] | None:
+    """(keypoints, handedness, its score) of the hand `graph` finds in RGB array `img`, or None."""
+    with _native_stderr_silenced():
+        found = graph.process(img)
+    if not found.multi_hand_landmarks:
+        return None
+    label = found.multi_handedness[0].classification[0]
+    return [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark], label.label, float(label.score)
+
+
 class Detector:
     """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
 
     def __init__(self):
-        mp = require()
-        with _native_stderr_silenced():
-            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
-                                                   min_detection_confidence=MIN_CONFIDENCE)
+        self._hands = _graph(static=True)
 
     def __call__(self, path) -> tuple[list | None, str, float]:
         """(21 [x, y, z] keypoints in the padded square image's normalised coordinates, MediaPipe's handedness
         label, its score), or (None, "", 0.0) when no hand is found."""
-        import numpy as np
-
-        img = load_rgb(path)
-        h, w = img.shape[:2]
-        side = int(max(h, w) * (1 + 2 * PAD))  # centred on a black square: x and y get the same scale
-        canvas = np.zeros((side, side, 3), dtype=np.uint8)
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas[top:top + h, left:left + w] = img
-        for k, img in _passes(canvas):
-            with _native_stderr_silenced():
-                found = self._hands.process(img)
-            if found.multi_hand_landmarks:
-                label = found.multi_handedness[0].classification[0]
-                points = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark]
-                return unturn(points, k), label.label, float(label.score)
+        for k, img in _passes(square(load_rgb(path))):
+            if (hand := _hand(self._hands, img)) is not None:
+                points, label, score = hand
+                return unturn(points, k), label, score
         return None, "", 0.0
+
+    def close(self):
+        self._hands.close()
+
+
+class Tracker:
+    """One video stream's hand (the live app, `spell`): MediaPipe Hands in its video mode finds the hand once and then
+    follows it from the last frame's keypoints; its palm detector runs again only when the track is lost. Frames
+    (RGB arrays) are padded as `Detector` pads a photo, so `canonical` of the keypoints is the training features'
+    computation (tests/test_live.py measures the two paths on still photos). Unlike `Detector`, a missed hand is not
+    looked for again brightened or turned (up to 7 more detections a frame): the next frame looks again.
+    `track=False` looks at every frame afresh (per-frame detection, what bench/live.py compares against). One per
+    stream: it is not thread-safe, and frames of two streams would follow each other's hands."""
+
+    def __init__(self, track: bool = True):
+        self._hands = _graph(static=not track)
+
+    def __call__(self, rgb) -> tuple[list | None, str, float]:
+        """As `Detector`'s, for the RGB array `rgb` (the next frame of the stream)."""
+        return _hand(self._hands, square(rgb)) or (None, "", 0.0)
 
     def close(self):
         self._hands.close()
@@ -257,6 +298,25 @@ def _rows_here(paths: list[str]):
             yield _row(path, detector)
     finally:
         detector.close()
+
+
+def draw(img, points):
+    """RGB array `img` as a PIL image with the 21 keypoints and the bones between them drawn; `points` are in the
+    padded square's normalised coordinates, as `Detector` and `Tracker` return them for that image."""
+    from PIL import Image, ImageDraw
+
+    out = Image.fromarray(img)
+    w, h = out.size
+    side = int(max(h, w) * (1 + 2 * PAD))  # `square`'s black square, the image centred in it
+    left, top = (side - w) // 2, (side - h) // 2
+    xy = [(x * side - left, y * side - top) for x, y, _ in points]
+    pen = ImageDraw.Draw(out)
+    width = max(2, round(max(w, h) / 150))
+    for a, b in BONES:
+        pen.line([xy[a], xy[b]], fill=(0, 255, 0), width=width)
+    for x, y in xy:
+        pen.ellipse([x - 1.5 * width, y - 1.5 * width, x + 1.5 * width, y + 1.5 * width], fill=(255, 0, 0))
+    return out
 
 
 def plot_landmarks(paths: list, labels: list, path: Path, title: str = "hand landmarks") -> Path:

@@ -26,7 +26,8 @@ class Input:
     dataloaders: Callable           # (ws, cfg, batch_size) -> fastai DataLoaders over the persisted split
     recognises: Callable            # (learn) -> whether a loaded learner reads this input
     probs: Callable                 # (engine, paths, batch_size, tta, log, store) -> (probabilities, hand found or None)
-    read: Callable                  # (engine, photo, detector) -> (probabilities or None with no hand, keypoints or None)
+    read: Callable                  # (engine, photo or RGB frame, detector or tracker) -> (probabilities or None
+                                    # with no hand, keypoints or None)
     onnx_plan: Callable             # (learn, cfg_train) -> onnx_export.Plan
 
     def detector(self):
@@ -36,6 +37,15 @@ class Input:
             from . import hands
 
             return hands.Detector()
+        return None
+
+    def tracker(self, track: bool = True):
+        """A detector for `read` over the frames of one stream, following the hand from frame to frame (MediaPipe
+        in video mode; `track=False` finds it afresh in each), or None for an input that finds no hand."""
+        if self.kind.finds_hands:
+            from . import hands
+
+            return hands.Tracker(track=track)
         return None
 
 

@@ -43,22 +43,9 @@ def require():
 def keypoints_on(path, points):
     """The photo at `path` (EXIF-upright RGB) with the 21 keypoints and the bones between them drawn; `points`
     are in the padded square's normalised coordinates, as `hands.Detector` returns them."""
-    from PIL import Image, ImageDraw
-
     from . import hands
 
-    img = Image.fromarray(hands.load_rgb(path))
-    w, h = img.size
-    side = int(max(h, w) * (1 + 2 * hands.PAD))  # the Detector's black square, the photo centred in it
-    left, top = (side - w) // 2, (side - h) // 2
-    xy = [(x * side - left, y * side - top) for x, y, _ in points]
-    draw = ImageDraw.Draw(img)
-    width = max(2, round(max(w, h) / 150))
-    for a, b in hands.BONES:
-        draw.line([xy[a], xy[b]], fill=(0, 255, 0), width=width)
-    for x, y in xy:
-        draw.ellipse([x - 1.5 * width, y - 1.5 * width, x + 1.5 * width, y + 1.5 * width], fill=(255, 0, 0))
-    return img
+    return hands.draw(hands.load_rgb(path), points)
 
 
 class Reader:
@@ -182,8 +169,9 @@ def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
     return out
 
 
-def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
-    """The Gradio Blocks app around `reader` (with the collect panel when `collect` is a folder)."""
+def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", rules=None):
+    """The Gradio Blocks app around `reader` (with the collect panel when `collect` is a folder, and for a hand
+    model the live fingerspelling section, `live.section`, with `rules`: a `spelling.Rules`)."""
     gr = require()
 
     def predict(photo):
@@ -223,16 +211,20 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe"):
                 save_button = gr.Button("Save the photo under this letter", elem_id="save")
             saved = gr.Textbox(label="collected", interactive=False, elem_id="saved")
             save_button.click(save, [photo, letter], saved, api_name="collect", preprocess=False)
+        if reader.model.streams:  # a model that follows a hand from frame to frame: the live section
+            from . import live
+
+            live.section(gr, reader, rules)
     return app
 
 
 def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
-          trust: bool = False, parallel: int = 0, log=print) -> None:
+          trust: bool = False, parallel: int = 0, log=print, rules=None) -> None:
     """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted (`parallel`: photos
-    read at once by a hand model; 0 = one per usable core, at most 4)."""
+    read at once by a hand model; 0 = one per usable core, at most 4; `rules`: live fingerspelling's)."""
     gr = require()
     reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)
-    app = build(reader, collect, title=f"signpipe · {Path(learner).stem}")
+    app = build(reader, collect, title=f"signpipe · {Path(learner).stem}", rules=rules)
     app.queue(default_concurrency_limit=reader.parallel)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,

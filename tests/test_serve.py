@@ -253,7 +253,9 @@ def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
             page = browser.new_page()
             page.on("request", lambda r: elsewhere.append(r.url)
                     if not r.url.startswith((server["url"], "data:", "blob:")) else None)
-            page.goto(server["url"], wait_until="networkidle", timeout=60_000)
+            # not "networkidle": a hand model's page (its live section) keeps Gradio's heartbeat open
+            page.goto(server["url"], wait_until="load", timeout=60_000)
+            page.wait_for_selector("#photo input[type=file]", state="attached", timeout=60_000)
             page.locator("#photo input[type=file]").set_input_files(str(photo))
             page.wait_for_function("() => document.querySelector('#reading textarea').value !== ''",
                                    timeout=60_000)

@@ -1,0 +1,347 @@
+"""Live fingerspelling (pipeline/live.py): the video-mode hand tracker gives a still photo the features training
+saw, each stream keeps its own text, `spell` reads a video made from real photos (H, E, L, no hand, L, O) as the
+model reads those photos one by one, and a real browser with a fake camera spells on `serve`'s page (skipped,
+naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
+import csv
+import importlib.util
+import io
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline import hands, live, spelling
+from pipeline.errors import PipelineError
+from tests.conftest import SHARED_DATA, pipeline_cmd, subprocess_env
+
+LETTERS = "HELO"
+FPS = 15
+SIZE = (480, 640)  # a webcam's frame (rows, columns)
+
+
+def massey(data: Path, letter: str, i: int) -> Path:
+    """The `i`-th Massey photo (a segmented hand on black, 400 px square) of `letter`."""
+    return sorted((data / "massey_asl" / letter.lower()).glob("*.jpeg"))[i]
+
+
+def webcam_frame(photo: Path | None):
+    """A SIZE frame: the photo in the middle of a black one, or all black (no hand)."""
+    frame = np.zeros((*SIZE, 3), np.uint8)
+    if photo is not None:
+        img = hands.load_rgb(photo)
+        h, w = img.shape[:2]
+        top, left = (SIZE[0] - h) // 2, (SIZE[1] - w) // 2
+        frame[top:top + h, left:left + w] = img
+    return frame
+
+
+def word(photos: dict, gap_s: float):
+    """(photo or None, seconds) for HELLO: each letter held 1 s, no hand for `gap_s` between the two L's."""
+    return [(photos["H"], 1.0), (photos["E"], 1.0), (photos["L"], 1.0), (None, gap_s), (photos["L"], 1.0),
+            (photos["O"], 1.0)]
+
+
+def write_video(path: Path, parts) -> int:
+    """An MJPEG .avi at FPS of `parts` ((photo or None, seconds)); its frame count."""
+    import cv2
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE[::-1])
+    n = 0
+    for photo, seconds in parts:
+        bgr = cv2.cvtColor(webcam_frame(photo), cv2.COLOR_RGB2BGR)
+        for _ in range(round(seconds * FPS)):
+            out.write(bgr)
+            n += 1
+    out.release()
+    return n
+
+
+def expected_text(readings: dict, parts, rules=None) -> str:
+    """What `spell` should write: each photo's still reading (label, p), frame after frame at FPS."""
+    frames, t = [], 0.0
+    for photo, seconds in parts:
+        label, p = readings[photo] if photo is not None else (None, 0.0)
+        for _ in range(round(seconds * FPS)):
+            frames.append((t, label, p))
+            t += 1 / FPS
+    return spelling.spell(frames, rules)[0]
+
+
+@pytest.fixture(scope="module")
+def helo(tmp_path_factory):
+    """A small hand-landmark learner exported to helo.pkl, trained on the keypoints of 8 Massey photos of each of
+    H, E, L, O (with noisy copies) and no-hand rows; a 9th photo of each letter, and how the model reads each of
+    those still photos (label, p) through `predict`'s path."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    import pandas as pd
+
+    from pipeline import config, hand_model, models, training
+
+    root = tmp_path_factory.mktemp("helo")
+    train = [(c, massey(SHARED_DATA, c, i)) for c in LETTERS for i in range(8)]
+    found = hands.extract([p for _, p in train], log=lambda m: None, workers=1)
+    rng = np.random.default_rng(0)
+    rows, split = [], []
+    for (c, p), (_, f) in zip(train, found.iterrows()):
+        if f["hand_found"]:
+            x = f[hands.FEATURES].to_numpy(np.float32)
+            for k in range(4):
+                rows.append(x if k == 0 else np.append(x[:63] + rng.normal(0, 0.03, 63), 1).astype(np.float32))
+                split.append((f"{p}#{k}", c, len(split) % 5 == 0))
+    for i in range(20):
+        rows.append(np.zeros(len(hands.FEATURES), np.float32))
+        split.append((f"nothing/{i}", "nothing", i % 5 == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
+    feats.insert(0, "path", split["path"])
+    dls = hand_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
+    cfg = config.load(None, cwd=root, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
+                                                  "datablock.cache=false"])
+    learn = models.make_learner(dls, cfg, SimpleNamespace(scratch=root))
+    with training.quiet(learn):
+        learn.fit_one_cycle(10, 1e-2)
+    photos = {c: massey(SHARED_DATA, c, 8) for c in LETTERS}
+    probs, hand = hand_model.photo_probs(learn, list(photos.values()), log=lambda m: None)
+    vocab = list(learn.dls.vocab)
+    readings = {p: ((vocab[int(row.argmax())], float(row.max())) if h else (None, 0.0))
+                for p, row, h in zip(photos.values(), probs, hand)}
+    training.strip_for_export(learn)
+    learn.export(root / "helo.pkl")
+    return SimpleNamespace(pkl=root / "helo.pkl", root=root, photos=photos, readings=readings)
+
+
+@pytest.mark.shared_data
+def test_a_tracked_still_photo_gives_the_training_features(shared_data):
+    """The first frame of a stream is found as a photo is (the same graph settings and padding): the features are
+    those `Detector` gives for training (photos it finds at its first look: it also looks again brightened and
+    turned, the tracker does not). Later frames of the same still image are tracked from the last keypoints instead
+    of found afresh, and stay close (README, "Live fingerspelling", has the measurement)."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    detector = hands.Detector()
+    photos = [massey(shared_data, c, 8) for c in LETTERS] + [shared_data / "asl_alphabet_test" / f"{c}_test.jpg"
+                                                              for c in "LW"]
+    try:
+        for photo in photos:
+            points, handedness, _ = detector(photo)
+            assert points is not None, photo
+            still = hands.canonical(points, handedness)
+            tracker = hands.Tracker()
+            try:
+                tracked = [tracker(hands.load_rgb(photo)) for _ in range(4)]
+            finally:
+                tracker.close()
+            assert all(p is not None for p, _, _ in tracked) and {h for _, h, _ in tracked} == {handedness}
+            feats = [hands.canonical(p, h) for p, h, _ in tracked]
+            np.testing.assert_allclose(feats[0], still, atol=1e-6)
+            assert max(np.abs(f - still).max() for f in feats[1:]) < 0.5
+    finally:
+        detector.close()
+
+
+def _one_letter_reader(vocab=("X", "nothing")):
+    """A stand-in for a loaded hand model (`serve.Reader`'s attributes): the real keypoint input and tracker, and an
+    engine that reads every hand as the first label."""
+    from pipeline import exported, models
+
+    labels = list(vocab)
+
+    class OneLetter:
+        name, vocab = "one letter", labels
+
+        def features(self, x, batch_size=64):
+            out = np.zeros((len(x), len(vocab)), np.float32)
+            out[:, 0] = 1.0
+            return out
+
+    return SimpleNamespace(vocab=list(vocab), model=exported.Exported(Path("x.pkl"), OneLetter(),
+                                                                       models.LANDMARK_INPUT, {}))
+
+
+@pytest.mark.shared_data
+def test_each_stream_has_its_own_tracker_and_text(shared_data):
+    """Two streams fed frame by frame, interleaved: one sees a hand for a second and writes its letter, the other
+    sees none and writes nothing; clearing one leaves the other."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    reader = _one_letter_reader()
+    rules = spelling.Rules(hold_s=0.3)
+    a, b = live.LiveStream(reader, rules), live.LiveStream(reader, rules)
+    hand, empty = webcam_frame(massey(shared_data, "L", 8)), webcam_frame(None)
+    try:
+        for i in range(8):
+            fa, fb = a.step(hand, i / 10), b.step(empty, i / 10)
+            assert fa.hand and fa.points is not None and not fb.hand and fb.label is None
+        assert (a.speller.text, b.speller.text) == ("X", "")
+        assert live.reading(fa, a.speller).startswith("X (100.0%)") and live.reading(fb, b.speller) == "no hand"
+        b.speller.text = "KEEP"
+        a.speller.clear()
+        assert (a.speller.text, b.speller.text) == ("", "KEEP")
+        assert live.shown(hand, fa.points).size == (SIZE[1], SIZE[0])
+        assert live.shown(np.zeros((720, 1280, 3), np.uint8), None).size == (640, 360)
+        assert live.shown_html(hand, fa.points).startswith('<img alt="keypoints" style="max-width: 100%" '
+                                                           'src="data:image/jpeg;base64,/9j/')
+    finally:
+        a.close()
+        b.close()
+    from pipeline import exported, models
+
+    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), models.IMAGE_INPUT, {})
+    with pytest.raises(PipelineError, match="needs a model that finds the hand .*this learner reads whole images"):
+        live.LiveStream(SimpleNamespace(model=image_model, vocab=["a", "b"]))
+
+
+def test_a_missing_or_unreadable_video_is_a_one_line_error(tmp_path):
+    pytest.importorskip("cv2", reason="OpenCV comes with the [hands] extra")
+    with pytest.raises(PipelineError, match="is not a file"):
+        live.video_frames(tmp_path / "none.mp4")
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(PipelineError, match="OpenCV cannot read it as a video"):
+        live.video_frames(tmp_path / "text.mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_spell_reads_a_video_as_the_model_reads_its_photos(helo, capsys):
+    """A 5.3 s video at 15 frames/s: Massey photos of H, E, L, L, O held 1 s each, no hand for 0.33 s between the
+    L's. `spell` writes what the model reads on each still photo, with the spelling rules applied; `--csv` gives
+    one row a frame, no hand in the gap."""
+    from pipeline import serve
+
+    parts = word(helo.photos, gap_s=1 / 3)
+    video = helo.root / "hello.avi"
+    n = write_video(video, parts)
+    expected = expected_text(helo.readings, parts)
+    assert expected  # the photos are read above the threshold
+    reader = serve.Reader(helo.pkl, trust=True, parallel=1)
+    capsys.readouterr()
+    assert live.spell_video(reader, video, log=lambda m: None) == expected
+    assert capsys.readouterr().out == expected + "\n"
+    p = subprocess.run(pipeline_cmd("spell", "--learner", str(helo.pkl), "--trust-learner", "--csv", str(video)),
+                       capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert len(rows) == n and list(rows[0]) == ["time", "hand_found", "top1", "p", "written", "text"]
+    assert rows[-1]["text"] == expected and f"spelled: {expected}" in p.stderr
+    gap = [r for r in rows if 3.05 < float(r["time"]) < 3.3]
+    assert gap and all(r["hand_found"] == "false" and r["top1"] == "" for r in gap)
+    assert "".join(r["written"] for r in rows) == expected
+
+
+def write_y4m(path: Path, parts, size=(240, 320), fps: int = FPS) -> None:
+    """A raw Y4M video (what Chromium's fake camera plays, in a loop) of `parts` ((photo or None, seconds)), each
+    photo scaled to 200 px high in the middle of a black `size` frame."""
+    import cv2
+    from PIL import Image
+
+    rows, cols = size
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{cols} H{rows} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for photo, seconds in parts:
+            frame = np.zeros((rows, cols, 3), np.uint8)
+            if photo is not None:
+                img = Image.fromarray(hands.load_rgb(photo))
+                img = np.asarray(img.resize((round(img.width * 200 / img.height), 200)))
+                top, left = (rows - img.shape[0]) // 2, (cols - img.shape[1]) // 2
+                frame[top:top + img.shape[0], left:left + img.shape[1]] = img
+            yuv = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()
+            for _ in range(round(seconds * fps)):
+                out.write(b"FRAME\n" + yuv)
+
+
+@pytest.fixture
+def live_server(helo, tmp_path):
+    """`serve` with the HELO model in a subprocess on a free 127.0.0.1 port, with test_serve's network guard;
+    stopped afterwards."""
+    from tests.test_serve import NET_GUARD, _free_port, _get
+
+    (tmp_path / "guard").mkdir()
+    (tmp_path / "guard" / "sitecustomize.py").write_text(NET_GUARD)
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{tmp_path / 'guard'}:{env['PYTHONPATH']}"
+    env["SIGNPIPE_NET_LOG"] = str(tmp_path / "net.log")
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(pipeline_cmd("serve", "--learner", str(helo.pkl), "--trust-learner", "--port", str(port),
+                                         "--parallel", "1"), cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+            try:
+                _get(url)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"serve did not answer at {url}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+        yield SimpleNamespace(url=url, work=tmp_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+BROWSER = next((b for b in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                if Path(b).exists()), "")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (/usr/bin/chromium, chromium-browser or "
+                                        "google-chrome): apt-get install chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="playwright is not installed (the [test] extra)")
+def test_a_browser_with_a_fake_camera_spells_on_the_live_page(helo, live_server):
+    """Chromium's fake camera plays the HELLO video (the same photos, 1 s each, 1 s of no hand between the L's and
+    after the O, in a loop); the live section streams it to the server, which spells what the model reads on the
+    photos. A second tab that streams nothing keeps its own empty text; every request goes to the app itself; a
+    screenshot of the page is saved in the test's folder."""
+    from playwright import sync_api
+
+    parts = word(helo.photos, gap_s=1.0) + [(None, 1.0)]
+    expected = expected_text(helo.readings, parts)
+    assert expected
+    video = live_server.work / "hello.y4m"
+    write_y4m(video, parts)
+    elsewhere = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"])
+        try:
+            pages = [browser.new_page(), browser.new_page()]
+            for page in pages:
+                page.on("request", lambda r: elsewhere.append(r.url)
+                        if not r.url.startswith((live_server.url, "data:", "blob:")) else None)
+                page.goto(live_server.url, wait_until="load", timeout=60_000)
+                page.wait_for_selector("#live_cam", timeout=60_000)
+            page = pages[0]
+            page.locator("#live_cam").get_by_text("Click to Access Webcam").click()
+            page.locator("#live_cam button[aria-label='capture photo']").click()  # Record: start the stream
+            # the loop may start anywhere in the word: wait for the whole of it (two loops at most)
+            page.wait_for_function(f"() => document.querySelector('#live_text textarea').value.includes({expected!r})",
+                                   timeout=90_000)
+            page.wait_for_function("() => document.querySelector('#live_keypoints img') !== null", timeout=10_000)
+            page.screenshot(path=str(live_server.work / "live.png"), full_page=True)
+            letter = page.locator("#live_letter textarea").input_value()
+            assert letter == "no hand" or letter.split(" ")[0] in LETTERS, letter
+            assert pages[1].locator("#live_text textarea").input_value() == ""
+            page.locator("#live_clear").click()
+            page.wait_for_function("() => !document.querySelector('#live_text textarea').value.includes("
+                                   f"{expected!r})", timeout=20_000)
+        finally:
+            browser.close()
+    assert (live_server.work / "live.png").stat().st_size > 10_000
+    assert elsewhere == []
+    net = live_server.work / "net.log"
+    assert not net.exists(), f"the server reached beyond this machine: {net.read_text()}"
