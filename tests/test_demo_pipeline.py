@@ -39,8 +39,11 @@ def test_all_stages_leave_every_artifact(demo):
         assert f"[{stage}] running (never run)" in first.stdout
     missing = [a for a in ARTIFACTS if not (cwd / a).is_file()]
     assert not missing, missing
-    # readable in a log: one line per epoch, no per-batch redraws
-    assert len(first.stdout.splitlines()) < 60, first.stdout
+    # readable in a log: one line per epoch, no per-batch redraws; progress lines come by the clock (about one
+    # every few seconds of a long loop), so a loaded machine prints more of them: counted apart
+    lines = first.stdout.splitlines()
+    progress = [line for line in lines if ", ETA " in line]
+    assert len(lines) - len(progress) < 45 and len(progress) < 60 and "\r" not in first.stdout, first.stdout
 
 
 def test_demo_reaches_90_percent_on_held_out_digits(demo):
