@@ -71,6 +71,7 @@ class DatablockCfg:
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
     input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
     split: str = "random"         # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
+                                  # | monitor (valid_pct of every group: the shipped model trains on every signer)
     holdout: list[str] = field(default_factory=list)  # groups (or source names) left out of training and validation;
                                                       # evaluate scores them as the test set "holdout" (crossval folds)
 
@@ -338,8 +339,8 @@ def validate(cfg: Config) -> None:
                 raise PipelineError(f"download.sources {s.name}: invalid {key} {getattr(s, key)!r}: {e}") from None
             if key != "class_regex" and getattr(s, key) and compiled.groups < 1:
                 raise PipelineError(f"download.sources {s.name}: {key} {getattr(s, key)!r} needs a capture group")
-    if cfg.datablock.split not in ("random", "group"):
-        raise PipelineError("datablock.split must be random or group")
+    if cfg.datablock.split not in ("random", "group", "monitor"):
+        raise PipelineError("datablock.split must be random, group or monitor")
 
 
 def resolve_source(source: str, base: Path) -> str:

@@ -2,7 +2,9 @@
 
 A random split puts photos of the same signer on both sides, so its validation accuracy says how well the model
 knows the people it trained on. `group_split` puts whole groups (signers, sessions, one photo's augmented copies)
-into validation, which says how it does on people it has not seen.
+into validation, which says how it does on people it has not seen. `monitor_split` is for the model that ships:
+it trains on every signer and keeps back only a small share of each to watch training by (crossval, not this
+split, says how the recipe does on someone new).
 
 `deduplicate` comes first: a file listed twice (two sources over one folder) or copied under another name would
 otherwise sit on both sides of the split, and a file given two labels is an error.
@@ -34,6 +36,24 @@ def group_split(groups: list[str], valid_pct: float, seed: int) -> set[str]:
             chosen.add(g)
             taken += sizes[g]
     return chosen or {min(order, key=lambda g: (sizes[g], g))}
+
+
+def monitor_split(groups: list[str], valid_pct: float, seed: int, whole_below: int = 20) -> list[bool]:
+    """Which items validate so that every group trains: `valid_pct` of the items of each group of `whole_below` items
+    or more (a signer, a session), and of the smaller groups (one photo's augmented copies) whole groups with
+    probability `valid_pct`, so copies never straddle the split. Reproducible with `seed`."""
+    rng = random.Random(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    valid = [False] * len(groups)
+    for g in sorted(members):
+        idx = members[g]
+        chosen = (rng.sample(idx, round(valid_pct * len(idx))) if len(idx) >= whole_below
+                  else idx if rng.random() < valid_pct else [])
+        for i in chosen:
+            valid[i] = True
+    return valid
 
 
 def random_split(n: int, valid_pct: float, seed: int) -> set[int]:

@@ -161,6 +161,8 @@ def run(cfg, ws, log):
         df.insert(2, "is_valid", df["group"].isin(valid_groups))
         log(f"validation groups (seed {seed}): {', '.join(sorted(valid_groups)[:12])}"
             + (f" and {len(valid_groups) - 12} more" if len(valid_groups) > 12 else ""))
+    elif b.split == "monitor":
+        df.insert(2, "is_valid", splitting.monitor_split(list(df["group"]), b.valid_pct, seed))
     else:
         valid_idx = splitting.random_split(len(df), b.valid_pct, seed)
         df.insert(2, "is_valid", [i in valid_idx for i in range(len(df))])

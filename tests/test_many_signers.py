@@ -90,6 +90,17 @@ def test_group_split_keeps_groups_whole_and_follows_the_seed():
         splitting.group_split(["a"] * 5, 0.2, 0)
 
 
+def test_monitor_split_trains_on_every_group_and_keeps_small_groups_whole():
+    """The shipped model's split: every signer trains, a share of each validates; one photo's copies stay together."""
+    groups = ["signer1"] * 300 + ["signer2"] * 100 + [f"photo{i // 3}" for i in range(600)]
+    valid = splitting.monitor_split(groups, 0.1, 0)
+    assert valid == splitting.monitor_split(groups, 0.1, 0) and valid != splitting.monitor_split(groups, 0.1, 1)
+    by_group = pd.DataFrame({"group": groups, "valid": valid}).groupby("group")["valid"]
+    assert by_group.sum()["signer1"] == 30 and by_group.sum()["signer2"] == 10  # each signer trains and validates
+    photos = by_group.nunique()[[g for g in set(groups) if g.startswith("photo")]]
+    assert (photos == 1).all() and 5 < sum(valid[400:]) / 3 < 40  # whole photos, about 10 % of the 200
+
+
 def test_group_split_in_the_datablock(three_sources):
     for seed in (1, 2, 3):
         runner.run(load(three_sources, f"run.seed={seed}"), ["download", "datablock"])
@@ -99,6 +110,11 @@ def test_group_split_in_the_datablock(three_sources):
         assert (sides == 1).all() and df["is_valid"].any() and (~df["is_valid"]).any()
         # one photo's copies (flat/A0 = A0_jpg.rf.0 and .1) stay together
         assert df[df["group"] == "flat/A0"]["is_valid"].nunique() == 1
+    runner.run(load(three_sources, "datablock.split=monitor", "datablock.valid_pct=0.5"), ["download", "datablock"])
+    df = pd.read_csv(Workspace.from_config(load(three_sources)).artifact("datablock", "splits.csv"),
+                     keep_default_na=False)
+    cfg = load(three_sources)
+    assert list(df["is_valid"]) == splitting.monitor_split(list(df["group"]), 0.5, cfg.run.seed)
 
 
 def test_holdout_is_left_out_and_listed(three_sources):
@@ -141,7 +157,7 @@ def test_a_single_source_keeps_its_config_fingerprint(tmp_path):
     ('[[download.sources]]\nname = "a"\nsource = "path:x"\ngroup_regex = "hand"\n', "needs a capture group"),
     ('[[download.sources]]\nname = "a"\nsource = "path:x"\n[[download.sources]]\nname = "a"\nsource = "path:y"\n',
      "names must be unique"),
-    ('[datablock]\nsplit = "signer"\n', "datablock.split must be random or group"),
+    ('[datablock]\nsplit = "signer"\n', "datablock.split must be random, group or monitor"),
 ])
 def test_source_options_are_validated(tmp_path, bad, message):
     (tmp_path / "pipeline.toml").write_text(bad)
