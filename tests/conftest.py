@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import contextlib
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -177,3 +178,17 @@ def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands
                                                      "datablock.cache=false", "train.head_dropout=0.1",
                                                      f"train.landmark_features={features}", *overrides])
     return models.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path)), cfg, split, feats
+
+
+# A real browser for the page tests: Debian's Chromium, driven by Playwright (`executable_path`).
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or ""
+
+
+def needs_browser(test):
+    """Skip `test`, naming what is missing, where Chromium or Playwright is absent (`.ci/run` installs both)."""
+    import importlib.util
+
+    test = pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or "
+                                                  "google-chrome on PATH): apt-get install chromium")(test)
+    return pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                              reason="playwright is not installed (the [test] extra)")(test)

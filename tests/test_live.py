@@ -3,10 +3,8 @@ saw, each stream keeps its own text, `spell` reads a video made from real photos
 model reads those photos one by one, and a real browser with a fake camera spells on `serve`'s page (skipped,
 naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
 import csv
-import importlib.util
 import io
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +13,7 @@ import pytest
 
 from pipeline import hands, live, spelling
 from pipeline.errors import PipelineError
-from tests.conftest import SHARED_DATA, pipeline_cmd, subprocess_env
+from tests.conftest import BROWSER, SHARED_DATA, needs_browser, pipeline_cmd, subprocess_env
 
 LETTERS = "HELO"
 FPS = 15
@@ -256,51 +254,15 @@ def write_y4m(path: Path, parts, size=(240, 320), fps: int = FPS) -> None:
 def live_server(helo, tmp_path):
     """`serve` with the HELO model in a subprocess on a free 127.0.0.1 port, with test_serve's network guard;
     stopped afterwards."""
-    from tests.test_serve import NET_GUARD, _free_port, _get
+    from tests.test_serve import _serving
 
-    (tmp_path / "guard").mkdir()
-    (tmp_path / "guard" / "sitecustomize.py").write_text(NET_GUARD)
-    env = subprocess_env()
-    env["PYTHONPATH"] = f"{tmp_path / 'guard'}:{env['PYTHONPATH']}"
-    env["SIGNPIPE_NET_LOG"] = str(tmp_path / "net.log")
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(pipeline_cmd("serve", "--learner", str(helo.pkl), "--trust-learner", "--port", str(port),
-                                         "--parallel", "1"), cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
-            try:
-                _get(url)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"serve did not answer at {url}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+    with _serving(helo.pkl, tmp_path, "--trust-learner", "--parallel", "1") as url:
         yield SimpleNamespace(url=url, work=tmp_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-BROWSER = next((b for b in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-                if Path(b).exists()), "")
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (/usr/bin/chromium, chromium-browser or "
-                                        "google-chrome): apt-get install chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
-                    reason="playwright is not installed (the [test] extra)")
+@needs_browser
 def test_a_browser_with_a_fake_camera_spells_on_the_live_page(helo, live_server):
     """Chromium's fake camera plays the HELLO video (the same photos, 1 s each, 1 s of no hand between the L's and
     after the O, in a loop); the live section streams it to the server, which spells what the model reads on the

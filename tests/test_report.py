@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import artifacts, config, report, runner
 from pipeline.workspace import Workspace, write_json
-from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
+from tests.conftest import BROWSER, make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +70,13 @@ def test_names_with_markup_are_escaped(tmp_path):
     assert "&lt;b&gt;7&lt;/b&gt;" in page and "unreadable" in page  # the file itself does not exist
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no headless Chromium")
+@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
+                                        "PATH): apt-get install chromium")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, cfg = finished_run
     page = report.build(cfg, runner.status(cfg))
     shot = tmp_path / "report.png"
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000",
+    subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     from PIL import Image
 

@@ -4,10 +4,8 @@ elsewhere, collect mode writes a training source, and a real headless browser re
 (skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
 import contextlib
 import csv
-import importlib.util
 import io
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +17,7 @@ import pytest
 
 from pipeline import config, runner, serve
 from pipeline.errors import PipelineError
-from tests.conftest import SHARED_DATA, asl_photos, pipeline_cmd, subprocess_env, tiny_toml
+from tests.conftest import BROWSER, SHARED_DATA, asl_photos, needs_browser, pipeline_cmd, subprocess_env, tiny_toml
 
 HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
 
@@ -229,15 +227,9 @@ def test_evaluate_gives_the_same_predictions_with_either_engine(models, name):
         assert list(ox["hand_found"]) == list(fa["hand_found"]) and not ox["hand_found"].all()
 
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or ""
-
-
 @pytest.mark.slow
 @pytest.mark.shared_data
-@pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
-                                        "PATH): apt-get install chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
-                    reason="playwright is not installed (the [test] extra)")
+@needs_browser
 def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
     """Chromium opens the page, uploads a photo, and the page shows `predict`'s letter; every request the page
     makes goes to the app itself."""
