@@ -212,8 +212,6 @@ def _cmd_spell(args) -> int:
     from . import serve
 
     rules = live.rules_of(args)
-    if not Path(args.video).is_file():
-        raise PipelineError(f"{args.video} is not a file: give a video (e.g. .mp4, .avi)")
     reader = serve.Reader(Path(args.learner), engine=args.engine, trust=args.trust_learner, parallel=1)
     live.spell_video(reader, Path(args.video), rules, csv_out=args.csv)
     return 0

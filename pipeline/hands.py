@@ -112,15 +112,20 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+def _padding(h: int, w: int) -> tuple[int, int, int]:
+    """(side, top, left) of the black square an h x w image is centred on: PAD of its longer side wider each side."""
+    side = int(max(h, w) * (1 + 2 * PAD))
+    return side, (side - h) // 2, (side - w) // 2
+
+
 def square(img):
     """RGB array `img` centred on a black square PAD of its longer side wider on each side (x and y then get the same
     scale in MediaPipe's normalised coordinates, and a hand filling the photo leaves the palm detector a margin)."""
     import numpy as np
 
     h, w = img.shape[:2]
-    side = int(max(h, w) * (1 + 2 * PAD))
+    side, top, left = _padding(h, w)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
     canvas[top:top + h, left:left + w] = img
     return canvas
 
@@ -307,8 +312,7 @@ def draw(img, points):
 
     out = Image.fromarray(img)
     w, h = out.size
-    side = int(max(h, w) * (1 + 2 * PAD))  # `square`'s black square, the image centred in it
-    left, top = (side - w) // 2, (side - h) // 2
+    side, top, left = _padding(h, w)  # `square`'s black square, the image centred in it
     xy = [(x * side - left, y * side - top) for x, y, _ in points]
     pen = ImageDraw.Draw(out)
     width = max(2, round(max(w, h) / 150))
