@@ -10,7 +10,8 @@ VOCAB = "vocab.json"                # classes and split sizes
 CORRUPT = "corrupt.csv"             # images that failed to open, and why
 BATCH_PNG = "batch.png"             # a sample batch as the model sees it
 CLASS_COUNTS_PNG = "class_counts.png"
-LANDMARKS = "landmarks.csv"         # datablock.input = "landmarks": hand keypoints per image
+LANDMARKS = "landmarks.csv"         # datablock.input = "landmarks" or "hand_crop": hand keypoints per image
+NO_HAND = "no_hand.csv"             # datablock.input = "hand_crop": photos with no hand found, not trained on
 CACHE = "cache.npy"                 # datablock.cache: every image decoded and resized once
 CACHE_META = "cache.json"
 HOLDOUT = "holdout.csv"             # datablock.holdout's images (path, label, source, group), scored by evaluate

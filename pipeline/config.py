@@ -70,6 +70,7 @@ class DatablockCfg:
     verify: bool = True           # open every image; corrupt ones are listed and excluded
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
     input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
+                                  # | hand_crop (a square around the hand MediaPipe finds: a backbone's name, or "hand_fused")
     split: str = "random"         # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
                                   # | monitor (valid_pct of every group: the shipped model trains on every signer)
     holdout: list[str] = field(default_factory=list)  # groups (or source names) left out of training and validation;
@@ -107,6 +108,8 @@ class TrainCfg:
     landmark_rotate: float = 0.0  # landmarks input: turn each training hand by a random 3D rotation up to ± this many degrees
     landmark_mirror: float = 0.0  # landmarks input: mirror each training hand left to right with this probability
     landmark_features: str = "coords"  # landmarks input: coords | coords+shape (+ keypoint distances and hand direction)
+    crop_backbone: str = "tf_efficientnet_lite0"  # hand_fused: the frozen timm backbone whose pooled crop embedding it reads
+    crop_fusion: str = "none"     # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
@@ -303,6 +306,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),
         (0.0 <= cfg.train.landmark_mirror <= 1.0, "train.landmark_mirror must be a probability in [0, 1] (0 = off)"),
         (cfg.train.landmark_features in ("coords", "coords+shape"), "train.landmark_features must be coords or coords+shape"),
+        (cfg.train.crop_fusion in ("none", "keypoints"), "train.crop_fusion must be none or keypoints"),
         (cfg.train.num_workers >= -1, "train.num_workers must be >= 0, or -1 for auto"),
         (cfg.train.precision in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16"),
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),

@@ -16,6 +16,7 @@ from . import inputs
 from .errors import PipelineError
 
 LANDMARK_ARCH = "landmark_mlp"
+FUSED_ARCH = inputs.FUSED_ARCH  # a head on a frozen backbone's embedding of the hand crop (+ the keypoints)
 BASELINE_ARCHS = ("logreg", "mlp", "cnnnet", "aslnet")  # built by baselines.py
 
 
@@ -42,7 +43,7 @@ class Family:
         found = []
         if cfg.datablock.input != self.input.name:
             found.append(f'datablock.input = "{cfg.datablock.input}" and train.arch = "{cfg.train.arch}" do not go '
-                         f'together: the {self.name} read "{self.input.name}" (hand keypoints go with "{LANDMARK_ARCH}")')
+                         f'together: the {self.name} read "{self.input.name}" (hand keypoints go with "{LANDMARK_ARCH}", hand crops with a backbone or "{FUSED_ARCH}")')
         if not self.input.pixels:
             if cfg.datablock.cache:
                 found.append(f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{self.input.name}"')
@@ -54,7 +55,11 @@ class Family:
 HAND_LANDMARKS = Family("hand landmarks", inputs.LANDMARKS, (LANDMARK_ARCH,), channels_last=False, needs_package=True)
 BASELINE = Family("from-scratch baseline", inputs.IMAGES, BASELINE_ARCHS, channels_last=False, needs_package=False)
 BACKBONE = Family("pretrained image backbone", inputs.IMAGES, (), channels_last=True, needs_package=False)
-FAMILIES = (HAND_LANDMARKS, BASELINE, BACKBONE)  # looked up in this order: any other name is a backbone's
+# hand crops (crop_model.py): a head on a frozen backbone's crop embedding, and any backbone fine-tuned on the crops
+HAND_FUSED = Family("hand-crop embedding head", inputs.HAND_CROP, (FUSED_ARCH,), channels_last=False, needs_package=True)
+HAND_CROP_BACKBONE = Family("hand-crop image backbone", inputs.HAND_CROP, (), channels_last=True, needs_package=True)
+# looked up by arch in this order: any other name is a backbone's (the crop backbone's when `of` sees hand crops)
+FAMILIES = (HAND_LANDMARKS, HAND_FUSED, BASELINE, BACKBONE, HAND_CROP_BACKBONE)
 
 
 def family(arch: str) -> Family:
@@ -64,8 +69,9 @@ def family(arch: str) -> Family:
 
 
 def of(cfg) -> Family:
-    """The family of `cfg.train.arch`."""
-    return family(cfg.train.arch)
+    """The family of `cfg.train.arch` (a backbone's name on `datablock.input = "hand_crop"`: the crop backbone's)."""
+    found = family(cfg.train.arch)
+    return HAND_CROP_BACKBONE if found is BACKBONE and cfg.datablock.input == inputs.HAND_CROP.name else found
 
 
 def check(cfg) -> None:

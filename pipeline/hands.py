@@ -202,17 +202,30 @@ def _init_worker():
     _DETECTOR = Detector()
 
 
-def _row(path: str, detector: Detector | None = None) -> list:
-    """One landmarks.csv row for `path` (found by `detector`, else by this process's pool detector): found,
-    handedness, score, then FEATURES (all 0 when no hand)."""
+def _raw(path: str, detector: Detector | None = None) -> list:
+    """What MediaPipe found in `path` (by `detector`, else by this process's pool detector): found, handedness,
+    score, the 21 keypoints' x, y, z in the padded square (all 0 when no hand); `row_of` makes a landmarks.csv row
+    of it, and a hand crop (hand_crops.py) its box."""
     try:
         points, handedness, score = (detector or _DETECTOR)(path)
     except (OSError, ValueError) as e:  # PIL's errors for unreadable or truncated images
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
-    feats = canonical(points, handedness) if points is not None else None
+    if points is None:
+        return [False, "", 0.0] + [0.0] * (3 * N_POINTS)
+    return [True, handedness, score] + [float(v) for q in points for v in q]
+
+
+def row_of(raw: list) -> list:
+    """The landmarks.csv row (found, handedness, score, then FEATURES, all 0 when no hand) of a `_raw` detection."""
+    found, handedness, score = raw[:3]
+    feats = canonical([raw[3 + 3 * i:6 + 3 * i] for i in range(N_POINTS)], handedness) if found else None
     if feats is None:
         return [False, "", 0.0] + [0.0] * len(FEATURES)
     return [True, handedness, score] + [float(v) for v in feats]
+
+
+def _row(path: str, detector: Detector | None = None) -> list:
+    return row_of(_raw(path, detector))  # one landmarks.csv row for `path`
 
 
 def extraction_settings() -> dict:
@@ -253,8 +266,8 @@ def photo_features(paths: list, log=print, store=None):
     return feats[FEATURES].to_numpy(np.float32), feats["hand_found"].astype(bool).tolist()
 
 
-def _detect(paths: list[str], log, workers: int | None, what: str, store) -> list:
-    """`_row` of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
+def _detect(paths: list[str], log, workers: int | None, what: str, store, fn=None) -> list:
+    """`fn` (default `_row`, or `_raw`) of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
     `workers` 1, from one detector in this process); each row goes to `store` (if any) as it arrives, so an
     interrupted extraction keeps what it found."""
     import multiprocessing
@@ -265,18 +278,19 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
 
     if not paths:
         return []
+    fn = fn or _row
     workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
     rows, step, saved = [], max(1, len(paths) // 10), 0
     log(f"finding hands in {len(paths)} {what} with MediaPipe "
         + (f"({workers} processes)" if workers > 1 else "(in this process)"))
     if workers == 1:  # a few images: no pool to start, so a plain script needs no `if __name__ == "__main__":`
-        pool, found = None, _rows_here(paths)
+        pool, found = None, _rows_here(paths, fn)
     else:
         # spawn, not fork: a process forked after torch has run its thread pools can crash in MediaPipe's native
         # code (seen here: evaluate right after train). Like any spawning library, it needs a calling script to
         # guard its entry point with `if __name__ == "__main__":`.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-        found = pool.map(_row, paths, chunksize=16)
+        found = pool.map(fn, paths, chunksize=16)
     try:
         for i, row in enumerate(found, 1):
             rows.append(row)
@@ -295,12 +309,12 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store) -> lis
     return rows
 
 
-def _rows_here(paths: list[str]):
-    """`_row` of each path, in order, found by one detector in this process."""
+def _rows_here(paths: list[str], fn):
+    """`fn` of each path, in order, found by one detector in this process."""
     detector = Detector()
     try:
         for path in paths:
-            yield _row(path, detector)
+            yield fn(path, detector)
     finally:
         detector.close()
 

@@ -16,6 +16,10 @@ from typing import Callable
 from . import artifacts
 
 
+def _keep_all(df, holdout, root: Path, cfg, ws, log):
+    return df, {}
+
+
 @dataclass(frozen=True)
 class InputKind:
     name: str                   # the value of datablock.input
@@ -25,6 +29,9 @@ class InputKind:
     writes: tuple[str, ...]     # what datablock writes for it, beside the split
     prepare: Callable           # (df, root, cfg, ws, log) -> datablock's outputs for it, after the split is written
     store: Callable             # (data folder, log) -> the content store of what it computes per photo, or None
+    keep: Callable = _keep_all  # (df, holdout, root, cfg, ws, log) -> (the images it can train on, before the split is
+                                # made; vocab.json's fields that count the others)
+    params: tuple[str, ...] = ()  # the config entries its prepare reads beyond datablock's (datablock's params_if)
 
     def require(self) -> None:
         """Fail now, in one line, when what this input needs is not installed (before minutes of verifying)."""
@@ -108,10 +115,62 @@ def _landmark_store(folder: Path, log=print):
     return content_store.landmarks(folder, log)
 
 
+class CropKind(InputKind):
+    """Hand crops: pixels, but of the square around the hand MediaPipe finds (hand_crops.py), at train.image_size;
+    no pixel cache, no TTA (the crop is made before the model's transforms)."""
+
+    def seen(self, image_size: int | None, grayscale: bool = False) -> str:
+        return f"hand crops (MediaPipe), {image_size} px"
+
+    def recipe(self, cfg) -> str:
+        t = cfg.train
+        return ", ".join([f"hand crop {t.image_size}px"] + (["aug, no flips"] if t.augment else [])
+                         + ([f"frozen {t.crop_backbone}" + (" + keypoints" if t.crop_fusion == "keypoints" else "")]
+                            if t.arch == FUSED_ARCH else []))
+
+    def card_problem(self, card: dict, max_size: int) -> tuple[str, str] | None:
+        size = card.get("image_size")
+        if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= max_size):
+            return "image_size", f"{size!r} is not a whole number of pixels (1 to {max_size})"
+        if not isinstance(card.get("hand_crop"), dict):
+            return "hand_crop", f"{card.get('hand_crop')!r} is not the crop's settings"
+        return None
+
+    def card_fields(self, t) -> dict:
+        """`image_size` (the crop's side) and `hand_crop`: how a client makes the crop the model reads."""
+        from . import hand_crops
+
+        return {"image_size": t.image_size, "grayscale": None, "hand_crop": hand_crops.client_settings(t.image_size)}
+
+
+FUSED_ARCH = "hand_fused"  # the hand-crop family that reads a frozen backbone's crop embedding (families.HAND_FUSED)
+
+
+def _prepare_crops(df, root: Path, cfg, ws, log) -> list[Path]:
+    from . import hand_crops
+
+    return hand_crops.prepare(df, root, cfg, ws, log)
+
+
+def _keep_hands(df, holdout, root: Path, cfg, ws, log):
+    from . import hand_crops
+
+    return hand_crops.keep_hands(df, holdout, root, ws, log)
+
+
+def _crop_store(folder: Path, log=print):
+    from . import hand_crops
+
+    return hand_crops.points_store(folder)
+
+
 IMAGES = InputKind("images", "image", pixels=True, finds_hands=False, writes=(), prepare=_prepare_images, store=_no_store)
 LANDMARKS = InputKind("landmarks", "hand keypoints", pixels=False, finds_hands=True, writes=(artifacts.LANDMARKS,),
                       prepare=_prepare_landmarks, store=_landmark_store)
-KINDS = {k.name: k for k in (IMAGES, LANDMARKS)}
+HAND_CROP = CropKind("hand_crop", "hand-crop model", pixels=False, finds_hands=True,
+                     writes=(artifacts.LANDMARKS, artifacts.NO_HAND), prepare=_prepare_crops, store=_crop_store,
+                     keep=_keep_hands, params=("train.image_size",))
+KINDS = {k.name: k for k in (IMAGES, LANDMARKS, HAND_CROP)}
 
 
 def kind(name: str) -> InputKind:

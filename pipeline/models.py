@@ -117,10 +117,41 @@ def _landmark_plan(learn, t):
     return onnx_export.landmark_plan(learn)
 
 
+def _crop_dataloaders(ws, cfg, batch_size):
+    from . import crop_model
+
+    return crop_model.dataloaders(ws, cfg, batch_size)
+
+
+def _reads_crops(learn) -> bool:
+    from . import crop_model
+
+    return crop_model.is_crop_learner(learn)
+
+
+def _crop_probs(engine, paths, batch_size, tta, log, store):
+    from . import crop_model
+
+    return crop_model.probs(engine, paths, batch_size, tta, log, store)
+
+
+def _crop_read(engine, photo, detector):
+    from . import crop_model
+
+    return crop_model.read(engine, photo, detector)
+
+
+def _crop_plan(learn, t):
+    from . import crop_model
+
+    return crop_model.onnx_plan(learn, t)
+
+
 IMAGE_INPUT = Input(inputs.IMAGES, _image_dataloaders, _reads_images, _image_probs, _image_read, _image_plan)
 LANDMARK_INPUT = Input(inputs.LANDMARKS, _landmark_dataloaders, _reads_landmarks, _landmark_probs, _landmark_read,
                        _landmark_plan)
-INPUTS = {i.kind.name: i for i in (LANDMARK_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
+CROP_INPUT = Input(inputs.HAND_CROP, _crop_dataloaders, _reads_crops, _crop_probs, _crop_read, _crop_plan)
+INPUTS = {i.kind.name: i for i in (LANDMARK_INPUT, CROP_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
 
 
 def _landmark_learner(dls, t, n_in, common, ws):
@@ -154,8 +185,15 @@ def _backbone_learner(dls, t, n_in, common, ws):
         raise
 
 
+def _fused_learner(dls, t, n_in, common, ws):
+    from . import crop_model
+
+    return crop_model.make_learner(dls, t, **common)
+
+
 LEARNERS = {families.HAND_LANDMARKS: _landmark_learner, families.BASELINE: _baseline_learner,
-            families.BACKBONE: _backbone_learner}
+            families.BACKBONE: _backbone_learner, families.HAND_CROP_BACKBONE: _backbone_learner,
+            families.HAND_FUSED: _fused_learner}
 
 
 def check_arch(arch: str) -> None:
@@ -196,7 +234,7 @@ def input_of(learn) -> Input:
         if kind.recognises(learn):
             return kind
     raise PipelineError(f"no model family here reads this learner ({type(learn).__name__} over "
-                        f"{type(learn.dls).__name__}): only image and hand-landmark learners")
+                        f"{type(learn.dls).__name__}): only image, hand-landmark and hand-crop learners")
 
 
 def export_onnx(learn, path, t, log=print) -> dict:

@@ -22,13 +22,15 @@ STAGE = StageSpec(
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
     params=("datablock", "run.seed"),
-    params_if=lambda cfg: ("train.image_size", "train.grayscale") if cfg.datablock.cache else (),  # the cached pixels
+    params_if=lambda cfg: ((("train.image_size", "train.grayscale") if cfg.datablock.cache else ())  # the cached pixels
+                           + families.of(cfg).input.params),  # what the input's own prepare reads
     # the model's entries: the split, the keypoints and the cache do not depend on them (batch.png, a picture of one
     # training batch, is drawn at the train settings of the run that made it)
     ignores=("train.arch", "train.pretrained", "train.method", "train.base_lr", "train.epochs", "train.freeze_epochs",
              "train.lr_mult", "train.head_dropout", "train.batch_size", "train.opt", "train.momentum", "train.wd",
              "train.augment", "train.augment_strength", "train.random_crop_scale", "train.label_smoothing",
-             "train.landmark_rotate", "train.landmark_mirror", "train.landmark_features", "train.calibrate",
+             "train.landmark_rotate", "train.landmark_mirror", "train.landmark_features", "train.crop_backbone",
+             "train.crop_fusion", "train.calibrate",
              "train.num_workers", "train.precision", "train.channels_last"))
 
 
@@ -145,6 +147,7 @@ def run(cfg, ws, log):
     df = pd.DataFrame(items, columns=["path", "label", "source", "group"])
     held = splitting.holdout_mask(list(df["group"]), list(df["source"]), b.holdout)
     holdout, df = df[held].reset_index(drop=True), df[[not h for h in held]].reset_index(drop=True)
+    df, noted = kind.keep(df, holdout, root, cfg, ws, log)  # what the input cannot train on, left out before the split
     if b.holdout:
         log(f"held out {len(holdout)} images of {', '.join(b.holdout)} (scored by evaluate as test set "
             f"{data.HOLDOUT_SET!r})")
@@ -174,7 +177,7 @@ def run(cfg, ws, log):
                write_json(ws.artifact("datablock", artifacts.VOCAB), {
                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                    "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
-                   "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"]))}),
+                   "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"])), **noted}),
                _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     if b.holdout:
         outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))

@@ -17,7 +17,7 @@ STAGE = StageSpec(
     params=("lr_find", "train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size",
             "train.grayscale", "train.opt", "train.momentum", "train.wd", "train.augment", "train.augment_strength",
             "train.random_crop_scale", "train.label_smoothing", "train.landmark_rotate", "train.landmark_mirror",
-            "train.landmark_features", "run.seed"),
+            "train.landmark_features", "train.crop_backbone", "train.crop_fusion", "run.seed"),
     # the train entries that do not change the sweep: the schedule after it, the lr it is used for, and how fast
     # it runs (the same arithmetic up to float rounding)
     ignores=("train.method", "train.base_lr", "train.epochs", "train.freeze_epochs", "train.lr_mult",
