@@ -183,8 +183,8 @@ def onnx_plan(learn, t):
         raise PipelineError("the hand_fused model reads a crop and the keypoints of one MediaPipe pass: no ONNX "
                             "graph for it; use the fastai engine")
     plan = onnx_export.image_plan(learn, t.image_size, False)
-    entry = {**plan.entry, "name": "hand_crop",
+    entry = {**plan.entry,
              "client_does": f"find the hand with MediaPipe Hands and cut the padded square around it "
                             f"(pipeline.hand_crops.crop, the card's hand_crop), {t.image_size}x{t.image_size} RGB; "
                             f"a photo with no hand has no crop"}
-    return plan._replace(family=inputs.HAND_CROP.name, input_name="hand_crop", entry=entry)
+    return plan._replace(family=inputs.HAND_CROP.name, entry=entry)

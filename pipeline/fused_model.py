@@ -26,6 +26,7 @@ def dataloaders(ws, cfg, batch_size: int | None = None):
     store; they carry what the learner needs: the frozen `body`, its `embedding_key` and the `photo` settings."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
+    from fastai.data.transforms import Pipeline
 
     t = cfg.train
     df, crops, vocab = hand_crops.split_crops(ws, cfg, batch_size)
@@ -38,8 +39,11 @@ def dataloaders(ws, cfg, batch_size: int | None = None):
     items = [(e, f, c) if fusion else (e, c) for e, f, c in zip(emb, feats, y)]
     valid = df["is_valid"].to_numpy()
     bs = batch_size or t.batch_size
-    dls = DataLoaders(DataLoader([it for it, v in zip(items, valid) if not v], bs=bs, shuffle=True, drop_last=True),
-                      DataLoader([it for it, v in zip(items, valid) if v], bs=bs), path=ws.scratch)
+    # no batch transforms, but an empty Pipeline where fastai and training.normalisation look for them
+    dls = DataLoaders(DataLoader([it for it, v in zip(items, valid) if not v], bs=bs, shuffle=True, drop_last=True,
+                                 after_batch=Pipeline([])),
+                      DataLoader([it for it, v in zip(items, valid) if v], bs=bs, after_batch=Pipeline([])),
+                      path=ws.scratch)
     dls.vocab, dls.n_inp, dls.after_batch = vocab, 2 if fusion else 1, ()
     dls.body, dls.embedding_key = model, key
     dls.photo = PhotoDls(vocab, t.image_size, norm["mean"], norm["std"], fusion)
@@ -109,10 +113,10 @@ class PhotoDls:
 
 
 class FusedLearner(Learner):
-    """A Learner over a `FusedNet`: it trains on embedding DataLoaders (`embeddings.dataloaders`), and its export
+    """A Learner over a `FusedNet`: it trains on embedding DataLoaders (`dataloaders`), and its export
     answers photos: `predict("photo.jpg")` (label, index, probabilities), finding the hand in this process."""
 
-    photo: PhotoDls  # set by `embeddings.make_learner`
+    photo: PhotoDls  # set by `make_learner`
 
     def export(self, fname="export.pkl", pickle_module=None, pickle_protocol=2):
         import pickle

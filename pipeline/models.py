@@ -186,9 +186,9 @@ def _backbone_learner(dls, t, n_in, common, ws):
 
 
 def _fused_learner(dls, t, n_in, common, ws):
-    from . import crop_model
+    from . import fused_model
 
-    return crop_model.make_learner(dls, t, **common)
+    return fused_model.make_learner(dls, t, **common)
 
 
 LEARNERS = {families.HAND_LANDMARKS: _landmark_learner, families.BASELINE: _baseline_learner,

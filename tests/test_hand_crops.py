@@ -69,3 +69,84 @@ def test_the_crop_card_says_how_to_crop():
     assert fields["image_size"] == 64 and fields["hand_crop"]["size"] == 64 and fields["hand_crop"]["pad"] == hand_crops.PAD
     assert inputs.HAND_CROP.card_problem(fields, 1024) is None
     assert inputs.HAND_CROP.card_problem({**fields, "hand_crop": None}, 1024)[0] == "hand_crop"
+
+
+_USE = ("import sys, warnings\n"
+        "from fastai.learner import load_learner\n"
+        "from pipeline import exported\n"
+        "pkl, photos = sys.argv[1], sys.argv[2:]\n"
+        "learn = load_learner(pkl)\n"
+        "for photo in photos:\n"
+        "    with warnings.catch_warnings(record=True) as seen:\n"
+        "        warnings.simplefilter('always')\n"
+        "        label, idx, probs = learn.predict(photo)\n"
+        "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
+        "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
+        "engines = ('fastai', 'onnx') if pkl.endswith('crop.pkl') else ('fastai',)\n"
+        "for engine in engines:\n"
+        "    p = exported.load(pkl, engine=engine).predict(photos, log=lambda m: None)\n"
+        "    print('loaded', engine, *p.labels, *p.hand_found)\n")
+
+
+def _answers(tmp_path, pkl, photos) -> tuple[list, dict]:
+    """A fresh process's answers for `photos`: `load_learner(pkl).predict` (label, n probs, their sum, no-hand
+    warned) each, and `exported.load(pkl, engine).predict`'s labels and hand found, by engine."""
+    script = tmp_path / "use.py"
+    script.write_text(_USE)
+    done = subprocess.run([sys.executable, str(script), str(pkl), *map(str, photos)], capture_output=True, text=True,
+                          env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.split() for line in done.stdout.splitlines() if line.split()]
+    return [x for k, *x in lines if k == "answer"], {x[0]: x[1:] for k, *x in lines if k == "loaded"}
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
+    """1 photo a letter: the photos with no hand (grassknoted's `nothing`) are listed, not trained on; a second run
+    (another family, as a crossval fold would) finds every hand and crop in the stores, and its train reuses the
+    embeddings its lr_find computed; both exports answer a photo in a fresh process, say when a photo has no hand,
+    and the crop backbone's ONNX graph agrees with fastai."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    from PIL import Image
+
+    from pipeline import embeddings
+
+    base = {**asl_photos(shared_data, 2, "test28"), "datablock.input": "hand_crop", "train.image_size": 32,
+            "train.batch_size": 8, "train.base_lr": 1e-3, "train.epochs": 1}
+    cfg = tiny_config(tmp_path, {**base, "run.name": "crop", "train.arch": "tf_efficientnet_lite0",
+                                 "train.pretrained": True, "train.method": "fine_tune", "train.augment": True})
+    runner.run(cfg, list(runner.STAGE_NAMES))
+    out = tmp_path / "runs" / "crop"
+    no_hand = pd.read_csv(out / "datablock" / artifacts.NO_HAND)
+    split = pd.read_csv(out / "datablock" / artifacts.SPLITS)
+    assert (no_hand["label"] == "nothing").sum() == 2 and not set(no_hand["path"]) & set(split["path"])
+    meta = json.loads((out / "datablock" / artifacts.VOCAB).read_text())
+    assert len(split) + len(no_hand) == 58 and meta["n_no_hand"] == len(no_hand) and "nothing" not in meta["vocab"]
+    card = json.loads((tmp_path / "exports" / "crop.json").read_text())
+    assert card["family"] == families.HAND_CROP_BACKBONE.name and card["image_size"] == 32
+    assert card["hand_crop"]["size"] == 32 and card["onnx"]["family"] == "hand_crop"
+    assert card["onnx"]["parity"]["top1_agreement"] == 1.0
+
+    looked, cropped = [], []
+    detect, crop = hands._detect, hand_crops.crop
+    monkeypatch.setattr(hands, "_detect", lambda paths, *a, **k: looked.extend(paths) or detect(paths, *a, **k))
+    monkeypatch.setattr(hand_crops, "crop", lambda *a: cropped.append(a[0]) or crop(*a))
+    fused = tiny_config(tmp_path, {**base, "run.name": "fused", "train.arch": "hand_fused",
+                                   "train.crop_fusion": "keypoints", "train.method": "fit_one_cycle"})
+    runner.run(fused, ["download", "datablock", "lr_find", "train"])
+    assert looked == [] and cropped == []  # every photo's hand and crop came from the stores
+    assert embeddings.embed.computed == 0  # train found the embeddings lr_find computed
+    fused_card = json.loads((tmp_path / "exports" / "fused.json").read_text())
+    assert fused_card["family"] == families.HAND_FUSED.name and fused_card["onnx"]["file"] is None
+
+    gray = tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    photo = shared_data / "asl_alphabet_test" / "B_test.jpg"
+    for name in ("crop", "fused"):
+        answers, loaded = _answers(tmp_path, tmp_path / "exports" / f"{name}.pkl", [photo, gray])
+        assert [(n, total, no) for _, n, total, no in answers] == [("28", "1.0", "False"), ("28", "1.0", "True")]
+        assert loaded["fastai"][2:] == ["True", "False"]  # hand found in the photo, none in the gray square
+        assert loaded["fastai"][0] == answers[0][0]  # the loader's label is load_learner's
+        if name == "crop":
+            assert loaded["onnx"] == loaded["fastai"]
