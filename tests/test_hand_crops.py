@@ -85,7 +85,10 @@ _USE = ("import sys, warnings\n"
         "engines = ('fastai', 'onnx') if pkl.endswith('crop.pkl') else ('fastai',)\n"
         "for engine in engines:\n"
         "    p = exported.load(pkl, engine=engine).predict(photos, log=lambda m: None)\n"
-        "    print('loaded', engine, *p.labels, *p.hand_found)\n")
+        "    print('loaded', engine, *p.labels, *p.hand_found)\n"
+        "    e = exported.load(pkl, engine=engine)\n"
+        "    read = [e.read(photo, e.detector()) for photo in photos]\n"
+        "    print('read', engine, *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n")
 
 
 def _answers(tmp_path, pkl, photos) -> tuple[list, dict]:
@@ -97,6 +100,8 @@ def _answers(tmp_path, pkl, photos) -> tuple[list, dict]:
                           env=subprocess_env(), cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line.split() for line in done.stdout.splitlines() if line.split()]
+    read = {x[0]: x[1:] for k, *x in lines if k == "read"}
+    assert read and all(r == ["28", "None", "True", "False"] for r in read.values()), read  # serve's one photo
     return [x for k, *x in lines if k == "answer"], {x[0]: x[1:] for k, *x in lines if k == "loaded"}
 
 
