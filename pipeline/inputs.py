@@ -1,7 +1,8 @@
 """What each kind of model input is, for the stages that prepare data: the data half of the registry (families.py
 names the families, models.py builds them). An `InputKind` is the value of `datablock.input`: whether the model
-sees pixels, whether photos go through MediaPipe first, what datablock writes for it and how (`prepare`), the
-per-photo content store it reuses, and how a run, a card or a report names what the model sees.
+sees pixels, whether photos go through MediaPipe first, which images it can train on (`keep`, before the split),
+what datablock writes for it and how (`prepare`), the per-photo content store it reuses, and how a run, a card or
+a report names what the model sees.
 
 This half imports no model code (only data-side modules, where used), so download's and datablock's code
 fingerprints stay exact. A new input: an `InputKind` here with its `prepare` in its own module, its reader in

@@ -142,6 +142,9 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     runner.run(fused, ["download", "datablock", "lr_find", "train"])
     assert looked == [] and cropped == []  # every photo's hand and crop came from the stores
     assert embeddings.embed.computed == 0  # train found the embeddings lr_find computed
+    runner.run(fused, ["evaluate"])  # through exported.load: the fused learner answers photos itself
+    scored = json.loads((tmp_path / "runs" / "fused" / "evaluate" / "test28" / artifacts.METRICS).read_text())
+    assert scored["scored"] == 27  # asl_alphabet_test's letters the model knows (no `nothing`: it had no hand)
     fused_card = json.loads((tmp_path / "exports" / "fused.json").read_text())
     assert fused_card["family"] == families.HAND_FUSED.name and fused_card["onnx"]["file"] is None
 
