@@ -17,6 +17,14 @@ from typing import Callable
 from . import artifacts
 
 
+def _size_problem(card: dict, max_size: int) -> tuple[str, str] | None:
+    """What is wrong with a card's `image_size` (the side of the square the model reads), or None."""
+    size = card.get("image_size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= max_size):
+        return "image_size", f"{size!r} is not a whole number of pixels (1 to {max_size})"
+    return None
+
+
 def _keep_all(df, holdout, root: Path, cfg, ws, log):
     return df, {}
 
@@ -62,9 +70,8 @@ class InputKind:
         """(field, what is wrong) with what a model card says of this input's pixels, or None."""
         if not self.pixels:
             return None
-        size = card.get("image_size")
-        if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= max_size):
-            return "image_size", f"{size!r} is not a whole number of pixels (1 to {max_size})"
+        if (problem := _size_problem(card, max_size)):
+            return problem
         if card.get("grayscale") not in (None, True, False):
             return "grayscale", f"{card['grayscale']!r} is not true or false"
         return None
@@ -130,9 +137,8 @@ class CropKind(InputKind):
                             if t.arch == FUSED_ARCH else []))
 
     def card_problem(self, card: dict, max_size: int) -> tuple[str, str] | None:
-        size = card.get("image_size")
-        if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= max_size):
-            return "image_size", f"{size!r} is not a whole number of pixels (1 to {max_size})"
+        if (problem := _size_problem(card, max_size)):
+            return problem
         if not isinstance(card.get("hand_crop"), dict):
             return "hand_crop", f"{card.get('hand_crop')!r} is not the crop's settings"
         return None
