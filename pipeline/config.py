@@ -54,6 +54,9 @@ class SourceCfg:
     fold: str = "group"           # crossval --by group holds this source out one group at a time (group) or whole (source)
 
 
+DEFAULT_SOURCE = "data"  # the name of a config's single `download.source`
+
+
 @dataclass
 class DownloadCfg:
     source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits
@@ -61,6 +64,11 @@ class DownloadCfg:
     subdir: str = ""                # image root inside the source; "" = auto-detect
     sources: list[SourceCfg] = field(default_factory=list)  # several training sources ([[download.sources]]);
                                                             # when set, source and subdir above are unused
+
+    def training_sources(self) -> list[SourceCfg]:
+        """`sources`, or the single `source`/`subdir` as one source named "data" (class folders, no label rules:
+        the layout every single-source config has used)."""
+        return list(self.sources) or [SourceCfg(name=DEFAULT_SOURCE, source=self.source, subdir=self.subdir)]
 
 
 @dataclass

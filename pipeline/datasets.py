@@ -56,17 +56,6 @@ def local_fingerprint(source: str, subdir: str) -> str:
     return listing_fingerprint(sources.list_image_strings(root), root)
 
 
-def training_sources(d) -> list:
-    """The `[[download.sources]]` of DownloadCfg `d`, or its single `source`/`subdir` as one source named "data"
-    (class folders, no label rules: the layout every single-source config has used)."""
-    from .config import SourceCfg
-
-    return list(d.sources) or [SourceCfg(name=DEFAULT_SOURCE, source=d.source, subdir=d.subdir)]
-
-
-DEFAULT_SOURCE = "data"
-
-
 def labelled_images(root: Path, src, files: list[str] | None = None) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     """((path relative to `root`, label, group) for each image of source `src` under `root`, counts of what was
     left out: "loose" (no class folder and no label_regex), "unmatched" (label_regex did not match), "filtered"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import __version__
 from .artifacts import MANIFEST
-from .config import Config
 from .workspace import Workspace, sha256_file, sha256_text
 
 PKG = Path(__file__).resolve().parent  # the `pipeline` package whose files `code_files` hashes
@@ -28,11 +27,11 @@ LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "tr
 LATER_KEYS = ("train.label_smoothing", "train.augment_strength", "train.random_crop_scale")
 
 
-def _config_part(cfg: Config, keys: tuple[str, ...]) -> dict:
+def _config_part(cfg, keys: tuple[str, ...]) -> dict:
     out = {}
     for key in keys:
         section, _, attr = key.partition(".")
-        values, defaults = cfg.section(section), Config().section(section)
+        values, defaults = cfg.section(section), type(cfg)().section(section)
         if attr:
             if not ((attr in LATER_FIELDS.get(section, ()) or key in LATER_KEYS) and values[attr] == defaults[attr]):
                 out[key] = values[attr]
@@ -86,8 +85,10 @@ def _reached(start: Path, package: str) -> set[Path]:
 
 def code_files(stage_name: str) -> tuple[Path, ...]:
     """`stages/<stage_name>.py` and every `pipeline` module it reaches through imports, followed transitively:
-    the code whose edit can change the stage's result (derived, so no list is kept by hand)."""
-    return tuple(sorted(_reached(Path(importlib.util.find_spec(f"stages.{stage_name}").origin), "stages")))
+    the code whose edit can change the stage's result (derived, so no list is kept by hand). `pipeline/config.py`
+    and what it reaches count for every stage: each reads its config through those dataclasses and their methods."""
+    stage = Path(importlib.util.find_spec(f"stages.{stage_name}").origin)
+    return tuple(sorted(_reached(stage, "stages") | _reached(PKG / "config.py", "pipeline")))
 
 
 def module_code_hash(module: str) -> str:
@@ -122,7 +123,7 @@ def read_manifest(ws: Workspace, stage: str) -> dict | None:
     return ws.manifest(stage)
 
 
-def fingerprint(cfg: Config, ws: Workspace, stage) -> Fingerprint:
+def fingerprint(cfg, ws: Workspace, stage) -> Fingerprint:
     """What `stage` would run on now: its config keys, its code, its inputs' digests, its external data."""
     inputs, missing = {}, []
     for up in stage.reads(cfg):
@@ -150,7 +151,7 @@ def outputs_intact(manifest: dict, ws: Workspace) -> str:
     return ""
 
 
-def staleness(cfg: Config, ws: Workspace, stage, fp: Fingerprint | None = None) -> str:
+def staleness(cfg, ws: Workspace, stage, fp: Fingerprint | None = None) -> str:
     """'' when `stage` is up to date, else why not (never run / config changed / input changed / …)."""
     m = read_manifest(ws, stage.name)
     if m is None:

@@ -66,7 +66,7 @@ def _plot_counts(df, path: Path) -> Path:
 def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]], list[tuple[str, str]]]:
     """(common root of every source, (path under it, label, source, group) per image, (path, reason) for names
     that are not valid UTF-8), in source order."""
-    srcs = {s.name: s for s in datasets.training_sources(cfg.download)}
+    srcs = {s.name: s for s in cfg.download.training_sources()}
     roots = {e["name"]: Path(os.path.abspath(e["root"])) for e in meta["sources"]}
     for name, r in roots.items():
         if not r.is_dir():

@@ -31,7 +31,7 @@ def external_fingerprint(cfg, ws) -> str:
     """A local folder source is fingerprinted by its listing, so edits to it make this stage stale. Several
     sources: a JSON object, source name → fingerprint, so that status can name the one that changed."""
     if not cfg.download.sources:
-        return _local(datasets.training_sources(cfg.download)[0])
+        return _local(cfg.download.training_sources()[0])
     return json.dumps({s.name: _local(s) for s in cfg.download.sources}, sort_keys=True)
 
 
@@ -90,7 +90,7 @@ def _passes_filter(folder: str, src) -> bool:
 
 
 def run(cfg, ws, log):
-    srcs = datasets.training_sources(cfg.download)
+    srcs = cfg.download.training_sources()
     try:
         # the last complete listing: the committed stage folder (this run writes into its staging folder)
         previous = {s["name"]: s for s in read_json(ws.root / "download" / artifacts.DATASET).get("sources", [])}

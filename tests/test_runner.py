@@ -365,7 +365,7 @@ def test_a_source_listing_key_follows_the_code_that_labels_it(project, monkeypat
     monkeypatch.setattr(fingerprints, "PKG", pkg)
     from pipeline import datasets
 
-    src = datasets.training_sources(load(tmp_path).download)[0]
+    src = load(tmp_path).download.training_sources()[0]
     before = download._key(src)
     assert download._key(src) == before
     with open(pkg / "labels.py", "a") as f:
