@@ -175,7 +175,7 @@ def demo_learner_bench(description: str, title: str, name: str) -> tuple:
     r = pipeline_run(["run", "--config", str(REPO / "configs" / "demo.toml"), "--stages",
                       "download,datablock,train", *sets], cwd=work)
     print(f"learner: demo recipe, 1 epoch, .pkl (and .onnx) from one train ({r['seconds']:.0f}s to prepare)")
-    from pipeline.data import list_images
+    from pipeline.data.loaders import list_images
 
     folder = args.files or next((work / "data").glob("sklearn_digits*/test"))
     files = sorted(list_images(folder))[:args.limit or None]
@@ -188,7 +188,7 @@ def predict_each(learn, files: list[Path]) -> tuple[list[str], "torch.Tensor"]:
     the stacked probabilities."""
     import torch
 
-    from pipeline import training
+    from pipeline.models import training
 
     labels, probs = [], []
     with training.quiet(learn):

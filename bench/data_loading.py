@@ -28,9 +28,10 @@ from bench._common import OUT, SHARED_DATA, header, result
 def measure(size: int, cache: bool, batches: int) -> dict:
     from fastai.callback.core import Callback, CancelFitException
 
-    from pipeline import cache as cache_mod
-    from pipeline import config, data, runner, training
-    from pipeline.workspace import Workspace
+    from pipeline import config, runner
+    from pipeline.core.workspace import Workspace
+    from pipeline.data import cache as cache_mod, loaders
+    from pipeline.models import training
 
     work = OUT / "data_loading"
     work.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def measure(size: int, cache: bool, batches: int) -> dict:
     with redirect_stdout(io.StringIO()):
         runner.run(cfg, ["download", "datablock"])
     ws = Workspace.from_config(cfg)
-    learn = training.make_learner(data.dataloaders(ws, cfg), cfg, ws)
+    learn = training.make_learner(loaders.dataloaders(ws, cfg), cfg, ws)
     warm = 2
 
     class Wait(Callback):

@@ -1,6 +1,6 @@
 """Benchmark 6: the inference engines on the same export and the same files, in one run: the published per-image
-`learn.predict` loop, fastai batched (`pipeline.exported.load(...).predict`, what evaluate runs) and onnxruntime batched
-(`pipeline.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
+`learn.predict` loop, fastai batched (`pipeline.models.exported.load(...).predict`, what evaluate runs) and onnxruntime batched
+(`pipeline.models.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
 batches decoded beforehand: fastai's normalised tensors channels-last, the graph's uint8 NHWC arrays).
 
 Engines and floors are timed as the best of 3 runs (the per-image loop once: it takes longest). Targets: each
@@ -38,7 +38,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline import exported
+    from pipeline.models import exported
 
     fa, onnx = exported.load(pkl, "fastai"), exported.load(pkl, "onnx")
     learn, ort = fa.engine.learn, onnx.engine

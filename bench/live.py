@@ -1,4 +1,4 @@
-"""Benchmark 8: live fingerspelling (pipeline/live.py), the server's work per webcam frame, in one run:
+"""Benchmark 8: live fingerspelling (pipeline/serve/live.py), the server's work per webcam frame, in one run:
 
 - server time per frame with tracking (`hands.Tracker`, MediaPipe's video mode) against finding the hand afresh in
   every frame (p50, p95 of CPU time, which other jobs on a shared machine do not inflate, and of wall time), for
@@ -64,7 +64,7 @@ def stream_jpegs() -> list[bytes]:
     import numpy as np
     from PIL import Image
 
-    from pipeline import hands
+    from pipeline.data import hands
 
     massey = SHARED_DATA / "massey_asl"
     frames = []
@@ -84,7 +84,7 @@ def serve_frame(stream, jpeg: bytes, t: float) -> str:
     import numpy as np
     from PIL import Image
 
-    from pipeline import live
+    from pipeline.serve import live
 
     rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     f = stream.step(rgb, t)
@@ -113,7 +113,7 @@ class Timed:
 def per_frame(reader, jpegs: list[bytes], track: bool) -> tuple[list[float], list[float], list[float], str]:
     """Wall and CPU (this process, all its threads) milliseconds per frame, and CPU ms of finding the hand alone,
     after 10 warm-up frames; and the text spelled."""
-    from pipeline import live
+    from pipeline.serve import live
 
     stream = live.LiveStream(reader, track=track)
     stream.tracker = timed = Timed(stream.tracker)
@@ -137,7 +137,7 @@ def pct(times: list[float], q: float) -> float:
 def concurrent(reader, jpegs: list[bytes], streams: int, seconds: float) -> tuple[list[float], float]:
     """Frames/s of each of `streams` threads, each its own LiveStream sending frames back to back for `seconds`;
     and the cores' worth of CPU time the process used meanwhile."""
-    from pipeline import live
+    from pipeline.serve import live
 
     counts, start = [0] * streams, threading.Barrier(streams + 1)
     stop = threading.Event()
@@ -170,7 +170,7 @@ def concurrent(reader, jpegs: list[bytes], streams: int, seconds: float) -> tupl
 def concurrency_child(learner: Path, onnx: bool, seconds: float) -> int:
     """Run in a process pinned to the cores under test: 1, 2, 3... streams until one falls below STREAM_FPS (at
     least up to 4: how far threads share the cores shows even where other jobs slow every stream down)."""
-    from pipeline.serve import Reader
+    from pipeline.serve.app import Reader
 
     reader = Reader(learner, engine="onnx" if onnx else "fastai", trust=True, parallel=1)
     jpegs = stream_jpegs()
@@ -203,7 +203,7 @@ def main() -> int:
     work = OUT / "live"
     work.mkdir(parents=True, exist_ok=True)
     learner = args.learner or prepare(work)
-    from pipeline.serve import Reader
+    from pipeline.serve.app import Reader
 
     jpegs = stream_jpegs()
     print(f"stream: {len(jpegs)} frames (640x480 JPEG) at {FPS} frames/s: H, E, L, no hand, L, O")

@@ -22,7 +22,9 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from pipeline import config, hand_model, hands, models, training
+    from pipeline import config
+    from pipeline.data import hands
+    from pipeline.models import hand_model, registry, training
 
     warnings.filterwarnings("ignore")
     header("J and Z through a still-frame hand-landmark model")
@@ -37,7 +39,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cfg = config.load(None, cwd=work, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false", "train.landmark_rotate=15"])
-    learn = models.make_learner(hand_model.dataloaders(split, feats, classes, batch_size=32), cfg,
+    learn = registry.make_learner(hand_model.dataloaders(split, feats, classes, batch_size=32), cfg,
                                 SimpleNamespace(scratch=work))
     with training.quiet(learn):
         learn.fit_one_cycle(20, 3e-3)

@@ -47,7 +47,7 @@ def pipeline_side(cfg) -> dict:
     import pandas as pd
 
     from pipeline import runner
-    from pipeline.workspace import Workspace
+    from pipeline.core.workspace import Workspace
 
     with redirect_stdout(io.StringIO()):
         runner.run(cfg, ["download", "datablock"])
@@ -63,15 +63,16 @@ def plain_side(cfg, a) -> dict:
     import torch
     from PIL import Image
 
-    from pipeline import data, training
-    from pipeline.workspace import Workspace
+    from pipeline.core.workspace import Workspace
+    from pipeline.data import loaders
+    from pipeline.models import training
 
     ws = Workspace.from_config(cfg)
-    df, root, vocab = data.load_split(ws)
+    df, root, vocab = loaders.load_split(ws)
     from fastai.torch_core import set_seed
 
     set_seed(cfg.run.seed, reproducible=True)
-    learn = training.make_learner(data.dataloaders(ws, cfg), cfg, ws)  # frozen body, as the stage trains it
+    learn = training.make_learner(loaders.dataloaders(ws, cfg), cfg, ws)  # frozen body, as the stage trains it
     model = copy.deepcopy(learn.model)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

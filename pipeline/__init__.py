@@ -1,3 +1,48 @@
-"""signpipe: a fastai transfer-learning pipeline for sign-language images."""
+"""signpipe: a fastai transfer-learning pipeline for sign-language images.
+
+The layers, bottom up (`tests/test_house.py` holds that none imports a higher one): `core` (the run's machinery),
+`data` (sources, stores, DataLoaders), `models` (the registry, the families, export and engines), `serve` (the
+app); on top, `config`, `runner` and the commands (`cli`, `report`, `compare`, `crossval`).
+
+Exports pickled before the modules moved into those subpackages name the old flat modules (a landmark learner
+names `pipeline.hand_model`): `_OldNames` answers those names with the moved modules, so they still load.
+"""
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
+
+# Old flat module -> where it lives now (the layout move of issue 20). `data`, `models` and `serve` are packages
+# now; their old modules are `data.loaders`, `models.registry` and `serve.app`, which no export pickles.
+MOVED = {
+    **{m: f"core.{m}" for m in ("errors", "artifacts", "machine", "progress", "workspace", "stagespec",
+                                "fingerprints", "commit", "runlock", "distributed", "runtime")},
+    **{m: f"data.{m}" for m in ("sources", "fetchers", "archives", "datasets", "labels", "splitting", "cache",
+                                "content_store", "idx", "sign_mnist", "hands", "hand_crops")},
+    **{m: f"models.{m}" for m in ("inputs", "families", "backbones", "baselines", "hand_model", "crop_model",
+                                  "fused_model", "embeddings", "training", "calibration", "card", "onnx_export",
+                                  "onnx_engine", "inference", "exported")},
+    **{m: f"serve.{m}" for m in ("live", "spelling")},
+}
+
+
+class _OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`import pipeline.<old>` (and pickle's lookup of `pipeline.<old>.Class`) gets the moved module itself."""
+
+    def find_spec(self, name, path=None, target=None):
+        head, _, old = name.partition(".")
+        if head != __name__ or old not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{MOVED[spec.name.partition('.')[2]]}")
+
+    def exec_module(self, module):
+        pass  # the moved module ran when create_module imported it
+
+
+if not any(isinstance(f, _OldNames) for f in sys.meta_path):
+    sys.meta_path.append(_OldNames())

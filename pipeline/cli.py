@@ -6,8 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, config, exported, live, runlock, runner
-from .errors import PipelineError, guarded
+from . import compare, config, runner
+from .core import runlock
+from .core.errors import PipelineError, guarded
+from .models import exported
+from .serve import live
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -89,7 +92,7 @@ def _cmd_run(args) -> int:
     t0 = time.perf_counter()
     result = runner.run(cfg, stages, force=args.force, wait=args.wait)
     ran = [s for s, v in result.items() if v == "ran"]
-    from . import distributed
+    from .core import distributed
 
     if not distributed.is_main():
         return 0
@@ -100,7 +103,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from .workspace import Workspace
+    from .core.workspace import Workspace
 
     cfg = config.load(args.config, args.overrides)
     print(f"config {cfg.source_file}\nrun    {cfg.run.name} ({Workspace.from_config(cfg).root})")
@@ -113,7 +116,7 @@ def _cmd_status(args) -> int:
 
 def _cmd_report(args) -> int:
     from . import report
-    from .workspace import Workspace
+    from .core.workspace import Workspace
 
     cfg = config.load(args.config, args.overrides)
     ws = Workspace.from_config(cfg)
@@ -126,8 +129,8 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_recover(args) -> int:
-    from .commit import recover
-    from .workspace import Workspace
+    from .core.commit import recover
+    from .core.workspace import Workspace
 
     cfg = config.load(args.config, args.overrides)
     ws = Workspace.from_config(cfg)
@@ -159,7 +162,7 @@ def _cmd_stages(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import data, sources
+    from .data import loaders, sources
 
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -176,9 +179,9 @@ def _cmd_predict(args) -> int:
         raise PipelineError("no images found in " + ", ".join(args.images))
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout is the predictions)
     # as evaluate does: unusable images are left out and listed
-    files, skipped = data.verify_images(files, log=log)
+    files, skipped = loaders.verify_images(files, log=log)
     for path, reason in skipped:
-        print(f"skipped {data.shown_name(path)}: {reason}", file=sys.stderr)
+        print(f"skipped {loaders.shown_name(path)}: {reason}", file=sys.stderr)
     if not files:
         raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
     model = exported.load(Path(args.learner), args.engine, trust=args.trust_learner, sha256=args.sha256)
@@ -191,28 +194,28 @@ def _cmd_predict(args) -> int:
 
         w = csv.writer(sys.stdout)
         w.writerow(["file", "label", "confidence"] + (["hand_found"] if found is not None else []))
-        w.writerows([data.shown_name(f), y, f"{c:.6f}"] + ([str(h).lower()] if h is not None else [])
+        w.writerows([loaders.shown_name(f), y, f"{c:.6f}"] + ([str(h).lower()] if h is not None else [])
                     for f, y, c, h in zip(files, labels, conf, hand))
     else:
         for f, y, c, h in zip(files, labels, conf, hand):
-            print(f"{data.shown_name(f)}\t{y}\t{c:.3f}" + ("\tno hand found" if h is False else ""))
+            print(f"{loaders.shown_name(f)}\t{y}\t{c:.3f}" + ("\tno hand found" if h is False else ""))
     return 0
 
 
 def _cmd_serve(args) -> int:
-    from . import serve
+    from .serve import app
 
-    serve.serve(Path(args.learner), engine=args.engine, host=args.host, port=args.port,
+    app.serve(Path(args.learner), engine=args.engine, host=args.host, port=args.port,
                 collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel,
                 rules=live.rules_of(args))
     return 0
 
 
 def _cmd_spell(args) -> int:
-    from . import serve
+    from .serve import app
 
     rules = live.rules_of(args)
-    reader = serve.Reader(Path(args.learner), engine=args.engine, trust=args.trust_learner, parallel=1)
+    reader = app.Reader(Path(args.learner), engine=args.engine, trust=args.trust_learner, parallel=1)
     live.spell_video(reader, Path(args.video), rules, csv_out=args.csv)
     return 0
 

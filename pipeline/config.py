@@ -16,8 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import families
-from .errors import PipelineError
+from .core.errors import PipelineError
+from .models import families
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,7 @@ class TrainCfg:
     crop_backbone: str = "tf_efficientnet_lite0"  # hand_fused: the frozen timm backbone whose pooled crop embedding it reads
     crop_fusion: str = "none"     # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
-    num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/runtime.py)
+    num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
     channels_last: str = "auto"   # auto | on | off (auto: on for pretrained convnets on CUDA)
 
@@ -163,7 +163,7 @@ class Config:
 
     def to_saved_dict(self) -> dict:
         """`to_dict` with every source redacted (a signed URL's token is a credential): what runs and cards keep."""
-        from .sources import redact_source
+        from .data.sources import redact_source
 
         data = self.to_dict()
         data["download"]["source"] = redact_source(data["download"]["source"])
@@ -272,7 +272,7 @@ def _positive(x) -> bool:
 
 def check_source(source: str, where: str) -> None:
     """The one-line error for a source string of none of the supported forms (before any stage starts)."""
-    from .sources import check
+    from .data.sources import check
 
     try:
         check(source)
@@ -358,7 +358,7 @@ def validate(cfg: Config) -> None:
 def resolve_source(source: str, base: Path) -> str:
     """`source` with a relative `path:` made absolute against the folder `base` (a `sign_mnist:` or `mnist:` prefix
     kept)."""
-    from .sources import split_converted
+    from .data.sources import split_converted
 
     prefix, inner = split_converted(source)
     scheme, _, rest = inner.partition(":")

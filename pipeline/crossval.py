@@ -21,9 +21,11 @@ import hashlib
 import re
 import time
 
-from . import artifacts, config, data, runlock, runner
-from .errors import PipelineError
-from .workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
+from . import config, runner
+from .core import artifacts, runlock
+from .core.errors import PipelineError
+from .core.workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
+from .data import loaders
 
 WORST = 3  # letters named per fold
 
@@ -86,7 +88,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
             failed.append(unit)
             rows.append({"held_out": unit, "images": 0, "accuracy": float("nan"), "worst": f"failed: {why}"})
             continue
-        out = Workspace.from_config(cfg).stage_dir("evaluate") / data.HOLDOUT_SET
+        out = Workspace.from_config(cfg).stage_dir("evaluate") / loaders.HOLDOUT_SET
         m = read_json(out / artifacts.METRICS)
         tally = pd.read_csv(out / artifacts.TALLIES, keep_default_na=False)
         tally["held_out"] = unit

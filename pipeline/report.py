@@ -14,8 +14,9 @@ from pathlib import Path
 
 import jinja2
 
-from . import artifacts, inputs
-from .workspace import Workspace, write_text
+from .core import artifacts
+from .core.workspace import Workspace, write_text
+from .models import inputs
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;

@@ -14,15 +14,17 @@ import shutil
 import time
 from datetime import datetime, timezone
 
-from . import artifacts, data, distributed, models, runlock
-from .commit import cannot_write, commit, recover, waiting, write_manifest
 from .config import Config, dumps
-from .errors import PipelineError
-from .fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
+from .core import artifacts, distributed, runlock
+from .core.commit import cannot_write, commit, recover, waiting, write_manifest
+from .core.errors import PipelineError
+from .core.fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
     LATER_FIELDS, PKG, Fingerprint, _config_part, _imported_modules, code_files, fingerprint, manifest_path,
     outputs_intact, read_manifest, staleness)
-from .stagespec import StageSpec
-from .workspace import Workspace, write_text
+from .core.stagespec import StageSpec
+from .core.workspace import Workspace, write_text
+from .data import loaders
+from .models import registry
 
 
 STAGE_NAMES = ("download", "datablock", "lr_find", "train", "evaluate")  # the order they run in
@@ -76,7 +78,7 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
             raise cannot_write(e, staging) from None
     started, t0 = _now(), time.perf_counter()
     try:
-        with data.unverified_images(cfg):
+        with loaders.unverified_images(cfg):
             outputs = stage.load().run(cfg, staged, log)
         duration = time.perf_counter() - t0
         if not main:
@@ -123,13 +125,13 @@ def preflight(cfg: Config, stages: list[str]) -> None:
     """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
     rest): that `train.arch` names a model, when a selected stage builds one."""
     if any(BY_NAME[name].builds_model for name in stages):
-        models.check_arch(cfg.train.arch)
+        registry.check_arch(cfg.train.arch)
 
 
 def run(cfg: Config, stages: list[str], force: bool = False, wait: bool = False) -> dict[str, str]:
     """Run `stages` in order, skipping the up-to-date ones unless `force`; returns stage → ran/skipped. The run
     folder is locked for the whole run (`runlock`): another writer holding it is an error, or with `wait`, waited
-    for. Under a distributed launcher (torchrun, accelerate launch) see `pipeline.distributed`: rank 0 holds it."""
+    for. Under a distributed launcher (torchrun, accelerate launch) see `pipeline.core.distributed`: rank 0 holds it."""
     preflight(cfg, stages)
     distributed.init()
     ws = Workspace.from_config(cfg)

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import artifacts, calibration, config, crossval, data, exported
-from pipeline.workspace import Workspace, read_json
+from pipeline import config, crossval
+from pipeline.core import artifacts
+from pipeline.core.workspace import Workspace, read_json
+from pipeline.data import loaders
+from pipeline.models import calibration, exported
 
 
 def _renamed(cfg, name: str):
@@ -38,7 +41,7 @@ def row(cfg, name: str) -> str:
     eces = []
     for unit in folds["held_out"]:
         metrics = Workspace.from_config(_renamed(cfg, crossval.fold_name(name, unit))).stage_dir("evaluate")
-        eces.append(read_json(metrics / data.HOLDOUT_SET / artifacts.METRICS).get("ece", float("nan")))
+        eces.append(read_json(metrics / loaders.HOLDOUT_SET / artifacts.METRICS).get("ece", float("nan")))
     return _row(name, folds, letters, float(np.nanmean(eces)))
 
 

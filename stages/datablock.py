@@ -8,10 +8,12 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import artifacts, data, datasets, families, inputs, sources, splitting
-from pipeline.errors import PipelineError
-from pipeline.stagespec import StageSpec
-from pipeline.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
+from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
+from pipeline.core.stagespec import StageSpec
+from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
+from pipeline.data import datasets, loaders, sources, splitting
+from pipeline.models import families, inputs
 
 STAGE = StageSpec(
     "datablock",
@@ -84,13 +86,13 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
             try:
                 path.encode("utf-8")
             except UnicodeEncodeError:
-                bad.append((data.shown_name(root / path), "file name is not valid UTF-8: rename it"))
+                bad.append((loaders.shown_name(root / path), "file name is not valid UTF-8: rename it"))
                 continue
             items.append((path, label, name, group))
     if bad:
         log(f"{len(bad)} file(s) with names that are not valid UTF-8 excluded, e.g. {bad[0][0]}")
     for r in roots.values():
-        bad += [(data.shown_name(p), "symbolic link: not followed inside a dataset") for p in sources.list_links(r)]
+        bad += [(loaders.shown_name(p), "symbolic link: not followed inside a dataset") for p in sources.list_links(r)]
     return root, items, bad
 
 
@@ -133,7 +135,7 @@ def run(cfg, ws, log):
         items = _sample(items, b.max_per_class, seed)
         log(f"sampled at most {b.max_per_class} per class (seed {seed}): {len(items)} images")
     if b.verify:
-        ok, corrupt = data.verify_images([root / p for p, *_ in items], log)
+        ok, corrupt = loaders.verify_images([root / p for p, *_ in items], log)
         bad += corrupt
         good = {p.relative_to(root).as_posix() for p in ok}
         items = [it for it in items if it[0] in good]
@@ -150,7 +152,7 @@ def run(cfg, ws, log):
     df, noted = kind.keep(df, holdout, root, cfg, ws, log)  # what the input cannot train on, left out before the split
     if b.holdout:
         log(f"held out {len(holdout)} images of {', '.join(b.holdout)} (scored by evaluate as test set "
-            f"{data.HOLDOUT_SET!r})")
+            f"{loaders.HOLDOUT_SET!r})")
     vocab = sorted(set(df["label"]))
     if len(vocab) < 2 and len(holdout):
         took = "every image" if df.empty else f"all but {len(df)} image(s) of {', '.join(vocab)}"

@@ -10,10 +10,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline import artifacts, datasets, fingerprints, sources
-from pipeline.errors import PipelineError
-from pipeline.stagespec import StageSpec
-from pipeline.workspace import listing_fingerprint, read_json, sha256_text, write_json
+from pipeline.core import artifacts, fingerprints
+from pipeline.core.errors import PipelineError
+from pipeline.core.stagespec import StageSpec
+from pipeline.core.workspace import listing_fingerprint, read_json, sha256_text, write_json
+from pipeline.data import datasets, sources
 
 STAGE = StageSpec(
     "download",
@@ -38,7 +39,7 @@ def external_fingerprint(cfg, ws) -> str:
 def _key(src) -> str:
     """What one source's entry depends on: its config, its local listing and the code that lists it (`datasets` and
     every module it imports, derived from the import graph, and this file)."""
-    code = fingerprints.module_code_hash("datasets") + sha256_text(Path(__file__).read_text())
+    code = fingerprints.module_code_hash("data.datasets") + sha256_text(Path(__file__).read_text())
     return sha256_text(json.dumps([vars(src), _local(src), code], sort_keys=True, default=str))
 
 
@@ -83,7 +84,7 @@ def _passes_filter(folder: str, src) -> bool:
     filtered anyway is not worth a warning)."""
     import re
 
-    from pipeline.labels import Labeller
+    from pipeline.data.labels import Labeller
 
     return not src.class_regex or bool(re.fullmatch(src.class_regex,
                                                     Labeller("", src.label_map, src.uppercase).map(folder)))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import artifacts, calibration, data, datasets, exported, sources
-from pipeline.errors import PipelineError
-from pipeline.labels import Labeller
-from pipeline.stagespec import StageSpec
-from pipeline.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
+from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
+from pipeline.core.stagespec import StageSpec
+from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
+from pipeline.data import datasets, loaders, sources
+from pipeline.data.labels import Labeller
+from pipeline.models import calibration, exported
 
 STAGE = StageSpec(
     "evaluate",
@@ -16,7 +18,7 @@ STAGE = StageSpec(
     writes=tuple(f"{{set}}/{n}" for n in (artifacts.PREDICTIONS, artifacts.TALLIES, artifacts.SKIPPED,
                                           artifacts.TALLIES_PNG, artifacts.CONFUSION_PNG, artifacts.RELIABILITY_PNG,
                                           artifacts.METRICS)) + (artifacts.METRICS,),
-    sets=lambda cfg: ((data.HOLDOUT_SET,) if cfg.datablock.holdout else ()) + tuple(t.name for t in cfg.evaluate.test_sets),
+    sets=lambda cfg: ((loaders.HOLDOUT_SET,) if cfg.datablock.holdout else ()) + tuple(t.name for t in cfg.evaluate.test_sets),
     reads=lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",),
     params=("evaluate",),
     external=True)
@@ -84,18 +86,18 @@ def _listed(t, ws, vocab: list[str], log) -> dict:
         root = datasets.image_root(t.source, t.subdir, ws.data, log)
     except PipelineError as e:
         raise PipelineError(f"test set {t.name}: {e}") from None
-    files, badly_named = data.split_unencodable(data.list_images(root))
+    files, badly_named = loaders.split_unencodable(loaders.list_images(root))
     label = Labeller(t.label_regex, t.label_map, t.uppercase)
     labelled = [(p, label(p)) for p in files]
     unmatched = [p for p, y in labelled if y is None]
     known = [(p, y) for p, y in labelled if y is not None and y in vocab]
     unknown = [(p, y) for p, y in labelled if y is not None and y not in vocab]
-    ok, corrupt = data.verify_images([p for p, _ in known], log) if known else ([], [])
+    ok, corrupt = loaders.verify_images([p for p, _ in known], log) if known else ([], [])
     good = set(ok)
     links = [(p, "symbolic link: not followed inside a dataset") for p in sources.list_links(root)]
     return {"name": t.name, "root": root, "known": [(p, y) for p, y in known if p in good], "unmatched": unmatched,
             "unknown": unknown,
-            "corrupt": [(data.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + links + corrupt],
+            "corrupt": [(loaders.shown_name(Path(p).relative_to(root)), r) for p, r in badly_named + links + corrupt],
             "images": len(files) + len(badly_named) + len(links), "groups": None, "source": sources.redact_source(t.source),
             "hint": f"check label_regex {t.label_regex!r}, label_map and uppercase"}
 
@@ -107,7 +109,7 @@ def _holdout(ws, vocab: list[str]) -> dict:
     df = pd.read_csv(ws.artifact("datablock", artifacts.HOLDOUT), dtype=str, keep_default_na=False)
     root = Path(read_json(ws.artifact("datablock", artifacts.VOCAB))["root"])
     inside = df["label"].isin(vocab)
-    return {"name": data.HOLDOUT_SET, "root": root, "known": [(root / p, y) for p, y in zip(df["path"][inside], df["label"][inside])],
+    return {"name": loaders.HOLDOUT_SET, "root": root, "known": [(root / p, y) for p, y in zip(df["path"][inside], df["label"][inside])],
             "unmatched": [], "unknown": [(root / p, y) for p, y in zip(df["path"][~inside], df["label"][~inside])],
             "corrupt": [], "images": len(df), "groups": list(df["group"][inside]),
             "source": "datablock.holdout: " + ", ".join(sorted(set(df["source"]))), "hint": "none of its labels was trained on"}

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 
-from pipeline import artifacts, cache, models
-from pipeline.stagespec import StageSpec
-from pipeline.workspace import pyplot, save_figure, write_json
+from pipeline.core import artifacts
+from pipeline.core.stagespec import StageSpec
+from pipeline.core.workspace import pyplot, save_figure, write_json
+from pipeline.data import cache
+from pipeline.models import registry
 
 STAGE = StageSpec(
     "lr_find",
@@ -70,10 +72,10 @@ def run(cfg, ws, log):
     from fastai.callback.schedule import minimum, slide, steep, valley
     from fastai.torch_core import set_seed
 
-    from pipeline import training  # fastai: imported when the stage runs, not when its declaration is read
+    from pipeline.models import training  # fastai: imported when the stage runs, not when its declaration is read
 
     set_seed(cfg.run.seed, reproducible=True)
-    learn = models.make_learner(models.dataloaders(ws, cfg), cfg, ws)
+    learn = registry.make_learner(registry.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
     with training.quiet(learn), cache.training_data(learn, ws, cfg, log), \

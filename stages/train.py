@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import platform
 
-from pipeline import artifacts, cache, calibration, distributed, families, models, runtime
-from pipeline.stagespec import StageSpec
-from pipeline.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
+from pipeline.core import artifacts, distributed, runtime
+from pipeline.core.stagespec import StageSpec
+from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
+from pipeline.data import cache
+from pipeline.models import calibration, families, registry
 
 STAGE = StageSpec(
     "train",
@@ -47,7 +49,7 @@ def _calibrate(learn, log) -> dict:
     import torch.nn.functional as F
     from fastcore.basics import noop
 
-    from pipeline import training
+    from pipeline.models import training
 
     with training.quiet(learn):
         logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)
@@ -71,7 +73,7 @@ def run(cfg, ws, log):
     import pandas as pd
     from fastai.torch_core import set_seed
 
-    from pipeline import training  # fastai: imported when the stage runs, not when its declaration is read
+    from pipeline.models import training  # fastai: imported when the stage runs, not when its declaration is read
 
     t = cfg.train
     if t.base_lr == "lr_find":
@@ -79,8 +81,8 @@ def run(cfg, ws, log):
     else:
         lr, lr_source = t.base_lr, "train.base_lr, fixed"
     set_seed(cfg.run.seed, reproducible=True)
-    dls = models.dataloaders(ws, cfg)
-    learn = models.make_learner(dls, cfg, ws)
+    dls = registry.dataloaders(ws, cfg)
+    learn = registry.make_learner(dls, cfg, ws)
     family = families.of(cfg)
     shape = family.input.seen(t.image_size, t.grayscale)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
@@ -108,7 +110,7 @@ def run(cfg, ws, log):
 
     training.strip_for_export(learn)
     save_torch(ws.learner, learn.export)
-    onnx = models.export_onnx(learn, ws.onnx, t, log)
+    onnx = registry.export_onnx(learn, ws.onnx, t, log)
     if onnx["file"]:
         metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from pipeline import backbones, families, inputs, runner
-from pipeline.errors import PipelineError
+from pipeline import runner
+from pipeline.core.errors import PipelineError
+from pipeline.models import backbones, families, inputs
 from tests.conftest import make_image_folder, tiny_config
 
 

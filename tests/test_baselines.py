@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from pipeline import compare, config
-from pipeline.baselines import BASELINES, baseline_info, create_baseline, is_baseline
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.models.baselines import BASELINES, baseline_info, create_baseline, is_baseline
 from tests.conftest import REPO
 
 SEEDS = REPO / "configs" / "seeds"

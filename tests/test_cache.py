@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import artifacts, cache, config, data, runner
-from pipeline.errors import PipelineError
-from pipeline.workspace import Workspace, read_json
+from pipeline import config, runner
+from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
+from pipeline.core.workspace import Workspace, read_json
+from pipeline.data import cache, loaders
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -34,11 +36,11 @@ def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
-    df, _, vocab = data.load_split(ws)
+    df, _, vocab = loaders.load_split(ws)
     arr = np.load(ws.artifact("datablock", artifacts.CACHE))
     assert arr.shape == (len(df), 3, 12, 12) and arr.dtype == np.uint8
 
-    files = data.dataloaders(ws, cfg)
+    files = loaders.dataloaders(ws, cfg)
     cached = cache.training_dataloaders(ws, cfg, files)
     # the validation loaders (no shuffling, no random crop) give identical batches, labels included
     for (xf, yf), (xc, yc) in zip(files.valid, cached.valid, strict=True):
@@ -104,12 +106,12 @@ def test_another_split_takes_the_decoded_images_from_the_store(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
     ws = Workspace.from_config(cfg)
-    first = dict(zip(data.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", artifacts.CACHE))))
+    first = dict(zip(loaders.load_split(ws)[0]["path"], np.load(ws.artifact("datablock", artifacts.CACHE))))
     assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
     reseeded = config.load(None, ["run.seed=7", "datablock.valid_pct=0.4"], cwd=project)
     _stages(reseeded, {"datablock"})
     again = np.load(ws.artifact("datablock", artifacts.CACHE))
-    df = data.load_split(ws)[0]
+    df = loaders.load_split(ws)[0]
     assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == len(df) == len(first)
     assert all(np.array_equal(first[p], a) for p, a in zip(df["path"], again))
     _stages(config.load(None, ["train.image_size=10"], cwd=project), {"datablock"})  # other settings: decoded anew

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from pipeline import calibration, runner
-from pipeline.errors import PipelineError
+from pipeline import runner
+from pipeline.core.errors import PipelineError
+from pipeline.models import calibration
 from tests.conftest import make_image_folder, tiny_config
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from tests.conftest import REPO, tiny_config
 
 

@@ -1,8 +1,9 @@
 """The model-family registry: one lookup from `train.arch`, one arch check; the landmark pairing the config checks."""
 import pytest
 
-from pipeline import config, families, inputs, models
-from pipeline.errors import PipelineError
+from pipeline import config
+from pipeline.core.errors import PipelineError
+from pipeline.models import families, inputs, registry
 
 
 @pytest.mark.parametrize("arch, want", [
@@ -17,9 +18,9 @@ def test_each_arch_has_one_family(arch, want):
 
 def test_an_unknown_arch_names_every_family():
     with pytest.raises(PipelineError, match=r"^unknown arch 'resnet19': .*a timm model name.*landmark_mlp.*cnnnet"):
-        models.check_arch("resnet19")
+        registry.check_arch("resnet19")
     for arch in ("landmark_mlp", "aslnet", "resnet34"):
-        models.check_arch(arch)
+        registry.check_arch(arch)
 
 
 @pytest.mark.parametrize("sets, message", [
@@ -38,8 +39,8 @@ def test_the_registry_names_exactly_the_models_their_modules_build():
     """The arch names `families.py` gives a family (kept there so that config checks import no model code) are the
     ones its builder module makes: a baseline added to baselines.py but not to the registry would be taken for a
     timm name."""
-    from pipeline import baselines
+    from pipeline.models import baselines
 
     assert set(families.BASELINE.archs) == set(baselines._FACTORIES) == set(baselines._INFO)
-    assert set(models.LEARNERS) == set(families.FAMILIES)
-    assert {f.input for f in families.FAMILIES} == {i.kind for i in models.INPUTS.values()} == set(inputs.KINDS.values())
+    assert set(registry.LEARNERS) == set(families.FAMILIES)
+    assert {f.input for f in families.FAMILIES} == {i.kind for i in registry.INPUTS.values()} == set(inputs.KINDS.values())

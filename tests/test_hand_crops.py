@@ -1,4 +1,4 @@
-"""Hand crops as model input (pipeline/hand_crops.py, crop_model.py, fused_model.py, embeddings.py): the crop box,
+"""Hand crops as model input (pipeline/data/hand_crops.py, crop_model.py, fused_model.py, embeddings.py): the crop box,
 the families' config checks, and on real photos the stores, the no-hand list, both families and their exports
 (a fresh process's `load_learner(pkl).predict(photo)`, `exported.load(...).predict` under both engines)."""
 import json
@@ -8,8 +8,11 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline import artifacts, families, hand_crops, hands, inputs, models, runner
-from pipeline.errors import PipelineError
+from pipeline import runner
+from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
+from pipeline.data import hand_crops, hands
+from pipeline.models import families, inputs, registry
 from tests.conftest import asl_photos, subprocess_env, tiny_config
 
 
@@ -49,7 +52,7 @@ def test_a_keypoint_row_is_the_same_through_the_raw_detection():
 def test_a_backbone_on_hand_crops_is_the_crop_family(tmp_path, overrides, expected):
     cfg = tiny_config(tmp_path, overrides)
     assert families.of(cfg) is expected
-    assert models.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
+    assert registry.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -115,7 +118,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     from PIL import Image
 
-    from pipeline import embeddings
+    from pipeline.models import embeddings
 
     base = {**asl_photos(shared_data, 2, "test28"), "datablock.input": "hand_crop", "train.image_size": 32,
             "train.batch_size": 8, "train.base_lr": 1e-3, "train.epochs": 1}

@@ -1,4 +1,4 @@
-"""Hand landmarks as model input (pipeline/hands.py): features, augmentation, the tabular learner, the stages."""
+"""Hand landmarks as model input (pipeline/data/hands.py): features, augmentation, the tabular learner, the stages."""
 import json
 import os
 import subprocess
@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import artifacts, config, hand_model, hands, runner, training
-from pipeline.errors import PipelineError
+from pipeline import config, runner
+from pipeline.core import artifacts
+from pipeline.core.errors import PipelineError
+from pipeline.data import hands
+from pipeline.models import hand_model, training
 from tests.conftest import asl_photos, pipeline_cmd, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
@@ -97,7 +100,7 @@ def test_unturn_inverts_each_quarter_turn():
 
 
 def test_shape_features_ignore_turns_but_keep_direction():
-    from pipeline.hand_model import N_SHAPE, shape_features
+    from pipeline.models.hand_model import N_SHAPE, shape_features
 
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(6)] + [np.zeros(64, np.float32)]))
     f = shape_features(conts)
@@ -194,7 +197,7 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
     model_type = type(loaded.model)
     assert (model_type.__module__, model_type.__name__) == (
-        ("pipeline.hand_model", "LandmarkNet") if features == "coords+shape" else ("fastai.tabular.model", "TabularModel"))
+        ("pipeline.models.hand_model", "LandmarkNet") if features == "coords+shape" else ("fastai.tabular.model", "TabularModel"))
     test = feats.loc[split["is_valid"].to_numpy(), hands.FEATURES].reset_index(drop=True)
     with training.quiet(loaded):
         probs, _ = loaded.get_preds(dl=loaded.dls.test_dl(test))

@@ -1,5 +1,6 @@
 """House rules read from the source with `ast` (nothing is imported): no two modules of pipeline/ and stages/
-import each other, directly or around a loop; artifact file names are written only in pipeline/artifacts.py.
+import each other, directly or around a loop; no layer of pipeline/ imports a higher one; artifact file names are
+written only in pipeline/core/artifacts.py.
 
 Imports are read the way `runner.code_files` reads them (function-level ones included); the runner's own
 `importlib.import_module("stages.<name>")` counts as an import of every stage.
@@ -7,7 +8,8 @@ Imports are read the way `runner.code_files` reads them (function-level ones inc
 import ast
 from pathlib import Path
 
-from pipeline import artifacts, runner
+from pipeline import runner
+from pipeline.core import artifacts
 from tests.conftest import REPO
 
 # Loops still in the house, each with its reason (none now: the runner passes train its fingerprint through the
@@ -18,14 +20,23 @@ KNOWN_CYCLES: set = set()
 def import_graph(root: Path, stages: tuple[str, ...] = ()) -> dict[str, set[str]]:
     """Module name -> the modules of pipeline/ and stages/ under `root` that it imports; `pipeline.runner` also
     imports `stages.<name>` for each of `stages`."""
-    files = {(d if f.stem == "__init__" else f"{d}.{f.stem}"): f for d in ("pipeline", "stages")
-             for f in sorted((root / d).glob("*.py"))}
+    files = {module_name(f, root): f for f in python_files(root)}
     graph = {}
     for name, f in files.items():
         package = name if f.stem == "__init__" else name.rpartition(".")[0]
         graph[name] = {m for m in runner._imported_modules(f, package) if m in files and m != name}
     graph.setdefault("pipeline.runner", set()).update(f"stages.{s}" for s in stages)
     return graph
+
+
+def python_files(root: Path) -> list[Path]:
+    """Every module of pipeline/ (its subpackages included) and stages/ under `root`."""
+    return sorted(f for d in ("pipeline", "stages") for f in (root / d).rglob("*.py"))
+
+
+def module_name(f: Path, root: Path) -> str:
+    parts = f.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
@@ -68,14 +79,14 @@ KNOWN_LITERALS: set = set()
 def test_artifact_file_names_are_written_only_in_artifacts_py():
     names = {v for k, v in vars(artifacts).items() if k.isupper()}
     found = {(f.relative_to(REPO).as_posix(), node.value)
-             for d in ("pipeline", "stages") for f in sorted((REPO / d).glob("*.py")) if f.name != "artifacts.py"
+             for f in python_files(REPO) if f.name != "artifacts.py"
              for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, ast.Constant) and node.value in names}
-    assert found <= KNOWN_LITERALS, f"use pipeline.artifacts for: {sorted(found - KNOWN_LITERALS)}"
+    assert found <= KNOWN_LITERALS, f"use pipeline.core.artifacts for: {sorted(found - KNOWN_LITERALS)}"
 
 
 def test_a_module_over_300_lines_says_why():
     long = {}
-    for f in sorted((REPO / "pipeline").glob("*.py")):
+    for f in sorted((REPO / "pipeline").rglob("*.py")):
         text = f.read_text()
         if len(text.splitlines()) > 300 and "300 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
             long[f.name] = len(text.splitlines())
@@ -84,9 +95,9 @@ def test_a_module_over_300_lines_says_why():
 
 # The model registry (what a family is, what an input kind is, how each builds and answers) and each family's own
 # modules; everywhere else asks them instead of testing which family or input it has.
-REGISTRY = {"families.py", "inputs.py", "models.py", "hand_model.py", "hands.py", "baselines.py", "backbones.py",
-            "crop_model.py", "fused_model.py",
-            "onnx_export.py"}
+REGISTRY = {*(f"pipeline/models/{m}.py" for m in ("families", "inputs", "registry", "hand_model", "baselines",
+                                                   "backbones", "crop_model", "fused_model", "onnx_export")),
+            "pipeline/data/hands.py"}
 BRANCHES = [
     r"families\.(HAND_LANDMARKS|BASELINE|BACKBONE)\b",            # which family it is
     r"\b(is_landmark_learner|is_baseline)\(",                    # what a learner or an arch is
@@ -101,8 +112,8 @@ def branches_outside_the_registry(root: Path) -> list[str]:
     import re
 
     found = []
-    for f in sorted([*(root / "pipeline").glob("*.py"), *(root / "stages").glob("*.py")]):
-        if f.name in REGISTRY:
+    for f in python_files(root):
+        if f.relative_to(root).as_posix() in REGISTRY:
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
             code = line.split("#")[0]
@@ -119,9 +130,48 @@ def test_no_family_or_input_branch_outside_the_registry():
 def test_the_branch_check_sees_each_kind_of_branch(tmp_path):
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "stages").mkdir()
-    (tmp_path / "pipeline" / "models.py").write_text("if arch == 'landmark_mlp': pass\n")  # the registry may
+    (tmp_path / "pipeline" / "models").mkdir()
+    (tmp_path / "pipeline" / "models" / "registry.py").write_text("if arch == 'landmark_mlp': pass\n")  # it may
     (tmp_path / "stages" / "s.py").write_text(
         "if families.of(cfg) is families.BASELINE: pass\nif cfg.datablock.input == 'landmarks': pass\n"
         "if not kind.pixels: pass  # cache\nx = isinstance(m, onnx_engine.OnnxModel)\nok = kind.prepare(df)\n"
         "# if arch == 'x' in a comment\n")
     assert [line.split(":")[1] for line in branches_outside_the_registry(tmp_path)] == ["1", "2", "3", "4"]
+
+
+# pipeline/'s layers, bottom up; its top-level modules (config, runner, cli, report, compare, crossval) sit above
+# them all, and the package's own __init__ below them all.
+LAYERS = ("core", "data", "models", "serve")
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if parts == ["pipeline"]:
+        return -1
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else len(LAYERS)
+
+
+def upward_imports(root: Path) -> list[str]:
+    """`a -> b` for each module of pipeline/ under `root` that imports a module of a higher layer."""
+    graph = import_graph(root)
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() if a.startswith("pipeline")
+                  for b in deps if b.startswith("pipeline") and layer(b) > layer(a))
+
+
+def test_no_layer_imports_a_higher_one():
+    """core/ imports neither data/ nor models/; data/ never imports models/; nothing below the top imports the
+    config, the runner or the commands."""
+    assert upward_imports(REPO) == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    for pkg in ("core", "data", "models"):
+        (tmp_path / "pipeline" / pkg).mkdir(parents=True)
+        (tmp_path / "pipeline" / pkg / "__init__.py").write_text("")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "pipeline" / "config.py").write_text("from .models import families\n")
+    (tmp_path / "pipeline" / "core" / "a.py").write_text("def f():\n    from ..data import b\n")
+    (tmp_path / "pipeline" / "data" / "b.py").write_text("from pipeline import config\nfrom ..core import a\n")
+    (tmp_path / "pipeline" / "models" / "families.py").write_text("from ..data import b\n")
+    assert upward_imports(tmp_path) == ["pipeline.core.a -> pipeline.data", "pipeline.core.a -> pipeline.data.b",
+                                        "pipeline.data.b -> pipeline.config"]

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import config, datasets, sources
-from pipeline.errors import PipelineError
-from pipeline.idx import FLAT_LABEL_RE, PUBLISHED_FILES, convert, find_files, read_idx, read_pair
+from pipeline import config
+from pipeline.core.errors import PipelineError
+from pipeline.data import datasets, sources
+from pipeline.data.idx import FLAT_LABEL_RE, PUBLISHED_FILES, convert, find_files, read_idx, read_pair
 from tests.conftest import payload_server
 
 LABELS = [5, 0, 4, 1, 9, 2, 1]

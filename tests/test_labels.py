@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.labels import Labeller
+from pipeline.core.errors import PipelineError
+from pipeline.data.labels import Labeller
 
 
 def test_grassknoted_test_names():

@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import config, data, runner
+from pipeline import config, runner
 from pipeline.config import TrainCfg
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.data import loaders
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -17,14 +18,14 @@ def _names(tfms):
 
 
 def test_batch_augmentation_options():
-    assert data.batch_augmentation(TrainCfg()) == []
-    default = _names(data.batch_augmentation(replace(TrainCfg(), augment=True)))
+    assert loaders.batch_augmentation(TrainCfg()) == []
+    default = _names(loaders.batch_augmentation(replace(TrainCfg(), augment=True)))
     assert "Flip" not in default and {"Warp", "Brightness"} <= set(default)  # fastai merges rotate+zoom into Warp
-    strong = data.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong"))
+    strong = loaders.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong"))
     assert {"Hue", "Saturation"} <= set(_names(strong)) and "Flip" not in _names(strong)
-    gray = _names(data.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong", grayscale=True)))
+    gray = _names(loaders.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong", grayscale=True)))
     assert "Hue" not in gray
-    (crop,) = data.batch_augmentation(replace(TrainCfg(), random_crop_scale=0.35, image_size=64))
+    (crop,) = loaders.batch_augmentation(replace(TrainCfg(), random_crop_scale=0.35, image_size=64))
     assert type(crop).__name__ == "RandomResizedCropGPU" and crop.split_idx == 0  # never on valid/test batches
 
 
@@ -53,7 +54,7 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
     from fastai.learner import load_learner
 
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
-    from pipeline import exported
+    from pipeline.models import exported
 
     assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)

@@ -1,4 +1,4 @@
-"""Live fingerspelling (pipeline/live.py): the video-mode hand tracker gives a still photo the features training
+"""Live fingerspelling (pipeline/serve/live.py): the video-mode hand tracker gives a still photo the features training
 saw, each stream keeps its own text, `spell` reads a video made from real photos (H, E, L, no hand, L, O) as the
 model reads those photos one by one, and a real browser with a fake camera spells on `serve`'s page (skipped,
 naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline import hands, live, spelling
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.data import hands
+from pipeline.serve import live, spelling
 from tests.conftest import BROWSER, SHARED_DATA, needs_browser, pipeline_cmd, subprocess_env
 
 LETTERS = "HELO"
@@ -78,7 +79,8 @@ def helo(tmp_path_factory):
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     import pandas as pd
 
-    from pipeline import config, hand_model, models, training
+    from pipeline import config
+    from pipeline.models import hand_model, registry, training
 
     root = tmp_path_factory.mktemp("helo")
     train = [(c, massey(SHARED_DATA, c, i)) for c in LETTERS for i in range(8)]
@@ -100,7 +102,7 @@ def helo(tmp_path_factory):
     dls = hand_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
     cfg = config.load(None, cwd=root, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false"])
-    learn = models.make_learner(dls, cfg, SimpleNamespace(scratch=root))
+    learn = registry.make_learner(dls, cfg, SimpleNamespace(scratch=root))
     with training.quiet(learn):
         learn.fit_one_cycle(10, 1e-2)
     photos = {c: massey(SHARED_DATA, c, 8) for c in LETTERS}
@@ -144,7 +146,7 @@ def test_a_tracked_still_photo_gives_the_training_features(shared_data):
 def _one_letter_reader(vocab=("X", "nothing")):
     """A stand-in for a loaded hand model (`serve.Reader`'s attributes): the real keypoint input and tracker, and an
     engine that reads every hand as the first label."""
-    from pipeline import exported, models
+    from pipeline.models import exported, registry
 
     labels = list(vocab)
 
@@ -157,7 +159,7 @@ def _one_letter_reader(vocab=("X", "nothing")):
             return out
 
     return SimpleNamespace(vocab=list(vocab), model=exported.Exported(Path("x.pkl"), OneLetter(),
-                                                                       models.LANDMARK_INPUT, {}))
+                                                                       registry.LANDMARK_INPUT, {}))
 
 
 @pytest.mark.shared_data
@@ -185,9 +187,9 @@ def test_each_stream_has_its_own_tracker_and_text(shared_data):
     finally:
         a.close()
         b.close()
-    from pipeline import exported, models
+    from pipeline.models import exported, registry
 
-    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), models.IMAGE_INPUT, {})
+    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), registry.IMAGE_INPUT, {})
     with pytest.raises(PipelineError, match="needs a model that finds the hand .*this learner reads whole images"):
         live.LiveStream(SimpleNamespace(model=image_model, vocab=["a", "b"]))
 
@@ -207,14 +209,14 @@ def test_spell_reads_a_video_as_the_model_reads_its_photos(helo, capsys):
     """A 5.3 s video at 15 frames/s: Massey photos of H, E, L, L, O held 1 s each, no hand for 0.33 s between the
     L's. `spell` writes what the model reads on each still photo, with the spelling rules applied; `--csv` gives
     one row a frame, no hand in the gap."""
-    from pipeline import serve
+    from pipeline.serve import app
 
     parts = word(helo.photos, gap_s=1 / 3)
     video = helo.root / "hello.avi"
     n = write_video(video, parts)
     expected = expected_text(helo.readings, parts)
     assert expected  # the photos are read above the threshold
-    reader = serve.Reader(helo.pkl, trust=True, parallel=1)
+    reader = app.Reader(helo.pkl, trust=True, parallel=1)
     capsys.readouterr()
     assert live.spell_video(reader, video, log=lambda m: None) == expected
     assert capsys.readouterr().out == expected + "\n"

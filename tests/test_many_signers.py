@@ -5,9 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import config, crossval, hands, runner, splitting
-from pipeline.errors import PipelineError
-from pipeline.workspace import Workspace, read_json
+from pipeline import config, crossval, runner
+from pipeline.core.errors import PipelineError
+from pipeline.core.workspace import Workspace, read_json
+from pipeline.data import hands, splitting
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -285,7 +286,7 @@ def test_crossval_locks_each_fold_and_a_busy_fold_is_a_row_saying_why(three_sour
     import subprocess
     import sys
 
-    from pipeline import runlock
+    from pipeline.core import runlock
     from tests.conftest import subprocess_env
 
     monkeypatch.chdir(three_sources)

@@ -1,4 +1,4 @@
-"""ONNX export and the onnx engine (pipeline/onnx_export.py, pipeline/onnx_engine.py): the parity train records,
+"""ONNX export and the onnx engine (pipeline/models/onnx_export.py, pipeline/models/onnx_engine.py): the parity train records,
 the same labels as fastai from `predict` and evaluate, no fastai in the onnx path, fastai's pixels without fastai,
 and the landmark family's graph. Tiny generated data; the real photos are in tests/test_serve.py."""
 import json
@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, hands, models, onnx_engine, onnx_export, runner, training
-from pipeline.errors import PipelineError
+from pipeline import config, runner
+from pipeline.core.errors import PipelineError
+from pipeline.data import hands
+from pipeline.models import onnx_engine, onnx_export, registry, training
 from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
@@ -101,7 +103,7 @@ def test_load_image_gives_fastais_pixels(tmp_path, grayscale):
     from fastai.vision.all import PILImage, PILImageBW, Resize
     from PIL import Image
 
-    from pipeline import data
+    from pipeline.data import loaders
 
     rng = np.random.default_rng(0)
     files = []
@@ -118,7 +120,7 @@ def test_load_image_gives_fastais_pixels(tmp_path, grayscale):
     cls = PILImageBW if grayscale else PILImage
     for f in files + [sideways, palette]:
         x = f
-        for tfm in data.image_block(cls).type_tfms:
+        for tfm in loaders.image_block(cls).type_tfms:
             x = tfm(x)
         want = np.asarray(Resize(16)(x, split_idx=1))
         got = onnx_engine.load_image(f, 16, grayscale)
@@ -138,7 +140,7 @@ def _landmark_learner(tmp_path, features: str):
 @pytest.mark.parametrize("features", ["coords", "coords+shape"])
 def test_landmark_graph_is_the_tabular_model_over_the_64_features(tmp_path, features):
     learn, cfg, valid = _landmark_learner(tmp_path, features)
-    entry = models.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    entry = registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert entry["family"] == "landmarks" and entry["input"]["name"] == "features"
     assert entry["input"]["features"]["columns"] == hands.FEATURES
     assert entry["parity"]["items"] == len(valid) == 35 and entry["parity"]["max_abs_prob_diff"] <= 1e-4
@@ -154,7 +156,7 @@ def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, mo
     monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # no graph can meet it
     with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\).*"
                                             r"fastai's own float32 result is [0-9.e+-]+ from float64"):
-        models.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+        registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert list(tmp_path.glob("*lm.onnx*")) == []
 
 
@@ -162,7 +164,7 @@ def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
     """A learner that is neither an image nor a landmark model (a fused one, say) exports no `.onnx`: the card
     entry says why, and the onnx engine repeats it."""
     fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
-    entry = models.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)
+    entry = registry.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)
     assert entry == {"file": None, "why": "no model family here reads this learner (SimpleNamespace over "
                                           "SimpleNamespace): only image, hand-landmark and hand-crop learners"}
     assert not (tmp_path / "f.onnx").exists()
@@ -208,8 +210,8 @@ def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, fiel
 
 def test_a_damaged_onnx_with_trust_learner_is_one_line(tiny, tmp_path):
     pkl = _copy_export(tiny, tmp_path)
-    data = pkl.with_suffix(".onnx").read_bytes()
-    pkl.with_suffix(".onnx").write_bytes(data[:40] + b"\xff" * 64 + data[104:])
+    raw = pkl.with_suffix(".onnx").read_bytes()
+    pkl.with_suffix(".onnx").write_bytes(raw[:40] + b"\xff" * 64 + raw[104:])
     image = next((tiny / "train" / "A").glob("*.png"))
     p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--trust-learner",
                         "--learner", str(pkl), str(image)], capture_output=True, text=True, env=subprocess_env())

@@ -13,8 +13,9 @@ import pytest
 
 from pipeline.config import tomllib
 
-from pipeline import artifacts, cli
-from tests.conftest import REPO, pipeline_cmd, subprocess_env
+from pipeline import cli
+from pipeline.core import artifacts
+from tests.conftest import REPO, pipeline_cmd, subprocess_env, synthetic_landmark_learner
 
 # pyenv's shims answer `which` even where 3.10 is not selected, so its own install comes first
 PY310 = next(iter(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10")), None) or shutil.which("python3.10")
@@ -45,7 +46,7 @@ def test_declared_dependencies_cover_every_import():
     reqs = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
     declared = {_norm(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in reqs}
     imported = set()
-    for f in [*(REPO / "pipeline").glob("*.py"), *(REPO / "stages").glob("*.py")]:
+    for f in [*(REPO / "pipeline").rglob("*.py"), *(REPO / "stages").glob("*.py")]:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Import):
                 imported |= {a.name.partition(".")[0] for a in node.names}
@@ -57,6 +58,14 @@ def test_declared_dependencies_cover_every_import():
     assert not undeclared, f"imported but not in pyproject's dependencies: {undeclared}"
 
 
+def test_pyproject_lists_every_package():
+    """The wheel carries the packages pyproject names: each folder of pipeline/ with an __init__.py is one."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(f.parent.relative_to(REPO).parts) for d in ("pipeline", "stages")
+             for f in (REPO / d).rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject's [tool.setuptools] packages: {sorted(found - listed)}"
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -64,7 +73,7 @@ def _norm(name: str) -> str:
 @pytest.mark.skipif(PY310 is None, reason="no python3.10 on this machine")
 def test_every_module_compiles_on_python_3_10():
     """pyproject admits 3.10 (tomli stands in for tomllib there): no 3.11-only syntax may creep in."""
-    files = [str(f) for d in ("pipeline", "stages") for f in sorted((REPO / d).glob("*.py"))]
+    files = [str(f) for d in ("pipeline", "stages") for f in sorted((REPO / d).rglob("*.py"))]
     code = "import sys, py_compile\nfor f in sys.argv[1:]: py_compile.compile(f, cfile=f + '.310', doraise=True)"
     try:
         subprocess.run([str(PY310), "-c", code, *files], check=True, capture_output=True, text=True)
@@ -126,3 +135,35 @@ def test_wheel_installed_outside_the_repo_runs_the_demo(tmp_path):
     assert "ran download, datablock" in out, out
     assert (empty / "runs/demo/download" / artifacts.DATASET).is_file()
     assert (empty / "runs/demo/datablock" / artifacts.SPLITS).is_file()
+
+
+def test_an_export_pickled_before_the_layout_move_still_loads(tmp_path):
+    """Landmark exports made before pipeline/'s modules moved into subpackages name `pipeline.hand_model` (and
+    `pipeline.training`, ...): `pipeline._OldNames` answers those names, so such a .pkl loads in a fresh process."""
+    import zipfile
+
+    from pipeline.models import hand_model, training
+
+    learn, *_ = synthetic_landmark_learner(tmp_path)
+    training.strip_for_export(learn)
+    # what the export named before the move: the classes' and functions' __module__ at pickling time
+    moved = [(o, o.__module__) for m in (hand_model, training) for o in vars(m).values()
+             if getattr(o, "__module__", None) == m.__name__]
+    for o, name in moved:
+        o.__module__ = name.replace("pipeline.models.", "pipeline.")
+    for m in ("pipeline.hand_model", "pipeline.training"):  # imported, so cloudpickle names them (by reference)
+        importlib.import_module(m)
+    try:
+        learn.export(tmp_path / "old.pkl")
+    finally:
+        for o, name in moved:
+            o.__module__ = name
+    with zipfile.ZipFile(tmp_path / "old.pkl") as z:
+        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"pipeline.hand_model" in pickled and b"pipeline.models" not in pickled
+    code = ("import sys; from fastai.learner import load_learner; learn = load_learner(sys.argv[1]); "
+            "from pipeline.models import hand_model; print(type(learn) is hand_model.HandLearner, list(learn.dls.vocab))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "old.pkl")], capture_output=True, text=True,
+                       env=subprocess_env(), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "True ['A', 'B', 'C', 'nothing']"

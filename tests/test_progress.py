@@ -1,5 +1,5 @@
-"""pipeline.progress: when progress lines come and what they say (a fake clock: no timed test)."""
-from pipeline import progress
+"""pipeline.core.progress: when progress lines come and what they say (a fake clock: no timed test)."""
+from pipeline.core import progress
 
 
 class Clock:

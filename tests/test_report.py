@@ -6,8 +6,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline import artifacts, config, report, runner
-from pipeline.workspace import Workspace, write_json
+from pipeline import config, report, runner
+from pipeline.core import artifacts
+from pipeline.core.workspace import Workspace, write_json
 from tests.conftest import BROWSER, make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
 

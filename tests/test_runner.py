@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, fingerprints, runner
-from pipeline.errors import PipelineError
-from pipeline.workspace import Workspace, read_json
+from pipeline import config, runner
+from pipeline.core import fingerprints
+from pipeline.core.errors import PipelineError
+from pipeline.core.workspace import Workspace, read_json
 from tests.conftest import REPO, make_image_folder, subprocess_env, tiny_config
 
 
@@ -195,10 +196,10 @@ def test_code_files_follow_the_import_graph():
     assert {"download.py", "datasets.py", "sources.py", "sign_mnist.py", "idx.py"} <= names["download"]
     assert {"evaluate.py", "datasets.py", "inference.py", "labels.py", "calibration.py"} <= names["evaluate"]
     assert {"baselines.py", "backbones.py", "training.py"} <= names["lr_find"] & names["train"]
-    assert {"models.py", "hand_model.py"} <= names["lr_find"] & names["train"] & names["evaluate"]
+    assert {"registry.py", "hand_model.py"} <= names["lr_find"] & names["train"] & names["evaluate"]
     # the stages that build no model read the registry's description half only (a model edit leaves them up to date)
     assert "families.py" in names["download"] & names["datablock"]
-    assert not ({"models.py", "backbones.py", "baselines.py", "hand_model.py", "training.py"}
+    assert not ({"registry.py", "backbones.py", "baselines.py", "hand_model.py", "training.py"}
                 & (names["download"] | names["datablock"]))
 
 
@@ -214,7 +215,7 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
     used = {p.name for p in runner.code_files("datablock")} - {p.name for p in runner.code_files("download")}
     assert "splitting.py" in used
-    with open(pkg / "splitting.py", "a") as f:
+    with open(pkg / "data" / "splitting.py", "a") as f:
         f.write("\n# an edit\n")
     st = dict(runner.status(load(tmp_path)))
     assert st["datablock"] == "code changed" and st["download"] == "up to date"
@@ -316,7 +317,8 @@ def test_the_demo_resolves_against_the_current_folder(tmp_path):
 
 @pytest.mark.slow
 def test_long_loops_print_progress_in_a_log_and_epochs_are_numbered_alike_in_a_terminal(project, monkeypatch, capsys):
-    from pipeline import progress, training
+    from pipeline.core import progress
+    from pipeline.models import training
 
     tmp_path, _ = project
     monkeypatch.setattr(progress, "EVERY_S", 0.0)                 # a line per batch: what 30 s would give on big data
@@ -363,12 +365,11 @@ def test_a_source_listing_key_follows_the_code_that_labels_it(project, monkeypat
     pkg = tmp_path_factory.mktemp("pkg") / "pipeline"
     shutil.copytree(fingerprints.PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(fingerprints, "PKG", pkg)
-    from pipeline import datasets
 
     src = load(tmp_path).download.training_sources()[0]
     before = download._key(src)
     assert download._key(src) == before
-    with open(pkg / "labels.py", "a") as f:
+    with open(pkg / "data" / "labels.py", "a") as f:
         f.write("\n# an edit\n")
     assert download._key(src) != before
 
@@ -379,7 +380,7 @@ def test_every_config_entry_is_a_stage_param_or_declared_as_not_one():
     (lr_find left out label_smoothing, augment_strength and random_crop_scale, so changing them left it up to date)."""
     import dataclasses
 
-    from pipeline import stagespec
+    from pipeline.core import stagespec
 
     cfg = config.Config()
     cfg.datablock.cache, cfg.train.base_lr = True, "lr_find"  # turn on every conditional entry

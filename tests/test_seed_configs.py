@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.baselines import BASELINES
 from pipeline.compare import read_meta
-from pipeline.idx import FLAT_LABEL_RE as IDX_LABEL_RE
-from pipeline.sign_mnist import FLAT_LABEL_RE
-from pipeline.sources import split_converted
+from pipeline.data.idx import FLAT_LABEL_RE as IDX_LABEL_RE
+from pipeline.data.sign_mnist import FLAT_LABEL_RE
+from pipeline.data.sources import split_converted
+from pipeline.models.baselines import BASELINES
 from tests.conftest import REPO, SHARED_DATA
 
 SEEDS = REPO / "configs" / "seeds"

@@ -1,4 +1,4 @@
-"""`python -m pipeline serve` (pipeline/serve.py): the HTTP API gives `predict`'s top-1 on real photos for both
+"""`python -m pipeline serve` (pipeline/serve/app.py): the HTTP API gives `predict`'s top-1 on real photos for both
 model families and both engines, a photo without a hand reads "no hand found", nothing is fetched from
 elsewhere, collect mode writes a training source, and a real headless browser reads the letter off the page
 (skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, runner, serve
-from pipeline.errors import PipelineError
+from pipeline import config, runner
+from pipeline.core.errors import PipelineError
+from pipeline.serve import app
 from tests.conftest import BROWSER, SHARED_DATA, asl_photos, needs_browser, pipeline_cmd, subprocess_env, tiny_toml
 
 HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
@@ -47,7 +48,7 @@ def test_collect_mode_saves_a_training_source(tmp_path):
     """`save_photo` writes folder/<LETTER>/<timestamp>.jpg, upright, and the folder is a source download accepts."""
     from PIL import Image
 
-    from pipeline import datasets
+    from pipeline.data import datasets
 
     photo = tmp_path / "sideways.jpg"
     exif = Image.Exif()
@@ -55,15 +56,15 @@ def test_collect_mode_saves_a_training_source(tmp_path):
     Image.new("RGB", (40, 20), "white").save(photo, exif=exif)
     folder = tmp_path / "mine"
     vocab = ["A", "B", "nothing"]
-    saved = [serve.save_photo(photo, letter, folder, vocab) for letter in ("B", "B", "A")]
+    saved = [app.save_photo(photo, letter, folder, vocab) for letter in ("B", "B", "A")]
     assert [p.parent.name for p in saved] == ["B", "B", "A"] and len(set(saved)) == 3
     assert all(p.suffix == ".jpg" and p.parent.parent == folder for p in saved)
     with Image.open(saved[0]) as im:
         assert im.size == (20, 40) and im.format == "JPEG"
     with pytest.raises(PipelineError, match="pick the true letter first"):
-        serve.save_photo(photo, "Q", folder, vocab)
+        app.save_photo(photo, "Q", folder, vocab)
     with pytest.raises(PipelineError, match="no photo to save"):
-        serve.save_photo(None, "A", folder, vocab)
+        app.save_photo(None, "A", folder, vocab)
     assert datasets.image_root(f"path:{folder}", "", tmp_path / "data", log=lambda m: None) == folder
 
 
@@ -72,7 +73,7 @@ def test_keypoints_are_drawn_where_the_detector_found_them(tmp_path, size):
     """Keypoints come back in the Detector's padded square; drawn on the photo they land on the photo's pixel."""
     from PIL import Image
 
-    from pipeline import hands
+    from pipeline.data import hands
 
     w, h = size
     photo = tmp_path / "p.png"
@@ -81,7 +82,7 @@ def test_keypoints_are_drawn_where_the_detector_found_them(tmp_path, size):
     side = int(max(h, w) * (1 + 2 * hands.PAD))
     left, top = (side - w) // 2, (side - h) // 2
     points = [[(left + x) / side, (top + y) / side, 0.0]] * hands.N_POINTS
-    drawn = serve.keypoints_on(photo, points)
+    drawn = app.keypoints_on(photo, points)
     assert drawn.size == size and drawn.getpixel((x, y)) == (255, 0, 0)
     assert drawn.getpixel(((x + w // 2) % w, (y + h // 2) % h)) == (0, 0, 0)
 
@@ -89,7 +90,7 @@ def test_keypoints_are_drawn_where_the_detector_found_them(tmp_path, size):
 def test_missing_gradio_is_one_line_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(PipelineError, match=r"serve needs Gradio: pip install -e '\.\[serve\]'"):
-        serve.require()
+        app.require()
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_http_api_reads_predicts_top1_and_fetches_nothing(server, shared_data):
     for photo in photos:
         top, drawn, reading = client.predict(handle_file(str(photo)), api_name="/predict")
         if server["name"] == "hands" and photo.name == NO_HAND:
-            assert reading == serve.NO_HAND and not top.get("confidences") and drawn is None
+            assert reading == app.NO_HAND and not top.get("confidences") and drawn is None
             continue
         assert top["label"] == expected[photo.name] and reading.startswith(f"{expected[photo.name]} (")
         confidences = [c["confidence"] for c in top["confidences"]]

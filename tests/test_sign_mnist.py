@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.errors import PipelineError
-from pipeline.sign_mnist import (
+from pipeline.core.errors import PipelineError
+from pipeline.data.sign_mnist import (
     FLAT_LABEL_RE, HEADER, LETTERS, convert, find_csv, read_csv, write_image_folder,
 )
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.sources: parsing, safe extraction, caching, url/kaggle/sklearn sources, image discovery."""
+"""Tests for pipeline.data.sources: parsing, safe extraction, caching, url/kaggle/sklearn sources, image discovery."""
 from __future__ import annotations
 
 import io
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import fetchers, sources
-from pipeline.errors import PipelineError
-from pipeline.sources import find_image_root, list_images, materialise, parse_source, safe_extract
+from pipeline.core.errors import PipelineError
+from pipeline.data import fetchers, sources
+from pipeline.data.sources import find_image_root, list_images, materialise, parse_source, safe_extract
 from tests.conftest import payload_server
 
 try:

@@ -1,10 +1,10 @@
-"""From letters to text (pipeline/spelling.py) on synthetic frame sequences: steady letters, flicker, double letters,
+"""From letters to text (pipeline/serve/spelling.py) on synthetic frame sequences: steady letters, flicker, double letters,
 no-hand gaps, space and del, the threshold, and the frame-count floor of a slow stream."""
 import pytest
 
-from pipeline import spelling
-from pipeline.errors import PipelineError
-from pipeline.spelling import Rules, Speller, spell
+from pipeline.core.errors import PipelineError
+from pipeline.serve import spelling
+from pipeline.serve.spelling import Rules, Speller, spell
 
 FPS = 30
 RULES = Rules(threshold=0.6, hold_s=0.5, min_frames=3, gap_frames=2)

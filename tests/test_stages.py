@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import config, runner
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
 
 

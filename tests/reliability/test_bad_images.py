@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline import config, data, runner
-from pipeline.errors import PipelineError
-from pipeline.workspace import Workspace
+from pipeline import config, runner
+from pipeline.core.errors import PipelineError
+from pipeline.core.workspace import Workspace
+from pipeline.data import loaders
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import write_config
 
@@ -124,7 +125,7 @@ def _write(kind: str, d: Path) -> Path:
     ("cmyk.jpg", ""), ("exif-rotated.jpg", ""),
 ])
 def test_check_image_gives_a_one_line_reason(tmp_path, kind, reason):
-    got = data.check_image(_write(kind, tmp_path))
+    got = loaders.check_image(_write(kind, tmp_path))
     assert (reason in got) if reason else got == "", got
     assert "\n" not in got
 
@@ -134,7 +135,7 @@ def test_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch):
     """Between PIL's warning and error thresholds PIL would decode it; check_image refuses from the header."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     Image.fromarray(rgb(size=40)).save(tmp_path / "big.png")  # 1,600 pixels: > limit, < 2x limit
-    assert data.check_image(tmp_path / "big.png") == \
+    assert loaders.check_image(tmp_path / "big.png") == \
         "too large: 40x40 pixels exceeds PIL's decompression-bomb limit of 1,000 pixels"
 
 
@@ -227,7 +228,7 @@ def test_odd_modes_and_names_are_trained_on_under_their_exact_names(run):
     assert all((train / p).is_file() for p in split["path"])
     history = pd.read_csv(ws.artifact("train", "history.csv"))
     assert len(history) == 2 and history["train_loss"].notna().all()
-    xb, _ = data.dataloaders(ws, cfg).one_batch()
+    xb, _ = loaders.dataloaders(ws, cfg).one_batch()
     assert xb.shape[1:] == (3, 16, 16)                            # every mode became 3-channel RGB
 
 
@@ -235,7 +236,7 @@ def test_exif_orientation_is_applied_in_training_and_by_the_exported_learner(run
     project, ws, cfg, log, train, test = run
     upright = ImageOps.exif_transpose(Image.open(train / "NA/rotated.jpg")).convert("RGB")
     assert upright.size == (12, 24)
-    dls = data.dataloaders(ws, cfg)
+    dls = loaders.dataloaders(ws, cfg)
     split = pd.read_csv(ws.artifact("datablock", "splits.csv"), dtype=str, keep_default_na=False)
     row = split.index[split["path"] == "NA/rotated.jpg"][0]
     ds = dls.valid_ds if split.loc[row, "is_valid"] == "True" else dls.train_ds
@@ -312,7 +313,7 @@ def test_predict_sha256_and_batch_size_are_checked(run, capsys):
 def test_evaluate_checks_the_hash_train_recorded_not_the_card_beside_the_file(run):
     """A replaced .pkl with a card to match (a swapped pair) passes the card check; evaluate trusts only train's
     manifest."""
-    from pipeline.workspace import sha256_file
+    from pipeline.core.workspace import sha256_file
 
     project, ws, cfg, log, train, _ = run
     pkl, card = ws.learner.read_bytes(), ws.model_card.read_text()

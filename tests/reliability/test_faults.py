@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, runner, workspace
-from pipeline.errors import PipelineError
+from pipeline import config, runner
+from pipeline.core import workspace
+from pipeline.core.errors import PipelineError
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import cli, kill_hard, leftovers, snapshot, start, wait_for, write_config
 
@@ -287,7 +288,7 @@ def test_read_only_stage_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
-    from pipeline.workspace import write_json
+    from pipeline.core.workspace import write_json
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts, config, runlock, runner
-from pipeline.workspace import Workspace, read_json, sha256_file
+from pipeline import config, runner
+from pipeline.core import artifacts, runlock
+from pipeline.core.workspace import Workspace, read_json, sha256_file
 from tests.conftest import make_image_folder, pipeline_cmd
 from tests.reliability.conftest import cli, env, kill_hard, start, wait_for, write_config
 

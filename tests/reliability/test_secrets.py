@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, runner, sources
-from pipeline.errors import PipelineError
+from pipeline import config, runner
+from pipeline.core.errors import PipelineError
+from pipeline.data import sources
 from tests.conftest import make_image_folder, payload_server
 from tests.kaggle_standin import KaggleStandin
 from tests.reliability.conftest import write_config

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import artifacts, config, content_store, runner
-from pipeline.content_store import ContentStore
-from pipeline.workspace import Workspace, read_json
+from pipeline import config, runner
+from pipeline.core import artifacts
+from pipeline.core.workspace import Workspace, read_json
+from pipeline.data import content_store
+from pipeline.data.content_store import ContentStore
 from tests.conftest import make_image_folder, tiny_config
 from tests.reliability.conftest import env
 
@@ -185,7 +187,7 @@ def test_a_datablock_rerun_over_a_damaged_decoded_store_warns_once_and_gives_the
 FILLER = """
 import json, sys
 from pathlib import Path
-from pipeline.content_store import ContentStore
+from pipeline.data.content_store import ContentStore
 from tests.reliability.test_store import compute
 paths = [Path(p) for p in json.loads(sys.argv[1])]
 said = []

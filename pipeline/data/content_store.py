@@ -1,0 +1,263 @@
+"""The content store: what was computed from an image (its hand keypoints, its decoded pixels), kept for every later
+run, crossval fold and stage.
+
+MediaPipe takes about 30 ms an image on a CPU core, and a crossval over seven signers would otherwise look at each
+photo seven times; decoding and resizing for the preprocessing cache is the same story. Values are keyed by the
+sha256 of the image's bytes and of the settings that made them, so a copy of a photo elsewhere is found too, and a
+change of settings (detector thresholds, MediaPipe release, image size) computes anew. One SQLite file per kind of
+value in the download cache folder (`run.data_dir`).
+
+It is a cache of what can be recomputed, so it heals instead of stopping a run, and says so in one line, once:
+- a damaged file (SQLite finds it "malformed" or "not a database", on open or on any later use) is moved aside as
+  `NAME.corrupt-<time>` and an empty store takes its place: what is asked for is computed again, the run goes on;
+- each value is kept with the sha256 of its bytes, checked on read: a value that does not match is a miss
+  (computed again and stored anew), counted in `damaged`;
+- a store that cannot be written (a read-only or full disk) is named; the run goes on without keeping more;
+- several processes may fill one store at once: SQLite's own locking (writes in `BEGIN IMMEDIATE`, a busy
+  timeout) keeps it consistent, and a shared `flock` on `NAME.lock` while it is used (exclusive to move it aside)
+  keeps one process from moving a store away under another. Not WAL: a WAL store cannot be read from a read-only
+  folder, nor on a network file system.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..core.workspace import sha256_file, sha256_text
+
+LANDMARKS = "landmarks.sqlite"
+DECODED = "decoded.sqlite"
+_DAMAGE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: extended ones keep them in the low byte)
+
+
+def _is_damage(e: sqlite3.Error) -> bool:
+    """Whether `e` says the file itself is damaged (not locked, read-only or full)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    return "malformed" in str(e) or "not a database" in str(e)
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else bytes(data)).hexdigest()
+
+
+def _inode(path: Path):
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    return None
+
+
+class ContentStore:
+    """get/put one value per image path, stored under the image's content and `settings`; `encode`/`decode` turn a
+    value into what SQLite keeps (text or bytes) and back; `log` gets the store's warnings (each kind once)."""
+
+    def __init__(self, path: Path, settings: dict, encode: Callable = json.dumps, decode: Callable = json.loads,
+                 log: Callable = print):
+        self.path, self.encode, self.decode, self.log = Path(path), encode, decode, log
+        self.settings = sha256_text(json.dumps(settings, sort_keys=True, default=str))
+        self._keys: dict[str, str] = {}
+        self._said: set[str] = set()
+        self.usable, self.writable = True, True  # False once the store cannot be read / written (said once)
+        self.damaged = 0  # values whose checksum did not match: computed again
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._cannot("write", e)
+            self.usable = False
+            return
+        if not self._use(self._create, "write"):
+            self.usable = False  # no table to read either
+
+    # ------------------------------------------------------------------------------------------- the file
+
+    @staticmethod
+    def _create(db) -> bool:
+        db.execute("CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone():
+            # the table of earlier versions, without checksums: its values are kept, each with one from now on
+            db.create_function("sha256", 1, _digest, deterministic=True)
+            try:
+                with db:
+                    db.execute("INSERT OR IGNORE INTO vals SELECT key, CAST(row AS BLOB), sha256(CAST(row AS BLOB)) "
+                               "FROM rows")
+                    db.execute("DROP TABLE rows")
+            except sqlite3.OperationalError as e:
+                if "no such table: rows" not in str(e):  # another process took it over first: nothing left to do
+                    raise
+        return True
+
+    @contextlib.contextmanager
+    def _db(self):
+        """A connection (writes in `BEGIN IMMEDIATE` transactions, committed by `with db:`), always closed."""
+        db = sqlite3.connect(self.path, timeout=120, isolation_level="IMMEDIATE")
+        db.text_factory = bytes
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _guard(self, shared: bool):
+        """A shared flock on `NAME.lock` while the store is used, an exclusive one while it is moved aside (none
+        where flock or the lock file is not to be had: a store in a read-only folder is never moved anyway)."""
+        fd = None
+        with contextlib.suppress(OSError):
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        if fd is None:
+            with contextlib.suppress(OSError):
+                fd = os.open(f"{self.path}.lock", os.O_RDONLY)
+        try:
+            try:
+                import fcntl
+            except ImportError:
+                fcntl = None
+            if fd is not None and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _use(self, action, kind: str):
+        """`action(db)`'s result; a damaged store is moved aside and the action tried once more on the new one. None
+        when the store cannot be used for `kind` ("read"/"write"): said once, and not tried again."""
+        for attempt in (1, 2):
+            seen = None
+            try:
+                with self._guard(shared=True):
+                    seen = _inode(self.path)
+                    with self._db() as db:
+                        return action(db)
+            except sqlite3.Error as e:
+                if attempt == 1 and _is_damage(e) and self._heal(e, seen):
+                    continue
+                self._cannot(kind, e)
+            except OSError as e:
+                self._cannot(kind, e)
+            return None
+
+    def _heal(self, e: sqlite3.Error, seen) -> bool:
+        """Move the damaged store aside (unless another process did since `seen`, its inode when the error came) and
+        start an empty one in its place; False when that cannot be done (said once)."""
+        try:
+            with self._guard(shared=False):
+                if _inode(self.path) == seen and seen is not None:
+                    aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+                    if aside.exists():
+                        aside = aside.with_name(f"{aside.name}-{os.getpid()}")
+                    os.replace(self.path, aside)
+                    for side in ("-journal", "-wal", "-shm"):  # what SQLite keeps beside it goes with it
+                        if (old := Path(f"{self.path}{side}")).exists():
+                            os.replace(old, f"{aside}{side}")
+                    self._warn("damaged", f"the store {self.path} was damaged ({e}): moved aside to {aside.name}; "
+                                          "what it held is computed again as it is needed")
+                with self._db() as db:
+                    self._create(db)
+            return True
+        except (OSError, sqlite3.Error) as e2:
+            self.usable = self.writable = False
+            self._warn("damaged", f"the store {self.path} is damaged ({e}) and cannot be replaced "
+                                  f"({getattr(e2, 'strerror', None) or e2}): this run does without it")
+            return False
+
+    def _cannot(self, kind: str, e: Exception) -> None:
+        why = getattr(e, "strerror", None) or e
+        self.writable = False
+        if kind == "read":
+            self.usable = False
+        self._warn(kind, f"cannot {kind} the store {self.path}: {why}; "
+                         + ("what is computed now will be computed again next time" if kind == "write"
+                            else "its values are computed again"))
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._said:
+            self._said.add(kind)
+            self.log(f"warning: {message}")
+
+    # ------------------------------------------------------------------------------------------- values
+
+    def _key(self, path: str) -> str:
+        if path not in self._keys:
+            self._keys[path] = sha256_text(self.settings + sha256_file(path))
+        return self._keys[path]
+
+    def get(self, paths: list) -> list:
+        """The stored value of each path, or None where there is none, where its checksum does not match (counted
+        in `damaged`, said once) or where the file cannot be read (the caller's own reading then reports it)."""
+        keys = []
+        for p in map(str, paths):
+            try:
+                keys.append(self._key(p))
+            except OSError:
+                keys.append(None)
+        wanted = [k for k in keys if k]
+
+        def read(db):
+            found = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                found.update((k.decode(), (v, s.decode())) for k, v, s in db.execute(
+                    f"SELECT key, value, sha256 FROM vals WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+            return found
+
+        found = (self._use(read, "read") if self.usable and wanted else None) or {}
+        out, bad = [], 0
+        for k in keys:
+            value, digest = found.get(k, (None, None))
+            if value is not None and _digest(value) != digest:
+                value, bad = None, bad + 1
+            out.append(self.decode(value) if value is not None else None)
+        if bad:
+            self.damaged += bad
+            self._warn("checksum", f"{bad} value(s) in the store {self.path} did not match their checksum: "
+                                   "computed again")
+        return out
+
+    def put(self, paths: list, values: list) -> None:
+        """Keep `values` (one per path). A store that cannot be written says so once and keeps nothing more: that
+        costs only the reuse."""
+        if not self.writable:
+            return
+        rows = []
+        for p, v in zip(paths, values):
+            data = self.encode(v)
+            data = data.encode() if isinstance(data, str) else bytes(data)
+            with contextlib.suppress(OSError):  # an image gone since: nothing to key it by
+                rows.append((self._key(str(p)), data, _digest(data)))
+
+        def write(db):
+            with db:
+                db.executemany("INSERT OR REPLACE INTO vals VALUES (?, ?, ?)", rows)
+
+        if rows:
+            self._use(write, "write")
+
+
+def landmarks(folder: Path, log: Callable = print) -> ContentStore:
+    """The store of hand keypoint rows (`hands.COLUMNS + hands.FEATURES`) in `folder`."""
+    from . import hands
+
+    return ContentStore(Path(folder) / LANDMARKS, hands.extraction_settings(), log=log)
+
+
+def decoded(folder: Path, settings: dict, log: Callable = print) -> ContentStore:
+    """The store of decoded, resized uint8 image arrays (C×H×W) made with `settings`, in `folder`."""
+    import io
+
+    import numpy as np
+
+    def encode(a):
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+
+    return ContentStore(Path(folder) / DECODED, settings, encode=encode,
+                        decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False), log=log)

@@ -1,0 +1,232 @@
+"""Hand crops as model input (`datablock.input = "hand_crop"`): MediaPipe's keypoints give the box, and the model
+sees a padded square around the hand, upright (EXIF applied), resized to `train.image_size`, instead of the whole
+photo with its room.
+
+Two content stores (`content_store.ContentStore`, in `run.data_dir`) make each photo cost one MediaPipe pass and
+one crop for every later run, fold and split: `hand_points.sqlite` keeps where the hand is (the 21 keypoints in the
+image, `hands._raw`), and `hand_crops.sqlite` keeps the crop as PNG bytes under the image's bytes plus the crop
+settings (the size, the padding, the detector's settings). The landmark store is filled from the same pass, so a
+keypoint model on the same photos finds every hand already there. A photo with no hand found has no crop: the
+datablock stage lists it (no_hand.csv) and leaves it out of the split; at prediction time it is shown to the model
+as the whole frame, and said so.
+
+No torch here: the datablock stage and the stores use it; `crop_model.py` is the learner.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..core.errors import PipelineError
+from . import content_store, hands
+
+POINTS = "hand_points.sqlite"
+CROPS = "hand_crops.sqlite"
+PAD = 0.2          # each side of the keypoints' bounding square grows by this fraction of its side
+MIN_SIDE = 0.1     # a crop is at least this fraction of the photo's shorter side (a hand seen edge-on is thin)
+
+
+def points_settings() -> dict:
+    """What changes the keypoints found in a photo: the key of the points store."""
+    return {**hands.extraction_settings(), "row": "found, handedness, score, 21 x y z in the padded square"}
+
+
+def points_store(folder: Path) -> content_store.ContentStore:
+    return content_store.ContentStore(Path(folder) / POINTS, points_settings())
+
+
+def crop_settings(size: int) -> dict:
+    """What changes a crop: the key of the crop store."""
+    return {"size": size, "pad": PAD, "min_side": MIN_SIDE, "points": points_settings(), "format": "png rgb"}
+
+
+def crop_store(folder: Path, size: int) -> content_store.ContentStore:
+    return content_store.ContentStore(Path(folder) / CROPS, crop_settings(size), encode=bytes, decode=bytes)
+
+
+def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[list[list], int]:
+    """(`hands._raw` detection of each path, in order; how many MediaPipe looked at) through the points store in
+    `folder`; new detections also go to the landmark store there, as `hands.row_of` rows."""
+    hands.require()
+    paths = [str(p) for p in paths]
+    store = points_store(folder)
+    rows = store.get(paths)
+    todo = [p for p, r in zip(paths, rows) if r is None]
+    if len(todo) < len(paths):
+        log(f"{len(paths) - len(todo)} of {len(paths)} {what} already in the hand-points store {store.path}")
+    found = hands._detect(todo, log, None, what, store, fn=hands._raw)
+    if found:
+        content_store.landmarks(folder).put(todo, [hands.row_of(r) for r in found])
+    it = iter(found)
+    return [r if r is not None else next(it) for r in rows], len(todo)
+
+
+def box(raw: list, width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in the photo's pixels of the padded square around the hand of a found `raw`."""
+    side, top, left = hands._padding(height, width)  # the square `hands.Detector` looked in
+    xs = [raw[3 + 3 * i] * side - left for i in range(hands.N_POINTS)]
+    ys = [raw[4 + 3 * i] * side - top for i in range(hands.N_POINTS)]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    half = max(max(xs) - min(xs), max(ys) - min(ys), MIN_SIDE * min(width, height)) * (1 + 2 * PAD) / 2
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def _upright(path):
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def crop(path, raw: list | None, size: int):
+    """The `size`-pixel square RGB PIL image the model sees of the photo at `path` (`crop_image`)."""
+    return crop_image(_upright(path), raw, size)
+
+
+def crop_image(img, raw: list | None, size: int):
+    """The `size`-pixel square RGB PIL image the model sees of the upright RGB PIL image `img`: around the hand of
+    `raw` (outside the photo is black), or with no hand (`raw` None or not found) the whole photo, centred on a
+    black square."""
+    from PIL import Image
+
+    w, h = img.size
+    if raw is not None and raw[0]:
+        l, t, r, b = box(raw, w, h)
+    else:
+        s = max(w, h)
+        l, t = (w - s) / 2, (h - s) / 2
+        r, b = l + s, t + s
+    return img.crop(tuple(round(v) for v in (l, t, r, b))).resize((size, size), Image.BILINEAR)
+
+
+def png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def crops(paths: list, raws: list, size: int, folder: Path, log=print, what: str = "images") -> tuple[list, int]:
+    """(PNG bytes of each path's crop, None where no hand was found; how many were cropped now rather than found
+    in the crop store in `folder`)."""
+    from ..core.progress import Progress
+
+    paths = [str(p) for p in paths]
+    store = crop_store(folder, size)
+    have = [raw[0] for raw in raws]
+    got = store.get([p for p, h in zip(paths, have) if h])
+    it = iter(got)
+    out = [next(it) if h else None for h in have]
+    todo = [i for i, (h, c) in enumerate(zip(have, out)) if h and c is None]
+    if todo:
+        log(f"cropping {len(todo)} {what} to {size}px ({sum(have) - len(todo)} already in the crop store {store.path})")
+        progress = Progress(log, "cropped", len(todo))
+        for start in range(0, len(todo), 256):
+            chunk = todo[start:start + 256]
+            for i in chunk:
+                try:
+                    out[i] = png(crop(paths[i], raws[i], size))
+                except (OSError, ValueError) as e:
+                    raise PipelineError(f"{paths[i]}: cannot read the image ({type(e).__name__}: {e})") from None
+            if problem := store.put([paths[i] for i in chunk], [out[i] for i in chunk]):
+                log(f"note: {problem}; these crops will be made again next time")
+            progress.update(len(chunk))
+    elif any(have):
+        log(f"all {sum(have)} crops of {what} with a hand found in the crop store {store.path}")
+    return out, len(todo)
+
+
+def client_settings(size: int) -> dict:
+    """The model card's `hand_crop`: how a client makes the crop this model reads from a photo."""
+    return {"size": size, "pad": PAD, "min_side": MIN_SIDE, "detector": "MediaPipe Hands (pipeline.data.hands.Detector)",
+            "how": "the keypoints' bounding square, each side grown by pad of its side (at least min_side of the "
+                   "photo's shorter side), cut from the upright photo (black outside it), resized bilinear to "
+                   "size x size: pipeline.data.hand_crops.crop"}
+
+
+def keep_hands(df, holdout, root: Path, ws, log):
+    """(the images of `df` where MediaPipe found a hand; vocab.json's `n_no_hand`): no_hand.csv lists the others,
+    which a crop model is not trained on (a whole frame is not a crop). The held-out images are looked at too, so
+    evaluate finds them in the stores. `inputs.HAND_CROP.keep`."""
+    import pandas as pd
+
+    from ..core import artifacts
+    from ..core.workspace import write_csv
+
+    raws, _ = find([root / p for p in pd.concat([df["path"], holdout["path"]])], ws.data, log)
+    found = pd.Series([bool(r[0]) for r in raws[:len(df)]])
+    if not found.all():
+        log(f"no hand found in {int((~found).sum())} of {len(df)} images: listed in {artifacts.NO_HAND}, not trained "
+            f"on; per class: " + ", ".join(f"{k} {v}" for k, v in df.loc[~found, "label"].value_counts().head(8).items()))
+    write_csv(ws.artifact("datablock", artifacts.NO_HAND), df[~found])
+    return df[found].reset_index(drop=True), {"n_no_hand": int((~found).sum())}
+
+
+def prepare(df, root: Path, cfg, ws, log) -> list[Path]:
+    """The crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same detection,
+    for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with their
+    labels. `inputs.HAND_CROP.prepare`."""
+    import pandas as pd
+
+    from ..core import artifacts
+    from ..core.workspace import write_csv
+
+    size = cfg.train.image_size
+    paths = [root / p for p in df["path"]]
+    raws, _ = find(paths, ws.data, log)
+    pngs, _ = crops(paths, raws, size, ws.data, log)
+    feats = pd.DataFrame([hands.row_of(r) for r in raws], columns=hands.COLUMNS + hands.FEATURES)
+    feats.insert(0, "path", df["path"].to_numpy())
+    train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
+    return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats), ws.artifact("datablock", artifacts.NO_HAND),
+            plot_crops([pngs[i] for i in train.index], list(train["label"]),
+                       ws.artifact("datablock", artifacts.BATCH_PNG), f"training images: hand crops, {size}px")]
+
+
+def split_crops(ws, cfg, batch_size):
+    """(split DataFrame with `file` = absolute path, its crops' PNG bytes by file, vocab), crops from the store the
+    datablock stage filled."""
+    from . import loaders
+
+    df, root, vocab = loaders.checked_split(ws, cfg, batch_size)
+    df = df.assign(file=[str(root / p) for p in df["path"]])
+    raws, _ = find(df["file"], ws.data, log=lambda m: None)
+    pngs, made = crops(df["file"], raws, cfg.train.image_size, ws.data, log=lambda m: None)
+    if any(p is None for p in pngs):
+        raise PipelineError("the split holds images with no hand found: rerun datablock")
+    return df, dict(zip(df["file"], pngs)), vocab
+
+
+def photo_crops(paths: list, size: int, folder: Path | None, log=print) -> tuple[list[bytes], list[bool], list]:
+    """(PNG crop of each photo, whether a hand was found, the `hands._raw` detections), through the stores in
+    `folder` when given; a photo with no hand is the whole frame."""
+    paths = [str(p) for p in paths]
+    if folder is not None:
+        raws, _ = find(paths, folder, log)
+        pngs, _ = crops(paths, raws, size, folder, log)
+    else:
+        raws = hands._detect(paths, log, None, "images", None, fn=hands._raw)
+        pngs = [png(crop(p, r, size)) if r[0] else None for p, r in zip(paths, raws)]
+    found = [bool(r[0]) for r in raws]
+    pngs = [c if c is not None else png(crop(p, None, size)) for p, c in zip(paths, pngs)]
+    return pngs, found, raws
+
+
+def plot_crops(images: list, labels: list, path: Path, title: str = "training images: hand crops") -> Path:
+    """A grid of crops (PNG bytes) titled with their labels: what the model sees, to check by eye."""
+    from PIL import Image
+
+    from ..core.workspace import pyplot, save_figure
+
+    plt = pyplot()
+
+    n = len(images)
+    cols = min(4, max(1, n))
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, png_bytes, label in zip(axes.flat, images, labels):
+        ax.imshow(Image.open(io.BytesIO(png_bytes)))
+        ax.set_title(label, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,107 @@
+"""The model card beside an export (`exports/RUN.json`, written by the train stage): where it lies, and reading it
+checked, in one place. Every loader reads it here, so a damaged or tampered card is one line naming the card and
+the field, never a traceback from whatever used the field first.
+
+    path_for(model_file)                    exports/RUN.json for exports/RUN.pkl or exports/RUN.onnx
+    read(model_file, engine)                the card as a dict, with what `engine` ("fastai" | "onnx") uses checked
+    onnx_path(model_file, card)             the `.onnx` the card names, beside `model_file`
+    check_graph(model_file, card, ...)      the card's input and vocab against the graph onnxruntime loaded
+
+What each engine uses: fastai, the `.pkl`'s `sha256` (its vocab and input come from the learner itself); onnx, the
+`vocab`, `image_size` and `grayscale` (an image graph), and the `onnx` entry: `file` (a file name beside the card,
+not a path), `sha256`, `family`, `input.name`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..core.errors import PipelineError
+from . import inputs
+
+ENGINES = ("fastai", "onnx")
+MAX_IMAGE_SIZE = 1024  # as config.MAX_IMAGE_SIZE: no export is larger (kept here: this module imports no config)
+
+
+def path_for(model_file) -> Path:
+    """The model card of `model_file` (`exports/RUN.pkl` or `exports/RUN.onnx`): `exports/RUN.json`."""
+    return Path(model_file).with_suffix(".json")
+
+
+def is_sha256(value) -> bool:
+    """Whether `value` is a sha256 as the card writes it: 64 lowercase hex digits."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _damaged(where: Path, field: str, problem: str) -> PipelineError:
+    return PipelineError(f"the model card {where} is damaged: {field} {problem}; rerun train (`python -m pipeline "
+                         f"run --stages train --force`) or restore the card")
+
+
+def read(model_file, engine: str = "fastai") -> dict:
+    """The model card beside `model_file`, with the fields `engine` uses checked (one line for the first problem):
+    missing or not JSON, a sha256 that is not one, a vocab that is not a list of distinct names, an `onnx.file` that
+    is a path, an `image_size` that is not a whole number of pixels, a `family` this package does not know."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    where = path_for(model_file)
+    try:
+        card = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        card = None
+    if engine == "fastai":
+        if not isinstance(card, dict) or not is_sha256(card.get("sha256")):
+            raise PipelineError(f"no model card with a sha256 at {where}: refusing to unpickle {model_file} "
+                                f"(pass --sha256 HEX, or --trust-learner only for a file you trust)")
+        return card
+    if not isinstance(card, dict):
+        raise PipelineError(f"no model card at {where}: the onnx engine needs it for the vocab and the input "
+                            f"(run `python -m pipeline run --stages train`)")
+    vocab = card.get("vocab")
+    if not (isinstance(vocab, list) and vocab and all(isinstance(v, str) for v in vocab)
+            and len(set(vocab)) == len(vocab)):
+        raise _damaged(where, "vocab", "is not a list of distinct class names")
+    entry = card.get("onnx") or {}  # no entry: a card written before train exported ONNX
+    if not isinstance(entry, dict):
+        raise _damaged(where, "onnx", "is not an object")
+    if not entry.get("file"):
+        raise PipelineError(f"the model card {where} lists no ONNX export ({entry.get('why', 'trained before ONNX export')}): "
+                            f"rerun train, or use --engine fastai")
+    file = entry["file"]
+    if not isinstance(file, str) or Path(file).name != file or file in (".", "..") or not file.endswith(".onnx"):
+        raise _damaged(where, "onnx.file", f"{file!r} is not the name of an .onnx file beside the card")
+    if not is_sha256(entry.get("sha256")):
+        raise _damaged(where, "onnx.sha256", "is not a sha256 (64 hex digits)")
+    if entry.get("family") not in inputs.KINDS:
+        raise _damaged(where, "onnx.family", f"{entry.get('family')!r} is not one of {', '.join(inputs.KINDS)}")
+    if not isinstance(entry.get("input"), dict) or not isinstance(entry["input"].get("name"), str):
+        raise _damaged(where, "onnx.input.name", "is missing")
+    problem = inputs.kind(entry["family"]).card_problem(card, MAX_IMAGE_SIZE)
+    if problem:
+        raise _damaged(where, *problem)
+    return card
+
+
+def onnx_path(model_file, card: dict) -> Path:
+    """The `.onnx` that `card` (read with engine "onnx") names, beside `model_file`."""
+    return Path(model_file).with_name(card["onnx"]["file"])
+
+
+def check_graph(model_file, card: dict, inputs: dict, width) -> None:
+    """That the graph onnxruntime loaded is the one `card` describes: its input `card["onnx"]["input"]["name"]`
+    among `inputs` (name → shape), an image graph's fixed height and width equal to `image_size`, and `width` (its
+    output's columns, when known) equal to the vocab's length."""
+    where, entry = path_for(model_file), card["onnx"]
+    name = entry["input"]["name"]
+    if name not in inputs:
+        raise _damaged(where, "onnx.input.name", f"{name!r} is not the graph's input ({', '.join(inputs)})")
+    shape = inputs[name]
+    if card.get("image_size") is not None and len(shape) == 4:
+        fixed = [d for d in shape[1:3] if isinstance(d, int)]
+        if fixed and any(d != card["image_size"] for d in fixed):
+            raise _damaged(where, "image_size", f"{card['image_size']} does not match the graph's input "
+                                                f"{shape[1]}x{shape[2]}")
+    if isinstance(width, int) and width != len(card["vocab"]):
+        raise _damaged(where, "vocab", f"has {len(card['vocab'])} class(es) but the graph gives {width} "
+                                       f"probabilities")

@@ -1,0 +1,118 @@
+"""An exported model, loaded: one object whichever engine runs it. `load(path, engine="fastai"|"onnx", trust=…)`
+checks the file's sha256 before anything runs it, and returns an `Exported` that answers `predict(photos)`
+(labels, confidences, probabilities, and for a hand model whether a hand was found in each) and `read(photo)`
+(one photo, for serve). `predict`, `evaluate`, `serve`, crossval (through evaluate) and the benchmarks all load
+through here, so the engine is chosen in one place and spelled one way (`--engine`, `evaluate.engine`).
+
+An engine knows how to run the model (`inference` for fastai, `onnx_engine` for onnxruntime); the model's input
+(`models.Input`) knows how photos become what the engine takes. Neither knows the other's kinds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+from ..core.errors import PipelineError
+
+ENGINES = ("fastai", "onnx")
+
+
+class Predictions(NamedTuple):
+    """What a batched prediction gives, one entry per image, in order (from either engine)."""
+    labels: list
+    confidences: list
+    probs: object               # (n, len(vocab)) numpy float32
+    hand_found: list | None     # a model that finds hands first: whether MediaPipe found one; else None
+
+
+class FastaiEngine:
+    """A verified fastai learner as an engine: `images` for image files, `features` for keypoint rows."""
+    name = "fastai"
+
+    def __init__(self, learn):
+        self.learn = learn
+        self.vocab = list(learn.dls.vocab)
+
+    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
+        from . import inference
+
+        return inference.predict_images(self.learn, [Path(p) for p in paths], batch_size, tta, log).numpy()
+
+    def features(self, x, batch_size: int = 64):
+        from . import hand_model
+
+        return hand_model.feature_probs(self.learn, x, batch_size).numpy()
+
+
+class Exported:
+    """An exported model under one engine: `predict` for many photos, `read` for one; `vocab`; `card` (the model
+    card beside the file, {} where there is none); `finds_hands` (photos go through MediaPipe first, and serving
+    draws the keypoints); `detector()` (a detector of its own for `read`, or None) and `store(folder)` (the
+    content store of per-photo work to reuse, or None)."""
+
+    def __init__(self, path: Path, engine, reader, card: dict, file: Path | None = None):
+        self.path, self.engine, self.reader, self.card = Path(path), engine, reader, card
+        self.file = Path(file or path)  # the file the engine loaded: the .pkl, or the .onnx beside it
+        self.vocab = list(engine.vocab)
+        self.finds_hands, self.describe = reader.kind.finds_hands, reader.kind.title
+        self.streams = self.finds_hands  # it can read a webcam stream: it follows the hand from frame to frame
+
+    def predict(self, photos: list, batch_size: int = 64, tta: int = 0, log=print, store=None) -> Predictions:
+        """Batched predictions for image files (`store`: a content store of per-photo work to reuse)."""
+        import numpy as np
+
+        probs, found = self.reader.probs(self.engine, list(photos), batch_size, tta, log, store)
+        probs = np.asarray(probs, dtype=np.float32).reshape(len(photos), len(self.vocab))
+        idx = probs.argmax(axis=1)
+        return Predictions([self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found)
+
+    def read(self, photo, detector=None):
+        """(probabilities over the vocab, or None for a hand model that finds no hand; the keypoints or None) for
+        one photo (a path), or one frame of a stream (an RGB array) with a `tracker()`; a hand model needs a
+        `detector()` or `tracker()` of its own."""
+        return self.reader.read(self.engine, photo, detector)
+
+    def detector(self):
+        return self.reader.detector()
+
+    def tracker(self, track: bool = True):
+        return self.reader.tracker(track)
+
+    def store(self, folder: Path, log=print):
+        return self.reader.kind.store(folder, log)
+
+
+def _card(path: Path) -> dict:
+    """The model card beside a `.pkl` the fastai engine loaded ({} where there is none: a file trusted or checked
+    against a given sha256 needs none)."""
+    from . import card
+
+    try:
+        return json.loads(card.path_for(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None = None,
+         threads: int | None = None) -> Exported:
+    """The export at `path` (`exports/RUN.pkl`; the onnx engine runs the `.onnx` beside it) under `engine`, its
+    sha256 checked first: against `sha256` when given (fastai only), else against its model card; no check with
+    `trust`. `threads`: onnxruntime's intra-op threads (default: the usable cores)."""
+    from . import registry
+
+    if engine not in ENGINES:
+        raise PipelineError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
+    path = Path(path)
+    if engine == "onnx":
+        from . import onnx_engine
+
+        if sha256:
+            raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
+                                "model card")
+        model = onnx_engine.load_verified(path, trust=trust, threads=threads)
+        return Exported(path, model, registry.INPUTS[model.card["onnx"]["family"]], model.card, model.path)
+    from . import inference
+
+    learn = inference.load_verified(path, trust=trust, sha256=sha256)
+    return Exported(path, FastaiEngine(learn), registry.input_of(learn), _card(path))

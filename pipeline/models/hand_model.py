@@ -1,0 +1,178 @@
+"""The hand-landmark learner (`train.arch = "landmark_mlp"`): its DataLoaders over landmarks.csv, its training
+jitter (random 3D turns, stretches and mirrors of the keypoints), and its model with shape features
+(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus
+features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
+Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
+the export takes the same keypoint rows as the plain model.
+
+Its own module, importing torch at the top, because `load_learner` unpickles the learner and the model by their
+class names (so the export needs this package installed, and the model card says so); `hands.py` (keypoint
+extraction, which needs no torch) does not import it.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.tabular.learner import TabularLearner
+from fastai.tabular.model import TabularModel
+from torch import nn
+
+from ..core import artifacts
+from ..core.errors import PipelineError
+from ..data.hands import FEATURES, N_POINTS
+
+N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
+
+
+def shape_features(conts: torch.Tensor) -> torch.Tensor:
+    """(n, N_SHAPE) from a batch of FEATURES rows: the distance between every two of the 21 keypoints (in the
+    rows' wrist-to-middle-knuckle unit), then where the hand points: unit wrist-to-middle-knuckle, unit index-to-
+    little knuckle and the palm's normal (so letters told apart by direction, H/U, K/P, G/Q, stay apart). A row
+    with no hand (all 0) gives all 0."""
+    pts = conts[:, :3 * N_POINTS].reshape(-1, N_POINTS, 3)
+    i, j = torch.triu_indices(N_POINTS, N_POINTS, 1, device=conts.device)
+    dist = (pts[:, i] - pts[:, j]).norm(dim=2)
+    up, across = F.normalize(pts[:, 9], dim=1), F.normalize(pts[:, 17] - pts[:, 5], dim=1)
+    return torch.cat([dist, up, across, F.normalize(torch.linalg.cross(up, across), dim=1)], dim=1)
+
+
+class LandmarkNet(nn.Module):
+    """fastai's TabularModel (`layers` hidden sizes, dropout `ps`) on FEATURES and their `shape_features`."""
+
+    def __init__(self, n_out: int, layers: list[int], ps: float):
+        super().__init__()
+        self.tabular = TabularModel([], len(FEATURES) + N_SHAPE, n_out, layers, ps=ps, embed_p=0.0, y_range=None)
+
+    def forward(self, x_cat, x_cont):
+        return self.tabular(x_cat, torch.cat([x_cont, shape_features(x_cont)], dim=1))
+
+
+class HandLearner(TabularLearner):
+    """fastai's TabularLearner over the keypoint FEATURES, whose `predict` also takes a photo, as a vision learner's
+    does: `load_learner(pkl).predict("photo.jpg")` finds the hand (MediaPipe, in this process) and returns (label,
+    index, probabilities). A row of features (a pandas Series) is predicted as TabularLearner does. For a photo with
+    no hand the model answers as it learned for the all-0 row, and a warning says that no hand was found."""
+
+    def predict(self, row, *args, **kwargs):
+        import pandas as pd
+
+        if isinstance(row, pd.Series):
+            return super().predict(row, *args, **kwargs)
+        probs, found = photo_probs(self, [row], log=lambda message: None)
+        if not found[0]:
+            warnings.warn(f"no hand found in {row}: the label is the model's answer for an image without a hand",
+                          stacklevel=2)
+        idx = int(probs[0].argmax())
+        return self.dls.vocab[idx], torch.tensor(idx), probs[0]
+
+
+def is_landmark_learner(learn) -> bool:
+    """True for a learner trained on these features (its DataLoaders are tabular, over FEATURES)."""
+    return list(getattr(learn.dls, "cont_names", []) or []) == FEATURES
+
+
+def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
+    """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 FEATURES rows `x` (n, 64)."""
+    import pandas as pd
+
+    from .training import quiet
+
+    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=FEATURES), bs=batch_size)
+    with quiet(learn):
+        probs, _ = learn.get_preds(dl=dl)
+    return probs
+
+
+def photo_probs(learn, paths: list, batch_size: int = 64, log=print, store=None) -> tuple[torch.Tensor, list[bool]]:
+    """(probabilities, hand found per photo) of a hand-landmark learner for image files: MediaPipe finds each
+    photo's keypoints (`hands.extract`, reusing `store`'s), the model classifies them (a photo without a hand
+    gets the all-0 row the model learned)."""
+    from ..data import hands
+
+    x, found = hands.photo_features(paths, log, store)
+    return feature_probs(learn, x, batch_size), found
+
+
+def make_learner(dls, t, **common) -> HandLearner:
+    """A `HandLearner` with fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES
+    (`t.landmark_features` "coords"), or on FEATURES plus the shape features computed from them ("coords+shape":
+    `LandmarkNet`)."""
+    layers, n_out = [512, 256], len(dls.vocab)
+    if t.landmark_features == "coords+shape":
+        model = LandmarkNet(n_out, layers, t.head_dropout)
+    else:  # what fastai's tabular_learner builds for continuous columns only
+        model = TabularModel([], len(FEATURES), n_out, layers, ps=t.head_dropout, embed_p=0.0, y_range=None)
+    return HandLearner(dls, model, **common)
+
+
+def dataloaders(split, feats, vocab: list[str], batch_size: int):
+    """fastai tabular DataLoaders over the persisted split joined with its landmarks (FEATURES as continuous
+    columns, no preprocessing: the coordinates are already on one scale, and the model batch-normalises its
+    input)."""
+    import numpy as np
+    from fastai.data.block import CategoryBlock
+    from fastai.tabular.core import TabularPandas
+    from fastai.tabular.data import TabularDataLoaders  # its import makes `to.dataloaders` one (with a tabular test_dl)
+
+    df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
+    if len(df) != len(split):
+        raise PipelineError(f"{artifacts.LANDMARKS} lacks {len(split) - len(df)} image(s) of the split: "
+                            "rerun datablock")
+    valid = df["is_valid"].to_numpy()
+    to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
+                       y_block=CategoryBlock(vocab=vocab),
+                       splits=(np.flatnonzero(~valid).tolist(), np.flatnonzero(valid).tolist()))
+    dls = to.dataloaders(bs=batch_size, num_workers=0)
+    assert isinstance(dls, TabularDataLoaders)
+    return dls
+
+
+def random_rotations(n: int, degrees: float, generator=None):
+    """`n` 3x3 rotation matrices, each about x, then y, then z by angles uniform in ±`degrees`."""
+    import math
+
+    import torch
+
+    a = (torch.rand(n, 3, generator=generator) * 2 - 1) * math.radians(degrees)
+    c, s = a.cos(), a.sin()
+    one, zero = torch.ones(n), torch.zeros(n)
+
+    def mat(rows):
+        return torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)
+
+    rx = mat([(one, zero, zero), (zero, c[:, 0], -s[:, 0]), (zero, s[:, 0], c[:, 0])])
+    ry = mat([(c[:, 1], zero, s[:, 1]), (zero, one, zero), (-s[:, 1], zero, c[:, 1])])
+    rz = mat([(c[:, 2], -s[:, 2], zero), (s[:, 2], c[:, 2], zero), (zero, zero, one)])
+    return rz @ ry @ rx
+
+
+def jitter_callback(degrees: float, scale: float = 0.1, mirror: float = 0.0):
+    """A fastai Callback that, on training batches only, turns each hand by a random 3D rotation (up to `degrees`
+    about each axis: the viewpoint changes from camera to camera), stretches each axis by up to ±`scale` (hand
+    proportions differ from signer to signer; only with a rotation), and mirrors it left to right with probability
+    `mirror` (a letter signed with the other hand is its mirror image, and MediaPipe sometimes names the wrong hand
+    in a photo taken from the signer's own side, which `canonical` then mirrors wrongly). Rows with no hand stay
+    all 0."""
+    import torch
+    from fastai.callback.core import Callback
+
+    class LandmarkJitter(Callback):
+        order = 5
+
+        def before_batch(self):
+            if not self.training:
+                return
+            cats, conts = self.learn.xb
+            n = conts.shape[0]
+            pts = conts[:, :3 * N_POINTS].reshape(n, N_POINTS, 3)
+            rot = random_rotations(n, degrees).to(conts)
+            stretch = 1 + (torch.rand(n, 1, 3, device=conts.device) * 2 - 1) * (scale if degrees else 0.0)
+            flip = torch.ones(n, 1, 3, device=conts.device)
+            flip[torch.rand(n, device=conts.device) < mirror, 0, 0] = -1
+            moved = (pts @ rot.transpose(1, 2)) * stretch * flip
+            self.learn.xb = (cats, torch.cat([moved.reshape(n, -1), conts[:, 3 * N_POINTS:]], dim=1))
+
+    return LandmarkJitter()

@@ -1,0 +1,139 @@
+"""The ONNX Runtime inference engine: `predict --engine onnx`, `evaluate.engine = "onnx"` and `serve --onnx` run
+the `.onnx` that train writes beside the `.pkl` (pipeline/models/onnx_export.py), with onnxruntime, PIL and numpy only:
+no fastai, no torch, nothing unpickled. The model card beside it (`card.read`) gives the vocab and the input
+contract; the graph's sha256 is checked against the card, as `inference.load_verified` checks the `.pkl`'s, and the
+card's input and vocab against the graph (`card.check_graph`).
+
+Images are decoded as fastai's validation pipeline decodes them (`load_image`: EXIF-upright, centre crop,
+bilinear resize), so both engines see the same pixels and give the same labels.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..core.errors import PipelineError
+from ..core.workspace import sha256_file
+from . import card
+
+INSTALL = "pip install -e .  (onnxruntime is a core dependency)"
+
+
+def require():
+    """The `onnxruntime` module, or a one-line error saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise PipelineError(f"the onnx engine needs onnxruntime: {INSTALL}") from None
+    return onnxruntime
+
+
+def load_image(path, size: int, grayscale: bool = False):
+    """`path` as uint8 (size, size, 3) RGB, pixel for pixel what fastai's validation pipeline feeds a model
+    trained at `size`: converted to RGB (L for `grayscale`, then copied into three channels), turned upright by
+    its EXIF tag, centre-cropped to a square and resized bilinearly (fastai's `Resize`, method crop)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im.convert("L" if grayscale else "RGB"))
+    w, h = im.size
+    side = int(min(w, h) / size * size)  # fastai: m = the smaller of w/size, h/size; crop int(m * size) square
+    left, top = int(0.5 * (w - side)), int(0.5 * (h - side))
+    im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
+    return np.repeat(arr[:, :, None], 3, axis=2) if grayscale else arr
+
+
+def session(path, threads: int | None = None):
+    """An onnxruntime CPU session for `path` with `threads` intra-op threads (default: the usable cores)."""
+    from ..core.machine import usable_cpus
+
+    ort = require()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or usable_cpus()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """A verified `.onnx` and its model card, as an engine (`exported.load(..., engine="onnx")` wraps it): `probs`
+    for a ready batch; `images` for image files, `features` for keypoint rows (what `models.Input` asks for)."""
+    name = "onnx"
+
+    def __init__(self, path: Path, card: dict, threads: int | None = None):
+        self.session = session(path, threads)
+        self.path, self.card = Path(path), card
+        self.vocab = list(card["vocab"])
+        self.input = card["onnx"]["input"]["name"]
+        self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
+        self.threads = self.session.get_session_options().intra_op_num_threads
+
+    def probs(self, batch):
+        """Probabilities (N, len(vocab)) for a uint8 (N, H, W, 3) image batch or a float32 (N, 64) feature batch."""
+        return self.session.run(None, {self.input: batch})[0]
+
+    def load(self, path):
+        return load_image(path, self.image_size, self.grayscale)
+
+    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
+        """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time."""
+        import numpy as np
+
+        if tta:
+            raise PipelineError("test-time augmentation runs fastai's training transforms: use the fastai engine")
+        out = []
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            for i in range(0, len(paths), batch_size):
+                out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size])))))
+        return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
+
+    def features(self, x, batch_size: int = 64):
+        """Probabilities for float32 keypoint feature rows (n, 64), `batch_size` at a time."""
+        import numpy as np
+
+        if not len(x):
+            return np.zeros((0, len(self.vocab)), np.float32)
+        return np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _runtime_errors(ort) -> tuple:
+    """The exceptions onnxruntime raises for a file it cannot load (they derive from Exception alone)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("InvalidProtobuf", "InvalidGraph", "Fail", "InvalidArgument", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, OSError)
+
+
+def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:
+    """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
+    checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
+    `trust`). Nothing is unpickled; a file onnxruntime cannot load is one line."""
+    import numpy as np
+
+    learner = Path(learner)
+    meta = card.read(learner, "onnx")
+    entry = meta["onnx"]
+    path = card.onnx_path(learner, meta)
+    if not path.exists():
+        raise PipelineError(f"{path} does not exist: rerun `python -m pipeline run --stages train --force`, or "
+                            f"use --engine fastai")
+    if not trust and sha256_file(path) != entry["sha256"]:
+        raise PipelineError(f"{path} sha256 does not match its model card ({entry['sha256'][:12]}…): refusing "
+                            f"to use it with that card's vocab (pass --trust-learner only for a file you trust)")
+    ort = require()
+    try:
+        model = OnnxModel(path, meta, threads)
+        inputs = {i.name: i.shape for i in model.session.get_inputs()}
+        types = {i.name: i.type for i in model.session.get_inputs()}  # e.g. tensor(uint8), tensor(float)
+        width = model.session.get_outputs()[0].shape[-1]
+        if not isinstance(width, int) and model.input in inputs:  # a dynamic output: one blank item tells
+            shape = [1] + [d if isinstance(d, int) else 1 for d in inputs[model.input][1:]]
+            dtype = np.uint8 if types[model.input] == "tensor(uint8)" else np.float32
+            width = model.probs(np.zeros(shape, dtype)).shape[-1]
+    except _runtime_errors(ort) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "
+                            f"use --engine fastai") from None
+    card.check_graph(learner, meta, inputs, width)
+    return model

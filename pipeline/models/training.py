@@ -1,0 +1,254 @@
+"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, checkpoints
+and resume, and stripping a learner for export (`models.make_learner` builds the learner)."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from functools import partial
+
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastcore.basics import noop
+
+from ..core import artifacts, distributed, runtime
+from ..core.errors import PipelineError
+from ..core.progress import Progress
+
+
+class EpochLog(Callback):
+    """Collect one history row per epoch across fits and print one line per epoch (numbered across the fits)."""
+
+    order = 60  # after Recorder (50), so recorder.values holds this epoch
+
+    def __init__(self, log, phase: str, offset: int = 0, skip_below: int = 0, echo: bool = True):
+        self.log, self.phase, self.offset, self.skip_below, self.echo, self.rows = log, phase, offset, skip_below, echo, []
+
+    def before_epoch(self):
+        self._t0 = time.perf_counter()
+
+    def after_epoch(self):
+        if self.epoch < self.skip_below:  # an epoch SkipToEpoch passed over on resume
+            return
+        names = [n for n in self.recorder.metric_names[1:] if n != "time"]
+        row = {"epoch": self.offset + len(self.rows), "phase": self.phase, **dict(zip(names, map(float, self.recorder.values[-1]))),
+               "seconds": round(time.perf_counter() - self._t0, 2)}
+        self.rows.append(row)
+        if self.echo:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "phase", "seconds"))
+            self.log(f"epoch {row['epoch'] + 1} ({self.phase}) {shown} ({row['seconds']:.1f}s)")
+
+
+class BatchProgress(Callback):
+    """Progress lines (`pipeline.core.progress`) over the batches of each training or validation pass (`label(training)`
+    names it: the epoch as EpochLog numbers it, or "predicted" for `get_preds`), or over `total` training batches in
+    all (lr_find's sweep); with the running loss while training."""
+
+    order = 65
+
+    def __init__(self, log, label, total: int | None = None):
+        self.log, self.label, self.total, self.progress = log, label, total, None
+
+    def before_fit(self):
+        if self.total:
+            self.progress = Progress(self.log, self.label(True), self.total, unit="batches")
+
+    def before_train(self):
+        if not self.total:
+            self.progress = None
+
+    before_validate = before_train
+
+    def after_batch(self):
+        if self.total and not self.training:
+            return
+        if self.progress is None:
+            self.progress = Progress(self.log, self.label(self.training), len(self.dl), unit="batches")
+        loss = getattr(self.learn, "smooth_loss", None) if self.training else None
+        self.progress.update(1, f"loss {float(loss):.4f}" if loss is not None else "")
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def progress_lines(learn, log, label, total: int | None = None):
+    """Within the block, without a terminal, `learn` prints `BatchProgress` lines (in one, fastai draws its bar)."""
+    cb = None if interactive() else BatchProgress(log, label, total)
+    if cb:
+        learn.add_cb(cb)
+    try:
+        yield
+    finally:
+        if cb:
+            learn.remove_cb(cb)
+
+
+@contextlib.contextmanager
+def logged(learn, log, phase: str, offset: int = 0, skip_below: int = 0):
+    """Attach an EpochLog (one line per epoch, numbered alike in a terminal and in a log); in a non-terminal replace
+    fastprogress' per-batch bars by progress lines. Detach afterwards."""
+    cb = EpochLog(log, phase, offset, skip_below)
+    bar = not interactive() and any(isinstance(c, ProgressCallback) for c in learn.cbs)
+    if bar:
+        learn.remove_cb(ProgressCallback)
+    logger, learn.logger = learn.logger, noop  # fastai's own epoch table would number the epochs of each fit from 0
+    learn.add_cb(cb)
+    try:
+        with progress_lines(learn, log, lambda training: f"epoch {cb.offset + len(cb.rows) + 1} ({phase})"
+                                                        + ("" if training else ", validation")):
+            yield cb
+    finally:
+        learn.remove_cb(cb)
+        learn.logger = logger
+        if bar:
+            learn.add_cb(ProgressCallback())
+
+
+def quiet(learn):
+    """`learn.no_bar()` without a terminal (no per-batch redraws in logs); nothing in one."""
+    return contextlib.nullcontext() if interactive() else learn.no_bar()
+
+
+def opt_func(t):
+    from fastai.optimizer import SGD, Adam
+
+    return Adam if t.opt == "adam" else partial(SGD, mom=t.momentum)
+
+
+def phases(t, lr: float) -> list[tuple[str, int, dict]]:
+    """The schedule as (name, epochs, fit_one_cycle kwargs); fine_tune = fastai's frozen then unfrozen cycles."""
+    if t.method == "fine_tune":
+        half = lr / 2
+        plan = [("frozen", t.freeze_epochs, {"lr_max": slice(lr), "pct_start": 0.99})] if t.freeze_epochs else []
+        return plan + [("unfrozen", t.epochs, {"lr_max": slice(half / t.lr_mult, half), "pct_start": 0.3, "div": 5.0})]
+    return [(t.method, t.epochs, {"lr_max": lr} if t.method == "fit_one_cycle" else {"lr": lr})]
+
+
+class Checkpoint(Callback):
+    """After each completed epoch, save model + optimizer, then (atomically, last) where training stands."""
+
+    order = 70
+
+    def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
+        self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
+        self.rows_before, self.epoch_log = rows_before, epoch_log
+        self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
+
+    def after_epoch(self):
+        if self.epoch < self.skip_below or not distributed.is_main():
+            return
+        from fastai.callback.core import CancelFitException
+        from fastai.learner import save_model
+
+        from ..core.workspace import save_torch, write_json
+
+        t0 = time.perf_counter()
+        try:
+            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
+                                                                             with_opt=True))
+        except PipelineError as e:
+            self.error = e
+            raise CancelFitException from None
+        if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
+            self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
+                                                    "rows": self.rows_before + self.epoch_log.rows})
+
+
+class FiniteLoss(Callback):
+    """Stop training at the first training batch whose loss is NaN or infinite (the weights are ruined from there
+    on): `fit` turns it into a one-line error, so nothing is exported."""
+
+    order = 1
+
+    def __init__(self):
+        self.bad = None  # (epoch, batch, loss) of the first non-finite loss
+
+    def after_loss(self):
+        import torch
+
+        if self.training and not bool(torch.isfinite(self.learn.loss).all()):
+            from fastai.callback.core import CancelFitException
+
+            self.bad = (self.epoch, self.iter, float(self.learn.loss))
+            raise CancelFitException
+
+
+def read_checkpoint(folder, key: str) -> dict | None:
+    """The checkpoint state in `folder` if it was written by a run with the same fingerprint `key`."""
+    from ..core.workspace import read_json
+
+    try:
+        state = read_json(folder / artifacts.CHECKPOINT)
+    except (OSError, ValueError):
+        return None
+    return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
+
+
+def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]:
+    """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
+    checkpoint there with the same `key`; returns the per-epoch history rows."""
+    plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
+    state = read_checkpoint(checkpoints, key) if checkpoints else None
+    for i, (name, n, kwargs) in enumerate(plan):
+        if state and i < state["phase"]:
+            continue
+        if name == "frozen":
+            learn.freeze()
+        elif name == "unfrozen":
+            learn.unfreeze()
+        if state:
+            from fastai.learner import load_model
+
+            if learn.opt is None:
+                learn.create_opt()
+            load_model(checkpoints / artifacts.CHECKPOINT_WEIGHTS, learn.model, learn.opt, with_opt=True,
+                       device=learn.dls.device)
+            rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
+            log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
+            state = None
+        skip = start_epoch if i == start_phase else 0
+        if skip >= n:
+            continue
+        finite = FiniteLoss()
+        with logged(learn, log, name, len(rows), skip) as cb:
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb) if checkpoints else None
+            cbs = [finite] + ([ckpt] if ckpt else [])
+            if t.method == "fit":
+                learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
+            else:
+                learn.fit_one_cycle(n, start_epoch=skip, cbs=cbs, **kwargs)
+        if ckpt and ckpt.error:
+            raise ckpt.error
+        if finite.bad:
+            epoch, batch, loss = finite.bad
+            raise PipelineError(f"training diverged: the loss became {loss} in epoch {len(rows) + epoch - skip + 1} "
+                                f"({name} phase), batch {batch + 1}, at lr {lr:.2e}; nothing was exported: lower "
+                                "train.base_lr (or use base_lr = \"lr_find\")")
+        rows += cb.rows
+    for i, r in enumerate(rows):
+        r["epoch"] = i
+    return rows
+
+
+def strip_for_export(learn) -> None:
+    """Remove anything that would tie the pickled learner to this project (our callbacks) or to this machine
+    (mixed precision, channels-last)."""
+    runtime.undo(learn)
+    for cb in list(learn.cbs):
+        if type(cb).__module__.startswith("pipeline"):
+            learn.remove_cb(cb)
+
+
+def normalisation(dl):
+    """(mean, std) of the Normalize among `dl`'s batch transforms, as float32 CPU tensors, or (None, None): the
+    statistics the learner was built with (a pretrained backbone's own, from its config), read where fastai put
+    them, for the model card and the ONNX graph."""
+    from fastai.data.transforms import Normalize
+
+    for tfm in dl.after_batch.fs:
+        if isinstance(tfm, Normalize):
+            return tfm.mean.detach().cpu().float(), tfm.std.detach().cpu().float()
+    return None, None

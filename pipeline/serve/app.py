@@ -1,0 +1,241 @@
+"""`python -m pipeline serve`: a Gradio web app (the `[serve]` extra) that reads a letter from an uploaded photo
+or a webcam frame with an exported learner: the top-5 letters with probabilities, and for a hand-landmark model
+the keypoints drawn on the photo, or "no hand found" instead of a guessed letter.
+
+- Engines: `exported.load`, as `predict` loads: fastai on the `.pkl` (its sha256 checked against the model card),
+  or with `--engine onnx` onnxruntime on the `.onnx` (nothing unpickled). A photo goes through the same code as
+  `predict`, so the app and `predict` give the same top-1.
+- Offline: analytics off, the Hugging Face hub offline, no server-side rendering, the theme's fonts served by the
+  app itself; nothing is fetched from elsewhere at start or by the page.
+- Collect mode (`--collect DIR`): the user picks the true letter and saves the photo as
+  `DIR/<LETTER>/<timestamp>.jpg`, the layout of a training source (`download.source = "path:DIR"`).
+- The HTTP API is Gradio's: `predict` (photo → top-5, keypoint image, reading) and, in collect mode, `collect`
+  (photo, letter → what was saved).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..core.errors import PipelineError
+
+INSTALL = "pip install -e '.[serve]'  (Gradio 6)"
+TOP = 5
+NO_HAND = "no hand found"
+
+
+def require():
+    """The `gradio` module, configured to fetch nothing, or a one-line error saying how to install it."""
+    for key, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"),
+                       ("HF_HUB_DISABLE_TELEMETRY", "1"), ("GRADIO_SSR_MODE", "False")):
+        os.environ.setdefault(key, value)
+    try:
+        import gradio
+    except ImportError:
+        raise PipelineError(f"serve needs Gradio: {INSTALL}") from None
+    return gradio
+
+
+def keypoints_on(path, points):
+    """The photo at `path` (EXIF-upright RGB) with the 21 keypoints and the bones between them drawn; `points`
+    are in the padded square's normalised coordinates, as `hands.Detector` returns them."""
+    from ..data import hands
+
+    return hands.draw(hands.load_rgb(path), points)
+
+
+class Reader:
+    """An exported model (`exported.load`, either engine) answering one photo at a time: `read(path)` → (top-k
+    {letter: p}, or {} with no hand; the keypoint image or None; the reading: "B (97.0 %)" or "no hand found").
+
+    A model that finds hands first gets `parallel` detectors (default: one per usable core, at most 4): finding the
+    hand costs most of a request, and each detector (not thread-safe) serves one request at a time, so that many
+    run at once. The classifier itself runs under one lock (a fastai learner is not thread-safe; an ONNX session
+    is, but its call is short). An image model reads one photo at a time: its engine already uses every core."""
+
+    def __init__(self, learner: Path, engine: str = "fastai", trust: bool = False, parallel: int = 0):
+        from ..core.machine import usable_cpus
+        from ..models import exported
+
+        if parallel < 0:
+            raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
+        self.model = exported.load(learner, engine, trust=trust)
+        self.model.engine = _OneAtATime(self.model.engine)
+        self.vocab, self.engine = self.model.vocab, self.model.engine.name
+        first = self.model.detector()
+        self.parallel = (parallel or min(4, usable_cpus())) if first is not None else 1
+        self.file, self._stamp = self.model.file, _stamp(self.model.file)  # a change on disk is noted
+        self._detectors = None
+        if first is not None:
+            self._detectors = queue.SimpleQueue()
+            for d in [first] + [self.model.detector() for _ in range(self.parallel - 1)]:
+                self._detectors.put(d)
+
+    def _probs(self, path):
+        """(probabilities over the vocab, keypoints or None); probabilities None for a hand model with no hand."""
+        if self._detectors is None:
+            return self.model.read(path)
+        detector = self._detectors.get()
+        try:
+            return self.model.read(path, detector)
+        finally:
+            self._detectors.put(detector)
+
+    def changed(self) -> str:
+        """'' while the learner file is the one loaded, else a one-line note: the server keeps answering with the
+        model it verified at start (the file on disk now is not verified), until it is restarted."""
+        if _stamp(self.file) == self._stamp:
+            return ""
+        return (f"note: {self.file.name} changed on disk after serve loaded it; this answer is from the model "
+                f"loaded at start: restart serve to load the new one")
+
+    def read(self, path):
+        if not path:
+            return {}, None, ""
+        from ..data.loaders import check_image
+
+        if problem := check_image(Path(path)):  # not an image, a decompression bomb, 16-bit pixels, bad EXIF
+            raise PipelineError(f"cannot read the photo: {problem.replace(str(path), Path(path).name)}")
+        try:
+            probs, points = self._probs(path)
+        except (OSError, ValueError) as e:  # PIL's errors for what is not an image
+            raise PipelineError(f"cannot read the photo: {type(e).__name__}: {e}") from None
+        drawn = keypoints_on(path, points) if points is not None else None
+        note = f"; {n}" if (n := self.changed()) else ""
+        if probs is None:
+            return {}, None, NO_HAND + note
+        order = probs.argsort()[::-1][:TOP]
+        top = {self.vocab[i]: float(probs[i]) for i in order}
+        return top, drawn, f"{self.vocab[order[0]]} ({probs[order[0]]:.1%})" + note
+
+
+def _stamp(path: Path):
+    """(size, mtime) of `path`, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def uploaded(photo) -> str | None:
+    """The file path in the photo component's payload. The events take the payload as it is (`preprocess=False`):
+    Gradio's own preprocessing opens the file with PIL and turns a file that is not an image, or a decompression
+    bomb, into a multi-line error naming its temp folder; `Reader.read` checks it instead, in one line."""
+    if isinstance(photo, dict):
+        return photo.get("path")
+    return photo or None
+
+
+class _OneAtATime:
+    """An engine whose model runs one call at a time (a fastai learner is not thread-safe), while the photo's
+    decoding and hand detection around it run in parallel."""
+
+    def __init__(self, engine):
+        self._engine, self._lock, self.name, self.vocab = engine, threading.Lock(), engine.name, engine.vocab
+
+    def images(self, *args, **kwargs):
+        with self._lock:
+            return self._engine.images(*args, **kwargs)
+
+    def features(self, *args, **kwargs):
+        with self._lock:
+            return self._engine.features(*args, **kwargs)
+
+
+def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
+    """Save the photo at `path` as `folder/letter/<UTC timestamp>.jpg` (EXIF-upright RGB JPEG), atomically."""
+    from PIL import Image, ImageOps
+
+    from ..core.workspace import atomic_path
+
+    if not path:
+        raise PipelineError("no photo to save: upload one or take one with the webcam first")
+    if letter not in vocab:
+        raise PipelineError(f"pick the true letter first (one of the model's {len(vocab)}: {', '.join(vocab)})")
+    from ..data.loaders import check_image
+
+    if problem := check_image(Path(path)):
+        raise PipelineError(f"cannot save the photo: {problem.replace(str(path), Path(path).name)}")
+    out = Path(folder) / letter / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ") + ".jpg")
+    with Image.open(path) as im:
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
+    with atomic_path(out) as tmp:
+        rgb.save(tmp, format="JPEG", quality=95)
+    return out
+
+
+def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", rules=None):
+    """The Gradio Blocks app around `reader` (with the collect panel when `collect` is a folder, and for a hand
+    model the live fingerspelling section, `live.section`, with `rules`: a `spelling.Rules`)."""
+    gr = require()
+
+    def predict(photo):
+        try:
+            return reader.read(uploaded(photo))
+        except PipelineError as e:
+            raise gr.Error(str(e)) from None
+
+    def save(photo, letter):
+        try:
+            out = save_photo(uploaded(photo), letter, collect, reader.vocab)
+        except PipelineError as e:
+            raise gr.Error(str(e)) from None
+        n = sum(1 for _ in out.parent.glob("*.jpg"))
+        return f"saved {out} ({n} photo(s) of {letter} in {collect})"
+
+    kind = reader.model.describe
+    with gr.Blocks(analytics_enabled=False, title=title) as app:
+        gr.Markdown(f"### {title}: read a letter from a photo\n{kind} model, {len(reader.vocab)} classes, "
+                    f"{reader.engine} engine")
+        with gr.Row():
+            with gr.Column():
+                photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam"], label="photo",
+                                 elem_id="photo")
+                button = gr.Button("Read the letter", variant="primary", elem_id="read")
+            with gr.Column():
+                reading = gr.Textbox(label="reading", interactive=False, elem_id="reading")
+                top = gr.Label(num_top_classes=TOP, label=f"top {TOP}", elem_id="top")
+                drawn = gr.Image(label="keypoints", type="pil", interactive=False, visible=reader.model.finds_hands,
+                                 elem_id="keypoints")
+        outputs = [top, drawn, reading]
+        button.click(predict, photo, outputs, api_name="predict", preprocess=False)  # `uploaded` says why
+        photo.change(predict, photo, outputs, api_name=False, preprocess=False)  # an upload, a snapshot, or cleared
+        if collect is not None:
+            with gr.Row():
+                letter = gr.Dropdown(choices=reader.vocab, value=None, label="true letter", elem_id="letter")
+                save_button = gr.Button("Save the photo under this letter", elem_id="save")
+            saved = gr.Textbox(label="collected", interactive=False, elem_id="saved")
+            save_button.click(save, [photo, letter], saved, api_name="collect", preprocess=False)
+        if reader.model.streams:  # a model that follows a hand from frame to frame: the live section
+            from . import live
+
+            live.section(gr, reader, rules)
+    return app
+
+
+def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
+          trust: bool = False, parallel: int = 0, log=print, rules=None) -> None:
+    """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted (`parallel`: photos
+    read at once by a hand model; 0 = one per usable core, at most 4; `rules`: live fingerspelling's)."""
+    gr = require()
+    reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)
+    app = build(reader, collect, title=f"signpipe · {Path(learner).stem}", rules=rules)
+    app.queue(default_concurrency_limit=reader.parallel)
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                   show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size="25mb")
+    except OSError as e:
+        raise PipelineError(f"cannot serve on {host}:{port}: {e}") from None
+    log(f"serving {Path(learner).name} ({reader.model.describe} model, {reader.engine}, "
+        f"{reader.parallel} photo(s) at once) at http://{host}:{port}/"
+        + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        app.block_thread()
+    finally:
+        app.close()
