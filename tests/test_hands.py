@@ -268,7 +268,7 @@ def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "blank.png")
-    p = subprocess.run([sys.executable, "-c", "import sys; from pipeline import hands; "
+    p = subprocess.run([sys.executable, "-c", "import sys; from pipeline.data import hands; "
                         "print(hands.Detector()(sys.argv[1])[0])", str(tmp_path / "blank.png")],
                        capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert p.returncode == 0 and p.stdout == "None\n", p.stderr

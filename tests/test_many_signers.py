@@ -294,7 +294,7 @@ def test_crossval_locks_each_fold_and_a_busy_fold_is_a_row_saying_why(three_sour
     with runlock.hold(busy), runlock.hold(busy):  # reentrant within a process
         pass
     assert runlock.holder(busy) is None
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline import runlock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline.core import runlock\n"
                                "with runlock.hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(300)",
                                str(busy)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     try:

@@ -484,7 +484,7 @@ def test_two_processes_fetching_the_same_source_take_turns(tmp_path):
         for i in range(2000):                                     # many entries: a long extraction
             zf.writestr(f"signs/{'AB'[i % 2]}/{i:05d}.png", png_bytes(i % 256))
     cache = tmp_path / "cache"
-    script = ("import sys; from pipeline import sources; "
+    script = ("import sys; from pipeline.data import sources; "
               "root = sources.materialise(sys.argv[1], sys.argv[2], log=lambda m: print(m, flush=True)); "
               "print('IMAGES', len(sources.list_images(root)))")
     cmd = [sys.executable, "-c", script, f"path:{archive}", str(cache)]
