@@ -85,8 +85,7 @@ _USE = ("import sys, warnings\n"
         "        label, idx, probs = learn.predict(photo)\n"
         "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
         "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
-        "engines = ('fastai', 'onnx') if pkl.endswith('crop.pkl') else ('fastai',)\n"
-        "for engine in engines:\n"
+        "for engine in ('fastai', 'onnx'):\n"
         "    p = exported.load(pkl, engine=engine).predict(photos, log=lambda m: None)\n"
         "    print('loaded', engine, *p.labels, *p.hand_found)\n"
         "    e = exported.load(pkl, engine=engine)\n"
@@ -114,7 +113,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     """1 photo a letter: the photos with no hand (grassknoted's `nothing`) are listed, not trained on; a second run
     (another family, as a crossval fold would) finds every hand and crop in the stores, and its train reuses the
     embeddings its lr_find computed; both exports answer a photo in a fresh process, say when a photo has no hand,
-    and the crop backbone's ONNX graph agrees with fastai."""
+    and both ONNX graphs (the fused one reads the crop and the keypoints) agree with fastai."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     from PIL import Image
 
@@ -149,7 +148,8 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     scored = json.loads((tmp_path / "runs" / "fused" / "evaluate" / "test28" / artifacts.METRICS).read_text())
     assert scored["scored"] == 27  # asl_alphabet_test's letters the model knows (no `nothing`: it had no hand)
     fused_card = json.loads((tmp_path / "exports" / "fused.json").read_text())
-    assert fused_card["family"] == families.HAND_FUSED.name and fused_card["onnx"]["file"] is None
+    assert fused_card["family"] == families.HAND_FUSED.name and fused_card["onnx"]["parity"]["top1_agreement"] == 1.0
+    assert fused_card["onnx"]["input"]["name"] == "crop" and fused_card["onnx"]["features"]["name"] == "features"
 
     gray = tmp_path / "gray.png"
     Image.new("RGB", (96, 96), "gray").save(gray)
@@ -159,5 +159,75 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
         assert [(n, total, no) for _, n, total, no in answers] == [("28", "1.0", "False"), ("28", "1.0", "True")]
         assert loaded["fastai"][2:] == ["True", "False"]  # hand found in the photo, none in the gray square
         assert loaded["fastai"][0] == answers[0][0]  # the loader's label is load_learner's
-        if name == "crop":
-            assert loaded["onnx"] == loaded["fastai"]
+        assert loaded["onnx"] == loaded["fastai"]
+
+
+def _synthetic_fused(tmp_path, monkeypatch, fusion: str):
+    """A hand_fused learner through `fused_model.dataloaders` and `registry.make_learner`, over 24 synthetic crops
+    and keypoint rows, with a tiny conv body standing in for the timm backbone (no weights to fetch); the
+    embeddings go through the real store. Returns (learner, config)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    from pipeline.core.workspace import Workspace
+    from pipeline.models import embeddings
+
+    rng = np.random.default_rng(0)
+    cfg = tiny_config(tmp_path, {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.crop_fusion": fusion,
+                                 "train.image_size": 16, "train.batch_size": 4, "train.pretrained": False})
+    ws = Workspace.from_config(cfg)
+    files = [f"/photos/{i}.jpg" for i in range(24)]
+    df = pd.DataFrame({"file": files, "path": files, "label": [("A", "B", "C")[i % 3] for i in range(24)],
+                       "is_valid": [i % 4 == 0 for i in range(24)]})
+    crops = {f: hand_crops.png(Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))) for f in files}
+    feats = rng.normal(size=(24, len(hands.FEATURES))).astype(np.float32)
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    monkeypatch.setattr(hand_crops, "split_crops", lambda ws, cfg, bs: (df, crops, ["A", "B", "C"]))
+    monkeypatch.setattr(embeddings, "body", lambda *a: (body, {"mean": [0.485, 0.456, 0.406],
+                                                               "std": [0.229, 0.224, 0.225]}))
+    monkeypatch.setattr(embeddings, "keypoint_features", lambda ws, df: feats)
+    dls = registry.dataloaders(ws, cfg)
+    learn = registry.make_learner(dls, cfg, ws)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, 1e-2)  # batch-norm statistics of its own, as a trained head has
+    return learn, cfg
+
+
+@pytest.mark.parametrize("fusion", ["keypoints", "none"])
+def test_the_fused_onnx_graph_reads_the_crop_and_the_keypoints_by_name(tmp_path, monkeypatch, fusion):
+    """hand_fused exports one ONNX graph: a uint8 `crop`, and `features` when it fuses the keypoints, parity
+    checked on the validation crops; a frame read through it (the client's steps: crop, keypoint rows) gives the
+    fastai export's probabilities."""
+    import numpy as np
+
+    from pipeline.models import card, crop_model, exported, onnx_engine
+
+    learn, cfg = _synthetic_fused(tmp_path, monkeypatch, fusion)
+    entry = registry.export_onnx(learn, tmp_path / "f.onnx", cfg.train, log=lambda m: None)
+    assert entry["file"] == "f.onnx" and entry["family"] == inputs.HAND_CROP.name
+    assert entry["parity"]["items"] == 6 and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["input"]["name"] == "crop" and entry["input"]["shape"] == ["batch", 16, 16, 3]
+    graph_inputs = {i.name: i.shape for i in onnx_engine.session(tmp_path / "f.onnx").get_inputs()}
+    names = list(graph_inputs)
+    assert names == (["crop", "features"] if fusion == "keypoints" else ["crop"])
+    assert ("features" in entry) == (fusion == "keypoints")
+
+    meta = {"vocab": ["A", "B", "C"], "image_size": 16, "onnx": entry}
+    onnx = onnx_engine.OnnxModel(tmp_path / "f.onnx", meta)
+    card.check_graph(tmp_path / "f.pkl", meta, graph_inputs, 3)
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    # a hand's 21 keypoints, not on one line (collinear ones leave the palm's normal to float rounding)
+    points = np.random.default_rng(2).uniform([0.3, 0.3, -0.1], [0.7, 0.7, 0.0], (21, 3)).tolist()
+    detector = lambda photo: (points, "Left", 0.9)  # noqa: E731  (MediaPipe's answer for the frame)
+    p_onnx, seen = crop_model.read(onnx, frame, detector)
+    p_fastai, _ = crop_model.read(exported.FastaiEngine(learn), frame, detector)
+    assert seen == points and np.abs(p_onnx - p_fastai).max() < 1e-4 and p_onnx.argmax() == p_fastai.argmax()
+    if fusion == "keypoints":
+        with pytest.raises(PipelineError, match="also reads keypoint features"):
+            onnx.probs(np.zeros((1, 16, 16, 3), np.uint8))
+        with pytest.raises(PipelineError, match="onnx.features.name"):
+            card.check_graph(tmp_path / "f.pkl", {**meta, "onnx": {**entry, "features": {"name": "keypoints"}}},
+                             graph_inputs, 3)

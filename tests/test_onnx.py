@@ -161,7 +161,7 @@ def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, mo
 
 
 def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
-    """A learner that is neither an image nor a landmark model (a fused one, say) exports no `.onnx`: the card
+    """A learner that is neither an image nor a landmark model (one no family here made) exports no `.onnx`: the card
     entry says why, and the onnx engine repeats it."""
     fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
     entry = registry.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)

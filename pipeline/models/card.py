@@ -77,6 +77,9 @@ def read(model_file, engine: str = "fastai") -> dict:
         raise _damaged(where, "onnx.family", f"{entry.get('family')!r} is not one of {', '.join(inputs.KINDS)}")
     if not isinstance(entry.get("input"), dict) or not isinstance(entry["input"].get("name"), str):
         raise _damaged(where, "onnx.input.name", "is missing")
+    if "features" in entry and not (isinstance(entry["features"], dict)
+                                    and isinstance(entry["features"].get("name"), str)):
+        raise _damaged(where, "onnx.features.name", "is missing")
     problem = inputs.kind(entry["family"]).card_problem(card, MAX_IMAGE_SIZE)
     if problem:
         raise _damaged(where, *problem)
@@ -90,12 +93,16 @@ def onnx_path(model_file, card: dict) -> Path:
 
 def check_graph(model_file, card: dict, inputs: dict, width) -> None:
     """That the graph onnxruntime loaded is the one `card` describes: its input `card["onnx"]["input"]["name"]`
-    among `inputs` (name → shape), an image graph's fixed height and width equal to `image_size`, and `width` (its
-    output's columns, when known) equal to the vocab's length."""
+    (and `card["onnx"]["features"]["name"]`, a fused graph's second input) among `inputs` (name → shape), an image
+    graph's fixed height and width equal to `image_size`, and `width` (its output's columns, when known) equal to
+    the vocab's length."""
     where, entry = path_for(model_file), card["onnx"]
     name = entry["input"]["name"]
     if name not in inputs:
         raise _damaged(where, "onnx.input.name", f"{name!r} is not the graph's input ({', '.join(inputs)})")
+    second = (entry.get("features") or {}).get("name")
+    if second is not None and second not in inputs:
+        raise _damaged(where, "onnx.features.name", f"{second!r} is not the graph's input ({', '.join(inputs)})")
     shape = inputs[name]
     if card.get("image_size") is not None and len(shape) == 4:
         fixed = [d for d in shape[1:3] if isinstance(d, int)]

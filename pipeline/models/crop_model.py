@@ -120,14 +120,18 @@ def _crop_files(pngs: list[bytes], folder: Path) -> list[str]:
     return files
 
 
-def _engine_probs(engine, pngs: list[bytes], batch_size: int, log) -> np.ndarray:
-    """An engine's probabilities for crops (written to a scratch folder for its `images`)."""
+def _engine_probs(engine, pngs: list[bytes], raws: list, batch_size: int, log) -> np.ndarray:
+    """An engine's probabilities for crops (written to a scratch folder for its `images`), with the keypoint rows
+    of the detections `raws` for an ONNX graph that reads them too (the fused model's)."""
     import tempfile
 
+    from .fused_model import keypoint_rows
+
+    more = {"features": keypoint_rows(raws)} if getattr(engine, "features_input", None) else {}
     with tempfile.TemporaryDirectory(prefix="crops-") as tmp:
         files = _crop_files(pngs, Path(tmp))
         try:
-            return np.asarray(engine.images(files, batch_size, 0, log))
+            return np.asarray(engine.images(files, batch_size, 0, log, **more))
         finally:
             for f in files:
                 _PREPARED.pop(f, None)
@@ -154,8 +158,8 @@ def probs(engine, paths: list, batch_size: int = 64, tta: int = 0, log=print, st
     if (fused := _fused(engine)) is not None:
         p, found = fused.photo_probs(paths, batch_size, log, folder)
         return p.numpy(), found
-    pngs, found, _ = hand_crops.photo_crops(paths, _size(engine), folder, log)
-    return _engine_probs(engine, pngs, batch_size, log), found
+    pngs, found, raws = hand_crops.photo_crops(paths, _size(engine), folder, log)
+    return _engine_probs(engine, pngs, raws, batch_size, log), found
 
 
 def read(engine, photo, detector):
@@ -171,17 +175,16 @@ def read(engine, photo, detector):
     if (fused := _fused(engine)) is not None:
         return fused.crop_probs([raw], [img])[0].numpy(), points
     png = hand_crops.png(hand_crops.crop_image(img, raw, _size(engine)))
-    return _engine_probs(engine, [png], 1, lambda message: None)[0], points
+    return _engine_probs(engine, [png], [raw], 1, lambda message: None)[0], points
 
 
 def onnx_plan(learn, t):
     """The fine-tuned crop backbone's ONNX graph: one uint8 crop in (the image graph's, `onnx_export.image_plan`),
-    which a client makes with MediaPipe first (the card's `hand_crop`); the fused model has none."""
-    from . import inputs, onnx_export
+    which a client makes with MediaPipe first (the card's `hand_crop`); the fused model's is `fused_model.onnx_plan`."""
+    from . import fused_model, inputs, onnx_export
 
     if isinstance(learn, FusedLearner):
-        raise PipelineError("the hand_fused model reads a crop and the keypoints of one MediaPipe pass: no ONNX "
-                            "graph for it; use the fastai engine")
+        return fused_model.onnx_plan(learn, t)
     plan = onnx_export.image_plan(learn, t.image_size, False)
     entry = {**plan.entry,
              "client_does": f"find the hand with MediaPipe Hands and cut the padded square around it "

@@ -3,12 +3,14 @@ crop's pooled embedding is computed once per crop and backbone (`embeddings.py`)
 in seconds: on the embedding alone, or concatenated with the 64 keypoint features and their shape features
 (`train.crop_fusion = "keypoints"`: early fusion). Its export is one `FusedNet` (backbone + head) in a
 `FusedLearner`, which answers a photo: `load_learner(pkl).predict("photo.jpg")` finds the hand in that process.
+Its ONNX graph (`onnx_plan`) reads the uint8 crop, and the keypoint features when it fuses them, by name.
 
 Its own module, importing torch at the top, because `load_learner` unpickles `FusedNet`, `PhotoDls` and
 `FusedLearner` by their class names (the model card says the export needs this package).
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -48,6 +50,9 @@ def dataloaders(ws, cfg, batch_size: int | None = None):
     dls.vocab, dls.n_inp, dls.after_batch = vocab, 2 if fusion else 1, ()
     dls.body, dls.embedding_key = model, key
     dls.photo = PhotoDls(vocab, t.image_size, norm["mean"], norm["std"], fusion)
+    # the validation crops and keypoints as the photos gave them: the ONNX export checks its parity on them
+    dls.valid_crops = [png for png, v in zip(crops.values(), valid) if v]
+    dls.valid_feats = feats[torch.from_numpy(valid.astype(bool))]
     return dls
 
 
@@ -87,6 +92,11 @@ class FusedNet(nn.Module):
         if self.fusion:
             x = torch.cat([x, feats, shape_features(feats)], dim=1)
         return self.head(x)
+
+
+def keypoint_rows(raws: list) -> np.ndarray:
+    """float32 (n, 64): the keypoint features of each `hands._raw` detection (64 zeros with no hand)."""
+    return np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32).reshape(len(raws), len(hands.FEATURES))
 
 
 def head_params(model: FusedNet):
@@ -143,7 +153,7 @@ class FusedLearner(Learner):
         return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), raws, 64)
 
     def _probs(self, x, raws: list, batch_size: int):
-        feats = torch.tensor(np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32))
+        feats = torch.from_numpy(keypoint_rows(raws))
         self.model.eval()
         with torch.no_grad():
             logits = torch.cat([self.model(x[i:i + batch_size], feats[i:i + batch_size])
@@ -157,3 +167,59 @@ class FusedLearner(Learner):
                           stacklevel=2)
         idx = int(probs[0].argmax())
         return self.photo.vocab[idx], torch.tensor(idx), probs[0]
+
+
+class FusedGraph(nn.Module):
+    """uint8 (N, S, S, 3) RGB crops, and float32 (N, 64) keypoint features when the model fuses them, to
+    probabilities: `embeddings.to_tensor`'s float operations, the frozen backbone, the head and the softmax."""
+
+    def __init__(self, model: FusedNet, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, crop, features=None):
+        x = crop.permute(0, 3, 1, 2).float() / 255.0
+        return torch.softmax(self.model((x - self.mean) / self.std, features), dim=1)
+
+
+def _parity_batches(learn, batch: int):
+    """(graph inputs, model inputs) over the validation crops and keypoints the DataLoaders kept."""
+    from PIL import Image
+
+    dls, photo = learn.dls, learn.photo
+    for i in range(0, len(dls.valid_crops), batch):
+        pngs = dls.valid_crops[i:i + batch]
+        pixels = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs])
+        x = embeddings.to_tensor(pngs, photo.mean, photo.std)
+        if photo.fusion:
+            f = dls.valid_feats[i:i + batch].float()
+            yield (pixels, f.numpy()), (x, f)
+        else:
+            yield (pixels,), (x,)
+
+
+def onnx_plan(learn: FusedLearner, t):
+    """The fused model's graph (`onnx_export.export` checks its parity): `crop` in, and `features` when it fuses the
+    keypoints, both from one MediaPipe pass a client makes (the card's `hand_crop` and `onnx.features`)."""
+    import copy
+
+    from . import inputs, onnx_export
+
+    photo, size = learn.photo, learn.photo.size
+    model = copy.deepcopy(learn.model).float().cpu().eval()
+    names = ("crop", "features") if photo.fusion else ("crop",)
+    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),) + ((torch.zeros(2, 64),) if photo.fusion else ())
+    entry = {"name": "crop", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
+             "client_does": f"find the hand with MediaPipe Hands and cut the padded square around it "
+                            f"(pipeline.data.hand_crops.crop, the card's hand_crop), {size}x{size} RGB; a photo with "
+                            f"no hand: the whole frame, as the fastai export answers it"
+                            + ("; from the same MediaPipe pass, the keypoint features (onnx.features; 64 zeros "
+                               "with no hand)" if photo.fusion else ""),
+             "graph_does": "to float, / 255, normalise (the backbone's mean/std), the frozen backbone, "
+                           + ("concatenated with the keypoint features and their shape features, " if photo.fusion
+                              else "") + "the head, softmax"}
+    more = {"features": onnx_export.features_entry()} if photo.fusion else {}
+    return onnx_export.Plan(inputs.HAND_CROP.name, model, FusedGraph(model, photo.mean, photo.std), names, example,
+                            _parity_batches(learn, onnx_export.PARITY_BATCH), entry, more)

@@ -66,18 +66,27 @@ class OnnxModel:
         self.path, self.card = Path(path), card
         self.vocab = list(card["vocab"])
         self.input = card["onnx"]["input"]["name"]
+        self.features_input = (card["onnx"].get("features") or {}).get("name")  # a second input: keypoint rows
         self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
         self.threads = self.session.get_session_options().intra_op_num_threads
 
-    def probs(self, batch):
-        """Probabilities (N, len(vocab)) for a uint8 (N, H, W, 3) image batch or a float32 (N, 64) feature batch."""
-        return self.session.run(None, {self.input: batch})[0]
+    def probs(self, batch, features=None):
+        """Probabilities (N, len(vocab)) for a uint8 (N, H, W, 3) image batch or a float32 (N, 64) feature batch,
+        with the batch's float32 (N, 64) keypoint `features` for a graph that reads them too (the fused model)."""
+        feeds = {self.input: batch}
+        if self.features_input:
+            if features is None:
+                raise PipelineError(f"{self.path.name} also reads keypoint features ({self.features_input!r}, "
+                                    f"the card's onnx.features): none were given")
+            feeds[self.features_input] = features
+        return self.session.run(None, feeds)[0]
 
     def load(self, path):
         return load_image(path, self.image_size, self.grayscale)
 
-    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
-        """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time."""
+    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print, features=None):
+        """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time (with
+        each file's keypoint `features` row, for a graph that reads them too)."""
         import numpy as np
 
         if tta:
@@ -85,7 +94,8 @@ class OnnxModel:
         out = []
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             for i in range(0, len(paths), batch_size):
-                out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size])))))
+                feats = None if features is None else features[i:i + batch_size]
+                out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size]))), feats))
         return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
 
     def features(self, x, batch_size: int = 64):
@@ -130,7 +140,8 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         if not isinstance(width, int) and model.input in inputs:  # a dynamic output: one blank item tells
             shape = [1] + [d if isinstance(d, int) else 1 for d in inputs[model.input][1:]]
             dtype = np.uint8 if types[model.input] == "tensor(uint8)" else np.float32
-            width = model.probs(np.zeros(shape, dtype)).shape[-1]
+            feats = np.zeros((1, 64), np.float32) if model.features_input else None
+            width = model.probs(np.zeros(shape, dtype), feats).shape[-1]
     except _runtime_errors(ort) as e:
         reason = " ".join(str(e).split())[:200]
         raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "

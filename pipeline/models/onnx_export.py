@@ -12,8 +12,12 @@ What a client cannot guess goes inside the graph; what it must do is written in 
   HxWx3 and not float 0-1 NCHW: it is what every decoder hands over (PIL, a browser canvas, OpenCV after BGR→RGB),
   so a client cannot get the scale, the channel order, the layout, the gray conversion or the mean/std wrong,
   and a batch is 4x smaller.
-- Landmark models take `features`: float32 (N, 64), the rows `hands.extract` makes (the card's `onnx.features`
+- Landmark models take `features`: float32 (N, 64), the rows `hands.extract` makes (the card's `onnx.input.features`
   says how); the graph is the tabular model (with its shape features for "coords+shape") and the softmax.
+- The fused hand model (`hand_fused`) takes `crop`, uint8 (N, S, S, 3) RGB, the padded square around the hand
+  (`hand_crops.crop`, the card's `hand_crop`), and, when it fuses the keypoints, `features` as above, both from
+  one MediaPipe pass (the card's `onnx.features`); the graph normalises the crop, runs the frozen backbone, the
+  head and the softmax (fused_model.py builds it).
 
 The output is `probs`: float32 (N, len(vocab)), columns in the card's vocab order. The batch axis is dynamic.
 """
@@ -96,6 +100,11 @@ def _landmark_batches(learn):
         yield conts.numpy(), (cats.as_subclass(torch.Tensor).cpu(), conts)
 
 
+def features_entry() -> dict:
+    """The card's entry for a `features` input: float32 (N, 64) keypoint rows, and how they are made."""
+    return {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
+
+
 def _features_doc() -> dict:
     from ..data import hands
 
@@ -111,14 +120,15 @@ def _features_doc() -> dict:
 
 
 class Plan(NamedTuple):
-    """How one learner exports (`models.export_onnx` picks `image_plan` or `landmark_plan` by what it reads)."""
+    """How one learner exports (`registry.export_onnx` asks the learner's input for it)."""
     family: str         # the card's onnx.family: the input kind the graph reads (inputs.IMAGES's or LANDMARKS's name)
     model: object       # the model's CPU float32 copy
     graph: object       # the nn.Module exported: the model inside what a client cannot be trusted to do
-    input_name: str
-    example: object     # an example input for torch's exporter
-    batches: object     # (graph input, model inputs) over the validation split, for the parity check
-    entry: dict         # the card's onnx.input
+    input_names: tuple  # the graph's inputs, in its forward's order (the batch axis of each is dynamic)
+    example: tuple      # an example input each, for torch's exporter
+    batches: object     # (graph inputs, model inputs) over the validation split, for the parity check
+    entry: dict         # the card's onnx.input (the first input)
+    more: dict = {}     # further entries of the card's onnx (e.g. "features": the second input's)
 
 
 def _cpu_copy(learn):
@@ -133,8 +143,8 @@ def landmark_plan(learn) -> Plan:
 
     _, LandmarkGraph = _torch_modules()
     model = _cpu_copy(learn)
-    entry = {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
-    return Plan(LANDMARKS.name, model, LandmarkGraph(model), "features", torch.zeros(2, 64), _landmark_batches(learn), entry)
+    return Plan(LANDMARKS.name, model, LandmarkGraph(model), ("features",), (torch.zeros(2, 64),),
+                (((x,), m) for x, m in _landmark_batches(learn)), features_entry())
 
 
 def image_plan(learn, size: int, gray: bool) -> Plan:
@@ -159,12 +169,13 @@ def image_plan(learn, size: int, gray: bool) -> Plan:
              "why": "uint8 HxWx3 is what every decoder returns, so scale, channel order, layout, gray and "
                     "mean/std stay inside the graph where a client cannot get them wrong; 4x smaller than float"}
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    return Plan(IMAGES.name, model, ImageGraph(model, mean, std, gray), "image", example, _image_batches(learn, gray), entry)
+    return Plan(IMAGES.name, model, ImageGraph(model, mean, std, gray), ("image",), (example,),
+                (((x,), m) for x, m in _image_batches(learn, gray)), entry)
 
 
-def parity(learn_model, sess, input_name: str, batches) -> dict:
-    """max |p_onnx - p_fastai| and top-1 agreement of the graph in `sess` against fastai's model over `batches`
-    (with the model inputs of the batch where the difference is largest, under "_worst")."""
+def parity(learn_model, sess, input_names: tuple, batches) -> dict:
+    """max |p_onnx - p_fastai| and top-1 agreement of the graph in `sess` (inputs `input_names`) against fastai's
+    model over `batches` (with the model inputs of the batch where the difference is largest, under "_worst")."""
     import numpy as np
     import torch
 
@@ -172,7 +183,7 @@ def parity(learn_model, sess, input_name: str, batches) -> dict:
     for onnx_in, model_in in batches:
         with torch.inference_mode():
             p_fastai = torch.softmax(learn_model(*model_in).float(), dim=1).numpy()
-        p_onnx = sess.run(None, {input_name: onnx_in})[0]
+        p_onnx = sess.run(None, dict(zip(input_names, onnx_in)))[0]
         diff = float(np.abs(p_onnx - p_fastai).max())
         if diff >= worst:
             worst, worst_in = diff, model_in
@@ -201,13 +212,14 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    model, name = plan.model, plan.input_name
+    model, names = plan.model, plan.input_names
+    batch = torch.export.Dim("batch")
     with atomic_path(path) as tmp:
         with _quiet_exporter():
-            torch.onnx.export(plan.graph, (plan.example,), str(tmp), input_names=[name], output_names=["probs"],
-                              opset_version=OPSET, dynamo=True, external_data=False,
-                              dynamic_shapes={name: {0: torch.export.Dim("batch")}}, verbose=False)
-        check = parity(model, onnx_engine.session(tmp), name, plan.batches)
+            torch.onnx.export(plan.graph, tuple(plan.example), str(tmp), input_names=list(names),
+                              output_names=["probs"], opset_version=OPSET, dynamo=True, external_data=False,
+                              dynamic_shapes={n: {0: batch} for n in names}, verbose=False)
+        check = parity(model, onnx_engine.session(tmp), names, plan.batches)
         worst_in = check.pop("_worst")
         if not (check["max_abs_prob_diff"] <= TOLERANCE and check["top1_agreement"] == 1.0):
             noise = float32_noise(model, worst_in) if worst_in is not None else float("nan")
@@ -221,7 +233,8 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
         f"{check['max_abs_prob_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}")
     import onnxruntime
 
-    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset, "input": plan.entry,
+    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset,
+            "input": plan.entry, **plan.more,
             "output": {"name": "probs", "dtype": "float32", "shape": ["batch", len(learn.dls.vocab)],
                        "columns": "vocab, in order", "is": "softmax probabilities"},
             "parity": check, "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
