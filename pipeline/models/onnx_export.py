@@ -1,6 +1,6 @@
 """ONNX export of a trained learner, with a parity check against fastai on the validation split: the graph that
-`predict --engine onnx`, `evaluate.engine = "onnx"`, `serve --onnx` (pipeline/models/onnx_engine.py) and any ONNX runtime
-outside Python run. The train stage writes it beside the `.pkl` and records the parity in the model card and
+`predict --engine onnx`, `evaluate.engine = "onnx"`, `serve --engine onnx` (pipeline/models/onnx_engine.py) and any
+ONNX runtime outside Python run. The train stage writes it beside the `.pkl` and records the parity in the model card and
 metrics.json; an export that fails parity is an error, and no `.onnx` is written.
 
 What a client cannot guess goes inside the graph; what it must do is written in the card's `onnx.input`:
