@@ -94,6 +94,7 @@ def _cmd_run(args) -> int:
     ran = [s for s, v in result.items() if v == "ran"]
     from .core import distributed
 
+    distributed.finish()
     if not distributed.is_main():
         return 0
     print(f"run {cfg.run.name}: ran {', '.join(ran) or 'nothing'}; skipped "

@@ -109,6 +109,8 @@ def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerpri
                                 "as complete: rerun the launch)") from None
         distributed.barrier()
         return
+    if stage.shared_work:
+        _share_work(cfg, ws, stage)
     failed = False
     try:
         if distributed.is_main():
@@ -119,6 +121,22 @@ def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerpri
         raise
     if distributed.broadcast_failure(failed):
         raise PipelineError(f"{stage.name} failed on rank 0 (see its error); this rank stops too")
+
+
+def _share_work(cfg: Config, ws: Workspace, stage: StageSpec) -> None:
+    """Every rank runs the stage's `warm` on its 1/N of the images (into the content stores), then waits for the
+    others; rank 0 logs how many images each looked at. A failure on any rank stops them all."""
+    log = StageLog(stage.name)
+    try:
+        done = stage.load().warm(cfg, ws, log)
+    except BaseException:
+        distributed.broadcast_failure(True)
+        raise
+    if distributed.broadcast_failure(False):
+        raise PipelineError(f"{stage.name} failed on another rank while sharing its per-image work (see its error)")
+    counts = distributed.gather(done)
+    log(f"per-image work shared over {len(counts)} processes: " + ", ".join(
+        f"rank {r} looked at {n} image(s)" for r, n in enumerate(counts)))
 
 
 def preflight(cfg: Config, stages: list[str]) -> None:

@@ -23,6 +23,7 @@ STAGE = StageSpec(
                            + families.of(cfg).input.writes
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
+    shared_work=True,  # under torchrun, every process first finds the hands of its 1/N of the images (`warm`)
     params=("datablock", "run.seed"),
     params_if=lambda cfg: ((("train.image_size", "train.grayscale") if cfg.datablock.cache else ())  # the cached pixels
                            + families.of(cfg).input.params),  # what the input's own prepare reads
@@ -116,6 +117,21 @@ def _log_left_out(pairs, what: str, log) -> int:
         log(f"left out {len(pairs)} file(s) {what} (each kept where first listed), e.g. {pairs[0][0]} "
             f"(kept {pairs[0][1]})")
     return len(pairs)
+
+
+def warm(cfg, ws, log) -> int:
+    """This process's 1/N of the per-image work of the model's input (MediaPipe's keypoints, the crops), into the
+    content stores, before rank 0 runs this stage in a distributed launch: every listed image (sampled as `run`
+    samples), whether or not it will pass verification (an unreadable one is skipped here, and reported by `run`).
+    Returns how many images this process looked at."""
+    from pipeline.core import distributed
+
+    kind = families.of(cfg).input
+    kind.require()
+    root, items, _ = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
+    if cfg.datablock.max_per_class:
+        items = _sample(items, cfg.datablock.max_per_class, cfg.run.seed)
+    return kind.warm(distributed.shard(sorted({root / p for p, *_ in items})), cfg, ws.data, log)
 
 
 def run(cfg, ws, log):

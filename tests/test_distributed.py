@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
+from pipeline.core import artifacts
 from tests.conftest import REPO, pipeline_cmd, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -130,3 +132,28 @@ def test_killing_one_rank_fails_the_launch_and_records_nothing(tmp_path):
     status = subprocess.run(pipeline_cmd("status", *cfg), cwd=tmp_path, env=_env(), capture_output=True, text=True)
     (train,) = [line for line in status.stdout.splitlines() if line.startswith("train ")]
     assert "up to date" not in train, status.stdout
+
+
+@pytest.mark.shared_data
+def test_two_ranks_share_the_hand_finding_and_write_the_table_one_process_writes(tmp_path, shared_data):
+    """datablock's per-image work under torchrun: each of 2 gloo ranks finds the hands and crops of half the photos
+    into the content stores, rank 0's datablock then finds every one there, and its tables are a single process's."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    from tests.conftest import asl_photos, tiny_config
+
+    photos = {**asl_photos(shared_data, 1, "t"), "evaluate.test_sets": [], "datablock.input": "hand_crop",
+              "train.arch": "hand_fused", "train.image_size": 32}
+    tiny_config(tmp_path, {**photos, "run.name": "one", "run.data_dir": "data_one"})
+    _run(pipeline_cmd("run", "--stages", "download,datablock"), tmp_path)
+    tiny_config(tmp_path, {**photos, "run.name": "two", "run.data_dir": "data_two"})
+    out = _run(_torchrun("run", "--stages", "download,datablock"), tmp_path)
+    # 29 photos, one a class: 15 on rank 0, 14 on rank 1, then none left for rank 0's datablock to look at
+    assert "[datablock] per-image work shared over 2 processes: rank 0 looked at 15 image(s), rank 1 looked at " \
+           "14 image(s)" in out, out
+    assert "29 of 29 images already in the hand-points store" in out and "finding hands in 29" not in out, out
+    assert out.count("[datablock] done in") == 1
+    for name in (artifacts.LANDMARKS, artifacts.NO_HAND, artifacts.SPLITS):
+        one = pd.read_csv(tmp_path / "runs" / "one" / "datablock" / name, keep_default_na=False)
+        two = pd.read_csv(tmp_path / "runs" / "two" / "datablock" / name, keep_default_na=False)
+        pd.testing.assert_frame_equal(one, two, check_exact=False, atol=1e-6)
+    assert len(pd.read_csv(tmp_path / "runs" / "two" / "datablock" / artifacts.NO_HAND)) >= 1  # `nothing` has no hand

@@ -11,6 +11,8 @@ mode uses mpirun. On CPU, the two commands above give N gloo processes.)
 - Every rank resolves the same config, reads the same persisted split, vocab and seed.
 - download, datablock, lr_find and evaluate run on rank 0 while the other ranks wait at a barrier (lr_find is a
   short single-process sweep: its loss curve does not improve with more processes).
+- Before datablock, its per-image work (MediaPipe's keypoints, the hand crops) is shared: every rank does 1/N of
+  the images into the content stores (`StageSpec.shared_work`), then rank 0's datablock finds them all there.
 - train runs on every rank inside fastai's `DistributedTrainer` (DDP; each rank a shard of every epoch); rank 0
   alone writes history, checkpoints, the export, the model card and every manifest.
 - The effective batch size (per-process batch x world size) and the learning rate are recorded in the run.
@@ -58,11 +60,39 @@ def init() -> None:
                             "torchrun or accelerate launch")
 
 
+def finish() -> None:
+    """Leave the process group once every rank is done (an exit with the group still up can abort in its threads'
+    teardown: "terminate called without an active exception", seen after MediaPipe ran in a rank)."""
+    if active():
+        import torch
+
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     if active():
         import torch
 
         torch.distributed.barrier()
+
+
+def shard(items: list) -> list:
+    """This process's share of `items` (every world_size-th, from its rank): N processes each do 1/N of a per-item
+    job; all of them in a single process."""
+    return list(items)[rank()::world_size()]
+
+
+def gather(value) -> list:
+    """`value` of every rank, in rank order (on every rank); [value] in a single process."""
+    if not active():
+        return [value]
+    import torch
+
+    out = [None] * world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
 
 
 def broadcast_failure(failed: bool) -> bool:

@@ -35,6 +35,8 @@ class StageSpec:
     external: bool = False       # its module has external_fingerprint(cfg, ws): source data outside the run folder
     exports: bool = False        # it writes exports/<run>.pkl and its card (staged like its folder)
     every_rank: bool = False     # a distributed launch runs it on every process (any other stage on rank 0 alone)
+    shared_work: bool = False    # a distributed launch first runs its module's warm(cfg, ws, log) on every process:
+                                 # each does 1/N of the per-image work into the content stores, then rank 0 runs it
     builds_model: bool = False   # it builds train.arch: a run checks that the name is a model before any stage starts
 
     def keys(self, cfg) -> tuple[str, ...]:

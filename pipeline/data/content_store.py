@@ -222,12 +222,14 @@ class ContentStore:
         return out
 
     def put(self, paths: list, values: list) -> None:
-        """Keep `values` (one per path). A store that cannot be written says so once and keeps nothing more: that
-        costs only the reuse."""
+        """Keep `values` (one per path; None: nothing to keep for that path). A store that cannot be written says so
+        once and keeps nothing more: that costs only the reuse."""
         if not self.writable:
             return
         rows = []
         for p, v in zip(paths, values):
+            if v is None:
+                continue
             data = self.encode(v)
             data = data.encode() if isinstance(data, str) else bytes(data)
             with contextlib.suppress(OSError):  # an image gone since: nothing to key it by

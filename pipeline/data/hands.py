@@ -32,6 +32,9 @@ RETRY_GAMMA = 0.5       # no hand found: look again with the image brightened (v
                         # mostly dark hands against a bright window
 RETRY_TURNS = (1, 3, 2)  # still none: look again with the image turned 90, 270, 180 degrees (np.rot90's k), plain then
                          # brightened; the palm detector misses hands pointing down (grassknoted's M, N, T; Massey's Q)
+RETRY_PADS = (0.6, 0.0)  # still none: look again zoomed out (a wider border) and in (none): the palm detector misses
+                         # hands too big or too small for it (a third of the Roboflow and grassknoted misses)
+RETRY_CONFIDENCE = 0.1   # last: the same squares and turns with this detection threshold (a grey or dim hand)
 # finger chains from the wrist (0): thumb 1-4, index 5-8, middle 9-12, ring 13-16, little 17-20
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
          (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20)]
@@ -84,17 +87,43 @@ def unturn(points, k: int) -> list:
     return [[*back(x, y), z] for x, y, z in points]
 
 
-def _passes(canvas):
-    """(quarter turns, image) to look for a hand in, in order: the image, its brightened copy, then both turned by
-    each of RETRY_TURNS. Lazy: most hands are found in the first, which then costs no copy."""
+def unturn_world(points, k: int) -> list:
+    """World landmarks (metric, about the hand's centre, x right and y down as in the image) found in a square image
+    turned by `np.rot90(image, k)`, in the unturned image's axes: `unturn` for vectors rather than positions."""
+    back = {0: lambda x, y: (x, y), 1: lambda x, y: (-y, x), 2: lambda x, y: (-x, -y), 3: lambda x, y: (y, -x)}[k % 4]
+    return [[*back(x, y), z] for x, y, z in points]
+
+
+def _passes(img):
+    """(detection threshold, border, quarter turns, image) to look for a hand in, in order: the image on its PAD
+    square, brightened, both turned by each of RETRY_TURNS, then on the RETRY_PADS squares, then all the squares
+    and the turns again at RETRY_CONFIDENCE. Lazy: most hands are found in the first, which then costs no copy."""
     import numpy as np
 
-    yield 0, canvas
+    canvas = square(img)
+    yield MIN_CONFIDENCE, PAD, 0, canvas
     bright = (255 * (np.arange(256) / 255) ** RETRY_GAMMA).astype(np.uint8)[canvas]
-    yield 0, bright
+    yield MIN_CONFIDENCE, PAD, 0, bright
     for k in RETRY_TURNS:
-        yield k, np.ascontiguousarray(np.rot90(canvas, k))
-        yield k, np.ascontiguousarray(np.rot90(bright, k))
+        yield MIN_CONFIDENCE, PAD, k, np.ascontiguousarray(np.rot90(canvas, k))
+        yield MIN_CONFIDENCE, PAD, k, np.ascontiguousarray(np.rot90(bright, k))
+    for pad in RETRY_PADS:
+        yield MIN_CONFIDENCE, pad, 0, square(img, pad)
+    for pad in (PAD,) + RETRY_PADS:
+        yield RETRY_CONFIDENCE, pad, 0, square(img, pad)
+    for k in RETRY_TURNS:
+        yield RETRY_CONFIDENCE, PAD, k, np.ascontiguousarray(np.rot90(canvas, k))
+
+
+def repad(points, h: int, w: int, pad: float) -> list:
+    """Keypoints found in an h x w image centred on a square with border `pad` (`square(img, pad)`), in the
+    normalised coordinates of its PAD square (where every caller reads them); z, on the x scale, rescaled alike."""
+    if pad == PAD:
+        return points
+    side, top, left = _padding(h, w, pad)
+    std, std_top, std_left = _padding(h, w)
+    return [[(x * side - left + std_left) / std, (y * side - top + std_top) / std, z * side / std]
+            for x, y, z in points]
 
 
 @contextlib.contextmanager
@@ -112,60 +141,72 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-def _padding(h: int, w: int) -> tuple[int, int, int]:
-    """(side, top, left) of the black square an h x w image is centred on: PAD of its longer side wider each side."""
-    side = int(max(h, w) * (1 + 2 * PAD))
+def _padding(h: int, w: int, pad: float = PAD) -> tuple[int, int, int]:
+    """(side, top, left) of the black square an h x w image is centred on: `pad` of its longer side wider each side."""
+    side = int(max(h, w) * (1 + 2 * pad))
     return side, (side - h) // 2, (side - w) // 2
 
 
-def square(img):
-    """RGB array `img` centred on a black square PAD of its longer side wider on each side (x and y then get the same
-    scale in MediaPipe's normalised coordinates, and a hand filling the photo leaves the palm detector a margin)."""
+def square(img, pad: float = PAD):
+    """RGB array `img` centred on a black square `pad` of its longer side wider on each side (x and y then get the
+    same scale in MediaPipe's normalised coordinates, and a hand filling the photo leaves the palm detector a
+    margin)."""
     import numpy as np
 
     h, w = img.shape[:2]
-    side, top, left = _padding(h, w)
+    side, top, left = _padding(h, w, pad)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[top:top + h, left:left + w] = img
     return canvas
 
 
-def _graph(static: bool):
+def _graph(static: bool, confidence: float = MIN_CONFIDENCE):
     """MediaPipe Hands for one hand at the training settings: `static` treats each image afresh, else it is a video
     stream's (the hand is found once, then followed from the last frame's keypoints)."""
     mp = require()
     with _native_stderr_silenced():
         return mp.solutions.hands.Hands(static_image_mode=static, max_num_hands=1, model_complexity=1,
-                                        min_detection_confidence=MIN_CONFIDENCE)
+                                        min_detection_confidence=confidence)
 
 
-def _hand(graph, img) -> tuple[list, str, float] | None:
-    """(keypoints, handedness, its score) of the hand `graph` finds in RGB array `img`, or None."""
+def _hand(graph, img, world: bool = False) -> tuple | None:
+    """(keypoints, handedness, its score) of the hand `graph` finds in RGB array `img`, or None; with `world`, then
+    MediaPipe's world landmarks of the same hand (metres, about the hand's centre)."""
     with _native_stderr_silenced():
         found = graph.process(img)
     if not found.multi_hand_landmarks:
         return None
     label = found.multi_handedness[0].classification[0]
-    return [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark], label.label, float(label.score)
+    hand = [[q.x, q.y, q.z] for q in found.multi_hand_landmarks[0].landmark], label.label, float(label.score)
+    if world:
+        return *hand, [[q.x, q.y, q.z] for q in found.multi_hand_world_landmarks[0].landmark]
+    return hand
 
 
 class Detector:
-    """One MediaPipe Hands graph (static images, one hand); call it on an image path."""
+    """MediaPipe Hands graphs (static images, one hand; a second at RETRY_CONFIDENCE, made when first needed); call
+    it on an image path."""
 
     def __init__(self):
-        self._hands = _graph(static=True)
+        self._graphs = {MIN_CONFIDENCE: _graph(static=True)}
 
-    def __call__(self, path) -> tuple[list | None, str, float]:
+    def __call__(self, path, world: bool = False) -> tuple:
         """(21 [x, y, z] keypoints in the padded square image's normalised coordinates, MediaPipe's handedness
-        label, its score), or (None, "", 0.0) when no hand is found."""
-        for k, img in _passes(square(load_rgb(path))):
-            if (hand := _hand(self._hands, img)) is not None:
-                points, label, score = hand
-                return unturn(points, k), label, score
-        return None, "", 0.0
+        label, its score), or (None, "", 0.0) when no hand is found; with `world`, then the 21 world landmarks
+        (`unturn_world`; None with no hand)."""
+        img = load_rgb(path)
+        for confidence, pad, k, canvas in _passes(img):
+            if confidence not in self._graphs:
+                self._graphs[confidence] = _graph(static=True, confidence=confidence)
+            if (hand := _hand(self._graphs[confidence], canvas, world)) is not None:
+                points, label, score = hand[:3]
+                points = repad(unturn(points, k), *img.shape[:2], pad)
+                return (points, label, score) + ((unturn_world(hand[3], k),) if world else ())
+        return (None, "", 0.0) + ((None,) if world else ())
 
     def close(self):
-        self._hands.close()
+        for graph in self._graphs.values():
+            graph.close()
 
 
 class Tracker:
@@ -204,15 +245,30 @@ def _init_worker():
 
 def _raw(path: str, detector: Detector | None = None) -> list:
     """What MediaPipe found in `path` (by `detector`, else by this process's pool detector): found, handedness,
-    score, the 21 keypoints' x, y, z in the padded square (all 0 when no hand); `row_of` makes a landmarks.csv row
-    of it, and a hand crop (hand_crops.py) its box."""
+    score, the 21 keypoints' x, y, z in the padded square, then the 21 world landmarks' x, y, z (all 0 when no
+    hand); `row_of` makes a landmarks.csv row of it (`world_row_of` one of world landmarks), and a hand crop
+    (hand_crops.py) its box."""
     try:
-        points, handedness, score = (detector or _DETECTOR)(path)
+        points, handedness, score, world = (detector or _DETECTOR)(path, world=True)
     except (OSError, ValueError) as e:  # PIL's errors for unreadable or truncated images
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
     if points is None:
-        return [False, "", 0.0] + [0.0] * (3 * N_POINTS)
-    return [True, handedness, score] + [float(v) for q in points for v in q]
+        return [False, "", 0.0] + [0.0] * (6 * N_POINTS)
+    return [True, handedness, score] + [float(v) for q in points + world for v in q]
+
+
+def _raw_or_none(path: str, detector: Detector | None = None) -> list | None:
+    """`_raw`, or None for an image that cannot be read (`warm` looks at images before datablock's verification)."""
+    try:
+        return _raw(path, detector)
+    except PipelineError:
+        return None
+
+
+def _row_or_none(path: str, detector: Detector | None = None) -> list | None:
+    """`_row`, or None for an image that cannot be read."""
+    raw = _raw_or_none(path, detector)
+    return None if raw is None else row_of(raw)
 
 
 def row_of(raw: list) -> list:
@@ -233,7 +289,7 @@ def extraction_settings() -> dict:
     import mediapipe
 
     return {"pad": PAD, "min_confidence": MIN_CONFIDENCE, "retry_gamma": RETRY_GAMMA, "retry_turns": RETRY_TURNS,
-            "model_complexity": 1, "mediapipe": mediapipe.__version__, "row": COLUMNS + FEATURES}
+            "retry_pads": RETRY_PADS, "retry_confidence": RETRY_CONFIDENCE, "model_complexity": 1, "mediapipe": mediapipe.__version__, "row": COLUMNS + FEATURES}
 
 
 def extract(paths: list, log=print, workers: int | None = None, what: str = "images", store=None):
@@ -257,6 +313,17 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     return df
 
 
+def warm(paths: list, store, log=print) -> int:
+    """The keypoint rows of `paths` into `store` (a `content_store.landmarks`; those it lacks; an unreadable image
+    is skipped): one process's share of datablock's work in a distributed launch. Returns how many MediaPipe looked
+    at."""
+    require()
+    paths = [str(p) for p in paths]
+    todo = [p for p, r in zip(paths, store.get(paths)) if r is None]
+    _detect(todo, log, None, "images", store, fn=_row_or_none)
+    return len(todo)
+
+
 def photo_features(paths: list, log=print, store=None):
     """(float32 FEATURES rows (n, 64), hand found per photo) for image files: what every hand model's engine
     classifies (`extract`, reusing `store`'s keypoints; a photo with no hand gives the all-0 row)."""
@@ -274,12 +341,13 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store, fn=Non
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    from ..core import distributed
     from ..core.machine import usable_cpus
 
     if not paths:
         return []
     fn = fn or _row
-    workers = max(1, min(workers or usable_cpus(), len(paths) // 50 + 1))
+    workers = max(1, min(workers or usable_cpus() // distributed.world_size(), len(paths) // 50 + 1))
     rows, step, saved = [], max(1, len(paths) // 10), 0
     log(f"finding hands in {len(paths)} {what} with MediaPipe "
         + (f"({workers} processes)" if workers > 1 else "(in this process)"))
@@ -298,7 +366,7 @@ def _detect(paths: list[str], log, workers: int | None, what: str, store, fn=Non
                 store.put(paths[saved:i], rows[saved:i])  # a store that cannot keep them says so once
                 saved = i
             if len(paths) >= 500 and i % step == 0 and i < len(paths):
-                log(f"  {i}/{len(paths)} {what}, hand found in {sum(r[0] for r in rows) / i:.0%}")
+                log(f"  {i}/{len(paths)} {what}, hand found in {sum(bool(r and r[0]) for r in rows) / i:.0%}")
     except BrokenProcessPool:
         raise PipelineError(f"a hand-finding process died (after {len(rows)} of {len(paths)} {what}): a script "
                             f"calling this needs an `if __name__ == \"__main__\":` guard; otherwise check the "

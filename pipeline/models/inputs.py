@@ -29,6 +29,10 @@ def _keep_all(df, holdout, root: Path, cfg, ws, log):
     return df, {}
 
 
+def _warm_nothing(paths: list, cfg, folder: Path, log) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class InputKind:
     name: str                   # the value of datablock.input
@@ -41,6 +45,8 @@ class InputKind:
     keep: Callable = _keep_all  # (df, holdout, root, cfg, ws, log) -> (the images it can train on, before the split is
                                 # made; vocab.json's fields that count the others)
     params: tuple[str, ...] = ()  # the config entries its prepare reads beyond datablock's (datablock's params_if)
+    warm: Callable = _warm_nothing  # (paths, cfg, data folder, log) -> images looked at: fills the content stores
+                                    # its prepare reads (a distributed launch's ranks share this work)
 
     def require(self) -> None:
         """Fail now, in one line, when what this input needs is not installed (before minutes of verifying)."""
@@ -113,6 +119,18 @@ def _prepare_landmarks(df, root: Path, cfg, ws, log) -> list[Path]:
                                  ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
 
 
+def _warm_landmarks(paths: list, cfg, folder: Path, log) -> int:
+    from ..data import content_store, hands
+
+    return hands.warm(paths, content_store.landmarks(folder, log), log)
+
+
+def _warm_crops(paths: list, cfg, folder: Path, log) -> int:
+    from ..data import hand_crops
+
+    return hand_crops.warm(paths, cfg.train.image_size, folder, log)
+
+
 def _no_store(folder: Path, log=print):
     return None
 
@@ -173,10 +191,10 @@ def _crop_store(folder: Path, log=print):
 
 IMAGES = InputKind("images", "image", pixels=True, finds_hands=False, writes=(), prepare=_prepare_images, store=_no_store)
 LANDMARKS = InputKind("landmarks", "hand keypoints", pixels=False, finds_hands=True, writes=(artifacts.LANDMARKS,),
-                      prepare=_prepare_landmarks, store=_landmark_store)
+                      prepare=_prepare_landmarks, store=_landmark_store, warm=_warm_landmarks)
 HAND_CROP = CropKind("hand_crop", "hand-crop model", pixels=False, finds_hands=True,
                      writes=(artifacts.LANDMARKS, artifacts.NO_HAND), prepare=_prepare_crops, store=_crop_store,
-                     keep=_keep_hands, params=("train.image_size",))
+                     keep=_keep_hands, params=("train.image_size",), warm=_warm_crops)
 KINDS = {k.name: k for k in (IMAGES, LANDMARKS, HAND_CROP)}
 
 
