@@ -98,7 +98,9 @@ def run(cfg, ws, log):
         return []
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
-    last = rows[-1]
+    # the model as exported: a learner whose fit changes it after the last epoch (hand_model.SettleBatchNorm) says
+    # how it validates then, in `final_valid`; otherwise the last epoch's row is the exported model's
+    last = {**rows[-1], **getattr(learn, "final_valid", {})}
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),

@@ -194,6 +194,10 @@ def test_batch_norm_is_settled_on_the_unjittered_training_set_after_fitting(tmp_
     assert torch.allclose(bn.running_mean, train.mean(0), atol=1e-5)
     assert torch.allclose(bn.running_var, train.var(0), atol=1e-5)
     assert bn.momentum == 0.1  # put back: fastai and a later fit see the usual batch norm
+    with training.quiet(learn):
+        loss, error, accuracy = learn.validate()
+    assert learn.final_valid == pytest.approx({"valid_loss": loss, "valid_accuracy": accuracy,
+                                               "valid_error_rate": error}, rel=0.05, abs=1e-4)  # what train records
     before = bn.running_mean.clone()
     from fastai.callback.schedule import LRFinder
 

@@ -164,6 +164,25 @@ class SettleBatchNorm(Callback):
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
             model.train(was_training)
+        self.learn.final_valid = self._validate()
+
+    def _validate(self) -> dict:
+        """The validation metrics of the model as settled (the train stage's metrics: the last epoch's row of
+        history.csv was measured before)."""
+        model, n_inp = self.learn.model, self.learn.dls.n_inp
+        was_training, loss, right, n = model.training, 0.0, 0, 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in self.learn.dls.valid:
+                    out, y = model(*batch[:n_inp]), batch[n_inp].view(-1)
+                    loss += float(self.learn.loss_func(out, y)) * len(y)
+                    right, n = right + int((out.argmax(1) == y).sum()), n + len(y)
+        finally:
+            model.train(was_training)
+        if not n:
+            return {}
+        return {"valid_loss": loss / n, "valid_accuracy": right / n, "valid_error_rate": 1 - right / n}
 
 
 def random_rotations(n: int, degrees: float, generator=None):
