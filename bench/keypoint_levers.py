@@ -1,0 +1,173 @@
+"""Screening keypoint levers the pipeline does not offer, over the stored MediaPipe detections: leave-one-group-out
+over the groups `crossval` uses, in seconds a fold instead of a pipeline run each (docs/crossval.md, "Screened").
+
+Every photo of the config's sources goes through the points store (`hand_crops.find`: the image keypoints and
+MediaPipe's world landmarks, one pass, filled if empty); each fold trains the recipe's model (`LandmarkNet`: the 64
+features and their shape features, fastai's TabularModel sizes), with its jitter (`random_rotations`, ±10 %
+stretch), AdamW and a one-cycle schedule for `--epochs`, on all the other groups (no validation share held back),
+its batch norm settled on the unjittered training rows, and scores the held-out group on the letters it knows.
+Its image-keypoint row reproduces the pipeline's `kp_settled` crossval within its seed-to-seed spread.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python -m bench.keypoint_levers [--keypoints world] [--turn 0.5] [--tta mirror]
+
+Levers: `--keypoints world` (MediaPipe's metric 3D world landmarks, mirrored and scaled as `hands.canonical` does
+the image keypoints), `--turn P` (a training hand seen from the other side with probability P: x and z negated, a
+180° turn about the vertical), `--tta mirror|turn` (the held-out hands also mirrored, or turned, probabilities
+averaged), `--seed`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from bench._common import REPO, header, result
+
+
+def _photos(cfg):
+    """(paths, labels, crossval units) of every image of `cfg`'s sources, as crossval groups them."""
+    from pipeline import crossval, runner
+    from pipeline.core import artifacts
+    from pipeline.core.workspace import Workspace, read_json
+    from pipeline.data import datasets
+
+    runner.run(cfg, ["download"])
+    meta = read_json(Workspace.from_config(cfg).artifact("download", artifacts.DATASET))
+    units = set(crossval.units(cfg, "group"))
+    srcs = {s.name: s for s in cfg.download.training_sources()}
+    paths, labels, folds = [], [], []
+    for entry in meta["sources"]:
+        root = Path(entry["root"])
+        found, _ = datasets.labelled_images(root, srcs[entry["name"]])
+        for rel, label, group in found:
+            paths.append(str(root / rel))
+            labels.append(label)
+            folds.append(group if group in units else entry["name"])
+    return paths, labels, folds
+
+
+def _features(raws, keypoints: str):
+    """float32 (n, 64): `hands.canonical` of each detection's image keypoints or world landmarks; 0 with no hand."""
+    import numpy as np
+
+    from pipeline.data import hands
+
+    start = 3 if keypoints == "image" else 3 + 3 * hands.N_POINTS
+    rows = []
+    for raw in raws:
+        pts = [raw[start + 3 * i:start + 3 * i + 3] for i in range(hands.N_POINTS)]
+        feats = hands.canonical(pts, raw[1]) if raw[0] else None
+        rows.append(feats if feats is not None else np.zeros(len(hands.FEATURES), np.float32))
+    return np.stack(rows).astype(np.float32)
+
+
+def _views(x, tta: str):
+    import torch
+
+    out = [x]
+    if tta:
+        v = x.clone()
+        p = v[:, :63].view(-1, 21, 3)
+        p[:, :, 0] *= -1
+        if tta == "turn":
+            p[:, :, 2] *= -1
+        out.append(v)
+    return out
+
+
+def _fold(x, y, train, test, n_out, a):
+    """Held-out probabilities of one fold's model."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.models import hand_model
+
+    torch.manual_seed(a.seed)
+    xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    model = hand_model.LandmarkNet(n_out, [512, 256], 0.2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    steps = a.epochs * (len(xtr) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.25)
+    no_cats = torch.zeros(64, 0, dtype=torch.long)
+    model.train()
+    for _ in range(a.epochs):
+        order = torch.randperm(len(xtr))
+        for i in range(len(xtr) // 64):
+            idx = order[i * 64:(i + 1) * 64]
+            xb = _jitter(xtr[idx], a.turn)
+            loss = F.cross_entropy(model(no_cats, xb), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:  # as hand_model.SettleBatchNorm: the unjittered training rows, one batch
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        model(torch.zeros(len(xtr), 0, dtype=torch.long), xtr)
+        model.eval()
+        xt = torch.from_numpy(x[test])
+        cats = torch.zeros(len(xt), 0, dtype=torch.long)
+        return sum(F.softmax(model(cats, v), 1) for v in _views(xt, a.tta)).numpy()
+
+
+def _jitter(x, turn: float):
+    """The recipe's jitter (3D turns of up to 15° about each axis, ±10 % stretch), then the `turn` lever."""
+    import torch
+
+    from pipeline.models import hand_model
+
+    n = len(x)
+    pts = x[:, :63].reshape(n, 21, 3)
+    moved = (pts @ hand_model.random_rotations(n, 15.0).transpose(1, 2)) * (1 + (torch.rand(n, 1, 3) * 2 - 1) * 0.1)
+    flip = torch.ones(n, 1, 3)
+    back = torch.rand(n) < turn
+    flip[back, 0, 0] = flip[back, 0, 2] = -1
+    out = torch.cat([(moved * flip).reshape(n, 63), x[:, 63:]], 1)
+    out[x[:, 63] == 0] = 0
+    return out
+
+
+def main(argv=None) -> int:
+    import numpy as np
+    import torch
+
+    from pipeline import config
+    from pipeline.core.workspace import Workspace
+    from pipeline.data import hand_crops
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(REPO / "configs" / "asl_multi.toml"))
+    p.add_argument("--keypoints", choices=("image", "world"), default="image")
+    p.add_argument("--turn", type=float, default=0.0)
+    p.add_argument("--tta", choices=("", "mirror", "turn"), default="")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}")
+    cfg = config.load(a.config, [])
+    paths, labels, folds = _photos(cfg)
+    raws, looked = hand_crops.find(paths, Workspace.from_config(cfg).data, log=lambda m: None)
+    result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the points store")
+    x, vocab = _features(raws, a.keypoints), sorted(set(labels))
+    y, folds = np.array([vocab.index(v) for v in labels]), np.array(folds)
+    accs = []
+    for unit in dict.fromkeys(folds):
+        train, test = folds != unit, folds == unit
+        known = sorted(set(y[train]))
+        test &= np.isin(y, known)
+        probs = _fold(x, y, train, test, len(vocab), a)
+        mask = np.full(len(vocab), -np.inf)
+        mask[known] = 0
+        accs.append(float(((np.log(probs) + mask).argmax(1) == y[test]).mean()))
+        result(f"held out {unit}", round(accs[-1], 4), note=f"{int(test.sum())} images")
+    result("mean over folds", round(float(np.mean(accs)), 4), note=f"sd {np.std(accs):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
