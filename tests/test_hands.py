@@ -366,7 +366,7 @@ def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
                         "print(hands.Detector()(sys.argv[1])[0])", str(tmp_path / "blank.png")],
                        capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert p.returncode == 0 and p.stdout == "None\n", p.stderr
-    assert p.stderr == ""
+    assert p.stderr == "", p.stderr
 
 
 @pytest.mark.shared_data

@@ -163,10 +163,16 @@ def square(img, pad: float = PAD):
 def _graph(static: bool, confidence: float = MIN_CONFIDENCE):
     """MediaPipe Hands for one hand at the training settings: `static` treats each image afresh, else it is a video
     stream's (the hand is found once, then followed from the last frame's keypoints)."""
+    import numpy as np
+
     mp = require()
     with _native_stderr_silenced():
-        return mp.solutions.hands.Hands(static_image_mode=static, max_num_hands=1, model_complexity=1,
-                                        min_detection_confidence=confidence)
+        graph = mp.solutions.hands.Hands(static_image_mode=static, max_num_hands=1, model_complexity=1,
+                                         min_detection_confidence=confidence)
+        # the graph's calculators open on its own threads (TFLite prints "Created TensorFlow Lite XNNPACK delegate"
+        # there, once in a while after the constructor has returned): one black frame waits for them in here
+        graph.process(np.zeros((32, 32, 3), np.uint8))
+    return graph
 
 
 def _hand(graph, img, world: bool = False) -> tuple | None:
