@@ -13,7 +13,7 @@ Its image-keypoint row reproduces the pipeline's `kp_settled` crossval within it
 Levers: `--keypoints world` (MediaPipe's metric 3D world landmarks, mirrored and scaled as `hands.canonical` does
 the image keypoints), `--turn P` (a training hand seen from the other side with probability P: x and z negated, a
 180° turn about the vertical), `--tta mirror|turn` (the held-out hands also mirrored, or turned, probabilities
-averaged), `--seed`.
+averaged), `--ensemble K` (K models a fold from different seeds, their probabilities averaged), `--seed`.
 """
 from __future__ import annotations
 
@@ -76,14 +76,14 @@ def _views(x, tta: str):
     return out
 
 
-def _fold(x, y, train, test, n_out, a):
-    """Held-out probabilities of one fold's model."""
+def _fold(x, y, train, test, n_out, a, seed: int):
+    """Held-out probabilities of one fold's model, trained from `seed`."""
     import torch
     import torch.nn.functional as F
 
     from pipeline.models import hand_model
 
-    torch.manual_seed(a.seed)
+    torch.manual_seed(seed)
     xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
     model = hand_model.LandmarkNet(n_out, [512, 256], 0.2)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
@@ -145,10 +145,12 @@ def main(argv=None) -> int:
     p.add_argument("--tta", choices=("", "mirror", "turn"), default="")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ensemble", type=int, default=1, help="models a fold, from different seeds, probabilities summed")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}")
+    header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}, "
+           f"{a.ensemble} model(s) a fold")
     cfg = config.load(a.config, [])
     paths, labels, folds = _photos(cfg)
     raws, looked = hand_crops.find(paths, Workspace.from_config(cfg).data, log=lambda m: None)
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         train, test = folds != unit, folds == unit
         known = sorted(set(y[train]))
         test &= np.isin(y, known)
-        probs = _fold(x, y, train, test, len(vocab), a)
+        probs = sum(_fold(x, y, train, test, len(vocab), a, a.seed + 1000 * k) for k in range(a.ensemble))
         mask = np.full(len(vocab), -np.inf)
         mask[known] = 0
         accs.append(float(((np.log(probs) + mask).argmax(1) == y[test]).mean()))
