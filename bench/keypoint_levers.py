@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--tta", choices=("", "mirror", "turn"), default="")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ensemble", type=int, default=1, help="models a fold, from different seeds, probabilities summed")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="models a fold, from different seeds, probabilities averaged")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
         train, test = folds != unit, folds == unit
         known = sorted(set(y[train]))
         test &= np.isin(y, known)
-        probs = sum(_fold(x, y, train, test, len(vocab), a, a.seed + 1000 * k) for k in range(a.ensemble))
+        probs = sum(_fold(x, y, train, test, len(vocab), a, a.seed + 1000 * k) for k in range(a.ensemble)) / a.ensemble
         mask = np.full(len(vocab), -np.inf)
         mask[known] = 0
         accs.append(float(((np.log(probs) + mask).argmax(1) == y[test]).mean()))
