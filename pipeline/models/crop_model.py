@@ -127,7 +127,7 @@ def _engine_probs(engine, pngs: list[bytes], raws: list, batch_size: int, log) -
 
     from .fused_model import keypoint_rows
 
-    more = {"features": keypoint_rows(raws)} if getattr(engine, "features_input", None) else {}
+    more = {"features": keypoint_rows(raws)} if engine.features_input else {}
     with tempfile.TemporaryDirectory(prefix="crops-") as tmp:
         files = _crop_files(pngs, Path(tmp))
         try:
@@ -138,14 +138,13 @@ def _engine_probs(engine, pngs: list[bytes], raws: list, batch_size: int, log) -
 
 
 def _fused(engine) -> "FusedLearner | None":
-    learn = getattr(engine, "learn", None)  # the fastai engine's learner: a fused one answers photos itself
-    return learn if isinstance(learn, FusedLearner) else None
+    """The fastai engine's learner when it is a fused one (it answers photos itself, under the engine's lock)."""
+    return engine.learn if isinstance(engine.learn, FusedLearner) else None
 
 
 def _size(engine) -> int:
     """The side of the crop the engine's model reads (the fastai engine's `CropReader`, the onnx engine's card)."""
-    learn = getattr(engine, "learn", None)
-    return crop_reader(learn).size if learn is not None else engine.image_size
+    return crop_reader(engine.learn).size if engine.learn is not None else engine.image_size
 
 
 def probs(engine, paths: list, batch_size: int = 64, tta: int = 0, log=print, store=None):
@@ -156,7 +155,8 @@ def probs(engine, paths: list, batch_size: int = 64, tta: int = 0, log=print, st
         raise PipelineError("test-time augmentation augments pixels: a hand-crop model takes none (the crop comes first)")
     folder = Path(store.path).parent if store is not None else None
     if (fused := _fused(engine)) is not None:
-        p, found = fused.photo_probs(paths, batch_size, log, folder)
+        with engine.lock:
+            p, found = fused.photo_probs(paths, batch_size, log, folder)
         return p.numpy(), found
     pngs, found, raws = hand_crops.photo_crops(paths, _size(engine), folder, log)
     return _engine_probs(engine, pngs, raws, batch_size, log), found
@@ -173,7 +173,8 @@ def read(engine, photo, detector):
     raw = [True, handedness, score] + [float(v) for q in points for v in q]
     img = Image.fromarray(np.asarray(photo)) if not isinstance(photo, (str, Path)) else hand_crops._upright(photo)
     if (fused := _fused(engine)) is not None:
-        return fused.crop_probs([raw], [img])[0].numpy(), points
+        with engine.lock:
+            return fused.crop_probs([raw], [img])[0].numpy(), points
     png = hand_crops.png(hand_crops.crop_image(img, raw, _size(engine)))
     return _engine_probs(engine, [png], [raw], 1, lambda message: None)[0], points
 

@@ -4,14 +4,17 @@ checks the file's sha256 before anything runs it, and returns an `Exported` that
 (one photo, for serve). `predict`, `evaluate`, `serve`, crossval (through evaluate) and the benchmarks all load
 through here, so the engine is chosen in one place and spelled one way (`--engine`, `evaluate.engine`).
 
-An engine knows how to run the model (`inference` for fastai, `onnx_engine` for onnxruntime); the model's input
-(`models.Input`) knows how photos become what the engine takes. Neither knows the other's kinds.
+An engine (`Engine`: `FastaiEngine` here, `onnx_engine.OnnxModel`) knows how to run the model; the model's input
+(`registry.Input`) knows how photos become what the engine takes. Neither knows the other's kinds. An engine is
+safe to share between threads (serve reads several photos at once): it runs its model one call at a time where
+the model needs that.
 """
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..core.errors import PipelineError
 
@@ -26,23 +29,48 @@ class Predictions(NamedTuple):
     hand_found: list | None     # a model that finds hands first: whether MediaPipe found one; else None
 
 
+class Engine(Protocol):
+    """What every engine answers, whichever model it runs (an input's `probs` and `read` ask only this).
+
+    `images` and `features` are safe to call from several threads at once: an engine whose model is not
+    thread-safe (a fastai learner) holds `lock` around each call, and code that runs `learn` itself takes `lock`
+    too (the fused crop learner answers photos itself)."""
+    name: str                       # "fastai" or "onnx": `--engine`
+    vocab: list                     # the classes, in the order of the probabilities' columns
+    learn: object                   # the fastai learner, or None (an engine that runs no learner: onnx)
+    image_size: int | None          # the side of the square the model reads, where the engine knows it without a learner
+    features_input: str | None      # the name of a second graph input of keypoint rows (onnx, fused), else None
+    lock: object                    # a re-entrant lock: held around every call into a model that is not thread-safe
+
+    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print, **features):
+        """Probabilities (n, len(vocab)) for image files (`features=` rows only where `features_input` is set)."""
+
+    def features(self, x, batch_size: int = 64):
+        """Probabilities (n, len(vocab)) for float32 keypoint feature rows (n, 64)."""
+
+
 class FastaiEngine:
-    """A verified fastai learner as an engine: `images` for image files, `features` for keypoint rows."""
+    """A verified fastai learner as an `Engine`: `images` for image files, `features` for keypoint rows; one call at
+    a time (a fastai learner is not thread-safe), while the decoding and hand finding around it run in parallel."""
     name = "fastai"
+    image_size = None  # the learner's own transforms know it
+    features_input = None
 
     def __init__(self, learn):
-        self.learn = learn
+        self.learn, self.lock = learn, threading.RLock()
         self.vocab = list(learn.dls.vocab)
 
     def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
         from . import inference
 
-        return inference.predict_images(self.learn, [Path(p) for p in paths], batch_size, tta, log).numpy()
+        with self.lock:
+            return inference.predict_images(self.learn, [Path(p) for p in paths], batch_size, tta, log).numpy()
 
     def features(self, x, batch_size: int = 64):
         from . import hand_model
 
-        return hand_model.feature_probs(self.learn, x, batch_size).numpy()
+        with self.lock:
+            return hand_model.feature_probs(self.learn, x, batch_size).numpy()
 
 
 class Exported:
@@ -51,7 +79,7 @@ class Exported:
     draws the keypoints); `detector()` (a detector of its own for `read`, or None) and `store(folder)` (the
     content store of per-photo work to reuse, or None)."""
 
-    def __init__(self, path: Path, engine, reader, card: dict, file: Path | None = None):
+    def __init__(self, path: Path, engine: Engine, reader, card: dict, file: Path | None = None):
         self.path, self.engine, self.reader, self.card = Path(path), engine, reader, card
         self.file = Path(file or path)  # the file the engine loaded: the .pkl, or the .onnx beside it
         self.vocab = list(engine.vocab)

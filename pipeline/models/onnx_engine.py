@@ -9,6 +9,7 @@ bilinear resize), so both engines see the same pixels and give the same labels.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,11 +58,14 @@ def session(path, threads: int | None = None):
 
 
 class OnnxModel:
-    """A verified `.onnx` and its model card, as an engine (`exported.load(..., engine="onnx")` wraps it): `probs`
-    for a ready batch; `images` for image files, `features` for keypoint rows (what `models.Input` asks for)."""
+    """A verified `.onnx` and its model card, as an engine (`exported.Engine`; `exported.load(..., engine="onnx")`
+    wraps it): `probs` for a ready batch; `images` for image files, `features` for keypoint rows. An onnxruntime
+    session is thread-safe, so calls run at once; `lock` is there for the protocol's callers."""
     name = "onnx"
+    learn = None  # it runs a graph, no learner
 
     def __init__(self, path: Path, card: dict, threads: int | None = None):
+        self.lock = threading.RLock()
         self.session = session(path, threads)
         self.path, self.card = Path(path), card
         self.vocab = list(card["vocab"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import queue
 import sys
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,8 +53,8 @@ class Reader:
 
     A model that finds hands first gets `parallel` detectors (default: one per usable core, at most 4): finding the
     hand costs most of a request, and each detector (not thread-safe) serves one request at a time, so that many
-    run at once. The classifier itself runs under one lock (a fastai learner is not thread-safe; an ONNX session
-    is, but its call is short). An image model reads one photo at a time: its engine already uses every core."""
+    run at once. The classifier itself runs as its engine allows (`exported.Engine`: a fastai learner one call at a
+    time under the engine's lock; an ONNX session at once). An image model reads one photo at a time: its engine already uses every core."""
 
     def __init__(self, learner: Path, engine: str = "fastai", trust: bool = False, parallel: int = 0):
         from ..core.machine import usable_cpus
@@ -63,8 +62,7 @@ class Reader:
 
         if parallel < 0:
             raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
-        self.model = exported.load(learner, engine, trust=trust)
-        self.model.engine = _OneAtATime(self.model.engine)
+        self.model = exported.load(learner, engine, trust=trust)  # its engine runs the model one call at a time
         self.vocab, self.engine = self.model.vocab, self.model.engine.name
         first = self.model.detector()
         self.parallel = (parallel or min(4, usable_cpus())) if first is not None else 1
@@ -129,22 +127,6 @@ def uploaded(photo) -> str | None:
     if isinstance(photo, dict):
         return photo.get("path")
     return photo or None
-
-
-class _OneAtATime:
-    """An engine whose model runs one call at a time (a fastai learner is not thread-safe), while the photo's
-    decoding and hand detection around it run in parallel."""
-
-    def __init__(self, engine):
-        self._engine, self._lock, self.name, self.vocab = engine, threading.Lock(), engine.name, engine.vocab
-
-    def images(self, *args, **kwargs):
-        with self._lock:
-            return self._engine.images(*args, **kwargs)
-
-    def features(self, *args, **kwargs):
-        with self._lock:
-            return self._engine.features(*args, **kwargs)
 
 
 def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
