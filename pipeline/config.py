@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.errors import PipelineError
-from .models import families
+from .models import families, inputs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -258,7 +258,6 @@ def apply_set(data: dict, assignment: str) -> None:
     data.setdefault(section, {})[key] = _parse_set_value(raw.strip(), hints[key])
 
 
-MAX_IMAGE_SIZE = 1024  # pixels a side: larger batches do not fit in memory (20000 px was a MemoryError)
 
 
 def _plain_name(name: str) -> bool:
@@ -286,8 +285,8 @@ def validate(cfg: Config) -> None:
     checks = [
         (0.0 < cfg.datablock.valid_pct < 1.0, "datablock.valid_pct must be between 0 and 1 (exclusive)"),
         (cfg.datablock.max_per_class >= 0, "datablock.max_per_class must be >= 0 (0 = all images)"),
-        (0 < cfg.train.image_size <= MAX_IMAGE_SIZE,
-         f"train.image_size must be a positive number of pixels, at most {MAX_IMAGE_SIZE}"),
+        (0 < cfg.train.image_size <= inputs.MAX_IMAGE_SIZE,
+         f"train.image_size must be a positive number of pixels, at most {inputs.MAX_IMAGE_SIZE}"),
         (cfg.train.batch_size > 0, "train.batch_size must be a positive integer"),
         (cfg.evaluate.batch_size > 0, "evaluate.batch_size must be a positive integer"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
@@ -308,7 +307,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.evaluate.tta >= 0, "evaluate.tta must be >= 0 (0 = off)"),
-        (cfg.evaluate.engine in ("fastai", "onnx"), "evaluate.engine must be fastai or onnx"),
+        (cfg.evaluate.engine in inputs.ENGINES, f"evaluate.engine must be {' or '.join(inputs.ENGINES)}"),
         (not (cfg.evaluate.engine == "onnx" and cfg.evaluate.tta),
          "evaluate.tta runs fastai's augmentations: use evaluate.engine = \"fastai\" with it"),
         (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import families, registry
+from pipeline.models import families, inputs, registry
 from tests.conftest import SHARED_DATA, asl_photos, tiny_config
 from tests.test_live import massey, write_video
 
@@ -24,7 +24,6 @@ RECIPES = {  # the family -> its tiny recipe (one epoch on 2 photos a letter)
     families.HAND_FUSED.name: {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.image_size": 32,
                                "train.crop_fusion": "keypoints"},
 }
-ENGINES = ("fastai", "onnx")
 
 
 def test_every_family_has_a_recipe():
@@ -60,7 +59,7 @@ def exports(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", inputs.ENGINES)
 @pytest.mark.parametrize("family", list(RECIPES))
 def test_serve_and_spell_read_with_every_family(exports, family, engine, tmp_path, capsys):
     """serve's `Reader.read` answers a photo with the model's top-1 (the same as `exported.load(...).predict`), the

@@ -174,8 +174,7 @@ def crops(paths: list, raws: list, size: int, folder: Path, log=print, what: str
                     out[i] = png(crop(paths[i], raws[i], size))
                 except (OSError, ValueError) as e:
                     raise PipelineError(f"{paths[i]}: cannot read the image ({type(e).__name__}: {e})") from None
-            if problem := store.put([paths[i] for i in chunk], [out[i] for i in chunk]):
-                log(f"note: {problem}; these crops will be made again next time")
+            store.put([paths[i] for i in chunk], [out[i] for i in chunk])  # a store it cannot write says so once
             progress.update(len(chunk))
     elif any(have):
         log(f"all {sum(have)} crops of {what} with a hand found in the crop store {store.path}")

@@ -25,6 +25,7 @@ from ..core.errors import PipelineError
 
 N_POINTS = 21
 FEATURES = [f"lm{i:02d}_{axis}" for i in range(N_POINTS) for axis in "xyz"] + ["hand"]
+N_FEATURES = len(FEATURES)  # 64: a keypoint row, what a keypoint model (and the fused one's second input) reads
 COLUMNS = ["hand_found", "handedness", "hand_score"]  # per image, beside the features in landmarks.csv
 PAD = 0.25              # black border (fraction of the longer side): the palm detector misses hands filling the frame
 MIN_CONFIDENCE = 0.3    # MediaPipe's detection threshold (its default 0.5 misses more of the dim training photos)

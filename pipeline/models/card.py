@@ -20,8 +20,6 @@ from pathlib import Path
 from ..core.errors import PipelineError
 from . import inputs
 
-ENGINES = ("fastai", "onnx")
-MAX_IMAGE_SIZE = 1024  # as config.MAX_IMAGE_SIZE: no export is larger (kept here: this module imports no config)
 
 
 def path_for(model_file) -> Path:
@@ -43,8 +41,8 @@ def read(model_file, engine: str = "fastai") -> dict:
     """The model card beside `model_file`, with the fields `engine` uses checked (one line for the first problem):
     missing or not JSON, a sha256 that is not one, a vocab that is not a list of distinct names, an `onnx.file` that
     is a path, an `image_size` that is not a whole number of pixels, a `family` this package does not know."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine not in inputs.ENGINES:
+        raise ValueError(f"engine must be one of {inputs.ENGINES}, got {engine!r}")
     where = path_for(model_file)
     try:
         card = json.loads(where.read_text(encoding="utf-8"))
@@ -80,7 +78,7 @@ def read(model_file, engine: str = "fastai") -> dict:
     if "features" in entry and not (isinstance(entry["features"], dict)
                                     and isinstance(entry["features"].get("name"), str)):
         raise _damaged(where, "onnx.features.name", "is missing")
-    problem = inputs.kind(entry["family"]).card_problem(card, MAX_IMAGE_SIZE)
+    problem = inputs.kind(entry["family"]).card_problem(card, inputs.MAX_IMAGE_SIZE)
     if problem:
         raise _damaged(where, *problem)
     return card

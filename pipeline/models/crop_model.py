@@ -6,7 +6,7 @@
   `load_learner(pkl).predict("photo.jpg")` with no step of this project's run in between.
 - a head on a frozen backbone (`train.arch = "hand_fused"`): fused_model.py.
 
-Here too the crop `models.Input`'s work under either engine: `probs` (photos → crops → model), `read` (one photo
+Here too the crop `registry.Input`'s work under either engine: `probs` (photos → crops → model), `read` (one photo
 or frame with a detector or tracker of its own), `onnx_plan` (the fine-tuned backbone's graph on one uint8 crop).
 Its own module because `load_learner` unpickles `CropReader` by its class name (the card says the export needs
 this package).
@@ -148,7 +148,7 @@ def _size(engine) -> int:
 
 
 def probs(engine, paths: list, batch_size: int = 64, tta: int = 0, log=print, store=None):
-    """(probabilities, hand found) for photos under either engine (`models.Input.probs`): each photo cropped around
+    """(probabilities, hand found) for photos under either engine (`registry.Input.probs`): each photo cropped around
     its hand (through the stores beside `store`, a content store in the data folder, when given) and the crops
     read by the model; a photo with no hand is shown as its whole frame, and said so by hand found False."""
     if tta:
@@ -164,7 +164,7 @@ def probs(engine, paths: list, batch_size: int = 64, tta: int = 0, log=print, st
 
 def read(engine, photo, detector):
     """(probabilities or None with no hand, the keypoints or None) for one photo (a path, with a `Detector`) or one
-    frame of a stream (an RGB array, with a `Tracker`): `models.Input.read`."""
+    frame of a stream (an RGB array, with a `Tracker`): `registry.Input.read`."""
     from PIL import Image
 
     points, handedness, score = detector(photo)

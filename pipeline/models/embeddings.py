@@ -94,9 +94,8 @@ def embed(model, paths: list, pngs: list[bytes], key: dict, folder: Path | None,
                 out = model(to_tensor([pngs[i] for i in chunk], key["mean"], key["std"])).numpy()
             for i, row in zip(chunk, out):
                 rows[i] = row
-            if db is not None and (problem := db.put([paths[i] for i in chunk], list(out))):
-                log(f"note: {problem}")
-                db = None
+            if db is not None:
+                db.put([paths[i] for i in chunk], list(out))  # a store it cannot write says so once
             progress.update(len(chunk))
     elif paths:
         log(f"all {len(paths)} crop embeddings of {key['backbone']} in the store")

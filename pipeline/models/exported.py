@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 
 from ..core.errors import PipelineError
 
-ENGINES = ("fastai", "onnx")
+from .inputs import ENGINES
 
 
 class Predictions(NamedTuple):

@@ -4,9 +4,9 @@ family is. A family knows which `train.arch` names it builds, the input kind its
 
 The registry has two halves so that every stage's code fingerprint stays exact (`fingerprints.code_files` follows
 imports): this one and inputs.py import no model code, so config, datablock and the runtime read them without a
-model edit making download or datablock stale; `models.py` is the other, how each family builds (DataLoaders,
+model edit making download or datablock stale; `registry.py` is the other, how each family builds (DataLoaders,
 learner, export) and how a loaded model reads a photo. Adding a family: a `Family` here, its builder in
-`models.py`, its module, and their tests (a new input kind also: inputs.py and `models.Input`).
+`registry.LEARNERS`, its module, and their tests (a new input kind also: inputs.py and `registry.Input`).
 """
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ class FusedLearner(Learner):
     def crop_probs(self, raws: list, images: list):
         """Probabilities for upright RGB PIL `images` whose hands `raws` found (`crop_model.read`: a frame)."""
         pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, raws)]
-        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), raws, 64)
+        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), raws, hands.N_FEATURES)
 
     def _probs(self, x, raws: list, batch_size: int):
         feats = torch.from_numpy(keypoint_rows(raws))
@@ -211,7 +211,7 @@ def onnx_plan(learn: FusedLearner, t):
     photo, size = learn.photo, learn.photo.size
     model = copy.deepcopy(learn.model).float().cpu().eval()
     names = ("crop", "features") if photo.fusion else ("crop",)
-    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),) + ((torch.zeros(2, 64),) if photo.fusion else ())
+    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),) + ((torch.zeros(2, hands.N_FEATURES),) if photo.fusion else ())
     entry = {"name": "crop", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
              "client_does": f"find the hand with MediaPipe Hands and cut the padded square around it "
                             f"(pipeline.data.hand_crops.crop, the card's hand_crop), {size}x{size} RGB; a photo with "

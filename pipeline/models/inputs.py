@@ -1,12 +1,12 @@
 """What each kind of model input is, for the stages that prepare data: the data half of the registry (families.py
-names the families, models.py builds them). An `InputKind` is the value of `datablock.input`: whether the model
+names the families, registry.py builds them). An `InputKind` is the value of `datablock.input`: whether the model
 sees pixels, whether photos go through MediaPipe first, which images it can train on (`keep`, before the split),
 what datablock writes for it and how (`prepare`), the per-photo content store it reuses, and how a run, a card or
 a report names what the model sees.
 
 This half imports no model code (only data-side modules, where used), so download's and datablock's code
 fingerprints stay exact. A new input: an `InputKind` here with its `prepare` in its own module, its reader in
-models.py (`models.Input`), and a family in families.py that reads it.
+registry.py (`registry.Input`), and a family in families.py that reads it.
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..core import artifacts
+
+MAX_IMAGE_SIZE = 1024  # pixels a side a model reads (train.image_size, a card's): larger batches do not fit in memory
+ENGINES = ("fastai", "onnx")  # what runs an export (`--engine`, `evaluate.engine`): the learner, or onnxruntime
 
 
 def _size_problem(card: dict, max_size: int) -> tuple[str, str] | None:

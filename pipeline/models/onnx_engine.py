@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core.errors import PipelineError
 from ..core.workspace import sha256_file
+from ..data.hands import N_FEATURES
 from . import card
 
 INSTALL = "pip install -e .  (onnxruntime is a core dependency)"
@@ -144,7 +145,7 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         if not isinstance(width, int) and model.input in inputs:  # a dynamic output: one blank item tells
             shape = [1] + [d if isinstance(d, int) else 1 for d in inputs[model.input][1:]]
             dtype = np.uint8 if types[model.input] == "tensor(uint8)" else np.float32
-            feats = np.zeros((1, 64), np.float32) if model.features_input else None
+            feats = np.zeros((1, N_FEATURES), np.float32) if model.features_input else None
             width = model.probs(np.zeros(shape, dtype), feats).shape[-1]
     except _runtime_errors(ort) as e:
         reason = " ".join(str(e).split())[:200]

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from ..core.errors import PipelineError
 from ..core.workspace import atomic_path, sha256_file
+from ..data.hands import N_FEATURES
 from . import onnx_engine
 
 OPSET = 18
@@ -148,7 +149,7 @@ def landmark_plan(learn) -> Plan:
 
     _, LandmarkGraph = _torch_modules()
     model = _cpu_copy(learn)
-    return Plan(LANDMARKS.name, model, LandmarkGraph(model), ("features",), (torch.zeros(2, 64),),
+    return Plan(LANDMARKS.name, model, LandmarkGraph(model), ("features",), (torch.zeros(2, N_FEATURES),),
                 (((x,), m) for x, m in _landmark_batches(learn)), features_entry())
 
 
