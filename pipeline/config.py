@@ -31,6 +31,23 @@ def demo_config() -> Path:
     return installed if installed.is_file() else installed.parent.parent.parent / "configs" / "demo.toml"
 
 
+# A train entry's role, which says which stages' results it changes (stagespec: "train:model,data" in a stage's
+# params takes the entries with those roles; the others of the section are ignored by that stage):
+DATA = "data"            # what the decoded pixels are: datablock's pixel cache, lr_find and train
+MODEL = "model"          # the model, its loss and the batches it learns from: lr_find's sweep and train
+SCHEDULE = "schedule"    # what follows the sweep (how long, at what rate, what is done after): train only
+RUNTIME = "runtime"      # how fast the same arithmetic runs on this machine: train only
+ROLES = (DATA, MODEL, SCHEDULE, RUNTIME)
+
+
+def entry(default, role: str, later: str = ""):
+    """A config field with its `role` (ROLES) and, for an entry added after fingerprints were first recorded,
+    `later`: "field" (left out of every fingerprint while at its default) or "key" (left out while at its default
+    where a stage takes it as a single entry; a stage that takes the whole section keeps it): an up-to-date run
+    stays up to date when a release adds an entry it does not use (`fingerprints._config_part`)."""
+    return field(default=default, metadata={"role": role, "later": later})
+
+
 @dataclass
 class RunCfg:
     name: str = "demo"            # run name: runs/<name>/, exports/<name>.pkl
@@ -62,8 +79,8 @@ class DownloadCfg:
     source: str = "sklearn:digits"  # kaggle:OWNER/SLUG | path:DIR_OR_ARCHIVE | url:URL | sklearn:digits
                                     # | sign_mnist:SOURCE (CSVs) | mnist:SOURCE (IDX files)
     subdir: str = ""                # image root inside the source; "" = auto-detect
-    sources: list[SourceCfg] = field(default_factory=list)  # several training sources ([[download.sources]]);
-                                                            # when set, source and subdir above are unused
+    # several training sources ([[download.sources]]); when set, source and subdir above are unused
+    sources: list[SourceCfg] = field(default_factory=list, metadata={"later": "field"})
 
     def training_sources(self) -> list[SourceCfg]:
         """`sources`, or the single `source`/`subdir` as one source named "data" (class folders, no label rules:
@@ -79,10 +96,12 @@ class DatablockCfg:
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
     input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
                                   # | hand_crop (a square around the hand MediaPipe finds: a backbone's name, or "hand_fused")
-    split: str = "random"         # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
-                                  # | monitor (valid_pct of every group: the shipped model trains on every signer)
-    holdout: list[str] = field(default_factory=list)  # groups (or source names) left out of training and validation;
-                                                      # evaluate scores them as the test set "holdout" (crossval folds)
+    # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
+    # | monitor (valid_pct of every group: the shipped model trains on every signer)
+    split: str = field(default="random", metadata={"later": "field"})
+    # groups (or source names) left out of training and validation; evaluate scores them as the test set "holdout"
+    # (crossval folds)
+    holdout: list[str] = field(default_factory=list, metadata={"later": "field"})
 
 
 @dataclass
@@ -95,33 +114,41 @@ class LrFindCfg:
 
 @dataclass
 class TrainCfg:
-    arch: str = "tf_efficientnet_lite0"  # resnet18/34/50 (torchvision), any timm name, logreg/mlp/cnnnet/aslnet, or landmark_mlp
-    pretrained: bool = True
-    method: str = "fine_tune"     # fine_tune | fit_one_cycle | fit
-    base_lr: float | str = "lr_find"  # a number, or "lr_find" to take lr_find's chosen suggestion
-    epochs: int = 4
-    freeze_epochs: int = 1        # fine_tune only
-    lr_mult: float = 100.0        # fine_tune only: the body's earliest layers train at base_lr / lr_mult
-    head_dropout: float = 0.5     # dropout (fastai `ps`) in the head vision_learner puts on a backbone
-    batch_size: int = 64
-    image_size: int = 224
-    grayscale: bool = False       # single-channel input (baselines)
-    opt: str = "adam"             # adam | sgd
-    momentum: float = 0.9         # sgd only
-    wd: float = 0.0               # weight decay (0 = fastai default)
-    augment: bool = False         # fastai aug_transforms (no flips)
-    augment_strength: str = "default"  # default | strong (stronger lighting, rotation, zoom, warp; hue and saturation)
-    random_crop_scale: float = 0.0  # > 0: RandomResizedCropGPU(min_scale) on every training batch (0 = off)
-    label_smoothing: float = 0.0  # > 0: LabelSmoothingCrossEntropy(eps)
-    landmark_rotate: float = 0.0  # landmarks input: turn each training hand by a random 3D rotation up to ± this many degrees
-    landmark_mirror: float = 0.0  # landmarks input: mirror each training hand left to right with this probability
-    landmark_features: str = "coords"  # landmarks input: coords | coords+shape (+ keypoint distances and hand direction)
-    crop_backbone: str = "tf_efficientnet_lite0"  # hand_fused: the frozen timm backbone whose pooled crop embedding it reads
-    crop_fusion: str = "none"     # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
-    calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
-    num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
-    precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
-    channels_last: str = "auto"   # auto | on | off (auto: on for pretrained convnets on CUDA)
+    # resnet18/34/50 (torchvision), any timm name, logreg/mlp/cnnnet/aslnet, or landmark_mlp
+    arch: str = entry("tf_efficientnet_lite0", MODEL)
+    pretrained: bool = entry(True, MODEL)
+    method: str = entry("fine_tune", SCHEDULE)  # fine_tune | fit_one_cycle | fit
+    base_lr: float | str = entry("lr_find", SCHEDULE)  # a number, or "lr_find" to take lr_find's chosen suggestion
+    epochs: int = entry(4, SCHEDULE)
+    freeze_epochs: int = entry(1, SCHEDULE)  # fine_tune only
+    lr_mult: float = entry(100.0, SCHEDULE)  # fine_tune only: the body's earliest layers train at base_lr / lr_mult
+    head_dropout: float = entry(0.5, MODEL)  # dropout (fastai `ps`) in the head vision_learner puts on a backbone
+    batch_size: int = entry(64, MODEL)
+    image_size: int = entry(224, DATA)
+    grayscale: bool = entry(False, DATA)  # single-channel input (baselines)
+    opt: str = entry("adam", MODEL)  # adam | sgd
+    momentum: float = entry(0.9, MODEL)  # sgd only
+    wd: float = entry(0.0, MODEL)  # weight decay (0 = fastai default)
+    augment: bool = entry(False, MODEL)  # fastai aug_transforms (no flips)
+    # default | strong (stronger lighting, rotation, zoom, warp; hue and saturation)
+    augment_strength: str = entry("default", MODEL, later="key")
+    # > 0: RandomResizedCropGPU(min_scale) on every training batch (0 = off)
+    random_crop_scale: float = entry(0.0, MODEL, later="key")
+    label_smoothing: float = entry(0.0, MODEL, later="key")  # > 0: LabelSmoothingCrossEntropy(eps)
+    # landmarks input: turn each training hand by a random 3D rotation up to ± this many degrees
+    landmark_rotate: float = entry(0.0, MODEL)
+    # landmarks input: mirror each training hand left to right with this probability
+    landmark_mirror: float = entry(0.0, MODEL, later="field")
+    # landmarks input: coords | coords+shape (+ keypoint distances and hand direction)
+    landmark_features: str = entry("coords", MODEL)
+    # hand_fused: the frozen timm backbone whose pooled crop embedding it reads
+    crop_backbone: str = entry("tf_efficientnet_lite0", MODEL, later="field")
+    # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
+    crop_fusion: str = entry("none", MODEL, later="field")
+    calibrate: bool = entry(False, SCHEDULE)  # fit a temperature on the validation split, fold it into the last layer
+    num_workers: int = entry(-1, RUNTIME)  # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
+    precision: str = entry("auto", RUNTIME)  # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
+    channels_last: str = entry("auto", RUNTIME)  # auto | on | off (auto: on for pretrained convnets on CUDA)
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """The order of the stages (each declares what it reads, uses and writes in its own `stages/<name>.py`), `--stages`
 resolution, running a stage (staged, then committed), skip-if-unchanged, the distributed launch, and `status`.
 
-Fingerprints and staleness live in `fingerprints.py`, the staged commit and manifests in `commit.py`; the names
-callers use are importable from here too.
+Fingerprints and staleness live in `fingerprints.py`, the staged commit and manifests in `commit.py`.
 """
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ from .config import Config, dumps
 from .core import artifacts, distributed, runlock
 from .core.commit import cannot_write, commit, recover, waiting, write_manifest
 from .core.errors import PipelineError
-from .core.fingerprints import (  # noqa: F401  (re-exported: callers and tests use them through the runner)
-    LATER_FIELDS, PKG, Fingerprint, _config_part, _imported_modules, code_files, fingerprint, manifest_path,
-    outputs_intact, read_manifest, staleness)
+from .core.fingerprints import Fingerprint, fingerprint, read_manifest, staleness
 from .core.stagespec import StageSpec
 from .core.workspace import Workspace, write_text
 from .data import loaders

@@ -25,16 +25,11 @@ STAGE = StageSpec(
     reads=lambda cfg: ("download",),
     shared_work=True,  # under torchrun, every process first finds the hands of its 1/N of the images (`warm`)
     params=("datablock", "run.seed"),
-    params_if=lambda cfg: ((("train.image_size", "train.grayscale") if cfg.datablock.cache else ())  # the cached pixels
-                           + families.of(cfg).input.params),  # what the input's own prepare reads
-    # the model's entries: the split, the keypoints and the cache do not depend on them (batch.png, a picture of one
-    # training batch, is drawn at the train settings of the run that made it)
-    ignores=("train.arch", "train.pretrained", "train.method", "train.base_lr", "train.epochs", "train.freeze_epochs",
-             "train.lr_mult", "train.head_dropout", "train.batch_size", "train.opt", "train.momentum", "train.wd",
-             "train.augment", "train.augment_strength", "train.random_crop_scale", "train.label_smoothing",
-             "train.landmark_rotate", "train.landmark_mirror", "train.landmark_features", "train.crop_backbone",
-             "train.crop_fusion", "train.calibrate",
-             "train.num_workers", "train.precision", "train.channels_last"))
+    # the cached pixels (train's DATA entries) and what the input's own prepare reads; no other train entry: the
+    # split, the keypoints and the cache do not depend on them (batch.png, a picture of one training batch, is drawn
+    # at the train settings of the run that made it)
+    params_if=lambda cfg: ((("train:data",) if cfg.datablock.cache else ()) + families.of(cfg).input.params),
+    ignores=("train",))
 
 
 def _sample(items: list[tuple[str, str]], per_class: int, seed: int) -> list[tuple[str, str]]:

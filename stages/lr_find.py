@@ -14,16 +14,9 @@ STAGE = StageSpec(
     summary="fastai lr_find on the persisted split; all suggestions + the chosen one",
     writes=(artifacts.LR_FIND, artifacts.LR_FIND_PNG),
     reads=lambda cfg: ("datablock",),
-    # with the train entries that change the model it builds, the loss and the batches it sweeps (train takes its
-    # whole section)
-    params=("lr_find", "train.arch", "train.pretrained", "train.head_dropout", "train.image_size", "train.batch_size",
-            "train.grayscale", "train.opt", "train.momentum", "train.wd", "train.augment", "train.augment_strength",
-            "train.random_crop_scale", "train.label_smoothing", "train.landmark_rotate", "train.landmark_mirror",
-            "train.landmark_features", "train.crop_backbone", "train.crop_fusion", "run.seed"),
-    # the train entries that do not change the sweep: the schedule after it, the lr it is used for, and how fast
-    # it runs (the same arithmetic up to float rounding)
-    ignores=("train.method", "train.base_lr", "train.epochs", "train.freeze_epochs", "train.lr_mult",
-             "train.calibrate", "train.num_workers", "train.precision", "train.channels_last"),
+    # with the train entries that change the pixels, the model it builds, the loss and the batches it sweeps; not the
+    # schedule after the sweep nor how fast it runs (the same arithmetic up to float rounding): train takes those
+    params=("lr_find", "train:data,model", "run.seed"),
     builds_model=True)
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")

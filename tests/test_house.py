@@ -2,12 +2,13 @@
 import each other, directly or around a loop; no layer of pipeline/ imports a higher one; artifact file names are
 written only in pipeline/core/artifacts.py.
 
-Imports are read the way `runner.code_files` reads them (function-level ones included); the runner's own
+Imports are read the way `fingerprints.code_files` reads them (function-level ones included); the runner's own
 `importlib.import_module("stages.<name>")` counts as an import of every stage.
 """
 import ast
 from pathlib import Path
 
+from pipeline.core import fingerprints
 from pipeline import runner
 from pipeline.core import artifacts
 from tests.conftest import REPO
@@ -24,7 +25,7 @@ def import_graph(root: Path, stages: tuple[str, ...] = ()) -> dict[str, set[str]
     graph = {}
     for name, f in files.items():
         package = name if f.stem == "__init__" else name.rpartition(".")[0]
-        graph[name] = {m for m in runner._imported_modules(f, package) if m in files and m != name}
+        graph[name] = {m for m in fingerprints._imported_modules(f, package) if m in files and m != name}
     graph.setdefault("pipeline.runner", set()).update(f"stages.{s}" for s in stages)
     return graph
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.core import fingerprints
 from pipeline import config, crossval, runner
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace, read_json
@@ -143,13 +144,13 @@ def test_a_single_source_keeps_its_config_fingerprint(tmp_path):
     """Configs written before [[download.sources]] and datablock.split hash as they did (their runs stay up to
     date): the new keys are left out of the fingerprint while at their defaults."""
     cfg = config.Config()
-    assert runner._config_part(cfg, ("download", "datablock")) == {
+    assert fingerprints._config_part(cfg, ("download", "datablock")) == {
         "download": {"source": "sklearn:digits", "subdir": ""},
         "datablock": {"valid_pct": 0.2, "max_per_class": 0, "verify": True, "cache": False, "input": "images"}}
-    assert "split" in runner._config_part(load(tmp_path, "datablock.split=group"), ("datablock",))["datablock"]
-    assert "landmark_mirror" not in runner._config_part(cfg, ("train",))["train"]
-    assert "train.landmark_mirror" not in runner._config_part(cfg, ("train.landmark_mirror",))
-    assert runner._config_part(load(tmp_path, "train.landmark_mirror=0.5"), ("train.landmark_mirror",)) == {
+    assert "split" in fingerprints._config_part(load(tmp_path, "datablock.split=group"), ("datablock",))["datablock"]
+    assert "landmark_mirror" not in fingerprints._config_part(cfg, ("train",))["train"]
+    assert "train.landmark_mirror" not in fingerprints._config_part(cfg, ("train.landmark_mirror",))
+    assert fingerprints._config_part(load(tmp_path, "train.landmark_mirror=0.5"), ("train.landmark_mirror",)) == {
         "train.landmark_mirror": 0.5}
 
 

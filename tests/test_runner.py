@@ -65,7 +65,7 @@ RECORDED = {
 def test_the_config_part_and_inputs_of_each_fingerprint_are_as_recorded(tmp_path, overrides):
     cfg = config.load(config.demo_config(), list(overrides), cwd=tmp_path)
     ws = Workspace(root=tmp_path, exports=tmp_path, data=tmp_path, name="x")
-    assert {s.name: (runner.fingerprint(cfg, ws, s).config[:16], s.reads(cfg)) for s in runner.STAGES} == \
+    assert {s.name: (fingerprints.fingerprint(cfg, ws, s).config[:16], s.reads(cfg)) for s in runner.STAGES} == \
         RECORDED[overrides]
 
 
@@ -74,7 +74,7 @@ def test_rerun_skips_and_reasons(project, capsys):
     stages = ["download", "datablock"]
     assert runner.run(load(tmp_path), stages) == {"download": "ran", "datablock": "ran"}
     ws = Workspace.from_config(load(tmp_path))
-    m = read_json(runner.manifest_path(ws, "datablock"))
+    m = read_json(fingerprints.manifest_path(ws, "datablock"))
     assert set(m["parts"]["inputs"]) == {"download"}
     assert any(k.endswith("splits.csv") for k in m["outputs"])
     assert runner.run(load(tmp_path), stages) == {"download": "skipped", "datablock": "skipped"}
@@ -192,7 +192,7 @@ def test_an_unknown_arch_stops_the_run_before_any_stage(project, capsys):
 def test_code_files_follow_the_import_graph():
     """Each stage's code is what stages/<name>.py reaches through imports inside pipeline/ (the hand-kept lists
     missed datasets for download and evaluate, training for evaluate, baselines for lr_find and train)."""
-    names = {s: {p.name for p in runner.code_files(s)} for s in runner.STAGE_NAMES}
+    names = {s: {p.name for p in fingerprints.code_files(s)} for s in runner.STAGE_NAMES}
     assert {"download.py", "datasets.py", "sources.py", "sign_mnist.py", "idx.py"} <= names["download"]
     assert {"evaluate.py", "datasets.py", "inference.py", "labels.py", "calibration.py"} <= names["evaluate"]
     assert {"baselines.py", "backbones.py", "training.py"} <= names["lr_find"] & names["train"]
@@ -213,7 +213,7 @@ def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_
     monkeypatch.setattr(fingerprints, "PKG", pkg)  # where code_files looks for the package's modules
     runner.run(load(tmp_path), ["download", "datablock"])
     assert dict(runner.status(load(tmp_path)))["datablock"] == "up to date"
-    used = {p.name for p in runner.code_files("datablock")} - {p.name for p in runner.code_files("download")}
+    used = {p.name for p in fingerprints.code_files("datablock")} - {p.name for p in fingerprints.code_files("download")}
     assert "splitting.py" in used
     with open(pkg / "data" / "splitting.py", "a") as f:
         f.write("\n# an edit\n")
@@ -392,9 +392,9 @@ def test_every_config_entry_is_a_stage_param_or_declared_as_not_one():
         keys = set(stage.keys(cfg))
         covered |= {f for f in fields if f in keys or f.partition(".")[0] in keys}
         for section in {k.partition(".")[0] for k in keys} - keys:  # the sections it takes in part
-            left = {f for f in fields if f.startswith(section + ".")} - keys - set(stage.ignores) - set(stagespec.NOT_PARAMS)
+            left = {f for f in fields if f.startswith(section + ".")} - keys - set(stage.ignored(cfg)) - set(stagespec.NOT_PARAMS)
             assert not left, f"{stage.name} neither uses nor ignores {sorted(left)}"
-        assert not set(stage.ignores) & keys
+        assert not set(stage.ignored(cfg)) & keys
     assert fields - covered == set()
 
 
@@ -409,3 +409,30 @@ def test_with_verify_off_only_a_decoding_failure_is_blamed_on_an_image(project):
     (Workspace.from_config(cfg).root / "download" / "dataset.json").write_text("{not json")
     with pytest.raises(json.JSONDecodeError):
         runner.run(cfg, ["datablock"])
+
+
+def test_a_new_train_entry_needs_only_its_role_and_leaves_up_to_date_runs_up_to_date():
+    """Each stage's params and ignores follow from the role config.py gives a train entry: a new "model" entry
+    reaches lr_find's and train's fingerprints, a new "schedule" entry train's alone, datablock ignores both; an
+    entry tagged `later` changes no fingerprint while at its default."""
+    import dataclasses
+
+    assert {f.metadata.get("role") for f in dataclasses.fields(config.TrainCfg)} <= set(config.ROLES)
+
+    @dataclasses.dataclass
+    class More(config.TrainCfg):
+        depth: int = config.entry(2, config.MODEL, later="field")
+        patience: int = config.entry(0, config.SCHEDULE, later="field")
+
+    before = config.Config()
+    cfg = config.Config()
+    cfg.train = More()
+    stages = {s.name: s for s in runner.STAGES}
+    assert "train.depth" in stages["lr_find"].keys(cfg) and "train.patience" in stages["lr_find"].ignored(cfg)
+    assert {"train.depth", "train.patience"} <= set(stages["datablock"].ignored(cfg))
+    for stage in runner.STAGES:  # at their defaults, every stage's config part is what it was without them
+        assert fingerprints._config_part(cfg, stage.keys(cfg)) == fingerprints._config_part(before, stage.keys(before))
+    cfg.train.depth, cfg.train.patience = 3, 5
+    assert fingerprints._config_part(cfg, stages["lr_find"].keys(cfg))["train.depth"] == 3
+    assert fingerprints._config_part(cfg, stages["train"].keys(cfg))["train"]["patience"] == 5
+    assert "train.patience" not in fingerprints._config_part(cfg, stages["lr_find"].keys(cfg))

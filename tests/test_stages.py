@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from pipeline.core import fingerprints
 from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
@@ -93,7 +94,7 @@ def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypa
     with pytest.raises(PipelineError, match=r"^lr_find finished without writing extra.csv, which stages/lr_find.py "
                                             r"declares: nothing was recorded"):
         runner.run(cfg, ["lr_find"], force=True)
-    assert runner.read_manifest(runner.Workspace.from_config(cfg), "lr_find") is not None  # the last run stays
+    assert fingerprints.read_manifest(runner.Workspace.from_config(cfg), "lr_find") is not None  # the last run stays
 
 
 def test_test_set_errors_are_clear(finished):

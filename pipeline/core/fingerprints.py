@@ -7,6 +7,7 @@ in `stages/<name>.py`).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -19,24 +20,25 @@ from .workspace import Workspace, sha256_file, sha256_text
 PKG = Path(__file__).resolve().parent.parent  # the `pipeline` package whose files `code_files` hashes
 
 
-# Config fields added after fingerprints were first recorded: left out of a stage's config part while at their
-# default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date).
-LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "train": ("landmark_mirror", "crop_backbone", "crop_fusion")}
-# Entries a stage took as single keys later (lr_find: the loss and batch augmentation): left out of that part
-# while at their default, as above; a stage that takes the whole section keeps them.
-LATER_KEYS = ("train.label_smoothing", "train.augment_strength", "train.random_crop_scale")
+def _later(cfg, section: str) -> dict[str, str]:
+    """field -> "field" or "key" for the entries of `section` added after fingerprints were first recorded (their
+    `later` tag in config.py, read off the dataclass: this module imports no config)."""
+    return {f.name: f.metadata["later"] for f in dataclasses.fields(getattr(cfg, section)) if f.metadata.get("later")}
 
 
 def _config_part(cfg, keys: tuple[str, ...]) -> dict:
+    """The values of `keys` ("section" or "section.key") in `cfg`, less the entries added later while at their
+    default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date)."""
     out = {}
     for key in keys:
         section, _, attr = key.partition(".")
-        values, defaults = cfg.section(section), type(cfg)().section(section)
+        values, later = cfg.section(section), _later(cfg, section)
+        defaults = dataclasses.asdict(type(getattr(cfg, section))())
         if attr:
-            if not ((attr in LATER_FIELDS.get(section, ()) or key in LATER_KEYS) and values[attr] == defaults[attr]):
+            if not (attr in later and values[attr] == defaults[attr]):
                 out[key] = values[attr]
             continue
-        out[key] = {k: v for k, v in values.items() if not (k in LATER_FIELDS.get(section, ()) and v == defaults[k])}
+        out[key] = {k: v for k, v in values.items() if not (later.get(k) == "field" and v == defaults[k])}
     return out
 
 

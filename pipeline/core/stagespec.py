@@ -6,6 +6,7 @@ Nothing here imports the rest of the package: every stage's code fingerprint inc
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Callable
@@ -16,8 +17,14 @@ def _none(cfg) -> tuple[str, ...]:
 
 
 # Config entries no stage's result depends on: where a run's files go, not what they hold. Every other entry is in
-# some stage's params, and a stage that reads part of a section names the rest in `ignores` (tests/test_runner.py).
+# some stage's params, and a stage that reads part of a section ignores the rest: the entries whose role it does
+# not take ("train:model,data"), and those it names in `ignores` (tests/test_runner.py).
 NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir")
+
+
+def _with_roles(cfg, section: str, roles) -> list[str]:
+    """"section.key" for each entry of `section` whose role (its field's metadata in config.py) is in `roles`."""
+    return [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section)) if f.metadata.get("role") in roles]
 
 
 @dataclass(frozen=True)
@@ -27,11 +34,12 @@ class StageSpec:
     writes: tuple[str, ...] = ()                     # the files it leaves in its folder (artifacts.py names;
                                                      # "{set}/NAME": one per test set); the runner checks them
     reads: Callable[..., tuple[str, ...]] = _none    # cfg -> upstream stages whose outputs this one reads
-    params: tuple[str, ...] = ()                     # "section" or "section.key" config entries that change its result
+    params: tuple[str, ...] = ()                     # "section", "section.key" or "section:role,role" (the entries
+                                                     # config.py tags with those roles) that change its result
     params_if: Callable[..., tuple[str, ...]] = _none  # cfg -> entries that change it only in some configs
     writes_if: Callable[..., tuple[str, ...]] = _none  # cfg -> files it leaves only in some configs
     sets: Callable[..., tuple[str, ...]] = _none     # cfg -> the test sets "{set}" stands for
-    ignores: tuple[str, ...] = ()  # the entries of a section it reads in part that do not change its result
+    ignores: tuple[str, ...] = ()  # the entries of an untagged section it reads in part that do not change its result
     external: bool = False       # its module has external_fingerprint(cfg, ws): source data outside the run folder
     exports: bool = False        # it writes exports/<run>.pkl and its card (staged like its folder)
     every_rank: bool = False     # a distributed launch runs it on every process (any other stage on rank 0 alone)
@@ -40,8 +48,28 @@ class StageSpec:
     builds_model: bool = False   # it builds train.arch: a run checks that the name is a model before any stage starts
 
     def keys(self, cfg) -> tuple[str, ...]:
-        """The config entries whose values go into this stage's fingerprint under `cfg`."""
-        return self.params + self.params_if(cfg)
+        """The config entries whose values go into this stage's fingerprint under `cfg` ("section:roles" resolved
+        to the section's entries with those roles)."""
+        out = []
+        for param in self.params + self.params_if(cfg):
+            section, _, roles = param.partition(":")
+            out += _with_roles(cfg, section, roles.split(",")) if roles else [param]
+        return tuple(out)
+
+    def ignored(self, cfg) -> tuple[str, ...]:
+        """The entries of a section it takes in part that it does not take: those of another role than it takes, and
+        its `ignores` (a section's name there: every entry of the section it does not take)."""
+        taken = set(self.keys(cfg))
+        out = [i for i in self.ignores if "." in i]
+        for section in (i for i in self.ignores if "." not in i):
+            out += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section))
+                    if f"{section}.{f.name}" not in taken]
+        for param in self.params + self.params_if(cfg):
+            section, _, roles = param.partition(":")
+            if roles:
+                every = {f.metadata.get("role") for f in dataclasses.fields(getattr(cfg, section))}
+                out += _with_roles(cfg, section, sorted(every - set(roles.split(","))))
+        return tuple(out)
 
     def outputs(self, cfg) -> tuple[str, ...]:
         """The files (relative to its folder) a run of this stage under `cfg` must leave: checked by the runner."""
