@@ -42,6 +42,7 @@ def test_bad_config_file(project, extra, expected):
     ("train.batch_size=0", "train.batch_size must be a positive integer"),
     ("train.epochs=two", "train.epochs: expected an integer, got 'two'"),
     ("download.source=kaggle:no-slash", "bad source 'kaggle:no-slash'"),
+    ("run.seed=99999999999999999999999", "run.seed must be a whole number in [0, 2**32)"),
 ])
 def test_bad_set_value(project, assignment, expected):
     assert expected in one_error_line(cli(project, "run", "--stages", "download", "--set", assignment))
