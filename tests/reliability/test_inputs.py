@@ -130,3 +130,13 @@ def test_a_failed_run_keeps_every_stage_that_was_up_to_date(project, tmp_path, m
     kaggle = cli(project, "run", "--stages", "download", "--set", "download.source=kaggle:someone/some-set")
     assert one_error_line(kaggle).startswith("error: no Kaggle credentials") and "[download] running" in kaggle.stdout
     assert cli(project, "status").stdout == before
+
+
+@pytest.mark.parametrize("command, hold", [("spell", "nan"), ("spell", "inf"), ("serve", "nan")])
+def test_spelling_rules_that_are_not_finite_numbers(project, tmp_path, command, hold):
+    """`spell --hold nan` spelled nothing and exited 0 (issue 36); `serve` takes the same rules. Refused before any
+    model or video is opened."""
+    args = ["--learner", str(tmp_path / "none.pkl"), "--hold", hold] + ([str(tmp_path / "none.mp4")]
+                                                                       if command == "spell" else [])
+    line = one_error_line(cli(project, command, *args))
+    assert line == f"error: --hold must be a finite number of seconds >= 0, got {hold}", line
