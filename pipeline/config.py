@@ -346,6 +346,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
         (math.isfinite(f.lr_mult) and f.lr_mult >= 1, "train.lr_mult must be a finite number >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
+        (0 <= cfg.run.seed < 2**32, "run.seed must be a whole number in [0, 2**32) (numpy's and torch's range)"),
         (_plain_name(cfg.run.name), "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]
     for ok, message in checks:

@@ -65,6 +65,10 @@ def test_set_values_are_typed_against_the_field(tmp_path, assignment, section, k
     ("train.wd=-1", "train.wd must be a finite number >= 0"),
     ("train.lr_mult=inf", "train.lr_mult must be a finite number >= 1"),
     ("download.source=ftp://x/y.zip", "download.source: bad source 'ftp://x/y.zip'"),
+    # the seed reaches numpy, torch and fastai's RandomSplitter, which take 0 <= seed < 2**32 (issue 36)
+    ("run.seed=99999999999999999999999", "run.seed must be a whole number in [0, 2**32)"),
+    ("run.seed=4294967296", "run.seed must be a whole number in [0, 2**32)"),
+    ("run.seed=-1", "run.seed must be a whole number in [0, 2**32)"),
 ])
 def test_bad_values_fail_with_one_clear_line(tmp_path, assignment, message):
     with pytest.raises(PipelineError) as e:

@@ -107,6 +107,39 @@ def test_read_idx_rejects_truncation(tmp_path, gz):
         read_idx(path, "images")
 
 
+def test_read_idx_rejects_a_header_whose_size_overflows(tmp_path):
+    """65536 x 2**24 x 2**24 is 2**64 bytes: numpy's int64 product wrapped to 0, so the empty data "matched" and
+    reshape failed (issue 36)."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (65536, 2**24, 2**24)))
+    with pytest.raises(PipelineError) as err:
+        read_idx(path, "images")
+    assert str(err.value) == (f"{path}: truncated: its header promises 65536 x 16777216 x 16777216 = "
+                              f"{2**64} bytes of images, the file holds 0")
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 0), (3, 0, 5), (3, 4, 0)])
+def test_read_idx_rejects_images_without_pixels(tmp_path, shape):
+    """0 x 0 images got as far as PIL's `cannot write empty image` (issue 36)."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(np.zeros(shape, np.uint8)))
+    with pytest.raises(PipelineError) as err:
+        read_idx(path, "images")
+    assert str(err.value) == f"{path}: its images are {shape[1]} x {shape[2]} pixels: no image to read"
+
+
+def test_convert_refuses_training_labels_of_one_class(tmp_path):
+    """Every training label 0: the error was "no class folders … (30 loose images)" from the folder search, which
+    took train/0 for the image root (issue 36). Say "one class"."""
+    src = mnist_folder(tmp_path / "src")
+    labels = write(src / PUBLISHED_FILES[1], np.zeros(len(LABELS), np.uint8))
+    with pytest.raises(PipelineError) as err:
+        convert(src, tmp_path / "out")
+    assert str(err.value) == (f"{labels}: every training label is 0: one class, and a classifier needs at least "
+                              "two")
+    assert not (tmp_path / "out" / ".complete").exists()
+
+
 def test_read_pair_rejects_a_count_mismatch(tmp_path):
     images = write(tmp_path / "train-images-idx3-ubyte.gz", images_for(LABELS))
     labels = write(tmp_path / "train-labels-idx1-ubyte.gz", np.array(LABELS[:-1]))

@@ -235,3 +235,52 @@ def test_a_damaged_onnx_with_trust_learner_is_one_line(tiny, tmp_path):
     p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--trust-learner",
                         "--learner", str(pkl), str(image)], capture_output=True, text=True, env=subprocess_env())
     assert _one_error_line(p).startswith(f"error: cannot load {pkl.with_suffix('.onnx')} as an ONNX graph (")
+
+
+def _landmark_export(tmp_path):
+    """A landmark learner's `.pkl`, `.onnx` and model card (as train writes them) in tmp_path: lm.pkl."""
+    from pipeline.core.workspace import sha256_file
+
+    learn, cfg, _ = _landmark_learner(tmp_path, "coords")
+    learn.export(tmp_path / "lm.pkl")
+    entry = registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    card = {"sha256": sha256_file(tmp_path / "lm.pkl"), "vocab": list(learn.dls.vocab), "image_size": None,
+            "grayscale": None, "input": "landmarks", "onnx": entry}
+    (tmp_path / "lm.json").write_text(json.dumps(card))
+    return tmp_path / "lm.pkl"
+
+
+@pytest.mark.parametrize("family, extra, expected", [
+    ("images", {"image_size": 64}, "onnx.family 'images' reads uint8 images (batch, H, W, 3), but the graph's input "
+                                   "'features' is float (batch, 64)"),
+    ("hand_crop", {"image_size": 64, "hand_crop": {}}, "onnx.family 'hand_crop' reads uint8 images (batch, H, W, 3), "
+                                                       "but the graph's input 'features' is float (batch, 64)"),
+])
+def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_path, family, extra, expected):
+    """A landmark export's card edited to say family "images" reached onnxruntime's `InvalidArgument: Unexpected input
+    data type` when predicting (issue 36): the card's family against the graph's input, at load."""
+    from pipeline.models import exported
+
+    pkl = _landmark_export(tmp_path)
+    card = json.loads(pkl.with_suffix(".json").read_text())
+    card["onnx"]["family"] = family
+    card.update(extra)
+    pkl.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(PipelineError) as err:
+        exported.load(pkl, engine="onnx")
+    assert str(err.value) == (f"the model card {pkl.with_suffix('.json')} is damaged: {expected}; rerun train "
+                              f"(`python -m pipeline run --stages train --force`) or restore the card")
+
+
+def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, tmp_path):
+    pkl = _copy_export(tiny, tmp_path)
+    meta = json.loads(pkl.with_suffix(".json").read_text())
+    meta["onnx"]["family"] = "landmarks"
+    pkl.with_suffix(".json").write_text(json.dumps(meta))
+    image = next((tiny / "train" / "A").glob("*.png"))
+    p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--learner", str(pkl),
+                        str(image)], capture_output=True, text=True, env=subprocess_env())
+    assert _one_error_line(p) == (
+        f"error: the model card {pkl.with_suffix('.json')} is damaged: onnx.family 'landmarks' reads float keypoint "
+        f"rows (batch, 64), but the graph's input 'image' is uint8 (batch, 16, 16, 3); rerun train (`python -m "
+        f"pipeline run --stages train --force`) or restore the card")

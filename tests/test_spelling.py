@@ -109,10 +109,12 @@ def test_pending_says_what_is_held_and_how_far_and_clear_forgets():
     assert s.text == "" and s.pending(1.0) is None
 
 
-@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"hold_s": -1}, {"min_frames": 0}, {"gap_frames": 0}])
+@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"hold_s": -1}, {"min_frames": 0}, {"gap_frames": 0},
+                                    {"threshold": float("nan")}, {"hold_s": float("nan")}, {"hold_s": float("inf")}])
 def test_bad_rules_are_one_line_errors(kwargs):
-    with pytest.raises(PipelineError):
+    with pytest.raises(PipelineError) as e:
         Rules(**kwargs)
+    assert "\n" not in str(e.value)
 
 
 def test_spelling_imports_no_model_code():

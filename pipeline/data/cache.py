@@ -77,7 +77,8 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     c = 1 if t.grayscale else 3
     shape = (n, c, t.image_size, t.image_size)
     store = content_store.decoded(ws.data, {"image_size": t.image_size, "grayscale": t.grayscale, "version": 1,
-                                            "item_tfms": [repr(tfm) for tfm in dls.train.after_item]}, log)
+                                            "item_tfms": [repr(tfm) for tfm in dls.train.after_item]}, log,
+                                  shape=shape[1:])
     paths = [root / p for p in df["path"]]
     stored = store.get(paths)
     todo = [i for i, a in enumerate(stored) if a is None]

@@ -10,8 +10,11 @@ value in the download cache folder (`run.data_dir`).
 It is a cache of what can be recomputed, so it heals instead of stopping a run, and says so in one line, once:
 - a damaged file (SQLite finds it "malformed" or "not a database", on open or on any later use) is moved aside as
   `NAME.corrupt-<time>` and an empty store takes its place: what is asked for is computed again, the run goes on;
-- each value is kept with the sha256 of its bytes, checked on read: a value that does not match is a miss
-  (computed again and stored anew), counted in `damaged`;
+- each value is kept with the sha256 of its key and its bytes, checked on read: a value that does not match (its
+  bytes changed, or it was moved to another key) is a miss (computed again and stored anew), counted in `damaged`;
+  one whose checksum covers its bytes alone (a store of an earlier version) is computed again once, in `outdated`;
+- each value is checked on read to be what the store holds (its shape and type: the store's `check`); one that is
+  not (a bug, another tool) is a miss too, counted in `misshapen`;
 - a store that cannot be written (a read-only or full disk) is named; the run goes on without keeping more;
 - several processes may fill one store at once: SQLite's own locking (writes in `BEGIN IMMEDIATE`, a busy
   timeout) keeps it consistent, and a shared `flock` on `NAME.lock` while it is used (exclusive to move it aside)
@@ -44,8 +47,15 @@ def _is_damage(e: sqlite3.Error) -> bool:
     return "malformed" in str(e) or "not a database" in str(e)
 
 
-def _digest(data) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else bytes(data)).hexdigest()
+def _value_digest(data) -> str:
+    """The checksum of earlier versions: the value's bytes alone."""
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+def _digest(key, data) -> str:
+    """A value's checksum: its key and its bytes, so a value moved to another key does not match."""
+    key = key.encode() if isinstance(key, str) else bytes(key)
+    return hashlib.sha256(key + b"\0" + bytes(data)).hexdigest()
 
 
 def _inode(path: Path):
@@ -57,16 +67,19 @@ def _inode(path: Path):
 
 class ContentStore:
     """get/put one value per image path, stored under the image's content and `settings`; `encode`/`decode` turn a
-    value into what SQLite keeps (text or bytes) and back; `log` gets the store's warnings (each kind once)."""
+    value into what SQLite keeps (text or bytes) and back; `check(value)` says whether a decoded value is one the
+    store holds (its shape and type); `log` gets the store's warnings (each kind once)."""
 
     def __init__(self, path: Path, settings: dict, encode: Callable = json.dumps, decode: Callable = json.loads,
-                 log: Callable = print):
-        self.path, self.encode, self.decode, self.log = Path(path), encode, decode, log
+                 log: Callable = print, check: Callable = lambda value: True):
+        self.path, self.encode, self.decode, self.check, self.log = Path(path), encode, decode, check, log
         self.settings = sha256_text(json.dumps(settings, sort_keys=True, default=str))
         self._keys: dict[str, str] = {}
         self._said: set[str] = set()
         self.usable, self.writable = True, True  # False once the store cannot be read / written (said once)
-        self.damaged = 0  # values whose checksum did not match: computed again
+        self.damaged = 0    # values whose checksum did not match: computed again
+        self.misshapen = 0  # values that did not decode, or failed `check`: computed again
+        self.outdated = 0   # values with an earlier version's checksum (their bytes alone): computed again, once
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -83,11 +96,11 @@ class ContentStore:
         db.execute("CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone():
             # the table of earlier versions, without checksums: its values are kept, each with one from now on
-            db.create_function("sha256", 1, _digest, deterministic=True)
+            db.create_function("sha256", 2, _digest, deterministic=True)
             try:
                 with db:
-                    db.execute("INSERT OR IGNORE INTO vals SELECT key, CAST(row AS BLOB), sha256(CAST(row AS BLOB)) "
-                               "FROM rows")
+                    db.execute("INSERT OR IGNORE INTO vals SELECT key, CAST(row AS BLOB), "
+                               "sha256(key, CAST(row AS BLOB)) FROM rows")
                     db.execute("DROP TABLE rows")
             except sqlite3.OperationalError as e:
                 if "no such table: rows" not in str(e):  # another process took it over first: nothing left to do
@@ -191,7 +204,8 @@ class ContentStore:
 
     def get(self, paths: list) -> list:
         """The stored value of each path, or None where there is none, where its checksum does not match (counted
-        in `damaged`, said once) or where the file cannot be read (the caller's own reading then reports it)."""
+        in `damaged` or `outdated`, said once), where it is not what the store holds (`misshapen`, said once) or
+        where the file cannot be read (the caller's own reading then reports it)."""
         keys = []
         for p in map(str, paths):
             try:
@@ -209,17 +223,32 @@ class ContentStore:
             return found
 
         found = (self._use(read, "read") if self.usable and wanted else None) or {}
-        out, bad = [], 0
+        out, bad = [], {"damaged": 0, "outdated": 0, "misshapen": 0}
         for k in keys:
             value, digest = found.get(k, (None, None))
-            if value is not None and _digest(value) != digest:
-                value, bad = None, bad + 1
-            out.append(self.decode(value) if value is not None else None)
-        if bad:
-            self.damaged += bad
-            self._warn("checksum", f"{bad} value(s) in the store {self.path} did not match their checksum: "
-                                   "computed again")
+            if value is not None and _digest(k, value) != digest:
+                bad["outdated" if _value_digest(value) == digest else "damaged"] += 1
+                value = None
+            if value is not None:
+                value = self._decoded(value)
+                bad["misshapen"] += value is None
+            out.append(value)
+        why = {"damaged": "did not match their checksum: computed again", "outdated": "carry an earlier version's "
+               "checksum (of the value alone, not its key): computed again, once",
+               "misshapen": "are not what it holds (a wrong shape or type): computed again"}
+        for kind, n in bad.items():
+            setattr(self, kind, getattr(self, kind) + n)
+            if n:
+                self._warn(f"values {kind}", f"{n} value(s) in the store {self.path} {why[kind]}")
         return out
+
+    def _decoded(self, data: bytes):
+        """The value `data` holds, or None when it does not decode or is not one the store holds (`check`)."""
+        try:
+            value = self.decode(data)
+            return value if self.check(value) else None
+        except (ValueError, TypeError, EOFError, OSError):  # json's and numpy's errors for bytes of another kind
+            return None
 
     def put(self, paths: list, values: list) -> None:
         """Keep `values` (one per path; None: nothing to keep for that path). A store that cannot be written says so
@@ -233,7 +262,8 @@ class ContentStore:
             data = self.encode(v)
             data = data.encode() if isinstance(data, str) else bytes(data)
             with contextlib.suppress(OSError):  # an image gone since: nothing to key it by
-                rows.append((self._key(str(p)), data, _digest(data)))
+                key = self._key(str(p))
+                rows.append((key, data, _digest(key, data)))
 
         def write(db):
             with db:
@@ -247,11 +277,12 @@ def landmarks(folder: Path, log: Callable = print) -> ContentStore:
     """The store of hand keypoint rows (`hands.COLUMNS + hands.FEATURES`) in `folder`."""
     from . import hands
 
-    return ContentStore(Path(folder) / LANDMARKS, hands.extraction_settings(), log=log)
+    return ContentStore(Path(folder) / LANDMARKS, hands.extraction_settings(), log=log, check=hands.is_row)
 
 
-def decoded(folder: Path, settings: dict, log: Callable = print) -> ContentStore:
-    """The store of decoded, resized uint8 image arrays (C×H×W) made with `settings`, in `folder`."""
+def decoded(folder: Path, settings: dict, log: Callable = print, shape: tuple | None = None) -> ContentStore:
+    """The store of decoded, resized uint8 image arrays (C×H×W, `shape` when given) made with `settings`, in
+    `folder`."""
     import io
 
     import numpy as np
@@ -261,5 +292,8 @@ def decoded(folder: Path, settings: dict, log: Callable = print) -> ContentStore
         np.save(buf, a, allow_pickle=False)
         return buf.getvalue()
 
+    def check(a) -> bool:
+        return isinstance(a, np.ndarray) and a.dtype == np.uint8 and (a.shape == tuple(shape) if shape else a.ndim == 3)
+
     return ContentStore(Path(folder) / DECODED, settings, encode=encode,
-                        decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False), log=log)
+                        decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False), log=log, check=check)

@@ -36,7 +36,7 @@ def points_settings() -> dict:
 
 
 def points_store(folder: Path) -> content_store.ContentStore:
-    return content_store.ContentStore(Path(folder) / POINTS, points_settings())
+    return content_store.ContentStore(Path(folder) / POINTS, points_settings(), check=hands.is_raw)
 
 
 def crop_settings(size: int) -> dict:
@@ -45,8 +45,15 @@ def crop_settings(size: int) -> dict:
             "format": "png rgb"}
 
 
+def is_crop(data: bytes, size: int) -> bool:
+    """Whether `data` is what `png` makes of a `size`-pixel crop, by its header: an 8-bit RGB PNG, size x size."""
+    return (data[:16] == b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" and data[16:24] == size.to_bytes(4, "big") * 2
+            and data[24:26] == b"\x08\x02")
+
+
 def crop_store(folder: Path, size: int) -> content_store.ContentStore:
-    return content_store.ContentStore(Path(folder) / CROPS, crop_settings(size), encode=bytes, decode=bytes)
+    return content_store.ContentStore(Path(folder) / CROPS, crop_settings(size), encode=bytes, decode=bytes,
+                                      check=lambda data: is_crop(data, size))
 
 
 def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[list[list], int]:

@@ -287,6 +287,23 @@ def row_of(raw: list) -> list:
     return [True, handedness, score] + [float(v) for v in feats]
 
 
+def _is_detection(value, width: int) -> bool:
+    """Whether `value` is found (bool), handedness (str), score and `width` more numbers: a `_raw` or a `row_of`."""
+    return (isinstance(value, list) and len(value) == 3 + width and isinstance(value[0], bool)
+            and isinstance(value[1], str)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[2:]))
+
+
+def is_row(value) -> bool:
+    """Whether `value` is a `row_of` row (what the landmark store holds)."""
+    return _is_detection(value, len(FEATURES))
+
+
+def is_raw(value) -> bool:
+    """Whether `value` is a `_raw` detection (what the hand-points store holds)."""
+    return _is_detection(value, 6 * N_POINTS)
+
+
 def _row(path: str, detector: Detector | None = None) -> list:
     return row_of(_raw(path, detector))  # one landmarks.csv row for `path`
 

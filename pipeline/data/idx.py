@@ -12,6 +12,7 @@ as lossless grayscale PNGs, so pixel values round-trip exactly (`sign_mnist.writ
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import zlib
 from pathlib import Path
@@ -49,7 +50,8 @@ def _bytes(path: Path) -> bytes:
 
 def read_idx(path: Path, kind: str) -> np.ndarray:
     """The uint8 array of IDX file `path` (raw or gzipped): [N, rows, cols] for kind "images", [N] for "labels".
-    A wrong magic number, a short (truncated) file or bytes beyond the data its header promises are errors."""
+    A wrong magic number, a short (truncated) file, bytes beyond the data its header promises and images of no
+    pixels are errors."""
     path, ndim = Path(path), DIMS[kind]
     data = _bytes(path)
     want = 0x800 + ndim
@@ -60,7 +62,7 @@ def read_idx(path: Path, kind: str) -> np.ndarray:
     if len(data) < head:
         raise PipelineError(f"{path}: truncated: {len(data)} bytes, shorter than its {head}-byte header")
     dims = tuple(int.from_bytes(data[i:i + 4], "big") for i in range(4, head, 4))
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python's int: numpy's int64 product wraps (65536 x 2**24 x 2**24 is 0 to it)
     shape = " x ".join(map(str, dims))
     if len(data) - head < size:
         raise PipelineError(f"{path}: truncated: its header promises {shape} = {size} bytes of {kind}, "
@@ -68,6 +70,8 @@ def read_idx(path: Path, kind: str) -> np.ndarray:
     if len(data) - head > size:
         raise PipelineError(f"{path}: {len(data) - head - size} bytes after the {shape} {kind} its header "
                             f"promises: not one IDX file")
+    if kind == "images" and 0 in dims[1:]:
+        raise PipelineError(f"{path}: its images are {dims[1]} x {dims[2]} pixels: no image to read")
     return np.frombuffer(data, np.uint8, size, head).reshape(dims)
 
 
@@ -120,6 +124,9 @@ def convert(src_dir: Path, dest: Path) -> Path:
         raise PipelineError(f"IDX source folder not found: {src_dir}")
     files = find_files(src_dir)
     pairs = {split: read_pair(files[split, "images"], files[split, "labels"]) for split in ("train", "test")}
+    if len(kinds := np.unique(pairs["train"][0])) < 2:
+        raise PipelineError(f"{files['train', 'labels']}: every training label is {kinds[0]}: one class, and a "
+                            "classifier needs at least two")
     classes = [str(k) for k in range(1 + max(int(labels.max()) for labels, _ in pairs.values()))]
     lines = []
     for split, layout in (("train", "folders"), ("test", "flat")):

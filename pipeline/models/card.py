@@ -5,7 +5,7 @@ the field, never a traceback from whatever used the field first.
     path_for(model_file)                    exports/RUN.json for exports/RUN.pkl or exports/RUN.onnx
     read(model_file, engine)                the card as a dict, with what `engine` ("fastai" | "onnx") uses checked
     onnx_path(model_file, card)             the `.onnx` the card names, beside `model_file`
-    check_graph(model_file, card, ...)      the card's input and vocab against the graph onnxruntime loaded
+    check_graph(model_file, card, ...)      the card's family, input and vocab against the graph onnxruntime loaded
 
 What each engine uses: fastai, the `.pkl`'s `sha256` (its vocab and input come from the learner itself); onnx, the
 `vocab`, `image_size` and `grayscale` (an image graph), and the `onnx` entry: `file` (a file name beside the card,
@@ -20,6 +20,10 @@ from pathlib import Path
 from ..core.errors import PipelineError
 from . import inputs
 
+# what the first input of each family's graph is (onnx_export's plans): (onnxruntime's type, rank, in words)
+GRAPH_INPUT = {inputs.IMAGES.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
+               inputs.HAND_CROP.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
+               inputs.LANDMARKS.name: ("tensor(float)", 2, "float keypoint rows (batch, 64)")}
 
 
 def path_for(model_file) -> Path:
@@ -89,11 +93,11 @@ def onnx_path(model_file, card: dict) -> Path:
     return Path(model_file).with_name(card["onnx"]["file"])
 
 
-def check_graph(model_file, card: dict, inputs: dict, width) -> None:
+def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None = None) -> None:
     """That the graph onnxruntime loaded is the one `card` describes: its input `card["onnx"]["input"]["name"]`
-    (and `card["onnx"]["features"]["name"]`, a fused graph's second input) among `inputs` (name → shape), an image
-    graph's fixed height and width equal to `image_size`, and `width` (its output's columns, when known) equal to
-    the vocab's length."""
+    (and `card["onnx"]["features"]["name"]`, a fused graph's second input) among `inputs` (name → shape), of the
+    type (`types`: name → onnxruntime's type) and rank the card's family reads, an image graph's fixed height and
+    width equal to `image_size`, and `width` (its output's columns, when known) equal to the vocab's length."""
     where, entry = path_for(model_file), card["onnx"]
     name = entry["input"]["name"]
     if name not in inputs:
@@ -102,6 +106,11 @@ def check_graph(model_file, card: dict, inputs: dict, width) -> None:
     if second is not None and second not in inputs:
         raise _damaged(where, "onnx.features.name", f"{second!r} is not the graph's input ({', '.join(inputs)})")
     shape = inputs[name]
+    kind, rank, what = GRAPH_INPUT[entry["family"]]
+    if types is not None and (types.get(name) != kind or len(shape) != rank):
+        got = (types.get(name) or "?").removeprefix("tensor(").removesuffix(")")
+        raise _damaged(where, "onnx.family", f"{entry['family']!r} reads {what}, but the graph's input {name!r} is "
+                                             f"{got} ({', '.join(map(str, shape))})")
     if card.get("image_size") is not None and len(shape) == 4:
         fixed = [d for d in shape[1:3] if isinstance(d, int)]
         if fixed and any(d != card["image_size"] for d in fixed):

@@ -61,7 +61,8 @@ def store(folder: Path, key: dict) -> content_store.ContentStore:
         return buf.getvalue()
 
     return content_store.ContentStore(Path(folder) / EMBEDDINGS, key, encode=encode,
-                                      decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False))
+                                      decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False),
+                                      check=lambda a: a.ndim == 1 and a.dtype == np.float32)
 
 
 def to_tensor(pngs: list[bytes], mean, std) -> torch.Tensor:

@@ -2,7 +2,7 @@
 the `.onnx` that train writes beside the `.pkl` (pipeline/models/onnx_export.py), with onnxruntime, PIL and numpy only:
 no fastai, no torch, nothing unpickled. The model card beside it (`card.read`) gives the vocab and the input
 contract; the graph's sha256 is checked against the card, as `inference.load_verified` checks the `.pkl`'s, and the
-card's input and vocab against the graph (`card.check_graph`).
+card's family, input and vocab against the graph (`card.check_graph`).
 
 Images are decoded as fastai's validation pipeline decodes them (`load_image`: EXIF-upright, centre crop,
 bilinear resize), so both engines see the same pixels and give the same labels.
@@ -151,5 +151,5 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         reason = " ".join(str(e).split())[:200]
         raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "
                             f"use --engine fastai") from None
-    card.check_graph(learner, meta, inputs, width)
+    card.check_graph(learner, meta, inputs, width, types)
     return model

@@ -15,6 +15,7 @@ Each frame gives its time (seconds), the model's top-1 label (None when no hand 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..core.errors import PipelineError
@@ -31,12 +32,15 @@ class Rules:
     min_frames: int = 3     # and in at least this many frames (a slow stream: a few frames, however far apart)
     gap_frames: int = 2     # frames of something else (no hand, `nothing`, another top-1) before a repeat
 
-    def __post_init__(self):
-        if not 0.0 <= self.threshold <= 1.0:
-            raise PipelineError(f"the spelling threshold must be a probability in [0, 1], got {self.threshold}")
-        if self.hold_s < 0 or self.min_frames < 1 or self.gap_frames < 1:
-            raise PipelineError(f"hold_s must be >= 0, min_frames and gap_frames >= 1; got {self.hold_s}, "
-                                f"{self.min_frames}, {self.gap_frames}")
+    def __post_init__(self):  # named as `spell` and `serve` take them (pipeline/serve/live.py, add_rule_arguments)
+        checks = [(0.0 <= self.threshold <= 1.0, f"--threshold must be a probability in [0, 1], got {self.threshold}"),
+                  (math.isfinite(self.hold_s) and self.hold_s >= 0,  # nan compares false to everything
+                   f"--hold must be a finite number of seconds >= 0, got {self.hold_s}"),
+                  (self.min_frames >= 1, f"--min-frames must be >= 1, got {self.min_frames}"),
+                  (self.gap_frames >= 1, f"--gap-frames must be >= 1, got {self.gap_frames}")]
+        for ok, message in checks:
+            if not ok:
+                raise PipelineError(message)
 
 
 @dataclass

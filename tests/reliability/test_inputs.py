@@ -42,6 +42,7 @@ def test_bad_config_file(project, extra, expected):
     ("train.batch_size=0", "train.batch_size must be a positive integer"),
     ("train.epochs=two", "train.epochs: expected an integer, got 'two'"),
     ("download.source=kaggle:no-slash", "bad source 'kaggle:no-slash'"),
+    ("run.seed=99999999999999999999999", "run.seed must be a whole number in [0, 2**32)"),
 ])
 def test_bad_set_value(project, assignment, expected):
     assert expected in one_error_line(cli(project, "run", "--stages", "download", "--set", assignment))
@@ -129,3 +130,38 @@ def test_a_failed_run_keeps_every_stage_that_was_up_to_date(project, tmp_path, m
     kaggle = cli(project, "run", "--stages", "download", "--set", "download.source=kaggle:someone/some-set")
     assert one_error_line(kaggle).startswith("error: no Kaggle credentials") and "[download] running" in kaggle.stdout
     assert cli(project, "status").stdout == before
+
+
+@pytest.mark.parametrize("command, hold", [("spell", "nan"), ("spell", "inf"), ("serve", "nan")])
+def test_spelling_rules_that_are_not_finite_numbers(project, tmp_path, command, hold):
+    """`spell --hold nan` spelled nothing and exited 0 (issue 36); `serve` takes the same rules. Refused before any
+    model or video is opened."""
+    args = ["--learner", str(tmp_path / "none.pkl"), "--hold", hold] + ([str(tmp_path / "none.mp4")]
+                                                                       if command == "spell" else [])
+    line = one_error_line(cli(project, command, *args))
+    assert line == f"error: --hold must be a finite number of seconds >= 0, got {hold}", line
+
+
+@pytest.mark.parametrize("images, labels, expected", [
+    (bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (65536, 2**24, 2**24)), [0, 1, 2],
+     "train-images-idx3-ubyte: truncated: its header promises 65536 x 16777216 x 16777216 = "),
+    (bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]), [0, 1, 2],
+     "train-images-idx3-ubyte: its images are 0 x 0 pixels: no image to read"),
+    (None, [0, 0, 0], "train-labels-idx1-ubyte: every training label is 0: one class, and a classifier needs at"),
+])
+def test_bad_idx_files_through_the_cli(project, tmp_path, images, labels, expected):
+    """An IDX header whose sizes overflow, 0 x 0 images, labels of one class (issue 36): one line each."""
+    from tests.test_idx import idx_bytes
+
+    import numpy as np
+
+    src = tmp_path / "mnist"
+    src.mkdir()
+    pictures = np.zeros((3, 4, 4), np.uint8)
+    (src / "train-images-idx3-ubyte").write_bytes(images or idx_bytes(pictures))
+    (src / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array(labels)))
+    (src / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(pictures))
+    (src / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([0, 1, 2])))
+    line = one_error_line(cli(project, "run", "--stages", "download", "--set", f"download.source=mnist:path:{src}",
+                              "--set", "download.subdir=train"))
+    assert line.startswith(f"error: {src}/{expected}"), line

@@ -119,6 +119,144 @@ def test_a_store_of_an_earlier_version_keeps_its_values(tmp_path):
     assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == ([compute(p) for p in paths], 0)
 
 
+def forge(store: ContentStore, keys: list[str], values: list) -> None:
+    """Store `values` under the store keys `keys`, each with the checksum the store itself gives it: values that are
+    decodable and pass the checksum, as a bug or another tool could leave them."""
+    fake = [f"/forged/{i}" for i in range(len(keys))]
+    store._keys.update(zip(fake, keys))
+    store.put(fake, values)
+
+
+def stored_keys(store_path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        return [k for (k,) in db.execute("SELECT key FROM vals ORDER BY key")]
+
+
+@pytest.mark.parametrize("bad", [[1, 2, 3], "a row", {"row": 1}, [True, "Left", 0.9] + [0.0] * 63,
+                                 ["yes", "Left", 0.9] + [0.0] * 64, [True, "Left", 0.9] + ["0"] * 64])
+def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path, bad):
+    """Every landmarks.sqlite value `[1, 2, 3]`, each with its matching checksum, was pandas' `67 columns passed,
+    passed data had 3` (issue 36): a value of the wrong shape or type is a miss, counted, said once, recomputed."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    from PIL import Image
+
+    from pipeline.data import hands
+
+    paths = []
+    for i in range(3):
+        Image.new("RGB", (64, 64), (100 + i, 100, 100)).save(p := tmp_path / f"gray{i}.png")
+        paths.append(p)
+    folder = tmp_path / "data"
+    clean = hands.extract(paths, log=lambda m: None, store=content_store.landmarks(folder, log=pytest.fail))
+    store = content_store.landmarks(folder, log=pytest.fail)
+    keys = stored_keys(store.path)
+    forge(store, keys, [bad] * 3)
+
+    said = []
+    store = content_store.landmarks(folder, log=said.append)
+    got = hands.extract(paths, log=lambda m: None, store=store)
+    assert got.equals(clean) and got.attrs["extracted"] == 3 and store.misshapen == 3
+    assert said == [f"warning: 3 value(s) in the store {store.path} are not what it holds (a wrong shape or type): "
+                    "computed again"]
+    again = hands.extract(paths, log=lambda m: None, store=content_store.landmarks(folder, log=pytest.fail))
+    assert again.equals(clean) and again.attrs["extracted"] == 0                      # stored anew
+
+
+def every_store(which: str):
+    """(store factory over a folder, a value it holds, one of the wrong shape or type) for the store `which`."""
+    from PIL import Image
+
+    from pipeline.data import hand_crops
+    from pipeline.models import embeddings
+
+    def png(side):
+        return hand_crops.png(Image.new("RGB", (side, side)))
+
+    row, raw = [False, "", 0.0] + [0.0] * 64, [False, "", 0.0] + [0.0] * 126
+    return {"landmarks": (content_store.landmarks, row, raw),
+            "points": (hand_crops.points_store, raw, row),
+            "crops": (lambda f: hand_crops.crop_store(f, 32), png(32), png(16)),
+            "decoded": (lambda f: content_store.decoded(f, {}, shape=(3, 8, 8)), np.ones((3, 8, 8), np.uint8),
+                        np.ones((3, 8, 9), np.uint8)),
+            "embeddings": (lambda f: embeddings.store(f, {}), np.ones(5, np.float32), np.ones((2, 5)))}[which]
+
+
+@pytest.mark.parametrize("which", ["landmarks", "points", "crops", "decoded", "embeddings"])
+def test_every_store_checks_the_shape_of_what_it_reads(tmp_path, which):
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    make, good, bad = every_store(which)
+    paths = images(tmp_path / "imgs", 2)
+    make(tmp_path).put(paths, [good, bad])
+    store = make(tmp_path)
+    got = store.get(paths)
+    assert got[1] is None and store.misshapen == 1
+    assert (got[0] == good).all() if isinstance(good, np.ndarray) else got[0] == good
+
+
+def test_a_datablock_rerun_over_decoded_values_of_the_wrong_shape_gives_the_same_cache(tmp_path, capsys):
+    """The decoded-image store: arrays of another size or type (with matching checksums) are computed again."""
+    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=4, size=20)
+    tiny_config(tmp_path, {"download.source": f"path:{src}", "download.subdir": "", "datablock.cache": True,
+                           "train.image_size": 24})
+    cfg = config.load(None, cwd=tmp_path)
+    ws = Workspace.from_config(cfg)
+    runner.run(cfg, ["download", "datablock"])
+    cache = ws.artifact("datablock", artifacts.CACHE)
+    clean = cache.read_bytes()
+    store_path = ws.data / content_store.DECODED
+    keys = stored_keys(store_path)
+    wrong = [np.zeros((3, 5, 5), np.uint8), np.zeros((3, 24, 24), np.float32), np.zeros((1, 24, 24), np.uint8)]
+    forge(content_store.decoded(ws.data, {}), keys, [wrong[i % 3] for i in range(len(keys))])
+    capsys.readouterr()
+
+    assert runner.run(cfg, ["datablock"], force=True) == {"datablock": "ran"}
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        f"warning: {len(keys)} value(s) in the store {store_path} are not what it holds (a wrong shape or type): "
+        "computed again"), warnings
+    assert cache.read_bytes() == clean
+    assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
+
+
+def test_values_shuffled_among_keys_are_recomputed_and_counted(tmp_path):
+    """A value's checksum covers its key too (issue 36): values moved to other keys, each with its own checksum,
+    went unnoticed."""
+    paths = images(tmp_path / "imgs", 6)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "store.sqlite"
+    features(ContentStore(store_path, {}), paths)
+    with contextlib.closing(sqlite3.connect(store_path)) as db, db:
+        rows = db.execute("SELECT key, value, sha256 FROM vals ORDER BY key").fetchall()
+        shuffled = [(k, v, s) for (k, _, _), (_, v, s) in zip(rows, rows[1:] + rows[:1])]
+        db.executemany("UPDATE vals SET value = ?, sha256 = ? WHERE key = ?", [(v, s, k) for k, v, s in shuffled])
+
+    said = []
+    store = ContentStore(store_path, {}, log=said.append)
+    got, computed = features(store, paths)
+    assert got == clean and computed == 6 and store.damaged == 6
+    assert said == [f"warning: 6 value(s) in the store {store_path} did not match their checksum: computed again"]
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == (clean, 0)
+
+
+def test_values_checked_by_an_earlier_version_are_recomputed_once(tmp_path):
+    """A store whose checksums cover the value alone (before issue 36): each value is computed again once, said
+    once; then it is kept under the new checksum."""
+    paths = images(tmp_path / "imgs", 4)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "store.sqlite"
+    features(ContentStore(store_path, {}), paths)
+    with contextlib.closing(sqlite3.connect(store_path)) as db, db:
+        for k, v in db.execute("SELECT key, value FROM vals").fetchall():
+            db.execute("UPDATE vals SET sha256 = ? WHERE key = ?", (hashlib.sha256(v).hexdigest(), k))
+
+    said = []
+    store = ContentStore(store_path, {}, log=said.append)
+    assert features(store, paths) == (clean, 4) and store.outdated == 4 and store.damaged == 0
+    assert said == [f"warning: 4 value(s) in the store {store_path} carry an earlier version's checksum (of the "
+                    "value alone, not its key): computed again, once"]
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == (clean, 0)
+
+
 def read_only(monkeypatch) -> None:
     """Every store opens read-only (SQLite's `mode=ro`), as on a read-only disk: a test running as root too."""
     real = sqlite3.connect
