@@ -119,6 +119,27 @@ def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, fold
     assert list(confused["count"]) == sorted(confused["count"], reverse=True)
 
 
+def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
+    """`predict --csv --topk 2 --probs`: top1 is the label, the probabilities fall, and each is the one in its class's
+    p_ column, which sum to 1."""
+    from pipeline import cli
+
+    project, _, _ = finished
+    photos = sorted((project / "tsrc").glob("*/*.png"))[:5]
+    assert cli.main(["predict", "--learner", str(project / "exports" / "tiny.pkl"), "--csv", "--topk", "2", "--probs",
+                     *map(str, photos)]) == 0
+    out = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype={"label": str, "top1": str, "top2": str})
+    assert list(out.columns) == ["file", "label", "confidence", "top1", "top1_p", "top2", "top2_p", "p_A", "p_B", "p_C"]
+    assert len(out) == 5 and (out["top1"] == out["label"]).all() and (out["top1_p"] == out["confidence"]).all()
+    assert (out["top1_p"] >= out["top2_p"]).all() and (out["top1"] != out["top2"]).all()
+    for r in out.itertuples():
+        assert getattr(r, f"p_{r.top1}") == r.top1_p and getattr(r, f"p_{r.top2}") == r.top2_p
+    assert (out[["p_A", "p_B", "p_C"]].sum(axis=1) - 1).abs().max() < 1e-4
+    learner = str(project / "exports" / "tiny.pkl")
+    assert cli.main(["predict", "--learner", learner, "--topk", "-1", str(photos[0])]) == 2
+    assert capsys.readouterr().err.startswith("error: --topk must be >= 1")
+
+
 def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
     """`StageSpec.writes` is the contract the runner checks: every declared output exists (the runner refuses a
     stage that left one out), and no stage leaves a file it does not declare (evaluate declared metrics.json twice
