@@ -105,3 +105,22 @@ def test_the_gallery_shows_the_highest_loss_first(tmp_path):
     assert tiles == sorted(tiles), (by_loss, tiles)  # row by row, left to right
     confused = pd.read_csv(tmp_path / "out" / artifacts.MOST_CONFUSED)
     assert confused.values.tolist() == [["A", "B", 1], ["B", "A", 1], ["C", "A", 1]]
+
+
+@pytest.mark.shared_data
+def test_a_hand_models_gallery_draws_the_keypoints(shared_data, tmp_path):
+    """With `finds_hands`, each photo of the gallery carries MediaPipe's keypoints and bones (hands.draw: green bones,
+    red points); without, the same photos have none of that green."""
+    pytest.importorskip("mediapipe")
+    root = shared_data / "asl_alphabet_test"
+    df = pd.DataFrame({"file": ["B_test.jpg", "nothing_test.jpg"], "true": ["B", "nothing"],
+                       "predicted": ["A", "nothing"], "confidence": [0.6, 0.9], "correct": [False, True],
+                       "loss": [2.0, 0.1]})
+
+    def green(finds_hands):
+        png = interpretation.gallery(df, root, tmp_path / f"g{finds_hands}.png", finds_hands, "t")
+        with Image.open(png) as im:
+            px = np.asarray(im.convert("RGB")).astype(int)
+        return int(((px[..., 1] > 200) & (px[..., 0] < 80) & (px[..., 2] < 80)).sum())
+
+    assert green(True) > green(False) + 50

@@ -112,7 +112,7 @@ def gallery(df, root: Path, path: Path, finds_hands: bool, title: str, n: int = 
     rows = worst(df, n)
     cols = max(1, min(4, len(rows)))
     lines = max(1, -(-len(rows) // cols))
-    fig, axes = plt.subplots(lines, cols, figsize=(2.6 * cols, 2.9 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, cols, figsize=(2.6 * cols, 3.1 * lines), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     detector = hands.Detector() if finds_hands and len(rows) else None
