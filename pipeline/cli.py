@@ -48,6 +48,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     pr.add_argument("--learner", required=True, help="exports/RUN.pkl (--engine onnx: the .onnx beside it is run)")
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", action="store_true", help="machine-readable output: file,label,confidence")
+    pr.add_argument("--topk", type=int, default=0, metavar="K",
+                    help="also the K most probable classes with their probabilities (CSV: top1,top1_p,…,topK,topK_p)")
+    pr.add_argument("--probs", action="store_true",
+                    help="also every class's probability (CSV: one p_<class> column per class of the model's vocab)")
     pr.add_argument("--batch-size", type=int, default=64)
     engine(pr)
     pr.add_argument("--sha256", metavar="HEX",
@@ -167,6 +171,8 @@ def _cmd_predict(args) -> int:
 
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.topk < 0:
+        raise PipelineError(f"--topk must be >= 1 (the number of classes to list), got {args.topk}")
     files = []
     for item in args.images:
         p = Path(item)
@@ -186,20 +192,27 @@ def _cmd_predict(args) -> int:
     if not files:
         raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
     model = exported.load(Path(args.learner), args.engine, trust=args.trust_learner, sha256=args.sha256)
-    labels, conf, _, found = model.predict(files, args.batch_size, log=log)
+    labels, conf, probs, found = model.predict(files, args.batch_size, log=log)
     hand = found if found is not None else [None] * len(files)  # a hand-keypoint model says where it found none
     if found is not None and not all(found):
         log(f"no hand found in {found.count(False)} of {len(found)} image(s): hand_found is false there")
+    k = min(args.topk, len(model.vocab))
+    ranked = [[(model.vocab[i], float(row[i])) for i in row.argsort(kind="stable")[::-1][:k]] for row in probs]
     if args.csv:
         import csv
 
         w = csv.writer(sys.stdout)
-        w.writerow(["file", "label", "confidence"] + (["hand_found"] if found is not None else []))
+        w.writerow(["file", "label", "confidence"] + (["hand_found"] if found is not None else [])
+                   + [c for j in range(1, k + 1) for c in (f"top{j}", f"top{j}_p")]
+                   + ([f"p_{v}" for v in model.vocab] if args.probs else []))
         w.writerows([loaders.shown_name(f), y, f"{c:.6f}"] + ([str(h).lower()] if h is not None else [])
-                    for f, y, c, h in zip(files, labels, conf, hand))
+                    + [x for v, p in top for x in (v, f"{p:.6f}")] + ([f"{p:.6f}" for p in row] if args.probs else [])
+                    for f, y, c, h, top, row in zip(files, labels, conf, hand, ranked, probs))
     else:
-        for f, y, c, h in zip(files, labels, conf, hand):
-            print(f"{loaders.shown_name(f)}\t{y}\t{c:.3f}" + ("\tno hand found" if h is False else ""))
+        for f, y, c, h, top, row in zip(files, labels, conf, hand, ranked, probs):
+            print(f"{loaders.shown_name(f)}\t{y}\t{c:.3f}" + ("\tno hand found" if h is False else "")
+                  + ("\t" + " ".join(f"{v}:{p:.3f}" for v, p in top) if top else "")
+                  + ("\t" + " ".join(f"{v}:{p:.3f}" for v, p in zip(model.vocab, row)) if args.probs else ""))
     return 0
 
 

@@ -1,6 +1,8 @@
 """`python -m pipeline report`: one self-contained HTML page per run (images inlined, no network, no scripts):
 dataset summary, sample batch, class counts, lr_find, training curves and metrics, and per test set the
-accuracy, calibration, per-category tallies, confusion matrix and the worst mistakes with their images.
+accuracy, calibration, per-category tallies, confusion matrix, the worst mistakes with their images, and the
+interpretation (per-class precision/recall/F1, most confused pairs, top-losses gallery; the validation split's too);
+the leave-one-group-out tables and plot where `crossval` has run.
 Built only from the artifacts on disk; a stage that has not run is shown as such.
 
 The page is a jinja2 template with autoescape on: every value (a file name, a class, a config path) is escaped
@@ -36,8 +38,22 @@ TEMPLATE = """\
 {%- macro kv(pairs) -%}
 <table class="kv">{% for k, v in pairs %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 {%- endmacro -%}
+{%- macro table(t) -%}
+<table{% if t.id %} id="{{ t.id }}"{% endif %}><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{%- for row in t.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>
+{%- endmacro -%}
+{%- macro interpretation(i, h) -%}
+{% if i.report %}<{{ h }}>Per class: precision, recall, F1</{{ h }}>{{ table(i.report) }}{% endif %}
+{%- if i.confused %}<{{ h }}>Most confused (true → predicted)</{{ h }}>
+{%- if i.confused.rows %}{{ table(i.confused) }}
+{%- else %}<p class="good">no confusions: every image was right.</p>{% endif %}
+{%- endif %}
+{%- if i.top_losses.uri %}<{{ h }}>Top losses (the photos the model got most wrong, highest loss first)</{{ h }}>
+{{ img(i.top_losses) }}{% endif %}
+{%- endmacro -%}
 {%- macro section(s, missing) -%}
 {% if s %}{{ kv(s.pairs) }}{% for title, p in s.images %}{% if title %}<h3>{{ title }}</h3>{% endif %}{{ img(p) }}{% endfor %}
+{%- if s.get("interpretation") %}{{ interpretation(s.interpretation, "h3") }}{% endif %}
 {%- else %}<p class="muted">{{ missing }}</p>{% endif %}
 {%- endmacro -%}
 <!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -54,6 +70,7 @@ TEMPLATE = """\
 {%- if t.tallies %}<h4>Per category</h4><table><tr>{% for c in t.tally_columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {%- for row in t.tallies %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 <div class="grid">{% for p in t.plots %}{{ img(p) }}{% endfor %}</div>
+{{ interpretation(t.interpretation, "h4") }}
 {%- if t.mistakes is not none %}
 <h4>Worst mistakes (the {{ t.mistakes | length }} most confident wrong predictions)</h4>
 {%- if t.mistakes %}<div class="grid">{% for m in t.mistakes %}<figure>
@@ -62,6 +79,11 @@ TEMPLATE = """\
 </figcaption></figure>{% endfor %}</div>
 {%- else %}<p class="good">none: every image was right.</p>{% endif %}{% endif %}{% endif %}
 {%- else %}<p class="muted">no test sets configured.</p>{% endfor %}
+{%- if crossval %}<h2 id="crossval">Cross-validation (leave one group out)</h2>
+{%- if crossval.summary %}<p>{{ crossval.summary }}</p>{% endif %}
+{%- if crossval.folds %}<h3>Per held-out group</h3>{{ table(crossval.folds) }}{% endif %}
+{%- if crossval.letters %}<h3>Per letter, over the folds (lowest first)</h3>{{ table(crossval.letters) }}{% endif %}
+{{ img(crossval.plot) }}{% endif %}
 </body></html>
 """
 _PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(TEMPLATE)
@@ -143,7 +165,65 @@ def _train(ws: Workspace) -> dict | None:
     if rt:
         pairs.append(("ran on", f"{rt['device']}, {rt['precision']}, {rt['threads']} thread(s), "
                                 f"{'cache' if rt.get('cache') else 'image files'}"))
-    return {"pairs": pairs, "images": [("", _img(ws.artifact("train", artifacts.CURVES_PNG)))]}
+    if "valid_top5_accuracy" in m:
+        pairs.append(("valid top-1 / top-5", f"{_pct(m['valid_top1_accuracy'])} / {_pct(m['valid_top5_accuracy'])}"))
+    return {"pairs": pairs, "images": [("", _img(ws.artifact("train", artifacts.CURVES_PNG)))],
+            "interpretation": _interpretation(ws.stage_dir("train"), "validation split",
+                                              ("valid-report", "valid-confused"))}
+
+
+def _csv(path: Path):
+    """The CSV at `path` as a DataFrame of strings, or None where it is missing or unreadable."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return None
+
+
+def _rows(df, columns: list[str], formats: dict | None = None) -> list[list[str]]:
+    """`df`'s `columns` as rows of strings, each column through its `formats` function (on the float) where given."""
+    formats = formats or {}
+    return [[formats[c](float(v)) if c in formats and v != "" else v for c, v in zip(columns, row)]
+            for row in df[columns].itertuples(index=False)]
+
+
+def _interpretation(folder: Path, name: str, ids: tuple[str, str], confused: int = 10) -> dict:
+    """The per-class report, the `confused` most confused pairs and the top-losses gallery in `folder` (what
+    `models/interpretation.py` wrote for a test set or the validation split); `ids`: the two tables' ids."""
+    out = {"report": None, "confused": None,
+           "top_losses": _img(folder / artifacts.TOP_LOSSES_PNG, f"{name}: top losses")}
+    if (df := _csv(folder / artifacts.CLASS_REPORT)) is not None:
+        cols = ["class", "precision", "recall", "f1", "support"]
+        out["report"] = {"id": ids[0], "columns": cols,
+                         "rows": _rows(df, cols, {c: "{:.3f}".format for c in ("precision", "recall", "f1")})}
+    if (df := _csv(folder / artifacts.MOST_CONFUSED)) is not None:
+        out["confused"] = {"id": ids[1], "columns": ["true", "predicted", "count"],
+                           "rows": _rows(df.head(confused), ["true", "predicted", "count"])}
+    return out
+
+
+def _crossval(ws: Workspace) -> dict | None:
+    """`python -m pipeline crossval`'s results for this run (runs/<run>/crossval/), or None where it has not run."""
+    folder = ws.root / "crossval"
+    folds, letters = _csv(folder / artifacts.CROSSVAL_CSV), _csv(folder / artifacts.CROSSVAL_LETTERS)
+    if folds is None:
+        return None
+    out = {"summary": "", "folds": None, "letters": None, "plot": _img(folder / artifacts.CROSSVAL_PNG, "crossval")}
+    cols = [c for c in ("held_out", "images", "accuracy", "no_hand", "seconds", "worst") if c in folds]
+    out["folds"] = {"id": "crossval-folds", "columns": [c.replace("_", " ") for c in cols],
+                    "rows": _rows(folds, cols, {"accuracy": _pct, "images": "{:.0f}".format,
+                                                "no_hand": "{:.0f}".format})}  # counts: floats beside a failed fold
+    acc = folds["accuracy"].replace("", "nan").astype(float).dropna()
+    if len(acc):
+        out["summary"] = (f"Mean over {len(acc)} folds: {_pct(acc.mean())} ± {_pct(acc.std(ddof=0))} (standard "
+                          f"deviation over folds); lowest fold {_pct(acc.min())}.")
+    if letters is not None and len(letters):
+        letters = letters.assign(m=letters["mean"].astype(float)).sort_values(["m", "letter"])
+        out["letters"] = {"id": "crossval-letters", "columns": ["letter", "mean", "lowest fold", "folds"],
+                          "rows": _rows(letters, ["letter", "mean", "min", "folds"], {"mean": _pct, "min": _pct})}
+    return out
 
 
 TALLY_COLUMNS = ["category", "total", "correct", "accuracy", "most_confused_with"]
@@ -153,7 +233,8 @@ def _test_set(ws: Workspace, name: str, worst: int) -> dict:
     import pandas as pd
 
     folder = ws.stage_dir("evaluate") / name
-    out = {"name": name, "pairs": None, "tallies": None, "tally_columns": TALLY_COLUMNS, "plots": [], "mistakes": None}
+    out = {"name": name, "pairs": None, "tallies": None, "tally_columns": TALLY_COLUMNS, "plots": [], "mistakes": None,
+           "interpretation": _interpretation(folder, name, (f"report-{name}", f"confused-{name}"))}
     m = _json(folder / artifacts.METRICS)
     if not m:
         return out
@@ -162,6 +243,8 @@ def _test_set(ws: Workspace, name: str, worst: int) -> dict:
                      if "ece" in m else "n/a"),
                     ("not scored", f"{m['unmatched']} not matching the regex, {m['out_of_vocab']} outside the vocab, "
                                    f"{m['unreadable']} unreadable"), ("source", m.get("source", ""))]
+    if "top5_accuracy" in m:
+        out["pairs"].insert(1, ("top-5 accuracy", f"{_pct(m['top5_accuracy'])} (mean loss {m['mean_loss']:.3f})"))
     if m.get("missing_classes"):
         out["pairs"].append(("classes absent from this set", ", ".join(m["missing_classes"])))
     if (folder / artifacts.TALLIES).exists():
@@ -184,5 +267,6 @@ def build(cfg, status: list[tuple[str, str]], worst: int = 24) -> Path:
     ws = Workspace.from_config(cfg)
     page = _PAGE.render(run=cfg.run.name, config=cfg.source_file, root=str(ws.root), css=CSS, status=status,
                         dataset=_dataset(ws), lr_find=_lr_find(ws), train=_train(ws),
-                        test_sets=[_test_set(ws, t.name, worst) for t in cfg.evaluate.test_sets])
+                        test_sets=[_test_set(ws, t.name, worst) for t in cfg.evaluate.test_sets],
+                        crossval=_crossval(ws))
     return write_text(ws.root / artifacts.REPORT, page)

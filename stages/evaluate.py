@@ -10,14 +10,14 @@ from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
 from pipeline.data import datasets, loaders, sources
 from pipeline.data.labels import Labeller
-from pipeline.models import calibration, exported
+from pipeline.models import calibration, exported, interpretation
 
 STAGE = StageSpec(
     "evaluate",
-    summary="batched inference on each test set (and the held-out groups); accuracy, tallies, plots",
+    summary="batched inference on each test set (and the held-out groups); accuracy, tallies, per-class report, plots",
     writes=tuple(f"{{set}}/{n}" for n in (artifacts.PREDICTIONS, artifacts.TALLIES, artifacts.SKIPPED,
                                           artifacts.TALLIES_PNG, artifacts.CONFUSION_PNG, artifacts.RELIABILITY_PNG,
-                                          artifacts.METRICS)) + (artifacts.METRICS,),
+                                          *artifacts.INTERPRETATION, artifacts.METRICS)) + (artifacts.METRICS,),
     sets=lambda cfg: ((loaders.HOLDOUT_SET,) if cfg.datablock.holdout else ()) + tuple(t.name for t in cfg.evaluate.test_sets),
     reads=lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",),
     params=("evaluate",),
@@ -129,7 +129,8 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
         raise PipelineError(f"test set {name}: no image under {root} has a label in the model's vocab "
                             f"({listing['hint']})")
     paths = [p for p, _ in known]
-    preds, conf, _, found = model.predict(paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log, store=store)
+    preds, conf, probs, found = model.predict(paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log,
+                                              store=store)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -138,6 +139,7 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
     if found is not None:  # scored all the same: a hand the detector misses is a miss of the whole model
         df["hand_found"] = found
     ece, bins = calibration.reliability(df["confidence"], df["correct"])
+    interpreted = interpretation.score(df, probs, vocab)  # p_true and loss per photo; top-1 and top-5 accuracy
     tally = tallies(df, vocab)
     skipped = pd.DataFrame([(str(p.relative_to(root)), "label regex did not match", "") for p in unmatched]
                            + [(str(p.relative_to(root)), "label not in the model's vocab", y) for p, y in unknown]
@@ -146,7 +148,7 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
     metrics = {"accuracy": float(df["correct"].mean()), "scored": len(df), "correct": int(df["correct"].sum()),
                "images": n_images, "unmatched": len(unmatched), "out_of_vocab": len(unknown),
                "unreadable": len(corrupt), "missing_classes": sorted(set(vocab) - set(df["true"])),
-               "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
+               **interpreted, "ece": ece, "mean_confidence": float(df["confidence"].mean()), "tta": cfg.evaluate.tta,
                "source": listing["source"], "root": str(root), "engine": cfg.evaluate.engine}
     if listing["groups"] is not None:  # held-out groups: per group, and per source (a source may hold hundreds)
         for key, col in (("groups", df["group"]), ("sources", df["group"].str.split("/").str[0])):
@@ -161,6 +163,7 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
         log(f"{name}: no hand found in {metrics['no_hand']} image(s); accuracy where one was found "
             f"{metrics['accuracy_hand_found']:.4f}")
     log(f"{name}: accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['scored']}), "
+        f"top-5 {metrics['top5_accuracy']:.4f}, "
         f"mean confidence {metrics['mean_confidence']:.4f}, ECE {ece:.4f}")
     if metrics["missing_classes"]:
         log(f"{name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
@@ -170,6 +173,7 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
                  _plot_tallies(tally, name, out / artifacts.TALLIES_PNG),
                  _plot_confusion(df, vocab, name, out / artifacts.CONFUSION_PNG),
                  calibration.plot_reliability(bins, ece, name, out / artifacts.RELIABILITY_PNG),
+                 *interpretation.write(df, vocab, out, root, model.finds_hands, name),
                  write_json(out / artifacts.METRICS, metrics)]
     return metrics, files_out
 
@@ -190,7 +194,7 @@ def run(cfg, ws, log):
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
         summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, store)
         outputs += files
+    kept = ("accuracy", "top5_accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
-                              {k: {m: v[m] for m in ("accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")}
-                               for k, v in summary.items()}))
+                              {k: {m: v[m] for m in kept} for k, v in summary.items()}))
     return outputs

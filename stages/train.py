@@ -8,12 +8,13 @@ from pipeline.core import artifacts, distributed, runtime
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 from pipeline.data import cache
-from pipeline.models import calibration, families, registry
+from pipeline.models import calibration, families, interpretation, registry
 
 STAGE = StageSpec(
     "train",
     summary="train (fine_tune by default), export the learner (.pkl and .onnx, parity-checked) and its model card",
-    writes=(artifacts.HISTORY, artifacts.CURVES_PNG, artifacts.METRICS),  # and exports/<run>.pkl, .onnx, .json
+    writes=(artifacts.HISTORY, artifacts.CURVES_PNG, artifacts.METRICS,  # and exports/<run>.pkl, .onnx, .json
+            artifacts.PREDICTIONS, *artifacts.INTERPRETATION),  # the validation split's, as evaluate's per test set
     reads=lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
     params=("train", "run.seed", "lr_find.suggestion"),
     ignores=("lr_find.start_lr", "lr_find.end_lr", "lr_find.num_it"),  # the sweep: in lr_find's outputs, an input
@@ -109,6 +110,8 @@ def run(cfg, ws, log):
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
     if t.calibrate:
         metrics["calibration"] = _calibrate(learn, log)
+    valid, interpreted = interpretation.validation(learn, ws, family.input.finds_hands, log)  # as exported
+    metrics.update(valid)
 
     training.strip_for_export(learn)
     save_torch(ws.learner, learn.export)
@@ -130,4 +133,4 @@ def run(cfg, ws, log):
         (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
             write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,
-            *([ws.onnx] if onnx["file"] else []), write_json(ws.model_card, card)]
+            *([ws.onnx] if onnx["file"] else []), write_json(ws.model_card, card), *interpreted]

@@ -9,7 +9,7 @@ import pytest
 from pipeline import config, report, runner
 from pipeline.core import artifacts
 from pipeline.core.workspace import Workspace, write_json
-from tests.conftest import BROWSER, make_image_folder, pipeline_cmd, subprocess_env, tiny_config
+from tests.conftest import BROWSER, make_image_folder, needs_browser, pipeline_cmd, subprocess_env, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,12 @@ def test_report_is_self_contained_and_shows_every_stage(finished_run):
     project, cfg = finished_run
     page = report.build(cfg, runner.status(cfg)).read_text()
     for heading in ("Dataset", "Learning-rate finder", "Training", "Test sets", "held_out", "Per category",
-                    "Worst mistakes"):
+                    "Worst mistakes", "Per class: precision, recall, F1", "Top losses"):
         assert heading in page
-    # every plot inlined (batch, class counts, lr_find, curves, confusion, reliability) and nothing fetched
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert "Cross-validation" not in page  # crossval has not run for this run
+    # every plot inlined (batch, class counts, lr_find, curves, confusion, reliability, the validation split's and
+    # the test set's top losses) and nothing fetched
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 8
     assert not re.search(r'(src|href)="(https?:|file:|/)', page)
     assert "<script" not in page
     # the figures are the run's own
@@ -102,3 +104,76 @@ def _find(screen, img):
                 return y - r, i // 3
             start = i + 1
     return None
+
+
+def _crossval(cfg):
+    """A crossval table for the run, written by crossval's own writer: three held-out groups (one failed, one with
+    a name holding markup) and their letters."""
+    import pandas as pd
+
+    from pipeline import crossval
+
+    folds = pd.DataFrame([{"held_out": "massey/hand1", "images": 40, "accuracy": 0.8, "no_hand": 2, "seconds": 3.0,
+                           "worst": "A 50%"},
+                          {"held_out": "<i>signer</i>", "images": 10, "accuracy": 0.5, "no_hand": 0, "seconds": 2.0,
+                           "worst": "B 0%"},
+                          {"held_out": "roboflow", "images": 0, "accuracy": float("nan"),
+                           "worst": "failed: no images"}])
+    letters = pd.DataFrame({"category": ["A", "B", "C", "A", "B", "C"], "accuracy": [0.5, 1.0, 1.0, 1.0, 0.0, 0.75]})
+    folder = Workspace.from_config(cfg).root / "crossval"
+    crossval.write_table(folder, cfg, "group", folds, letters, None, [])
+    return folder
+
+
+@needs_browser
+def test_report_in_chromium_shows_crossval_and_the_interpretation(finished_run):
+    """In a real browser: the crossval tables hold crossval.csv's and letters.csv's figures (lowest letter first), its
+    plot and both top-losses galleries are decoded images, and the per-class table shows classification_report.csv's
+    recall of each class."""
+    import pandas as pd
+    from playwright import sync_api
+
+    project, cfg = finished_run
+    from PIL import Image
+
+    folder = _crossval(cfg)
+    with Image.open(folder / artifacts.CROSSVAL_PNG) as im:
+        plot_width = im.width
+    try:
+        page_file = report.build(cfg, runner.status(cfg))
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=BROWSER, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                fetched = []
+                page.on("request", lambda r: fetched.append(r.url)
+                        if not r.url.startswith(("file:", "data:")) else None)
+                page.goto(page_file.as_uri(), wait_until="load")
+                cells = lambda table: page.eval_on_selector_all(  # noqa: E731
+                    f"#{table} tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))")
+                folds, by_letter = cells("crossval-folds"), cells("crossval-letters")
+                report_rows = cells("report-held_out")
+                summary = page.inner_text("#crossval + p")
+                images = page.eval_on_selector_all(
+                    "img", "imgs => imgs.map(i => [i.alt, i.complete && i.naturalWidth > 0, i.naturalWidth])")
+            finally:
+                browser.close()
+    finally:
+        shutil.rmtree(folder)
+    assert fetched == []
+    assert folds[0] == ["held out", "images", "accuracy", "no hand", "seconds", "worst"]
+    assert folds[1:] == [["massey/hand1", "40", "80.0 %", "2", "3.0", "A 50%"],
+                         ["<i>signer</i>", "10", "50.0 %", "0", "2.0", "B 0%"],
+                         ["roboflow", "0", "", "", "", "failed: no images"]]
+    assert summary.startswith("Mean over 2 folds: 65.0 % ± 15.0 %")
+    assert by_letter[1:] == [["B", "50.0 %", "0.0 %", "2"], ["A", "75.0 %", "50.0 %", "2"],
+                             ["C", "87.5 %", "75.0 %", "2"]]
+    expected = pd.read_csv(project / "runs" / "rep" / "evaluate" / "held_out" / artifacts.CLASS_REPORT,
+                           dtype={"class": str})
+    assert [r[0] for r in report_rows[1:]] == list(expected["class"])
+    assert [float(r[2]) for r in report_rows[1:]] == pytest.approx(list(expected["recall"]), abs=5e-4)
+    shown = {alt: (ok, width) for alt, ok, width in images}
+    assert shown["crossval"] == (True, plot_width)  # the plot crossval drew, decoded at its own size
+    for alt in ("validation split: top losses", "held_out: top losses"):
+        assert shown[alt][0], alt
+    assert all(ok for ok, _ in shown.values()), shown

@@ -74,6 +74,73 @@ def test_tiny_pipeline_end_to_end(finished):
     assert m["accuracy"] >= 0.75, m
 
 
+def _tallied_by_hand(preds):
+    """Per class of `preds` (true, predicted): (precision, recall), counted row by row."""
+    out = {}
+    for c in sorted(set(preds["true"]) | set(preds["predicted"])):
+        tp = sum(t == c and p == c for t, p in zip(preds["true"], preds["predicted"]))
+        given, support = sum(p == c for p in preds["predicted"]), sum(t == c for t in preds["true"])
+        out[c] = (tp / given if given else 0.0, tp / support if support else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("folder", ["evaluate/t", "train"])
+def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, folder):
+    """evaluate (per test set) and train (its validation split) write the same interpretation: a loss per photo that is
+    -ln p(true), top-1/top-5 accuracy, a per-class report whose figures are the tallies of predictions.csv, and the
+    most confused pairs counted from it."""
+    import math
+
+    project, _, _ = finished
+    run = project / "runs" / "tiny"
+    out = run / folder
+    preds = pd.read_csv(out / "predictions.csv", dtype={"true": str, "predicted": str})
+    m = json.loads((out / "metrics.json").read_text())
+    prefix = "valid_" if folder == "train" else ""
+    if folder == "train":  # the validation split's rows, in the split's order
+        split = pd.read_csv(run / "datablock" / "splits.csv")
+        assert list(preds["file"]) == list(split.loc[split["is_valid"], "path"])
+        assert list(preds["true"]) == list(split.loc[split["is_valid"], "label"])
+        assert m["valid_top1_accuracy"] == pytest.approx(m["valid_accuracy"])  # the exported model, as fit
+    assert (preds["loss"] - -preds["p_true"].map(math.log)).abs().max() < 1e-9
+    assert (preds["p_true"] <= preds["confidence"] + 1e-9).all()
+    assert ((preds["p_true"] - preds["confidence"]).abs() < 1e-9)[preds["correct"]].all()
+    assert m[f"{prefix}top1_accuracy"] == pytest.approx(preds["correct"].mean())
+    assert m[f"{prefix}top5_accuracy"] == 1.0  # three classes: every one is among the top five
+    assert m[f"{prefix}mean_loss"] == pytest.approx(preds["loss"].mean())
+    report = pd.read_csv(out / "classification_report.csv", dtype={"class": str}).set_index("class")
+    by_hand = _tallied_by_hand(preds)
+    assert list(report.index) == [*sorted(by_hand), "macro avg", "weighted avg"]
+    for c, (precision, recall) in by_hand.items():
+        assert (report.loc[c, "precision"], report.loc[c, "recall"]) == pytest.approx((precision, recall)), c
+    assert report.loc["weighted avg", "recall"] == pytest.approx(preds["correct"].mean())
+    confused = pd.read_csv(out / "most_confused.csv", dtype={"true": str, "predicted": str})
+    wrong = preds[~preds["correct"]].groupby(["true", "predicted"]).size()
+    assert {(r.true, r.predicted): r.count for r in confused.itertuples()} == wrong.to_dict()
+    assert list(confused["count"]) == sorted(confused["count"], reverse=True)
+
+
+def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
+    """`predict --csv --topk 2 --probs`: top1 is the label, the probabilities fall, and each is the one in its class's
+    p_ column, which sum to 1."""
+    from pipeline import cli
+
+    project, _, _ = finished
+    photos = sorted((project / "tsrc").glob("*/*.png"))[:5]
+    assert cli.main(["predict", "--learner", str(project / "exports" / "tiny.pkl"), "--csv", "--topk", "2", "--probs",
+                     *map(str, photos)]) == 0
+    out = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype={"label": str, "top1": str, "top2": str})
+    assert list(out.columns) == ["file", "label", "confidence", "top1", "top1_p", "top2", "top2_p", "p_A", "p_B", "p_C"]
+    assert len(out) == 5 and (out["top1"] == out["label"]).all() and (out["top1_p"] == out["confidence"]).all()
+    assert (out["top1_p"] >= out["top2_p"]).all() and (out["top1"] != out["top2"]).all()
+    for r in out.itertuples():
+        assert getattr(r, f"p_{r.top1}") == r.top1_p and getattr(r, f"p_{r.top2}") == r.top2_p
+    assert (out[["p_A", "p_B", "p_C"]].sum(axis=1) - 1).abs().max() < 1e-4
+    learner = str(project / "exports" / "tiny.pkl")
+    assert cli.main(["predict", "--learner", learner, "--topk", "-1", str(photos[0])]) == 2
+    assert capsys.readouterr().err.startswith("error: --topk must be >= 1")
+
+
 def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
     """`StageSpec.writes` is the contract the runner checks: every declared output exists (the runner refuses a
     stage that left one out), and no stage leaves a file it does not declare (evaluate declared metrics.json twice

@@ -31,6 +31,11 @@ SKIPPED = "skipped.csv"
 TALLIES_PNG = "tallies.png"
 CONFUSION_PNG = "confusion.png"
 RELIABILITY_PNG = "reliability.png"
+# evaluate per test set, and train for its validation split (models/interpretation.py); PREDICTIONS too in train
+CLASS_REPORT = "classification_report.csv"  # per class: precision, recall, F1, support; macro and weighted averages
+MOST_CONFUSED = "most_confused.csv"         # true, predicted, count: the wrong pairs, most frequent first
+TOP_LOSSES_PNG = "top_losses.png"           # the photos with the highest loss (-ln p of the true class)
+INTERPRETATION = (CLASS_REPORT, MOST_CONFUSED, TOP_LOSSES_PNG)
 # `python -m pipeline crossval`, under runs/<run>/crossval/
 CROSSVAL_MD = "crossval.md"         # the table per held-out group, then mean ± spread
 CROSSVAL_CSV = "crossval.csv"
