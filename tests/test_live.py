@@ -203,6 +203,64 @@ def test_a_missing_or_unreadable_video_is_a_one_line_error(tmp_path):
         live.video_frames(tmp_path / "text.mp4")
 
 
+def small_avi(path: Path, n: int) -> bytes:
+    """An MJPEG .avi of `n` noisy 120x160 frames at FPS; its bytes."""
+    import cv2
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        out.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    out.release()
+    return path.read_bytes()
+
+
+def stub_reader(hand: bool):
+    """A reader whose model finds no hand in any frame, or always reads "A" at p 1."""
+    row = np.array([1.0, 0.0], np.float32) if hand else None
+    model = SimpleNamespace(tracker=lambda track: SimpleNamespace(close=lambda: None),
+                            read=lambda rgb, tracker: (row, None))
+    return SimpleNamespace(model=model, vocab=["A", "B"])
+
+
+def test_an_unreadable_video_is_one_line_without_ffmpegs_own(tmp_path, capfd):
+    """An .mp4 cut before its index: FFmpeg printed `moov atom not found` to stderr before the error (issue 36)."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the [hands] extra")
+    out = cv2.VideoWriter(str(tmp_path / "ok.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (160, 120))
+    for _ in range(3):
+        out.write(np.zeros((120, 160, 3), np.uint8))
+    out.release()
+    data = (tmp_path / "ok.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:data.find(b"moov") - 4])
+    capfd.readouterr()
+    with pytest.raises(PipelineError, match="OpenCV cannot read it as a video"):
+        live.video_frames(tmp_path / "cut.mp4")
+    assert capfd.readouterr().err == ""
+
+
+def test_spell_says_how_many_frames_it_read_of_those_declared(tmp_path, capfd):
+    """A truncated .avi that declares 3 frames and holds 1: `spell` read the one and said nothing (issue 36)."""
+    pytest.importorskip("cv2", reason="OpenCV comes with the [hands] extra")
+    data = small_avi(tmp_path / "three.avi", 3)
+    frames = [i for i in range(data.find(b"movi"), len(data)) if data.startswith(b"00dc", i)]  # frame chunks
+    (tmp_path / "cut.avi").write_bytes(data[:frames[1] + 200])  # the first frame and a bit of the second
+    said = []
+    capfd.readouterr()
+    assert live.spell_video(stub_reader(hand=True), tmp_path / "cut.avi", log=said.append) == ""
+    assert capfd.readouterr().err == ""  # FFmpeg's own "overread" lines stay out
+    assert said == ["note: read 1 of the 3 frames cut.avi declares (is it truncated?)"]
+
+
+def test_spell_says_in_how_many_frames_no_hand_was_found(tmp_path, capsys):
+    """A video with no hand printed an empty line and nothing else (issue 36): say so, as predict does."""
+    pytest.importorskip("cv2", reason="OpenCV comes with the [hands] extra")
+    small_avi(tmp_path / "three.avi", 3)
+    said = []
+    assert live.spell_video(stub_reader(hand=False), tmp_path / "three.avi", log=said.append) == ""
+    assert said == ["no hand found in 3 of 3 frame(s)"]
+    assert capsys.readouterr().out == "\n"
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_spell_reads_a_video_as_the_model_reads_its_photos(helo, capsys):

@@ -284,3 +284,33 @@ def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, 
         f"error: the model card {pkl.with_suffix('.json')} is damaged: onnx.family 'landmarks' reads float keypoint "
         f"rows (batch, 64), but the graph's input 'image' is uint8 (batch, 16, 16, 3); rerun train (`python -m "
         f"pipeline run --stages train --force`) or restore the card")
+
+
+def test_the_graph_records_its_vocab_and_a_card_with_another_is_one_line(tiny, tmp_path):
+    """ONNX labels come from the card: a card whose vocab was reversed made `--engine onnx` print every A as C at
+    p 1.000 (issue 36). The graph keeps its vocab's sha256 in its metadata (`signpipe.vocab_sha256`), checked at
+    load; a graph exported before that (no such key) still loads."""
+    import onnx
+
+    from pipeline.models import card
+
+    pkl = _copy_export(tiny, tmp_path)
+    meta = json.loads(pkl.with_suffix(".json").read_text())
+    graph = onnx.load(str(pkl.with_suffix(".onnx")))
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert props == {card.VOCAB_KEY: card.vocab_sha256(meta["vocab"])}
+    meta["vocab"] = meta["vocab"][::-1]
+    pkl.with_suffix(".json").write_text(json.dumps(meta))
+    image = next((tiny / "train" / "A").glob("*.png"))
+    p = subprocess.run([sys.executable, "-m", "pipeline", "predict", "--engine", "onnx", "--learner", str(pkl),
+                        str(image)], capture_output=True, text=True, env=subprocess_env())
+    assert _one_error_line(p) == (
+        f"error: the model card {pkl.with_suffix('.json')} is damaged: vocab ['C', 'B', 'A'] is not the one the graph "
+        f"was exported with (its sha256 is in the graph's metadata, {card.VOCAB_KEY}); rerun train (`python -m "
+        f"pipeline run --stages train --force`) or restore the card")
+
+    del graph.metadata_props[:]                      # a graph exported before the key: the card alone says the vocab
+    onnx.save(graph, str(pkl.with_suffix(".onnx")))
+    meta["onnx"]["sha256"] = onnx_export.sha256_file(pkl.with_suffix(".onnx"))
+    pkl.with_suffix(".json").write_text(json.dumps(meta))
+    assert onnx_engine.load_verified(pkl).vocab == ["C", "B", "A"]

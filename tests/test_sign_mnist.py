@@ -238,3 +238,14 @@ def test_real_sign_mnist_csvs():
         assert len(distinct) == 24 and distinct == set(range(25)) - {9}
         assert not np.isin(labels, (9, 25)).any()
         assert pixels.max() > 200 and pixels.min() < 50
+
+
+def test_convert_refuses_a_training_csv_of_one_class(tmp_path):
+    """As IDX's (issue 36): every training row of one letter was "no class folders … (30 loose images)" from the
+    folder search, which took train/A for the image root. Say "one class", naming the file."""
+    src = make_kaggle_zip_tree(tmp_path / "src")
+    train = write_csv(src / "sign_mnist_train" / "sign_mnist_train.csv", make_frame(labels=[0] * 30))
+    with pytest.raises(PipelineError) as err:
+        convert(src, tmp_path / "images")
+    assert str(err.value) == f"{train}: every training label is A: one class, and a classifier needs at least two"
+    assert not (tmp_path / "images" / ".complete").exists()

@@ -232,10 +232,14 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
-    """Save a matplotlib `fig` to `path` atomically and close it."""
+    """Save a matplotlib `fig` to `path` atomically and close it. A name in glyphs its font lacks (a group `日本`) is
+    drawn as boxes without matplotlib's warning per glyph: the tables beside each plot keep the name."""
+    import warnings
+
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

@@ -8,13 +8,12 @@ change of settings (detector thresholds, MediaPipe release, image size) computes
 value in the download cache folder (`run.data_dir`).
 
 It is a cache of what can be recomputed, so it heals instead of stopping a run, and says so in one line, once:
-- a damaged file (SQLite finds it "malformed" or "not a database", on open or on any later use) is moved aside as
-  `NAME.corrupt-<time>` and an empty store takes its place: what is asked for is computed again, the run goes on;
+- a damaged file (SQLite finds it "malformed" or "not a database", on open or on any later use; its table lacks a
+  column) is moved aside as `NAME.corrupt-<time>`, an empty store in its place: what is asked for is computed again;
 - each value is kept with the sha256 of its key and its bytes, checked on read: a value that does not match (its
   bytes changed, or it was moved to another key) is a miss (computed again and stored anew), counted in `damaged`;
   one whose checksum covers its bytes alone (a store of an earlier version) is computed again once, in `outdated`;
-- each value is checked on read to be what the store holds (its shape and type: the store's `check`); one that is
-  not (a bug, another tool) is a miss too, counted in `misshapen`;
+- each value is checked on read to be what the store holds (`check`: its shape, type): if not, a miss, `misshapen`;
 - a store that cannot be written (a read-only or full disk) is named; the run goes on without keeping more;
 - several processes may fill one store at once: SQLite's own locking (writes in `BEGIN IMMEDIATE`, a busy
   timeout) keeps it consistent, and a shared `flock` on `NAME.lock` while it is used (exclusive to move it aside)
@@ -47,8 +46,7 @@ def _is_damage(e: sqlite3.Error) -> bool:
     return "malformed" in str(e) or "not a database" in str(e)
 
 
-def _value_digest(data) -> str:
-    """The checksum of earlier versions: the value's bytes alone."""
+def _value_digest(data) -> str:  # the checksum of earlier versions: the value's bytes alone
     return hashlib.sha256(bytes(data)).hexdigest()
 
 
@@ -94,6 +92,9 @@ class ContentStore:
     @staticmethod
     def _create(db) -> bool:
         db.execute("CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value BLOB NOT NULL, sha256 TEXT NOT NULL)")
+        columns = [row[1].decode() for row in db.execute("PRAGMA table_info(vals)")]
+        if columns != ["key", "value", "sha256"]:  # a table this version cannot read: damaged, as `_is_damage` sees it
+            raise sqlite3.DatabaseError(f"malformed store: its table vals has the columns {', '.join(columns)}")
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone():
             # the table of earlier versions, without checksums: its values are kept, each with one from now on
             db.create_function("sha256", 2, _digest, deterministic=True)

@@ -128,9 +128,10 @@ def repad(points, h: int, w: int, pad: float) -> list:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
-    """MediaPipe's C++ (TFLite's "Created TensorFlow Lite XNNPACK delegate", absl's W0000 lines) writes straight to
-    file descriptor 2, past GLOG_minloglevel: within the block that descriptor goes to /dev/null."""
+def native_stderr_silenced():
+    """MediaPipe's C++ (TFLite's "Created TensorFlow Lite XNNPACK delegate", absl's W0000 lines) and OpenCV's FFmpeg
+    (`moov atom not found`) write straight to file descriptor 2, past any log level: within the block that
+    descriptor goes to /dev/null."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -167,7 +168,7 @@ def _graph(static: bool, confidence: float = MIN_CONFIDENCE):
     import numpy as np
 
     mp = require()
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         graph = mp.solutions.hands.Hands(static_image_mode=static, max_num_hands=1, model_complexity=1,
                                          min_detection_confidence=confidence)
         # the graph's calculators open on its own threads (TFLite prints "Created TensorFlow Lite XNNPACK delegate"
@@ -179,7 +180,7 @@ def _graph(static: bool, confidence: float = MIN_CONFIDENCE):
 def _hand(graph, img, world: bool = False) -> tuple | None:
     """(keypoints, handedness, its score) of the hand `graph` finds in RGB array `img`, or None; with `world`, then
     MediaPipe's world landmarks of the same hand (metres, about the hand's centre)."""
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         found = graph.process(img)
     if not found.multi_hand_landmarks:
         return None

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..core.workspace import COMPLETE_MARKER, write_text
-from .sign_mnist import write_image_folder
+from .sign_mnist import require_two_classes, write_image_folder
 
 # what LeCun's page (and the Fashion-MNIST and KMNIST pages) publish: a folder URL gives these four files
 PUBLISHED_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -124,10 +124,8 @@ def convert(src_dir: Path, dest: Path) -> Path:
         raise PipelineError(f"IDX source folder not found: {src_dir}")
     files = find_files(src_dir)
     pairs = {split: read_pair(files[split, "images"], files[split, "labels"]) for split in ("train", "test")}
-    if len(kinds := np.unique(pairs["train"][0])) < 2:
-        raise PipelineError(f"{files['train', 'labels']}: every training label is {kinds[0]}: one class, and a "
-                            "classifier needs at least two")
     classes = [str(k) for k in range(1 + max(int(labels.max()) for labels, _ in pairs.values()))]
+    require_two_classes(pairs["train"][0], files["train", "labels"], classes)
     lines = []
     for split, layout in (("train", "folders"), ("test", "flat")):
         labels, images = pairs[split]

@@ -84,6 +84,14 @@ def _save_png(args: tuple[np.ndarray, str]) -> None:
     Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG", compress_level=1)
 
 
+def require_two_classes(labels, path: Path, classes=LETTERS) -> None:
+    """A training file whose labels are all one class is one line naming it (the folder search, given one class
+    folder, would take it for the image root and call its images loose)."""
+    if len(kinds := np.unique(labels)) < 2:
+        raise PipelineError(f"{path}: every training label is {classes[int(kinds[0])]}: one class, and a classifier "
+                            "needs at least two")
+
+
 def write_image_folder(labels, pixels, dest: Path, layout: str, classes=LETTERS) -> dict[str, int]:
     """Write one grayscale PNG per row under `dest`; return {class: count} (classes present only). Label k is
     class `classes[k]` (Sign-MNIST's letters by default; `idx.py` passes the label numbers as text).
@@ -158,6 +166,8 @@ def convert(src_dir: Path, dest: Path) -> Path:
     lines = []
     for csv_path, sub, layout in ((train_csv, "train", "folders"), (test_csv, "test", "flat")):
         labels, pixels = read_csv(csv_path)
+        if sub == "train":
+            require_two_classes(labels, csv_path)
         counts = write_image_folder(labels, pixels, dest / sub, layout)
         lines.append(f"{sub}\t{layout}\t{len(labels)}\t{csv_path}\t"
                      + ",".join(f"{k}={v}" for k, v in counts.items()))

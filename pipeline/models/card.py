@@ -13,6 +13,7 @@ not a path), `sha256`, `family`, `input.name`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from ..core.errors import PipelineError
 from . import inputs
 
+VOCAB_KEY = "signpipe.vocab_sha256"  # the graph's metadata_props entry: the sha256 of the vocab it was exported with
 # what the first input of each family's graph is (onnx_export's plans): (onnxruntime's type, rank, in words)
 GRAPH_INPUT = {inputs.IMAGES.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
                inputs.HAND_CROP.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
@@ -93,11 +95,19 @@ def onnx_path(model_file, card: dict) -> Path:
     return Path(model_file).with_name(card["onnx"]["file"])
 
 
-def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None = None) -> None:
+def vocab_sha256(vocab) -> str:
+    """The sha256 of `vocab` (a list of class names, in order) that the graph's metadata keeps under VOCAB_KEY."""
+    return hashlib.sha256(json.dumps(list(vocab), ensure_ascii=False).encode()).hexdigest()
+
+
+def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None = None,
+                metadata: dict | None = None) -> None:
     """That the graph onnxruntime loaded is the one `card` describes: its input `card["onnx"]["input"]["name"]`
     (and `card["onnx"]["features"]["name"]`, a fused graph's second input) among `inputs` (name → shape), of the
     type (`types`: name → onnxruntime's type) and rank the card's family reads, an image graph's fixed height and
-    width equal to `image_size`, and `width` (its output's columns, when known) equal to the vocab's length."""
+    width equal to `image_size`, `width` (its output's columns, when known) equal to the vocab's length, and the
+    vocab the one the graph was exported with (`metadata`, its metadata_props: a graph exported before it kept
+    VOCAB_KEY is taken on the card's word)."""
     where, entry = path_for(model_file), card["onnx"]
     name = entry["input"]["name"]
     if name not in inputs:
@@ -119,3 +129,7 @@ def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None 
     if isinstance(width, int) and width != len(card["vocab"]):
         raise _damaged(where, "vocab", f"has {len(card['vocab'])} class(es) but the graph gives {width} "
                                        f"probabilities")
+    recorded = (metadata or {}).get(VOCAB_KEY)
+    if recorded is not None and recorded != vocab_sha256(card["vocab"]):
+        raise _damaged(where, "vocab", f"{card['vocab']} is not the one the graph was exported with (its sha256 is "
+                                       f"in the graph's metadata, {VOCAB_KEY})")

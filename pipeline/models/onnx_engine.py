@@ -142,6 +142,7 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         inputs = {i.name: i.shape for i in model.session.get_inputs()}
         types = {i.name: i.type for i in model.session.get_inputs()}  # e.g. tensor(uint8), tensor(float)
         width = model.session.get_outputs()[0].shape[-1]
+        metadata = model.session.get_modelmeta().custom_metadata_map  # the graph's metadata_props
         if not isinstance(width, int) and model.input in inputs:  # a dynamic output: one blank item tells
             shape = [1] + [d if isinstance(d, int) else 1 for d in inputs[model.input][1:]]
             dtype = np.uint8 if types[model.input] == "tensor(uint8)" else np.float32
@@ -151,5 +152,5 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         reason = " ".join(str(e).split())[:200]
         raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "
                             f"use --engine fastai") from None
-    card.check_graph(learner, meta, inputs, width, types)
+    card.check_graph(learner, meta, inputs, width, types, metadata)
     return model

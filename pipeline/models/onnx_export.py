@@ -20,7 +20,9 @@ What a client cannot guess goes inside the graph; what it must do is written in 
   one MediaPipe pass (the card's `onnx.features`); the graph normalises the crop, runs the frozen backbone, the
   head and the softmax (fused_model.py builds it).
 
-The output is `probs`: float32 (N, len(vocab)), columns in the card's vocab order. The batch axis is dynamic.
+The output is `probs`: float32 (N, len(vocab)), columns in the card's vocab order. The batch axis is dynamic. The
+graph's metadata (`metadata_props`) keeps the sha256 of that vocab (`card.VOCAB_KEY`), which the onnx engine checks
+the card's vocab against.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import NamedTuple
 from ..core.errors import PipelineError
 from ..core.workspace import atomic_path, sha256_file
 from ..data.hands import N_FEATURES
-from . import onnx_engine
+from . import card, onnx_engine
 
 OPSET = 18
 TOLERANCE = 1e-4        # max |p_onnx - p_fastai| the export must meet on the validation split, unless within
@@ -225,6 +227,9 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
             torch.onnx.export(plan.graph, tuple(plan.example), str(tmp), input_names=list(names),
                               output_names=["probs"], opset_version=OPSET, dynamo=True, external_data=False,
                               dynamic_shapes={n: {0: batch} for n in names}, verbose=False)
+        graph = onnx.load(str(tmp), load_external_data=False)
+        graph.metadata_props.add(key=card.VOCAB_KEY, value=card.vocab_sha256(learn.dls.vocab))
+        onnx.save(graph, str(tmp))
         check = parity(model, onnx_engine.session(tmp), names, plan.batches)
         worst_in = check.pop("_worst")
         if check["max_abs_prob_diff"] > TOLERANCE or check["top1_agreement"] < 1.0:
@@ -237,7 +242,7 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
                     f"p_fastai| {check['max_abs_prob_diff']:.2e} (limit {TOLERANCE:g}, or {NOISE_FACTOR} x fastai's "
                     f"own float32 rounding), top-1 agreement {check['top1_agreement']:.2%} (must be 100 %); on that "
                     f"batch fastai's own float32 result is {noise:.1e} from float64; no {path.name} written")
-        opset = max(o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+        opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     check["seconds"] = round(time.perf_counter() - t0, 1)
     log(f"ONNX graph {path} ({plan.family}, opset {opset}): parity on {check['items']} validation items, max |Δp| "
         f"{check['max_abs_prob_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}")

@@ -145,7 +145,8 @@ def video_frames(path: Path):
         raise PipelineError(f"reading a video needs OpenCV, which comes with MediaPipe: {hands.INSTALL}") from None
     if not Path(path).is_file():
         raise PipelineError(f"{path} is not a file: give a video (e.g. .mp4, .avi)")
-    cap = cv2.VideoCapture(str(path))
+    with hands.native_stderr_silenced():  # FFmpeg's own lines (`moov atom not found`): the error below says it
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise PipelineError(f"{path}: OpenCV cannot read it as a video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
@@ -155,7 +156,8 @@ def video_frames(path: Path):
         try:
             i = 0
             while True:
-                ok, bgr = cap.read()
+                with hands.native_stderr_silenced():  # a damaged frame's FFmpeg lines: spell counts what it read
+                    ok, bgr = cap.read()
                 if not ok:
                     return
                 yield i / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -168,8 +170,9 @@ def video_frames(path: Path):
 
 def spell_video(reader, path: Path, rules: spelling.Rules | None = None, csv_out: bool = False, log=None) -> str:
     """Spell the video at `path` with `reader`'s hand model: print the text (stdout), or with `csv_out` one row per
-    frame (time, hand_found, top1, p, written, text) and the text on stderr; progress lines go to `log`
-    (default stderr). Returns the text."""
+    frame (time, hand_found, top1, p, written, text) and the text on stderr; progress lines, the frames read of
+    those the video declares (when fewer) and the frames without a hand go to `log` (default stderr). Returns the
+    text."""
     import csv
 
     from ..core.progress import Progress
@@ -180,11 +183,11 @@ def spell_video(reader, path: Path, rules: spelling.Rules | None = None, csv_out
     out = csv.writer(sys.stdout) if csv_out else None
     if out:
         out.writerow(["time", "hand_found", "top1", "p", "written", "text"])
-    progress, n = Progress(log, f"spelling {Path(path).name}", total, unit="frames"), 0
+    progress, n, no_hand = Progress(log, f"spelling {Path(path).name}", total, unit="frames"), 0, 0
     try:
         for t, rgb in frames:
             f = stream.step(rgb, t)
-            n += 1
+            n, no_hand = n + 1, no_hand + (not f.hand)
             if out:
                 out.writerow([f"{t:.3f}", str(f.hand).lower(), f.label or "", f"{f.p:.4f}", f.written or "",
                               stream.speller.text])
@@ -193,6 +196,10 @@ def spell_video(reader, path: Path, rules: spelling.Rules | None = None, csv_out
         stream.close()
     if n == 0:
         raise PipelineError(f"{path}: no frame could be read from the video")
+    if n < total:
+        log(f"note: read {n} of the {total} frames {Path(path).name} declares (is it truncated?)")
+    if no_hand:
+        log(f"no hand found in {no_hand} of {n} frame(s)")
     text = stream.speller.text
     if out:
         log(f"spelled: {text}")

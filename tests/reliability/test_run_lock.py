@@ -125,6 +125,29 @@ def test_with_wait_a_second_run_waits_for_the_first(gated):
     assert "[download] up to date, skipped" in out.read_text()    # it ran after the first, on what the first made
 
 
+def test_a_waiting_run_stopped_while_it_waits_leaves_the_holder_alone(gated):
+    """`run --wait` against a live holder, stopped by SIGTERM (a CI cancel) while it waits (probed for issue 36):
+    exit 130 with the one "interrupted" line, the holder's record kept, and the holder finishes as if alone."""
+    import signal
+
+    project, server = gated
+    first = start(project, "run", "--stages", "download")
+    wait_for(holding(project), first)
+    record = (project / "runs/r" / runlock.HOLDER).read_text()
+    out = project / "second.out"
+    second = subprocess.Popen(pipeline_cmd("run", "--stages", "download", "--wait"), cwd=project, env=env(),
+                              stdout=open(out, "w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: "waiting for" in out.read_text(), second)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=60) == 130
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and lines[1] == "interrupted: completed stages keep their outputs; rerun to continue", lines
+    assert (project / "runs/r" / runlock.HOLDER).read_text() == record and runlock.holder(project / "runs/r")
+    server.gate.set()
+    assert first.wait(timeout=120) == 0, (project / "bg.err").read_text()
+    assert not (project / "runs/r" / runlock.HOLDER).exists()
+
+
 def test_a_sigkilled_runs_lock_does_not_block_the_next_run(gated):
     project, server = gated
     killed = start(project, "run", "--stages", "download")

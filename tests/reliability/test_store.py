@@ -91,6 +91,24 @@ def test_a_damaged_store_is_moved_aside_with_one_warning_and_rebuilt(tmp_path, h
     assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 0)  # rebuilt
 
 
+@pytest.mark.parametrize("table", ["vals (key TEXT PRIMARY KEY, value BLOB)", "vals (key INTEGER)"])
+def test_a_store_whose_table_is_not_this_versions_is_moved_aside_and_rebuilt(tmp_path, table):
+    """A valid SQLite file whose `vals` lacks a column this version reads was `cannot read the store …: no such
+    column: sha256` on every run, for ever, each recomputing everything (probed for issue 36): it is damage too."""
+    paths = images(tmp_path / "imgs", 5)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "data" / content_store.DECODED
+    store_path.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(store_path)) as db, db:
+        db.execute(f"CREATE TABLE {table}")
+    said = []
+    assert features(ContentStore(store_path, {}, log=said.append), paths) == (clean, 5)
+    (line,) = said
+    assert line.startswith(f"warning: the store {store_path} was damaged (malformed store: its table vals has the "
+                           "columns ") and "moved aside" in line, line
+    assert features(ContentStore(store_path, {}, log=pytest.fail), paths) == (clean, 0)
+
+
 def test_a_flipped_byte_inside_a_stored_value_is_recomputed_and_counted(tmp_path):
     paths = images(tmp_path / "imgs", 50)
     clean = [compute(p) for p in paths]
