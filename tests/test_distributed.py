@@ -50,8 +50,9 @@ def test_two_cpu_processes_train_once_and_export_a_plain_learner(tmp_path):
     assert out.count("[train] exported") == 1 and out.count("[train] done in") == 1, out
     assert out.count("run dist: ran train") == 1
     run = tmp_path / "runs" / "dist"
-    assert sorted(p.name for p in (run / "train").iterdir()) == ["curves.png", "history.csv", "manifest.json",
-                                                                 "metrics.json"]
+    assert sorted(p.name for p in (run / "train").iterdir()) == [
+        "classification_report.csv", "curves.png", "history.csv", "manifest.json", "metrics.json",
+        "most_confused.csv", "predictions.csv", "top_losses.png"]  # the validation split's interpretation too
     assert not list(run.glob("_scratch/train/checkpoint*"))  # train removes its checkpoints once it completes
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["backend"] == "gloo"

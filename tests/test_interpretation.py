@@ -124,3 +124,34 @@ def test_a_hand_models_gallery_draws_the_keypoints(shared_data, tmp_path):
         return int(((px[..., 1] > 200) & (px[..., 0] < 80) & (px[..., 2] < 80)).sum())
 
     assert green(True) > green(False) + 50
+
+
+def test_the_validation_of_a_tabular_hand_model_lines_up_with_the_split(tmp_path):
+    """train's `validation` on a keypoint learner (tabular: targets come as an (N, 1) column): one row per validation
+    row of the split, in its order, with the learner's own probabilities; a split that does not match is one line."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.workspace import Workspace, write_csv, write_json
+    from tests.conftest import synthetic_landmark_learner
+
+    learn, cfg, split, _ = synthetic_landmark_learner(tmp_path, n_hands=30, n_nothing=6)
+    ws = Workspace.from_config(cfg)
+    write_csv(ws.artifact("datablock", artifacts.SPLITS), split)
+    write_json(ws.artifact("datablock", artifacts.VOCAB), {"root": str(tmp_path), "vocab": ["A", "B", "C", "nothing"]})
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    metrics, files = interpretation.validation(learn, ws, finds_hands=False, log=lambda m: None)
+    # the model about to be exported is left as it was (fastai's get_preds fires after_fit: SettleBatchNorm there
+    # would recompute its BatchNorm statistics through dropout)
+    assert all(v.equal(before[k]) for k, v in learn.model.state_dict().items())
+    assert [f.name for f in files] == [artifacts.PREDICTIONS, *artifacts.INTERPRETATION]
+    preds = pd.read_csv(ws.artifact("train", artifacts.PREDICTIONS), dtype={"true": str, "predicted": str})
+    valid = split[split["is_valid"]]
+    assert list(preds["file"]) == list(valid["path"]) and list(preds["true"]) == list(valid["label"])
+    settle = [cb for cb in learn.cbs if type(cb).__name__ == "SettleBatchNorm"]
+    assert settle  # what the learner fits with; removed here so that fastai's own predictions leave it as it is
+    with learn.removed_cbs(settle):
+        probs, _ = learn.get_preds(dl=learn.dls.valid)
+    assert preds["confidence"].to_numpy() == pytest.approx(probs.max(dim=1).values.numpy(), abs=1e-6)
+    assert metrics["valid_top1_accuracy"] == pytest.approx(preds["correct"].mean())
+    write_csv(ws.artifact("datablock", artifacts.SPLITS), split.assign(is_valid=~split["is_valid"]))
+    with pytest.raises(PipelineError, match=r"^the validation predictions \(8\) do not line up with the split's 28 "):
+        interpretation.validation(learn, ws, finds_hands=False, log=lambda m: None)

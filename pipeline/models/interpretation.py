@@ -155,12 +155,9 @@ def validation(learn, ws, finds_hands: bool, log=print) -> tuple[dict, list[Path
     import pandas as pd
 
     from ..data import loaders
-    from . import training
 
-    with training.quiet(learn):
-        probs, targets = learn.get_preds(dl=learn.dls.valid)
+    probs, targets = _valid_probs(learn)
     vocab = list(learn.dls.vocab)
-    probs, targets = probs.float().numpy(), targets.flatten().long().numpy()
     split, root, _ = loaders.load_split(ws)
     valid = split[split["is_valid"]].reset_index(drop=True)
     truth = [vocab[i] for i in targets]
@@ -177,3 +174,25 @@ def validation(learn, ws, finds_hands: bool, log=print) -> tuple[dict, list[Path
     log(f"validation: top-1 {summary['top1_accuracy']:.4f}, top-5 {summary['top5_accuracy']:.4f}, "
         f"mean loss {summary['mean_loss']:.4f} (per-class report, most confused pairs, top losses: beside the metrics)")
     return {f"valid_{k}": v for k, v in summary.items()}, files
+
+
+def _valid_probs(learn):
+    """(softmax probabilities, target indices) of `learn`'s model over its validation loader, as numpy arrays: the
+    model's forward in eval mode, batch by batch, as `hand_model.SettleBatchNorm._validate` does. Not `get_preds`: it
+    fires `after_fit`, where SettleBatchNorm recomputes the BatchNorm statistics (through dropout, so differently each
+    time) and would change the model about to be exported."""
+    import torch
+
+    model, n_inp = learn.model, learn.dls.n_inp
+    was_training = model.training
+    model.eval()
+    probs, targets = [], []
+    try:
+        with torch.no_grad():
+            for batch in learn.dls.valid:
+                x = [b.as_subclass(torch.Tensor) if isinstance(b, torch.Tensor) else b for b in batch[:n_inp]]
+                probs.append(torch.softmax(model(*x).float(), dim=1).cpu())
+                targets.append(batch[n_inp].flatten().long().cpu())  # a tabular learner's: an (N, 1) column
+    finally:
+        model.train(was_training)
+    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
