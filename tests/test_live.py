@@ -386,6 +386,11 @@ def test_streams_lend_at_most_cap_trackers_and_take_them_back_when_idle():
     assert len(made) == 3 and third.tracker is made[2]
     streams.close()
     assert _FakeTracker.alive == 0
+    one, _ = _streams(cap=1, idle_s=10, made=[])
+    one.step(None, frame, 0.0)
+    with pytest.raises(PipelineError, match=r"^1 live stream already open \(this server runs at most 1 at once\)"):
+        one.step(None, frame, 0.0)
+    one.close()
     with pytest.raises(PipelineError, match=r"^--max-streams must be >= 1, got 0$"):
         live.Streams(None, cap=0)
     with pytest.raises(PipelineError, match=r"^--stream-idle must be > 0 seconds, got 0$"):

@@ -163,8 +163,8 @@ class Streams:
         with self._lock:
             close = self._sweep()
             if self._lent >= self.cap:
-                raise PipelineError(f"{self._lent} live streams already open (this server runs at most {self.cap} "
-                                    f"at once): try again later")
+                raise PipelineError(f"{self._lent} live stream{'s' if self._lent > 1 else ''} already open (this "
+                                    f"server runs at most {self.cap} at once): try again later")
             self._lent += 1
             tracker = self._free.pop()[0] if self._free else None
         _close_all(close)
