@@ -65,11 +65,12 @@ def free_port() -> int:
 class Server:
     """`python -m pipeline serve` in a subprocess on a free 127.0.0.1 port; a context manager that stops it."""
 
-    def __init__(self, learner: Path, onnx: bool, log: Path, cpus: set[int] | None = None, parallel: int = 0):
+    def __init__(self, learner: Path, onnx: bool, log: Path, cpus: set[int] | None = None, parallel: int = 0,
+                 extra: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "w")
-        args = ["serve", "--learner", str(learner), "--port", str(self.port), "--parallel", str(parallel)]
+        args = ["serve", "--learner", str(learner), "--port", str(self.port), "--parallel", str(parallel), *extra]
         args += ["--engine", "onnx"] if onnx else []
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env(), stdout=self._log,
                                      stderr=subprocess.STDOUT)

@@ -81,6 +81,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     sv.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
     sv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     live.add_rule_arguments(sv)  # hand models: the live fingerspelling section's rules
+    live.add_stream_arguments(sv)  # and its limits
     sp = sub.add_parser("spell", help="spell a recorded video of fingerspelling with a hand-landmark model: the text, "
                                       "or one CSV row per frame")
     live.add_arguments(sp)
@@ -221,7 +222,7 @@ def _cmd_serve(args) -> int:
 
     app.serve(Path(args.learner), engine=args.engine, host=args.host, port=args.port,
                 collect=Path(args.collect) if args.collect else None, trust=args.trust_learner, parallel=args.parallel,
-                rules=live.rules_of(args))
+                rules=live.rules_of(args), max_streams=args.max_streams, stream_idle=args.stream_idle)
     return 0
 
 

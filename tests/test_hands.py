@@ -282,6 +282,36 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
 
 
 @pytest.mark.slow
+def test_overlapping_silenced_blocks_give_stderr_back():
+    """Two threads' silenced blocks overlapping (serve: two streams' frames, or a stream and a photo): stderr is
+    /dev/null while either runs and the console again once both are out (each putting back the descriptor it saw
+    left /dev/null for good: a second block in had put aside /dev/null)."""
+    import threading
+
+    def where():
+        st = os.fstat(2)
+        return st.st_dev, st.st_ino
+
+    console, devnull = where(), os.stat(os.devnull)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with hands.native_stderr_silenced():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    thread = threading.Thread(target=a)
+    thread.start()
+    a_in.wait(10)
+    with hands.native_stderr_silenced():
+        b_in.set()
+        a_out.wait(10)
+        assert where() == (devnull.st_dev, devnull.st_ino)
+    thread.join()
+    assert where() == console
+
+
 @pytest.mark.shared_data
 def test_landmark_pipeline_on_real_photos(tmp_path, shared_data):
     """The whole pipeline with datablock.input = landmarks on 10 real photos per class: MediaPipe finds most

@@ -93,6 +93,44 @@ def test_missing_gradio_is_one_line_with_the_install_command(monkeypatch):
         app.require()
 
 
+def test_gradio_abandoned_stream_waits_are_not_reported(caplog):
+    """Gradio waits for a stream's next frame with a task it leaves pending once its timeout wins; the garbage
+    collector destroys it with asyncio's "Task was destroyed but it is pending!", one per abandoned stream. serve's
+    filter drops that one; a task of anyone else destroyed pending is still reported."""
+    import asyncio
+    import gc
+    import logging
+    from types import SimpleNamespace
+
+    from gradio.queueing import Queue
+
+    async def abandon(other: bool):
+        stream = SimpleNamespace(signal=asyncio.Event())  # what Gradio's wait reads of its event
+        assert await Queue.wait_for_event_or_timeout(stream, 0.01) == "timeout"
+        if other:
+            asyncio.ensure_future(asyncio.Event().wait())
+        del stream
+        await asyncio.sleep(0.01)
+        gc.collect()
+
+    def destroyed(other: bool = False) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(abandon(other))
+            gc.collect()
+        return [r.getMessage().split("coro=<")[1].split("(")[0] for r in caplog.records
+                if r.getMessage().startswith("Task was destroyed but it is pending!")]
+
+    assert destroyed() == ["Queue.wait_for_event"]  # what serve's console showed
+    quiet = app.AbandonedStreamWait()
+    logging.getLogger("asyncio").addFilter(quiet)
+    try:
+        assert destroyed() == []
+        assert destroyed(other=True) == ["Event.wait"]
+    finally:
+        logging.getLogger("asyncio").removeFilter(quiet)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """An image model and a hand-landmark model trained briefly on 4 real photos per letter (download, datablock,
@@ -322,6 +360,11 @@ def test_bad_uploads_are_one_line_and_the_server_keeps_serving(tiny_server, tmp_
         assert message == f"cannot read the photo: UnidentifiedImageError: cannot identify image file '{name}'"
         assert _app_error(client, tmp_path / name, "/collect", "A").startswith("cannot save the photo: ")
     assert client.predict(good, api_name="/predict")[2] == reading
+    log = (tiny_server["work"] / "serve.log").read_text()  # the console: one line a bad request, no traceback
+    assert "Traceback" not in log, log[-3000:]
+    refused = [line for line in log.splitlines() if line.startswith("serve: refused a request: ")]
+    assert len(refused) == 6 and refused[0].startswith("serve: refused a request: cannot read the photo: too large: "
+                                                       "Image size (400000000 pixels) exceeds limit"), refused
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 from ..core.errors import PipelineError
@@ -127,20 +128,32 @@ def repad(points, h: int, w: int, pad: float) -> list:
             for x, y, z in points]
 
 
+_SILENCED = {"depth": 0, "saved": -1}  # blocks inside `native_stderr_silenced` now, and the descriptor put aside
+_SILENCED_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def native_stderr_silenced():
     """MediaPipe's C++ (TFLite's "Created TensorFlow Lite XNNPACK delegate", absl's W0000 lines) and OpenCV's FFmpeg
     (`moov atom not found`) write straight to file descriptor 2, past any log level: within the block that
-    descriptor goes to /dev/null."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    descriptor goes to /dev/null. Threads (`serve`'s streams and photo reads) share it: the first block in puts
+    stderr aside, the last one out puts it back (each putting back what it saw would leave it on /dev/null for good
+    when two blocks overlap)."""
+    with _SILENCED_LOCK:
+        if _SILENCED["depth"] == 0:
+            sys.stderr.flush()
+            _SILENCED["saved"], devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _SILENCED["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _SILENCED_LOCK:
+            _SILENCED["depth"] -= 1
+            if _SILENCED["depth"] == 0:
+                os.dup2(_SILENCED["saved"], 2)
+                os.close(_SILENCED["saved"])
 
 
 def _padding(h: int, w: int, pad: float = PAD) -> tuple[int, int, int]:
@@ -232,6 +245,15 @@ class Tracker:
     def __call__(self, rgb) -> tuple[list | None, str, float]:
         """As `Detector`'s, for the RGB array `rgb` (the next frame of the stream)."""
         return _hand(self._hands, square(rgb)) or (None, "", 0.0)
+
+    def reset(self):
+        """Forget the hand being followed, as a new tracker would (one `serve` lends to the next stream: ~50 ms,
+        where a new graph costs ~0.4 s and memory that glibc does not give back when it is closed)."""
+        import numpy as np
+
+        with native_stderr_silenced():
+            self._hands.reset()
+            self._hands.process(np.zeros((32, 32, 3), np.uint8))  # as `_graph`: its calculators start in here
 
     def close(self):
         self._hands.close()

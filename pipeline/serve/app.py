@@ -14,6 +14,7 @@ the keypoints drawn on the photo, or "no hand found" instead of a guessed letter
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -151,22 +152,26 @@ def save_photo(path, letter: str, folder: Path, vocab: list[str]) -> Path:
     return out
 
 
-def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", rules=None):
+def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", rules=None, streams=None):
     """The Gradio Blocks app around `reader` (with the collect panel when `collect` is a folder, and for a hand
-    model the live fingerspelling section, `live.section`, with `rules`: a `spelling.Rules`)."""
+    model the live fingerspelling section, `live.section`, with `rules`: a `spelling.Rules`, its streams' trackers
+    lent by `streams`: a `live.Streams`, by default one at its default limits). A bad request is answered in one
+    line, and written as one line on the console (`live.refuse`)."""
+    from . import live
+
     gr = require()
 
     def predict(photo):
         try:
             return reader.read(uploaded(photo))
         except PipelineError as e:
-            raise gr.Error(str(e)) from None
+            raise live.refuse(gr, e) from None
 
     def save(photo, letter):
         try:
             out = save_photo(uploaded(photo), letter, collect, reader.vocab)
         except PipelineError as e:
-            raise gr.Error(str(e)) from None
+            raise live.refuse(gr, e) from None
         n = sum(1 for _ in out.parent.glob("*.jpg"))
         return f"saved {out} ({n} photo(s) of {letter} in {collect})"
 
@@ -194,30 +199,63 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", 
             saved = gr.Textbox(label="collected", interactive=False, elem_id="saved")
             save_button.click(save, [photo, letter], saved, api_name="collect", preprocess=False)
         if reader.model.streams:  # a model that follows a hand from frame to frame: the live section
-            from . import live
-
-            live.section(gr, reader, rules)
+            live.section(gr, app, streams or live.Streams(reader, rules))
     return app
 
 
 def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: int = 7860, collect: Path | None = None,
-          trust: bool = False, parallel: int = 0, log=print, rules=None) -> None:
+          trust: bool = False, parallel: int = 0, log=print, rules=None, max_streams: int | None = None,
+          stream_idle: float | None = None) -> None:
     """Load `learner` (verified), build the app and serve it on `host`:`port` until interrupted (`parallel`: photos
-    read at once by a hand model; 0 = one per usable core, at most 4; `rules`: live fingerspelling's)."""
+    read at once by a hand model; 0 = one per usable core, at most 4; `rules`: live fingerspelling's;
+    `max_streams`, `stream_idle`: its limits, `live.Streams`'s `cap` and `idle_s`, default theirs)."""
+    from . import live
+
     gr = require()
+    limits = {k: v for k, v in (("cap", max_streams), ("idle_s", stream_idle)) if v is not None}
+    live.Streams(None, rules, **limits)  # bad limits are refused before the model loads
     reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)
-    app = build(reader, collect, title=f"signpipe · {Path(learner).stem}", rules=rules)
+    streams = live.Streams(reader, rules, **limits).start() if reader.model.streams else None
+    app = build(reader, collect, title=f"signpipe · {Path(learner).stem}", rules=rules, streams=streams)
     app.queue(default_concurrency_limit=reader.parallel)
+    _console_apart()
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
                    show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size="25mb")
     except OSError as e:
         raise PipelineError(f"cannot serve on {host}:{port}: {e}") from None
     log(f"serving {Path(learner).name} ({reader.model.describe} model, {reader.engine}, "
-        f"{reader.parallel} photo(s) at once) at http://{host}:{port}/"
+        f"{reader.parallel} photo(s) at once"
+        + (f", at most {streams.cap} live stream(s)" if streams else "") + f") at http://{host}:{port}/"
         + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
     sys.stdout.flush()
     try:
         app.block_thread()
     finally:
         app.close()
+        if streams is not None:
+            streams.close()
+
+
+def _console_apart() -> None:
+    """The console as serve writes it: Python's stderr on a descriptor of its own (a copy of 2), since MediaPipe's
+    chatter is silenced by pointing descriptor 2 at /dev/null around each frame and photo it reads
+    (`hands.native_stderr_silenced`), which would swallow what other threads write meanwhile (a refused request's
+    line, a traceback); and asyncio's noise about Gradio's abandoned stream waits dropped."""
+    sys.stderr.flush()
+    sys.stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, AbandonedStreamWait) for f in asyncio_log.filters):
+        asyncio_log.addFilter(AbandonedStreamWait())
+
+
+class AbandonedStreamWait(logging.Filter):
+    """Drops asyncio's "Task was destroyed but it is pending!" for Gradio's own wait on a stream's next frame
+    (`Queue.wait_for_event`): for each stream that ends without a last frame (a closed tab, a client gone), Gradio
+    leaves that wait pending once its 30 s timeout wins, and the garbage collector later destroys it with this
+    multi-line error; nothing is lost. Any other task destroyed pending is still reported."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not (message.startswith("Task was destroyed but it is pending!") and "Queue.wait_for_event()" in message)
+

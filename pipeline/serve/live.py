@@ -2,19 +2,25 @@
 follows the hand from frame to frame), the model's letter (`probs`), and text (`spelling.Speller`).
 
 - `LiveStream`: one stream's tracker and speller (a browser session of `serve`, or one video for `spell`).
+- `Streams`: a server's live streams and their trackers (a MediaPipe graph each, ~90 MB and 2 threads): at most
+  `cap` streams hold one at once (`serve --max-streams`), a stream that sent no frame for `idle_s` seconds gives its
+  tracker back (`--stream-idle`), and given-back trackers are reset and lent again (closed once unused that long).
+  A stream over the cap is refused in one line ("4 live streams already open (...): try again later").
 - `section`: the "Live fingerspelling" part of `serve`'s page for a hand model: the browser streams webcam frames
   (Gradio's streaming Image); each answer shows the current letter and its probability, the keypoints drawn on the
   frame, and the text spelled so far, with a Clear button. Each browser session has its own `LiveStream` (a
-  `gr.State`), so two tabs never mix.
+  `gr.State`), so two tabs never mix; its tracker is lent by `Streams`.
 - `spell_video`: `python -m pipeline spell --learner RUN.pkl VIDEO [--csv]`, a recorded video read with OpenCV
   (which comes with MediaPipe) through the same `LiveStream`.
 
 It does not load models itself: it is handed `serve.Reader`'s loaded model (`exported.Exported`), and a frame goes
-through the model's own `read`, as a photo does, with a tracker in place of a photo detector.
+through the model's own `read`, as a photo does, with a tracker in place of a photo detector. It is over 300 lines
+because a stream, the limits a server puts on its streams and the page section that runs them change together.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,8 @@ from . import spelling
 
 STREAM_EVERY = 0.04  # s: the browser sends a frame at most this often, and only once the last one has been answered
 SHOWN_SIDE = 640     # px: frames sent back with their keypoints drawn (JPEG) are at most about this big
+MAX_STREAMS = 4      # live streams a server runs at once (serve --max-streams): a tracker each, ~90 MB, 2 threads
+STREAM_IDLE_S = 15.0  # s: a stream that sent no frame for this long gives its tracker back (serve --stream-idle)
 
 
 @dataclass
@@ -42,15 +50,18 @@ class Frame:
 
 class LiveStream:
     """One stream of frames → letters → text: its own `hands.Tracker` and `spelling.Speller` over `reader`'s model.
-    `track=False` finds the hand afresh in every frame (what bench/live.py compares tracking against)."""
+    `track=False` finds the hand afresh in every frame (what bench/live.py compares tracking against); `tracker`:
+    one to use instead of a new one (`Streams` lends its own, and may take it back between frames: then None)."""
 
-    def __init__(self, reader, rules: spelling.Rules | None = None, track: bool = True):
-        self.tracker = reader.model.tracker(track)
+    def __init__(self, reader, rules: spelling.Rules | None = None, track: bool = True, tracker=None):
+        self.tracker = tracker if tracker is not None else reader.model.tracker(track)
         if self.tracker is None:
             raise PipelineError("live fingerspelling needs a model that finds the hand (a hand-landmark model, "
                                 "datablock.input = \"landmarks\"); this learner reads whole images")
         self.reader, self.vocab = reader, list(reader.vocab)
         self.speller = spelling.Speller(rules or spelling.Rules())
+        self.lock = threading.Lock()  # one frame at a time: a tracker is not thread-safe
+        self.session = ""             # the browser session it belongs to (`Streams.end_session`)
 
     def step(self, rgb, t: float) -> Frame:
         """The next frame (RGB array) at `t` seconds."""
@@ -99,21 +110,170 @@ def shown_html(rgb, points) -> str:
             f'src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">')
 
 
-def _close(stream) -> None:
-    if stream is not None:
-        stream.close()
+class Streams:
+    """The live streams of one server and the trackers they borrow. At most `cap` streams hold a tracker at once; a
+    stream over it is refused (a one-line `PipelineError`) until one gives its tracker back: a stream that sent no
+    frame for `idle_s` seconds does (checked at each lend, and every `idle_s / 3` s by a sweeper thread once
+    `start` is called), as does a closed browser tab (`end_session`). A tracker given back is reset and lent to the
+    next stream; one unused for `idle_s` more is closed (its threads end; glibc keeps much of its memory for the next
+    one). So a server holds at most `cap` trackers, however many sessions come and go. `close` closes them all."""
+
+    def __init__(self, reader, rules: spelling.Rules | None = None, cap: int = MAX_STREAMS,
+                 idle_s: float = STREAM_IDLE_S, clock=time.monotonic):
+        if cap < 1:
+            raise PipelineError(f"--max-streams must be >= 1, got {cap}")
+        if not idle_s > 0:
+            raise PipelineError(f"--stream-idle must be > 0 seconds, got {idle_s}")
+        self.reader, self.rules, self.cap, self.idle_s = reader, rules or spelling.Rules(), cap, idle_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: dict[LiveStream, float] = {}  # streams holding a tracker → when their last frame was answered
+        self._free: list[tuple[object, float]] = []  # trackers given back (reset) → when
+        self._lent = 0  # trackers out: held, or being made for a stream
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def counts(self) -> dict:
+        """{"held": trackers lent to streams, "free": trackers kept to lend again}: at most `cap` in all."""
+        with self._lock:
+            return {"held": self._lent, "free": len(self._free)}
+
+    def step(self, stream: LiveStream | None, rgb, t: float, session: str = "") -> tuple[LiveStream, Frame]:
+        """`stream`'s next frame (a new stream of `session` for None), lending it a tracker if it has none: (the
+        stream, what the frame gave). Raises a one-line `PipelineError` when `cap` streams hold one."""
+        if stream is None:
+            stream = LiveStream(self.reader, self.rules, tracker=self._lend())
+            stream.session = session
+            with self._lock:
+                self._held[stream] = self._clock()
+        with stream.lock:
+            if stream.tracker is None:
+                tracker = self._lend()
+                with self._lock:
+                    stream.tracker, self._held[stream] = tracker, self._clock()
+            try:
+                return stream, stream.step(rgb, t)
+            finally:
+                with self._lock:
+                    if stream in self._held:  # (not after `close`)
+                        self._held[stream] = self._clock()
+
+    def _lend(self):
+        """A tracker for a stream (a reset one given back, else a new one), or the one-line refusal."""
+        with self._lock:
+            close = self._sweep()
+            if self._lent >= self.cap:
+                raise PipelineError(f"{self._lent} live stream{'s' if self._lent > 1 else ''} already open (this "
+                                    f"server runs at most {self.cap} at once): try again later")
+            self._lent += 1
+            tracker = self._free.pop()[0] if self._free else None
+        _close_all(close)
+        if tracker is not None:
+            return tracker
+        try:
+            return self.reader.model.tracker()
+        except BaseException:
+            with self._lock:
+                self._lent -= 1
+            raise
+
+    def _sweep(self) -> list:
+        """(Holding `_lock`) take back the trackers of streams idle for `idle_s` (not one mid-frame); the free
+        trackers unused as long, to be closed outside the lock."""
+        now = self._clock()
+        for stream, last in list(self._held.items()):
+            if now - last > self.idle_s and stream.lock.acquire(blocking=False):
+                try:
+                    self._give_back(stream, now)
+                finally:
+                    stream.lock.release()
+        close = [tracker for tracker, since in self._free if now - since > self.idle_s]
+        self._free = [(tracker, since) for tracker, since in self._free if now - since <= self.idle_s]
+        return close
+
+    def _give_back(self, stream: LiveStream, now: float) -> None:
+        """(Holding `_lock` and `stream.lock`) `stream`'s tracker, reset, to the free list."""
+        tracker, stream.tracker = stream.tracker, None
+        del self._held[stream]
+        self._lent -= 1
+        if tracker is not None:
+            tracker.reset()
+            self._free.append((tracker, now))
+
+    def end(self, stream: LiveStream | None) -> None:
+        """`stream` is over (its session ended): its tracker goes back now."""
+        if stream is None:
+            return
+        with stream.lock, self._lock:
+            if stream in self._held:
+                self._give_back(stream, self._clock())
+
+    def end_session(self, session: str) -> None:
+        """The browser tab of `session` was closed: its streams give their trackers back."""
+        with self._lock:
+            streams = [s for s in self._held if s.session == session]
+        for stream in streams:
+            self.end(stream)
+
+    def sweep(self) -> None:
+        """Take back idle streams' trackers and close those unused too long (what the sweeper does)."""
+        with self._lock:
+            close = self._sweep()
+        _close_all(close)
+
+    def start(self) -> Streams:
+        """Sweep every `idle_s / 3` seconds in a daemon thread, until `close`."""
+        def run():
+            while not self._stop.wait(self.idle_s / 3):
+                self.sweep()
+
+        self._sweeper = threading.Thread(target=run, name="live-streams-sweeper", daemon=True)
+        self._sweeper.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the sweeper and close every tracker (the server is stopping)."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        with self._lock:
+            trackers = [t for t, _ in self._free] + [s.tracker for s in self._held if s.tracker is not None]
+            self._free, self._held, self._lent = [], {}, 0
+        _close_all(trackers)
 
 
-def section(gr, reader, rules: spelling.Rules | None = None) -> None:
-    """The live fingerspelling section of `serve`'s page (call inside its `gr.Blocks`)."""
-    rules = rules or spelling.Rules()
+def _close_all(trackers) -> None:
+    for tracker in trackers:
+        tracker.close()
 
-    def on_frame(frame, stream):
+
+def refuse(gr, error: PipelineError):
+    """`error` as the page and the API get it (a `gr.Error`: the page's toast, the API's message), written as one
+    line on the console instead of Gradio's traceback."""
+    print(f"serve: refused a request: {error}", file=sys.stderr, flush=True)
+    return gr.Error(str(error), print_exception=False)
+
+
+def section(gr, app, streams: Streams) -> None:
+    """The live fingerspelling section of `serve`'s page (call inside `app`, its `gr.Blocks`): its streams borrow
+    their trackers from `streams`, and a closed tab's give theirs back at once."""
+    rules = streams.rules
+
+    def on_frame(frame, stream, request):
         if frame is None:
             return gr.skip(), gr.skip(), gr.skip(), stream
-        stream = stream or LiveStream(reader, rules)
-        f = stream.step(frame, time.monotonic())
+        try:
+            stream, f = streams.step(stream, frame, time.monotonic(), request.session_hash or "")
+        except PipelineError as e:
+            raise refuse(gr, e) from None
         return shown_html(frame, f.points), reading(f, stream.speller), stream.speller.text, stream
+
+    def on_unload(request):
+        streams.end_session(request.session_hash or "")
+
+    # Gradio passes the request to a parameter annotated with the class itself (this module's annotations are
+    # strings, which it cannot resolve here)
+    on_frame.__annotations__["request"] = on_unload.__annotations__["request"] = gr.Request
 
     def on_clear(stream):
         if stream is not None:
@@ -130,11 +290,14 @@ def section(gr, reader, rules: spelling.Rules | None = None) -> None:
             letter = gr.Textbox(label="letter now", interactive=False, elem_id="live_letter")
             spelled = gr.Textbox(label="spelled", interactive=False, elem_id="live_text")
             clear = gr.Button("Clear", elem_id="live_clear")
-    stream = gr.State(None, delete_callback=_close)  # one LiveStream per browser session, closed when it ends
-    # concurrency_limit None: a stream holds its event for as long as it runs, and must not hold up photo reads
+    stream = gr.State(None, delete_callback=streams.end)  # one LiveStream per browser session
+    # A stream holds its event (its own queue, so it never holds up photo reads) for as long as it runs, and 30 s
+    # after its last frame (Gradio's wait for the next one). Twice the cap: those holding a tracker, and as many
+    # again to be refused at once (a refused stream's event ends); more wait in the queue.
     cam.stream(on_frame, [cam, stream], [drawn, letter, spelled, stream], stream_every=STREAM_EVERY,
-               concurrency_limit=None, show_progress="hidden", api_name=False)
+               concurrency_limit=2 * streams.cap, show_progress="hidden", api_name=False)
     clear.click(on_clear, stream, [spelled, stream], api_name=False)
+    app.unload(on_unload)
 
 
 def video_frames(path: Path):
@@ -216,6 +379,16 @@ def add_arguments(p) -> None:
                    help="one row per frame on stdout: time,hand_found,top1,p,written,text (the text on stderr)")
     p.add_argument("--trust-learner", action="store_true", help="skip the sha256 check against the model card")
     add_rule_arguments(p)
+
+
+def add_stream_arguments(p) -> None:
+    """`serve`'s limits on live streams (hand models)."""
+    p.add_argument("--max-streams", type=int, default=MAX_STREAMS, metavar="N",
+                   help="hand models: live webcam streams served at once, a MediaPipe tracker each (~90 MB); more "
+                        f"are refused (default {MAX_STREAMS})")
+    p.add_argument("--stream-idle", type=float, default=STREAM_IDLE_S, metavar="SECONDS",
+                   help="a live stream that sent no frame for this long gives its tracker back to the others "
+                        f"(default {STREAM_IDLE_S:g})")
 
 
 def add_rule_arguments(p) -> None:
