@@ -150,9 +150,7 @@ def stored_keys(store_path: Path) -> list[str]:
         return [k for (k,) in db.execute("SELECT key FROM vals ORDER BY key")]
 
 
-@pytest.mark.parametrize("bad", [[1, 2, 3], "a row", {"row": 1}, [True, "Left", 0.9] + [0.0] * 63,
-                                 ["yes", "Left", 0.9] + [0.0] * 64, [True, "Left", 0.9] + ["0"] * 64])
-def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path, bad):
+def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path):
     """Every landmarks.sqlite value `[1, 2, 3]`, each with its matching checksum, was pandas' `67 columns passed,
     passed data had 3` (issue 36): a value of the wrong shape or type is a miss, counted, said once, recomputed."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
@@ -168,7 +166,7 @@ def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path,
     clean = hands.extract(paths, log=lambda m: None, store=content_store.landmarks(folder, log=pytest.fail))
     store = content_store.landmarks(folder, log=pytest.fail)
     keys = stored_keys(store.path)
-    forge(store, keys, [bad] * 3)
+    forge(store, keys, [[1, 2, 3]] * 3)
 
     said = []
     store = content_store.landmarks(folder, log=said.append)
@@ -209,6 +207,14 @@ def test_every_store_checks_the_shape_of_what_it_reads(tmp_path, which):
     got = store.get(paths)
     assert got[1] is None and store.misshapen == 1
     assert (got[0] == good).all() if isinstance(good, np.ndarray) else got[0] == good
+
+
+@pytest.mark.parametrize("bad", [[1, 2, 3], "a row", {"row": 1}, None, [True, "Left", 0.9] + [0.0] * 63,
+                                 ["yes", "Left", 0.9] + [0.0] * 64, [True, "Left", 0.9] + ["0"] * 64])
+def test_a_landmark_row_of_another_shape_or_type_is_not_one(bad):
+    from pipeline.data import hands
+
+    assert hands.is_row([True, "Left", 0.9] + [0.0] * 64) and not hands.is_row(bad)
 
 
 def test_a_datablock_rerun_over_decoded_values_of_the_wrong_shape_gives_the_same_cache(tmp_path, capsys):
