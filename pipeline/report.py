@@ -18,6 +18,7 @@ import jinja2
 
 from .core import artifacts
 from .core.workspace import Workspace, write_text
+from .data import loaders
 from .models import inputs
 
 CSS = """
@@ -265,8 +266,10 @@ def build(cfg, status: list[tuple[str, str]], worst: int = 24) -> Path:
     """Write runs/<run>/report.html from the run's artifacts and `status` (the runner's (stage, state) lines);
     returns its path."""
     ws = Workspace.from_config(cfg)
+    # datablock.holdout's groups are scored as a test set of their own (a crossval fold's only one)
+    evaluate_sets = ([loaders.HOLDOUT_SET] if cfg.datablock.holdout else []) + [t.name for t in cfg.evaluate.test_sets]
     page = _PAGE.render(run=cfg.run.name, config=cfg.source_file, root=str(ws.root), css=CSS, status=status,
                         dataset=_dataset(ws), lr_find=_lr_find(ws), train=_train(ws),
-                        test_sets=[_test_set(ws, t.name, worst) for t in cfg.evaluate.test_sets],
+                        test_sets=[_test_set(ws, name, worst) for name in evaluate_sets],
                         crossval=_crossval(ws))
     return write_text(ws.root / artifacts.REPORT, page)

@@ -73,6 +73,31 @@ def test_names_with_markup_are_escaped(tmp_path):
     assert "&lt;b&gt;7&lt;/b&gt;" in page and "unreadable" in page  # the file itself does not exist
 
 
+def test_the_held_out_groups_are_shown_as_a_test_set(tmp_path):
+    """A run with datablock.holdout (each crossval fold) is scored on its held-out groups: the page shows that set,
+    its interpretation included, before the configured test sets."""
+    import pandas as pd
+
+    from pipeline.core.workspace import write_csv
+    from pipeline.data import loaders
+    from pipeline.models import interpretation
+
+    cfg = config.load(None, cwd=tmp_path)  # the demo config: one test set, digits_test
+    cfg.datablock.holdout = ["signer1"]
+    folder = Workspace.from_config(cfg).stage_dir("evaluate") / loaders.HOLDOUT_SET
+    write_json(folder / artifacts.METRICS, {"accuracy": 0.5, "correct": 2, "scored": 4, "unmatched": 0,
+                                            "out_of_vocab": 0, "unreadable": 0, "source": "datablock.holdout: s",
+                                            "root": str(tmp_path)})
+    truth, predicted = ["A", "A", "B", "B"], ["A", "B", "B", "A"]
+    write_csv(folder / artifacts.CLASS_REPORT, interpretation.classification_report(truth, predicted, ["A", "B"]))
+    write_csv(folder / artifacts.MOST_CONFUSED, interpretation.most_confused(truth, predicted))
+    page = report.build(cfg, []).read_text()
+    assert page.index(f"<h3>{loaders.HOLDOUT_SET}</h3>") < page.index("<h3>digits_test</h3>")
+    assert f'id="report-{loaders.HOLDOUT_SET}"' in page and "(2/4)" in page
+    assert "<td>A</td><td>B</td><td>1</td>" in page.replace("\n", "")  # most confused: A as B once
+    assert pd.read_csv(folder / artifacts.CLASS_REPORT)["recall"].tolist()[:2] == [0.5, 0.5]
+
+
 @pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
                                         "PATH): apt-get install chromium")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):

@@ -149,7 +149,7 @@ def _photo(path: Path, detector):
 
 def validation(learn, ws, finds_hands: bool, log=print) -> tuple[dict, list[Path]]:
     """train's interpretation of its validation split: `learn`'s predictions on it (as exported: after the fit and any
-    temperature folded in) written to train's predictions.csv (path, true, predicted, confidence, correct, p_true,
+    temperature folded in) written to train's predictions.csv (file, true, predicted, confidence, correct, p_true,
     loss) with the other files of `write`; returns (metrics for train's metrics.json, the files written)."""
     import numpy as np
     import pandas as pd
