@@ -440,3 +440,25 @@ def test_the_landmark_export_answers_a_photo_from_a_plain_script(tmp_path, share
     rows = [line.split(",") for line in out.stdout.strip().splitlines()]
     assert rows[0] == ["file", "label", "confidence", "hand_found"]
     assert [r[3] for r in rows[1:]] == ["true", "false"] and "no hand found in 1 of 2 image(s)" in out.stderr
+
+
+def test_predicting_leaves_a_hand_learner_as_it_is(tmp_path):
+    """fastai fires after_fit around `get_preds` too: SettleBatchNorm settled the batch norm there, so every
+    prediction of a loaded export (whose training set is empty) after the first came from reset statistics (the
+    second call's probabilities differed by 0.998), and an in-process learner's moved with each call (0.0015)."""
+    import torch
+    from fastai.learner import load_learner
+
+    from pipeline.models import hand_model
+    from tests.conftest import synthetic_landmark_learner
+
+    learn, _, _, feats = synthetic_landmark_learner(tmp_path, features="coords+shape")
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-2)
+    x = feats[hand_model.FEATURES].to_numpy(np.float32)[:12]
+    first = hand_model.feature_probs(learn, x)
+    assert torch.equal(hand_model.feature_probs(learn, x), first)
+    learn.export(tmp_path / "m.pkl")
+    loaded = load_learner(tmp_path / "m.pkl")
+    again = [hand_model.feature_probs(loaded, x) for _ in range(3)]
+    assert all(torch.allclose(p, first, atol=1e-5) for p in again)

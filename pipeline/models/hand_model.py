@@ -140,8 +140,16 @@ class SettleBatchNorm(Callback):
     folds: 0.22 → 0.48 between epochs 28 and 29), so which epoch ended the fit decided several points of a fold."""
     order = 90
 
+    def before_fit(self):
+        self.trained = False  # fastai fires before_fit/after_fit around `get_preds` too: only a fit counts
+
+    def after_train(self):  # every epoch of a fit, one skipped on resume included; never in `get_preds`
+        self.trained = True
+
     def after_fit(self):
-        if hasattr(self.learn, "lr_finder"):
+        # not after lr_find, nor after a prediction (`get_preds`: a loaded export's training set is empty, and
+        # settling on it reset every statistic, so every prediction after the first was wrong)
+        if hasattr(self.learn, "lr_finder") or not getattr(self, "trained", False):
             return
         norms = [m for m in self.learn.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
