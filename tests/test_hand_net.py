@@ -1,0 +1,105 @@
+"""MediaPipe's hand network as a frozen embedding (pipeline/data/hand_net.py, `datablock.input = "hand_net"`): the
+crop MediaPipe's own landmarks-to-ROI rule makes (upright, left hands mirrored), the store's key, and the embedding
+of a real photo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.data import hand_net, hands
+
+W, H = 400, 300
+
+
+def _raw(points_px: dict, handedness: str = "Left") -> list:
+    """A found `hands._raw` whose keypoints are at `points_px` (index -> photo pixel), the rest at the wrist."""
+    side, top, left = hands._padding(H, W)
+    pts = [points_px.get(i, points_px[0]) for i in range(hands.N_POINTS)]
+    flat = [v for x, y in pts for v in ((x + left) / side, (y + top) / side, 0.0)]
+    return [True, handedness, 0.9] + flat + [0.0] * (3 * hands.N_POINTS)
+
+
+def _photo(points_px: dict, colours: dict) -> Image.Image:
+    img = Image.new("RGB", (W, H), "white")
+    pen = ImageDraw.Draw(img)
+    for i, colour in colours.items():
+        x, y = points_px[i]
+        pen.ellipse([x - 8, y - 8, x + 8, y + 8], fill=colour)
+    return img
+
+
+def _centre(crop: np.ndarray, colour) -> tuple[float, float]:
+    """(x, y) in the crop of the pixels close to `colour`."""
+    near = np.abs(crop * 255 - np.asarray(colour)).sum(axis=2) < 90
+    ys, xs = np.nonzero(near)
+    assert len(xs), f"no {colour} pixels in the crop"
+    return float(xs.mean()), float(ys.mean())
+
+
+# a hand lying on its side, pointing to the photo's right: wrist (0) left, middle knuckle (9) right of it; the thumb
+# tip (4) above the line wrist -> knuckle in the photo
+HAND = {0: (150, 150), 9: (230, 150), 4: (200, 110), 12: (270, 150)}
+RED, GREEN, BLUE = (255, 0, 0), (0, 160, 0), (0, 0, 255)
+
+
+def test_the_crop_turns_the_hand_upright_and_mirrors_a_left_hand():
+    img = _photo(HAND, {0: RED, 9: GREEN, 4: BLUE})
+    right = hand_net.crop_image(img, _raw(HAND, "Left"))  # MediaPipe's "Left": a right hand in an ordinary photo
+    assert right.shape == (hand_net.SIZE, hand_net.SIZE, 3) and right.dtype == np.float32 and right.max() <= 1.0
+    (wx, wy), (kx, ky), (tx, _) = (_centre(right, c) for c in (RED, GREEN, BLUE))
+    assert wy > ky + 40 and abs(wx - kx) < 3  # the wrist straight below the knuckle: the hand points up
+    # turned a quarter anticlockwise, the thumb (above the hand, pointing right) is on the crop's left
+    assert tx < wx - 20
+    left = hand_net.crop_image(img, _raw(HAND, "Right"))  # a left hand: the same crop, mirrored
+    np.testing.assert_allclose(left, right[:, ::-1], atol=1e-6)
+    assert _centre(left, BLUE)[0] > _centre(left, RED)[0] + 20
+
+
+def test_the_crop_is_twice_the_hand_around_its_centre():
+    cx, cy, side, ux, uy, mirrored = hand_net.roi(_raw(HAND), W, H)
+    assert (ux, uy) == pytest.approx((1.0, 0.0)) and not mirrored
+    # upright, the box is 120 px tall (wrist to fingertip), 40 px wide (thumb): side 2 x 120, centred on the box
+    assert side == pytest.approx(240, abs=1e-3) and (cx, cy) == pytest.approx((210, 130), abs=1e-3)
+
+
+def test_the_store_key_changes_with_the_network_file(tmp_path):
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "gray").save(photo)
+    net = tmp_path / "net.tflite"
+    net.write_bytes(b"one network")
+    vec = np.arange(hand_net.N_EMB, dtype=np.float32)
+    hand_net.store(tmp_path, path=net).put([photo], [vec])
+    np.testing.assert_array_equal(hand_net.store(tmp_path, path=net).get([photo])[0], vec)
+    net.write_bytes(b"another network")  # other weights: computed anew
+    assert hand_net.store(tmp_path, path=net).get([photo]) == [None]
+
+
+@pytest.mark.shared_data
+def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
+    """The crop of a real photo is what the network reads as a hand (its own hand-presence output is high, for a right
+    hand and for the same hand mirrored); the embedding is stored once, and a photo with no hand gets zeros."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    photo = shared_data / "asl_alphabet_test" / "B_test.jpg"
+    gray = tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    detector = hands.Detector()
+    try:
+        raws = [hands._raw(str(photo), detector), hands._raw(str(gray), detector)]
+    finally:
+        detector.close()
+    assert raws[0][0] and raws[0][1] == "Left" and not raws[1][0]  # grassknoted's signer: the right hand
+    emb = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    assert emb.shape == (2, hand_net.N_EMB) and hand_net.embed.computed == 1
+    assert np.isfinite(emb).all() and emb[0].std() > 0 and not emb[1].any()
+    again = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    assert hand_net.embed.computed == 0
+    np.testing.assert_array_equal(again, emb)
+
+    net = hand_net.network()
+    presence = next(d["index"] for d in net._it.get_output_details() if d["shape"].tolist() == [1, 1])
+    for handedness in ("Left", "Right"):
+        net(hand_net.crop(photo, [True, handedness, *raws[0][2:]]))
+        assert float(net._it.get_tensor(presence).ravel()[0]) > 0.9
