@@ -103,3 +103,110 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
     for handedness in ("Left", "Right"):
         net(hand_net.crop(photo, [True, handedness, *raws[0][2:]]))
         assert float(net._it.get_tensor(presence).ravel()[0]) > 0.9
+
+
+@pytest.mark.parametrize("overrides, family", [
+    ({"datablock.input": "hand_net", "train.arch": "landmark_mlp"}, "HAND_NET"),
+    ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "HAND_LANDMARKS"),
+])
+def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, family):
+    from pipeline.models import families, registry
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, overrides)
+    assert families.of(cfg) is getattr(families, family)
+    assert registry.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
+
+
+def test_hand_net_configs_are_checked(tmp_path):
+    from pipeline.core.errors import PipelineError
+    from tests.conftest import tiny_config
+
+    with pytest.raises(PipelineError, match="do not go together"):
+        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "resnet18"})
+    with pytest.raises(PipelineError, match="evaluate.tta augments pixels"):
+        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "landmark_mlp", "evaluate.tta": 2})
+
+
+_USE = ("import sys, warnings\n"
+        "from fastai.learner import load_learner\n"
+        "from pipeline.core.errors import PipelineError\n"
+        "from pipeline.models import exported\n"
+        "pkl, photos = sys.argv[1], sys.argv[2:]\n"
+        "learn = load_learner(pkl)\n"
+        "for photo in photos:\n"
+        "    with warnings.catch_warnings(record=True) as seen:\n"
+        "        warnings.simplefilter('always')\n"
+        "        label, idx, probs = learn.predict(photo)\n"
+        "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
+        "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
+        "e = exported.load(pkl)\n"
+        "p = e.predict(photos, log=lambda m: None)\n"
+        "print('loaded', *p.labels, *p.hand_found)\n"
+        "read = [e.read(photo, e.detector()) for photo in photos]\n"
+        "print('read', *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n"
+        "print('top', *[int(q.argmax()) for q in p.probs], int(read[0][0].argmax()))\n"
+        "try:\n"
+        "    exported.load(pkl, engine='onnx')\n"
+        "except PipelineError as err:\n"
+        "    print('onnx', str(err))\n")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
+    """2 photos a letter, one epoch: datablock writes the keypoint rows and fills the embedding store, train reads the
+    embeddings from it (none computed again), the card says how the embedding is made and why there is no ONNX
+    graph; a fresh process's `load_learner(pkl).predict`, `exported.load(pkl).predict` and `.read` answer a photo
+    alike, say when a photo has no hand, and `--engine onnx` is one line."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    from pipeline import runner
+    from pipeline.core import artifacts
+    from pipeline.models import families
+    from tests.conftest import asl_photos, subprocess_env, tiny_config
+
+    cfg = tiny_config(tmp_path, {**asl_photos(shared_data, 2, "test28"), "run.name": "hn", "datablock.input": "hand_net",
+                                 "train.arch": "landmark_mlp", "train.pretrained": False,
+                                 "train.method": "fit_one_cycle", "train.batch_size": 8, "train.base_lr": 3e-3,
+                                 "train.epochs": 1, "train.landmark_rotate": 15.0,
+                                 "train.landmark_features": "coords+shape"})
+    runner.run(cfg, ["download", "datablock"])
+    out = tmp_path / "runs" / "hn"
+    feats = pd.read_csv(out / "datablock" / artifacts.LANDMARKS)
+    assert len(feats) == 58 and 0 < feats["hand_found"].sum() < 58  # `nothing` has no hand, and stays in
+    cropped, crop = [], hand_net.crop
+    monkeypatch.setattr(hand_net, "crop", lambda *a: cropped.append(a[0]) or crop(*a))
+    runner.run(cfg, ["lr_find", "train"])
+    assert cropped == []  # lr_find and train found every embedding in the store
+    runner.run(cfg, ["evaluate"])
+    card = json.loads((tmp_path / "exports" / "hn.json").read_text())
+    assert card["family"] == families.HAND_NET.name and card["input"] == "hand_net"
+    assert card["hand_net"]["sha256"] == hand_net.network_sha256(hand_net.network_path())
+    assert card["onnx"]["file"] is None and "TFLite" in card["onnx"]["why"]
+    scored = json.loads((out / "evaluate" / "test28" / artifacts.METRICS).read_text())
+    assert scored["scored"] == 28
+
+    gray = tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    photo = shared_data / "asl_alphabet_test" / "B_test.jpg"
+    script = tmp_path / "use.py"
+    script.write_text(_USE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "exports" / "hn.pkl"), str(photo), str(gray)],
+                          capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.split()}
+    n = str(len(card["vocab"]))
+    answers = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("answer")]
+    assert [a[1:] for a in answers] == [[n, "1.0", "False"], [n, "1.0", "True"]]
+    assert lines["loaded"] == [answers[0][0], answers[1][0], "True", "False"]  # the loader's labels are predict's
+    assert lines["read"] == [n, "None", "True", "False"]  # serve's one photo: no answer without a hand
+    top = lines["top"]
+    assert top[0] == top[2]  # read and predict give the photo the same answer
+    assert "lists no ONNX export" in " ".join(lines["onnx"]) and "TFLite" in " ".join(lines["onnx"])

@@ -21,6 +21,7 @@ STORE = "hand_net.sqlite"
 NETWORK = "hand_landmark_full.tflite"
 TENSOR = "model_1/model/global_average_pooling2d/Mean"  # the pooled feature its keypoint and handedness heads read
 N_EMB = 1152
+COLUMNS = hands.FEATURES + [f"emb{i:04d}" for i in range(N_EMB)]  # what its model reads: keypoints, then embedding
 SIZE = 224          # the network's input side
 SCALE = 2.0         # the crop's side: this times the longer side of the keypoints' box in the upright frame
 INSTALL = "pip install -e '.[hands]'  (ai-edge-litert reads MediaPipe's hand network)"
@@ -207,3 +208,65 @@ def client_settings() -> dict:
                                    "wrist -> keypoint 9 points up, the square of scale x the keypoints' box there, "
                                    "size x size bilinear, RGB / 255, mirrored when MediaPipe says Right: "
                                    "pipeline.data.hand_net.crop; the network's tensor read with LiteRT"}
+
+
+def inputs(raws: list, emb):
+    """float32 (n, len(COLUMNS)): the keypoint FEATURES of each `hands._raw` detection (zeros and the no-hand flag
+    0 where none) beside its embedding `emb` (n, N_EMB)."""
+    import numpy as np
+
+    rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32).reshape(len(raws), -1)
+    return np.concatenate([rows, np.asarray(emb, np.float32).reshape(len(raws), N_EMB)], axis=1)
+
+
+def photo_inputs(paths: list, folder: Path | None, log=print) -> tuple:
+    """(float32 (n, len(COLUMNS)) rows, hand found per photo) for image files: MediaPipe's keypoints and the
+    embedding, through the stores in `folder` when given, else found in this process."""
+    paths = [str(p) for p in paths]
+    if folder is not None:
+        raws, _ = hand_crops.find(paths, folder, log)
+    else:
+        raws = hands._detect(paths, log, None, "images", None, fn=hands._raw)
+    return inputs(raws, embed(paths, raws, folder, log)), [bool(r[0]) for r in raws]
+
+
+def frame_inputs(img, points, handedness: str, score: float):
+    """float32 (1, len(COLUMNS)): what the model reads of one upright RGB PIL image whose hand a detector or tracker
+    found at `points` (in the padded square's coordinates)."""
+    raw = [True, handedness, score] + [float(v) for q in points for v in q]
+    return inputs([raw], network()(crop_image(img, raw))[None])
+
+
+def warm(paths: list, folder: Path, log=print) -> int:
+    """The detections of `paths` into the points and landmark stores in `folder`, and the embeddings of those with
+    a hand into the embedding store (what they lack; an unreadable image is skipped): one process's share of
+    datablock's work in a distributed launch. Returns how many MediaPipe looked at."""
+    raws, looked = hand_crops.warm_points(paths, folder, log)
+    embed([p for p, _ in raws], [r for _, r in raws], folder, log)
+    return looked
+
+
+def prepare(df, root: Path, ws, log) -> list[Path]:
+    """Every photo of the split's embedding in the store, landmarks.csv (the keypoint rows of the same detection),
+    the detection rate per class in the log and batch.png: training crops as the network sees them."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from ..core import artifacts
+    from ..core.workspace import write_csv
+
+    paths = [root / p for p in df["path"]]
+    raws, _ = hand_crops.find(paths, ws.data, log)
+    embed(paths, raws, ws.data, log)
+    feats = pd.DataFrame([hands.row_of(r) for r in raws], columns=hands.COLUMNS + hands.FEATURES)
+    feats.insert(0, "path", df["path"].to_numpy())
+    rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
+    log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
+    train = df[~df["is_valid"].to_numpy() & np.array([bool(r[0]) for r in raws])]
+    train = train.sample(n=min(16, len(train)), random_state=0)
+    pngs = [hand_crops.png(Image.fromarray((crop(paths[i], raws[i]) * 255).round().astype(np.uint8)))
+            for i in train.index]
+    return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
+            hand_crops.plot_crops(pngs, list(train["label"]), ws.artifact("datablock", artifacts.BATCH_PNG),
+                                  f"training images: the hand network's upright crops, {SIZE}px")]
