@@ -172,8 +172,8 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     from pipeline.models import families
     from tests.conftest import asl_photos, subprocess_env, tiny_config
 
-    cfg = tiny_config(tmp_path, {**asl_photos(shared_data, 2, "test28"), "run.name": "hn", "datablock.input": "hand_net",
-                                 "train.arch": "landmark_mlp", "train.pretrained": False,
+    cfg = tiny_config(tmp_path, {**asl_photos(shared_data, 2, "test28"), "run.name": "hn",
+                                 "datablock.input": "hand_net", "train.arch": "landmark_mlp", "train.pretrained": False,
                                  "train.method": "fit_one_cycle", "train.batch_size": 8, "train.base_lr": 3e-3,
                                  "train.epochs": 1, "train.landmark_rotate": 15.0,
                                  "train.landmark_features": "coords+shape"})
