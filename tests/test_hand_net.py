@@ -210,3 +210,20 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     top = lines["top"]
     assert top[0] == top[2]  # read and predict give the photo the same answer
     assert "lists no ONNX export" in " ".join(lines["onnx"]) and "TFLite" in " ".join(lines["onnx"])
+
+
+@pytest.mark.shared_data
+def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, shared_data):
+    """A distributed rank's share of datablock's work (`inputs.HAND_NET.warm`): the keypoints and the embedding of a
+    photo into the stores; an unreadable file is looked at, skipped, and stored nowhere."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    from pipeline.data import hand_crops
+
+    photo, bad = shared_data / "asl_alphabet_test" / "B_test.jpg", tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert hand_net.warm([photo, bad], tmp_path, log=lambda m: None) == 2
+    assert hand_net.embed.computed == 1
+    assert hand_net.store(tmp_path).get([photo, bad])[0].shape == (hand_net.N_EMB,)
+    assert hand_crops.points_store(tmp_path).get([bad]) == [None]
+    assert hand_net.warm([photo], tmp_path, log=lambda m: None) == 0 and hand_net.embed.computed == 0
