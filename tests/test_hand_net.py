@@ -227,3 +227,12 @@ def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, 
     assert hand_net.store(tmp_path).get([photo, bad])[0].shape == (hand_net.N_EMB,)
     assert hand_crops.points_store(tmp_path).get([bad]) == [None]
     assert hand_net.warm([photo], tmp_path, log=lambda m: None) == 0 and hand_net.embed.computed == 0
+
+
+def test_the_hand_net_model_has_no_onnx_graph_and_says_why(tmp_path):
+    """Its ONNX plan is refused in one line (`registry.export_onnx` turns that into the card's `why`, no file)."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.models import registry
+
+    with pytest.raises(PipelineError, match="TFLite graph and not a torch module: no ONNX export"):
+        registry.INPUTS["hand_net"].onnx_plan(None, None)
