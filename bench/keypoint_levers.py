@@ -13,7 +13,9 @@ Its image-keypoint row reproduces the pipeline's `kp_settled` crossval within it
 Levers: `--keypoints world` (MediaPipe's metric 3D world landmarks, mirrored and scaled as `hands.canonical` does
 the image keypoints), `--turn P` (a training hand seen from the other side with probability P: x and z negated, a
 180° turn about the vertical), `--tta mirror|turn` (the held-out hands also mirrored, or turned, probabilities
-averaged), `--ensemble K` (K models a fold from different seeds, their probabilities averaged), `--seed`.
+averaged), `--ensemble K` (K models a fold from different seeds, their probabilities averaged), `--seed`;
+`--hand-net` (MediaPipe's hand-network embedding beside the keypoints, `hand_net_model.HandNetModel`, embeddings
+from the store, computed if missing) with `--emb-drop P` (dropout on the embedding's columns while training).
 """
 from __future__ import annotations
 
@@ -85,7 +87,12 @@ def _fold(x, y, train, test, n_out, a, seed: int):
 
     torch.manual_seed(seed)
     xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    model = hand_model.LandmarkNet(n_out, [512, 256], 0.2)
+    if a.hand_net:
+        from pipeline.models import hand_net_model
+
+        model = hand_net_model.HandNetModel(n_out, [512, 256], 0.2)
+    else:
+        model = hand_model.LandmarkNet(n_out, [512, 256], 0.2)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     steps = a.epochs * (len(xtr) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.25)
@@ -96,6 +103,8 @@ def _fold(x, y, train, test, n_out, a, seed: int):
         for i in range(len(xtr) // 64):
             idx = order[i * 64:(i + 1) * 64]
             xb = _jitter(xtr[idx], a.turn)
+            if a.emb_drop:
+                xb = torch.cat([xb[:, :64], F.dropout(xb[:, 64:], a.emb_drop)], 1)
             loss = F.cross_entropy(model(no_cats, xb), ytr[idx])
             opt.zero_grad()
             loss.backward()
@@ -147,16 +156,22 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=1,
                    help="models a fold, from different seeds, probabilities averaged")
+    p.add_argument("--hand-net", action="store_true", help="the hand network's embedding beside the keypoints")
+    p.add_argument("--emb-drop", type=float, default=0.0, help="dropout on the embedding while training")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}, "
-           f"{a.ensemble} model(s) a fold")
+           f"{a.ensemble} model(s) a fold" + (f", hand-net embedding (dropout {a.emb_drop:g})" if a.hand_net else ""))
     cfg = config.load(a.config, [])
     paths, labels, folds = _photos(cfg)
     raws, looked = hand_crops.find(paths, Workspace.from_config(cfg).data, log=lambda m: None)
     result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the points store")
     x, vocab = _features(raws, a.keypoints), sorted(set(labels))
+    if a.hand_net:
+        from pipeline.data import hand_net
+
+        x = np.concatenate([x, hand_net.embed(paths, raws, Workspace.from_config(cfg).data, log=lambda m: None)], 1)
     y, folds = np.array([vocab.index(v) for v in labels]), np.array(folds)
     accs = []
     for unit in dict.fromkeys(folds):

@@ -96,6 +96,7 @@ class DatablockCfg:
     cache: bool = False           # decode+resize every image once (at train.image_size) into cache.npy; train from it
     input: str = "images"         # images | landmarks (MediaPipe hand keypoints into landmarks.csv; train.arch = "landmark_mlp")
                                   # | hand_crop (a square around the hand MediaPipe finds: a backbone's name, or "hand_fused")
+                                  # | hand_net (keypoints + MediaPipe's hand-network embedding; train.arch = "landmark_mlp")
     # random (RandomSplitter) | group (whole groups, e.g. signers, into validation)
     # | monitor (valid_pct of every group: the shipped model trains on every signer)
     split: str = field(default="random", metadata={"later": "field"})

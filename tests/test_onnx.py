@@ -185,7 +185,8 @@ def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
     fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
     entry = registry.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)
     assert entry == {"file": None, "why": "no model family here reads this learner (SimpleNamespace over "
-                                          "SimpleNamespace): only image, hand-landmark and hand-crop learners"}
+                                          "SimpleNamespace): only image, hand-landmark, hand-crop and "
+                                          "hand-network learners"}
     assert not (tmp_path / "f.onnx").exists()
     (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
     with pytest.raises(PipelineError, match=r"lists no ONNX export \(no model family here reads this learner"):

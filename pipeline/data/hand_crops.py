@@ -73,10 +73,9 @@ def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[li
     return [r if r is not None else next(it) for r in rows], len(todo)
 
 
-def warm(paths: list, size: int, folder: Path, log=print) -> int:
-    """The detections of `paths` into the points (and landmark) stores in `folder`, and the crops of those with a
-    hand into the crop store (what they lack; an unreadable image is skipped): one process's share of datablock's
-    work in a distributed launch. Returns how many MediaPipe looked at."""
+def warm_points(paths: list, folder: Path, log=print) -> tuple[list[tuple[str, list]], int]:
+    """The detections of `paths` into the points (and landmark) stores in `folder` (what they lack; an unreadable
+    image is skipped): ([(path, `hands._raw`)] of the readable ones, how many MediaPipe looked at)."""
     hands.require()
     paths = [str(p) for p in paths]
     store = points_store(folder)
@@ -87,9 +86,15 @@ def warm(paths: list, size: int, folder: Path, log=print) -> int:
     content_store.landmarks(folder).put([p for p, _ in new], [hands.row_of(r) for _, r in new])
     it = iter(found)
     raws = [(p, r if r is not None else next(it)) for p, r in zip(paths, rows)]
-    raws = [(p, r) for p, r in raws if r is not None]
+    return [(p, r) for p, r in raws if r is not None], len(todo)
+
+
+def warm(paths: list, size: int, folder: Path, log=print) -> int:
+    """`warm_points`, then the crops of the photos with a hand into the crop store: one process's share of
+    datablock's work in a distributed launch. Returns how many MediaPipe looked at."""
+    raws, looked = warm_points(paths, folder, log)
     crops([p for p, _ in raws], [r for _, r in raws], size, folder, log)
-    return len(todo)
+    return looked
 
 
 def _pixels(raw: list, width: int, height: int) -> tuple[list[float], list[float]]:

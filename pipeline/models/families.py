@@ -43,7 +43,8 @@ class Family:
         found = []
         if cfg.datablock.input != self.input.name:
             found.append(f'datablock.input = "{cfg.datablock.input}" and train.arch = "{cfg.train.arch}" do not go '
-                         f'together: the {self.name} read "{self.input.name}" (hand keypoints go with "{LANDMARK_ARCH}", hand crops with a backbone or "{FUSED_ARCH}")')
+                         f'together: the {self.name} read "{self.input.name}" (hand keypoints and "hand_net" go with "{LANDMARK_ARCH}", '
+                         f'hand crops with a backbone or "{FUSED_ARCH}")')
         if not self.input.pixels:
             if cfg.datablock.cache:
                 found.append(f'datablock.cache stores decoded pixels: turn it off for datablock.input = "{self.input.name}"')
@@ -58,8 +59,12 @@ BACKBONE = Family("pretrained image backbone", inputs.IMAGES, (), channels_last=
 # hand crops (crop_model.py): a head on a frozen backbone's crop embedding, and any backbone fine-tuned on the crops
 HAND_FUSED = Family("hand-crop embedding head", inputs.HAND_CROP, (FUSED_ARCH,), channels_last=False, needs_package=True)
 HAND_CROP_BACKBONE = Family("hand-crop image backbone", inputs.HAND_CROP, (), channels_last=True, needs_package=True)
+# the landmark MLP with MediaPipe's hand-network embedding beside the keypoints (hand_net_model.py): `of` picks it for
+# landmark_mlp on datablock.input = "hand_net"
+HAND_NET = Family("hand keypoints + hand-network embedding", inputs.HAND_NET, (LANDMARK_ARCH,), channels_last=False,
+                  needs_package=True)
 # looked up by arch in this order: any other name is a backbone's (the crop backbone's when `of` sees hand crops)
-FAMILIES = (HAND_LANDMARKS, HAND_FUSED, BASELINE, BACKBONE, HAND_CROP_BACKBONE)
+FAMILIES = (HAND_LANDMARKS, HAND_FUSED, BASELINE, BACKBONE, HAND_CROP_BACKBONE, HAND_NET)
 
 
 def family(arch: str) -> Family:
@@ -69,9 +74,12 @@ def family(arch: str) -> Family:
 
 
 def of(cfg) -> Family:
-    """The family of `cfg.train.arch` (a backbone's name on `datablock.input = "hand_crop"`: the crop backbone's)."""
+    """The family of `cfg.train.arch` (a backbone's name on `datablock.input = "hand_crop"`: the crop backbone's;
+    landmark_mlp on "hand_net": the hand-network one's)."""
     found = family(cfg.train.arch)
-    return HAND_CROP_BACKBONE if found is BACKBONE and cfg.datablock.input == inputs.HAND_CROP.name else found
+    if found is BACKBONE and cfg.datablock.input == inputs.HAND_CROP.name:
+        return HAND_CROP_BACKBONE
+    return HAND_NET if found is HAND_LANDMARKS and cfg.datablock.input == inputs.HAND_NET.name else found
 
 
 def check(cfg) -> None:
@@ -85,4 +93,4 @@ def check(cfg) -> None:
 
 def named_archs() -> str:
     """The arch names the families other than the backbone's accept, for an error message."""
-    return ", ".join(a for f in FAMILIES for a in f.archs)
+    return ", ".join(dict.fromkeys(a for f in FAMILIES for a in f.archs))

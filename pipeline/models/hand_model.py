@@ -76,12 +76,14 @@ def is_landmark_learner(learn) -> bool:
 
 
 def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
-    """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 FEATURES rows `x` (n, 64)."""
+    """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 rows `x` of its columns (FEATURES:
+    (n, 64))."""
     import pandas as pd
 
     from .training import quiet
 
-    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=FEATURES), bs=batch_size)
+    columns = list(learn.dls.cont_names)  # FEATURES, or more beside them (hand_net_model.py)
+    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=columns), bs=batch_size)
     with quiet(learn):
         probs, _ = learn.get_preds(dl=dl)
     return probs
@@ -110,21 +112,21 @@ def make_learner(dls, t, **common) -> HandLearner:
     return HandLearner(dls, model, **common)
 
 
-def dataloaders(split, feats, vocab: list[str], batch_size: int):
-    """fastai tabular DataLoaders over the persisted split joined with its landmarks (FEATURES as continuous
-    columns, no preprocessing: the coordinates are already on one scale, and the model batch-normalises its
-    input)."""
+def dataloaders(split, feats, vocab: list[str], batch_size: int, columns: list[str] = FEATURES):
+    """fastai tabular DataLoaders over the persisted split joined with its landmarks (`columns`, FEATURES unless
+    more, as continuous columns, no preprocessing: the coordinates are already on one scale, and the model
+    batch-normalises its input)."""
     import numpy as np
     from fastai.data.block import CategoryBlock
     from fastai.tabular.core import TabularPandas
     from fastai.tabular.data import TabularDataLoaders  # its import makes `to.dataloaders` one (with a tabular test_dl)
 
-    df = split.merge(feats[["path"] + FEATURES], on="path", how="inner", validate="one_to_one")
+    df = split.merge(feats[["path"] + columns], on="path", how="inner", validate="one_to_one")
     if len(df) != len(split):
         raise PipelineError(f"{artifacts.LANDMARKS} lacks {len(split) - len(df)} image(s) of the split: "
                             "rerun datablock")
     valid = df["is_valid"].to_numpy()
-    to = TabularPandas(df, procs=[], cat_names=[], cont_names=FEATURES, y_names="label",
+    to = TabularPandas(df, procs=[], cat_names=[], cont_names=list(columns), y_names="label",
                        y_block=CategoryBlock(vocab=vocab),
                        splits=(np.flatnonzero(~valid).tolist(), np.flatnonzero(valid).tolist()))
     dls = to.dataloaders(bs=batch_size, num_workers=0)

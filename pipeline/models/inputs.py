@@ -192,13 +192,57 @@ def _crop_store(folder: Path, log=print):
     return hand_crops.points_store(folder)
 
 
+class HandNetKind(InputKind):
+    """The hand keypoints and the pooled feature of MediaPipe's own hand network on the upright hand (hand_net.py)."""
+
+    def seen(self, image_size: int | None, grayscale: bool = False) -> str:
+        return "hand keypoints + MediaPipe's hand-network embedding (frozen), no pixels"
+
+    def recipe(self, cfg) -> str:
+        return InputKind.recipe(self, cfg).replace("hand landmarks", "hand landmarks + hand-net embedding", 1)
+
+    def card_fields(self, t) -> dict:
+        """No pixels; `hand_net`: how a client makes the embedding this model reads."""
+        from ..data import hand_net
+
+        return {**InputKind.card_fields(self, t), "hand_net": hand_net.client_settings()}
+
+    def require(self) -> None:
+        from ..data import hand_net
+
+        InputKind.require(self)
+        hand_net.require()
+        hand_net.network_path()
+
+
+def _prepare_hand_net(df, root: Path, cfg, ws, log) -> list[Path]:
+    from ..data import hand_net
+
+    return hand_net.prepare(df, root, ws, log)
+
+
+def _warm_hand_net(paths: list, cfg, folder: Path, log) -> int:
+    from ..data import hand_net
+
+    return hand_net.warm(paths, folder, log)
+
+
+def _hand_net_store(folder: Path, log=print):
+    from ..data import hand_net
+
+    return hand_net.store(folder, log)
+
+
 IMAGES = InputKind("images", "image", pixels=True, finds_hands=False, writes=(), prepare=_prepare_images, store=_no_store)
 LANDMARKS = InputKind("landmarks", "hand keypoints", pixels=False, finds_hands=True, writes=(artifacts.LANDMARKS,),
                       prepare=_prepare_landmarks, store=_landmark_store, warm=_warm_landmarks)
 HAND_CROP = CropKind("hand_crop", "hand-crop model", pixels=False, finds_hands=True,
                      writes=(artifacts.LANDMARKS, artifacts.NO_HAND), prepare=_prepare_crops, store=_crop_store,
                      keep=_keep_hands, params=("train.image_size",), warm=_warm_crops)
-KINDS = {k.name: k for k in (IMAGES, LANDMARKS, HAND_CROP)}
+HAND_NET = HandNetKind("hand_net", "hand keypoints + hand-network model", pixels=False, finds_hands=True,
+                       writes=(artifacts.LANDMARKS,), prepare=_prepare_hand_net, store=_hand_net_store,
+                       warm=_warm_hand_net)
+KINDS = {k.name: k for k in (IMAGES, LANDMARKS, HAND_CROP, HAND_NET)}
 
 
 def kind(name: str) -> InputKind:

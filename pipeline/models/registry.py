@@ -150,11 +150,43 @@ def _crop_plan(learn, t):
     return crop_model.onnx_plan(learn, t)
 
 
+def _hand_net_dataloaders(ws, cfg, batch_size):
+    from . import hand_net_model
+
+    return hand_net_model.dataloaders(ws, cfg, batch_size)
+
+
+def _reads_hand_net(learn) -> bool:
+    from . import hand_net_model
+
+    return hand_net_model.is_hand_net_learner(learn)
+
+
+def _hand_net_probs(engine, paths, batch_size, tta, log, store):
+    from . import hand_net_model
+
+    return hand_net_model.probs(engine, paths, batch_size, tta, log, store)
+
+
+def _hand_net_read(engine, photo, detector):
+    from . import hand_net_model
+
+    return hand_net_model.read(engine, photo, detector)
+
+
+def _hand_net_plan(learn, t):
+    from . import hand_net_model
+
+    return hand_net_model.onnx_plan(learn, t)
+
+
 IMAGE_INPUT = Input(inputs.IMAGES, _image_dataloaders, _reads_images, _image_probs, _image_read, _image_plan)
 LANDMARK_INPUT = Input(inputs.LANDMARKS, _landmark_dataloaders, _reads_landmarks, _landmark_probs, _landmark_read,
                        _landmark_plan)
 CROP_INPUT = Input(inputs.HAND_CROP, _crop_dataloaders, _reads_crops, _crop_probs, _crop_read, _crop_plan)
-INPUTS = {i.kind.name: i for i in (LANDMARK_INPUT, CROP_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
+HAND_NET_INPUT = Input(inputs.HAND_NET, _hand_net_dataloaders, _reads_hand_net, _hand_net_probs, _hand_net_read,
+                       _hand_net_plan)
+INPUTS = {i.kind.name: i for i in (LANDMARK_INPUT, CROP_INPUT, HAND_NET_INPUT, IMAGE_INPUT)}  # `input_of` asks them in this order
 
 
 def _landmark_learner(dls, t, n_in, common, ws):
@@ -194,9 +226,15 @@ def _fused_learner(dls, t, n_in, common, ws):
     return fused_model.make_learner(dls, t, **common)
 
 
+def _hand_net_learner(dls, t, n_in, common, ws):
+    from . import hand_net_model
+
+    return hand_net_model.make_learner(dls, t, **common)
+
+
 LEARNERS = {families.HAND_LANDMARKS: _landmark_learner, families.BASELINE: _baseline_learner,
             families.BACKBONE: _backbone_learner, families.HAND_CROP_BACKBONE: _backbone_learner,
-            families.HAND_FUSED: _fused_learner}
+            families.HAND_FUSED: _fused_learner, families.HAND_NET: _hand_net_learner}
 
 
 def check_arch(arch: str) -> None:
@@ -237,7 +275,7 @@ def input_of(learn) -> Input:
         if kind.recognises(learn):
             return kind
     raise PipelineError(f"no model family here reads this learner ({type(learn).__name__} over "
-                        f"{type(learn.dls).__name__}): only image, hand-landmark and hand-crop learners")
+                        f"{type(learn.dls).__name__}): only image, hand-landmark, hand-crop and hand-network learners")
 
 
 def export_onnx(learn, path, t, log=print) -> dict:

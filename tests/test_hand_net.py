@@ -1,0 +1,238 @@
+"""MediaPipe's hand network as a frozen embedding (pipeline/data/hand_net.py, `datablock.input = "hand_net"`): the
+crop MediaPipe's own landmarks-to-ROI rule makes (upright, left hands mirrored), the store's key, and the embedding
+of a real photo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.data import hand_net, hands
+
+W, H = 400, 300
+
+
+def _raw(points_px: dict, handedness: str = "Left") -> list:
+    """A found `hands._raw` whose keypoints are at `points_px` (index -> photo pixel), the rest at the wrist."""
+    side, top, left = hands._padding(H, W)
+    pts = [points_px.get(i, points_px[0]) for i in range(hands.N_POINTS)]
+    flat = [v for x, y in pts for v in ((x + left) / side, (y + top) / side, 0.0)]
+    return [True, handedness, 0.9] + flat + [0.0] * (3 * hands.N_POINTS)
+
+
+def _photo(points_px: dict, colours: dict) -> Image.Image:
+    img = Image.new("RGB", (W, H), "white")
+    pen = ImageDraw.Draw(img)
+    for i, colour in colours.items():
+        x, y = points_px[i]
+        pen.ellipse([x - 8, y - 8, x + 8, y + 8], fill=colour)
+    return img
+
+
+def _centre(crop: np.ndarray, colour) -> tuple[float, float]:
+    """(x, y) in the crop of the pixels close to `colour`."""
+    near = np.abs(crop * 255 - np.asarray(colour)).sum(axis=2) < 90
+    ys, xs = np.nonzero(near)
+    assert len(xs), f"no {colour} pixels in the crop"
+    return float(xs.mean()), float(ys.mean())
+
+
+# a hand lying on its side, pointing to the photo's right: wrist (0) left, middle knuckle (9) right of it; the thumb
+# tip (4) above the line wrist -> knuckle in the photo
+HAND = {0: (150, 150), 9: (230, 150), 4: (200, 110), 12: (270, 150)}
+RED, GREEN, BLUE = (255, 0, 0), (0, 160, 0), (0, 0, 255)
+
+
+def test_the_crop_turns_the_hand_upright_and_mirrors_a_left_hand():
+    img = _photo(HAND, {0: RED, 9: GREEN, 4: BLUE})
+    right = hand_net.crop_image(img, _raw(HAND, "Left"))  # MediaPipe's "Left": a right hand in an ordinary photo
+    assert right.shape == (hand_net.SIZE, hand_net.SIZE, 3) and right.dtype == np.float32 and right.max() <= 1.0
+    (wx, wy), (kx, ky), (tx, _) = (_centre(right, c) for c in (RED, GREEN, BLUE))
+    assert wy > ky + 40 and abs(wx - kx) < 3  # the wrist straight below the knuckle: the hand points up
+    # turned a quarter anticlockwise, the thumb (above the hand, pointing right) is on the crop's left
+    assert tx < wx - 20
+    left = hand_net.crop_image(img, _raw(HAND, "Right"))  # a left hand: the same crop, mirrored
+    np.testing.assert_allclose(left, right[:, ::-1], atol=1e-6)
+    assert _centre(left, BLUE)[0] > _centre(left, RED)[0] + 20
+
+
+def test_the_crop_is_twice_the_hand_around_its_centre():
+    cx, cy, side, ux, uy, mirrored = hand_net.roi(_raw(HAND), W, H)
+    assert (ux, uy) == pytest.approx((1.0, 0.0)) and not mirrored
+    # upright, the box is 120 px tall (wrist to fingertip), 40 px wide (thumb): side 2 x 120, centred on the box
+    assert side == pytest.approx(240, abs=1e-3) and (cx, cy) == pytest.approx((210, 130), abs=1e-3)
+
+
+def test_the_store_key_changes_with_the_network_file(tmp_path):
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "gray").save(photo)
+    net = tmp_path / "net.tflite"
+    net.write_bytes(b"one network")
+    vec = np.arange(hand_net.N_EMB, dtype=np.float32)
+    hand_net.store(tmp_path, path=net).put([photo], [vec])
+    np.testing.assert_array_equal(hand_net.store(tmp_path, path=net).get([photo])[0], vec)
+    net.write_bytes(b"another network")  # other weights: computed anew
+    assert hand_net.store(tmp_path, path=net).get([photo]) == [None]
+
+
+@pytest.mark.shared_data
+def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
+    """The crop of a real photo is what the network reads as a hand (its own hand-presence output is high, for a right
+    hand and for the same hand mirrored); the embedding is stored once, and a photo with no hand gets zeros."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    photo = shared_data / "asl_alphabet_test" / "B_test.jpg"
+    gray = tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    detector = hands.Detector()
+    try:
+        raws = [hands._raw(str(photo), detector), hands._raw(str(gray), detector)]
+    finally:
+        detector.close()
+    assert raws[0][0] and raws[0][1] == "Left" and not raws[1][0]  # grassknoted's signer: the right hand
+    emb = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    assert emb.shape == (2, hand_net.N_EMB) and hand_net.embed.computed == 1
+    assert np.isfinite(emb).all() and emb[0].std() > 0 and not emb[1].any()
+    again = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    assert hand_net.embed.computed == 0
+    np.testing.assert_array_equal(again, emb)
+
+    net = hand_net.network()
+    presence = next(d["index"] for d in net._it.get_output_details() if d["shape"].tolist() == [1, 1])
+    for handedness in ("Left", "Right"):
+        net(hand_net.crop(photo, [True, handedness, *raws[0][2:]]))
+        assert float(net._it.get_tensor(presence).ravel()[0]) > 0.9
+
+
+@pytest.mark.parametrize("overrides, family", [
+    ({"datablock.input": "hand_net", "train.arch": "landmark_mlp"}, "HAND_NET"),
+    ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "HAND_LANDMARKS"),
+])
+def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, family):
+    from pipeline.models import families, registry
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, overrides)
+    assert families.of(cfg) is getattr(families, family)
+    assert registry.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
+
+
+def test_hand_net_configs_are_checked(tmp_path):
+    from pipeline.core.errors import PipelineError
+    from tests.conftest import tiny_config
+
+    with pytest.raises(PipelineError, match="do not go together"):
+        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "resnet18"})
+    with pytest.raises(PipelineError, match="evaluate.tta augments pixels"):
+        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "landmark_mlp", "evaluate.tta": 2})
+
+
+_USE = ("import sys, warnings\n"
+        "from fastai.learner import load_learner\n"
+        "from pipeline.core.errors import PipelineError\n"
+        "from pipeline.models import exported\n"
+        "pkl, photos = sys.argv[1], sys.argv[2:]\n"
+        "learn = load_learner(pkl)\n"
+        "for photo in photos:\n"
+        "    with warnings.catch_warnings(record=True) as seen:\n"
+        "        warnings.simplefilter('always')\n"
+        "        label, idx, probs = learn.predict(photo)\n"
+        "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
+        "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
+        "e = exported.load(pkl)\n"
+        "p = e.predict(photos, log=lambda m: None)\n"
+        "print('loaded', *p.labels, *p.hand_found)\n"
+        "read = [e.read(photo, e.detector()) for photo in photos]\n"
+        "print('read', *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n"
+        "print('top', *[int(q.argmax()) for q in p.probs], int(read[0][0].argmax()))\n"
+        "try:\n"
+        "    exported.load(pkl, engine='onnx')\n"
+        "except PipelineError as err:\n"
+        "    print('onnx', str(err))\n")
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
+    """2 photos a letter, one epoch: datablock writes the keypoint rows and fills the embedding store, train reads the
+    embeddings from it (none computed again), the card says how the embedding is made and why there is no ONNX
+    graph; a fresh process's `load_learner(pkl).predict`, `exported.load(pkl).predict` and `.read` answer a photo
+    alike, say when a photo has no hand, and `--engine onnx` is one line."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    from pipeline import runner
+    from pipeline.core import artifacts
+    from pipeline.models import families
+    from tests.conftest import asl_photos, subprocess_env, tiny_config
+
+    cfg = tiny_config(tmp_path, {**asl_photos(shared_data, 2, "test28"), "run.name": "hn",
+                                 "datablock.input": "hand_net", "train.arch": "landmark_mlp", "train.pretrained": False,
+                                 "train.method": "fit_one_cycle", "train.batch_size": 8, "train.base_lr": 3e-3,
+                                 "train.epochs": 1, "train.landmark_rotate": 15.0,
+                                 "train.landmark_features": "coords+shape"})
+    runner.run(cfg, ["download", "datablock"])
+    out = tmp_path / "runs" / "hn"
+    feats = pd.read_csv(out / "datablock" / artifacts.LANDMARKS)
+    assert len(feats) == 58 and 0 < feats["hand_found"].sum() < 58  # `nothing` has no hand, and stays in
+    cropped, crop = [], hand_net.crop
+    monkeypatch.setattr(hand_net, "crop", lambda *a: cropped.append(a[0]) or crop(*a))
+    runner.run(cfg, ["lr_find", "train"])
+    assert cropped == []  # lr_find and train found every embedding in the store
+    runner.run(cfg, ["evaluate"])
+    card = json.loads((tmp_path / "exports" / "hn.json").read_text())
+    assert card["family"] == families.HAND_NET.name and card["input"] == "hand_net"
+    assert card["hand_net"]["sha256"] == hand_net.network_sha256(hand_net.network_path())
+    assert card["onnx"]["file"] is None and "TFLite" in card["onnx"]["why"]
+    scored = json.loads((out / "evaluate" / "test28" / artifacts.METRICS).read_text())
+    assert scored["scored"] == 28
+
+    gray = tmp_path / "gray.png"
+    Image.new("RGB", (96, 96), "gray").save(gray)
+    photo = shared_data / "asl_alphabet_test" / "B_test.jpg"
+    script = tmp_path / "use.py"
+    script.write_text(_USE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "exports" / "hn.pkl"), str(photo), str(gray)],
+                          capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.split()}
+    n = str(len(card["vocab"]))
+    answers = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("answer")]
+    assert [a[1:] for a in answers] == [[n, "1.0", "False"], [n, "1.0", "True"]]
+    assert lines["loaded"] == [answers[0][0], answers[1][0], "True", "False"]  # the loader's labels are predict's
+    assert lines["read"] == [n, "None", "True", "False"]  # serve's one photo: no answer without a hand
+    top = lines["top"]
+    assert top[0] == top[2]  # read and predict give the photo the same answer
+    assert "lists no ONNX export" in " ".join(lines["onnx"]) and "TFLite" in " ".join(lines["onnx"])
+
+
+@pytest.mark.shared_data
+def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, shared_data):
+    """A distributed rank's share of datablock's work (`inputs.HAND_NET.warm`): the keypoints and the embedding of a
+    photo into the stores; an unreadable file is looked at, skipped, and stored nowhere."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    from pipeline.data import hand_crops
+
+    photo, bad = shared_data / "asl_alphabet_test" / "B_test.jpg", tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert hand_net.warm([photo, bad], tmp_path, log=lambda m: None) == 2
+    assert hand_net.embed.computed == 1
+    assert hand_net.store(tmp_path).get([photo, bad])[0].shape == (hand_net.N_EMB,)
+    assert hand_crops.points_store(tmp_path).get([bad]) == [None]
+    assert hand_net.warm([photo], tmp_path, log=lambda m: None) == 0 and hand_net.embed.computed == 0
+
+
+def test_the_hand_net_model_has_no_onnx_graph_and_says_why(tmp_path):
+    """Its ONNX plan is refused in one line (`registry.export_onnx` turns that into the card's `why`, no file)."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.models import registry
+
+    with pytest.raises(PipelineError, match="TFLite graph and not a torch module: no ONNX export"):
+        registry.INPUTS["hand_net"].onnx_plan(None, None)
