@@ -281,20 +281,27 @@ def landmarks(folder: Path, log: Callable = print) -> ContentStore:
     return ContentStore(Path(folder) / LANDMARKS, hands.extraction_settings(), log=log, check=hands.is_row)
 
 
-def decoded(folder: Path, settings: dict, log: Callable = print, shape: tuple | None = None) -> ContentStore:
-    """The store of decoded, resized uint8 image arrays (C×H×W, `shape` when given) made with `settings`, in
-    `folder`."""
+def arrays(path: Path, settings: dict, dtype: str, shape: tuple, log: Callable = print) -> ContentStore:
+    """A store of numpy arrays of `dtype` (kept as .npy bytes, nothing pickled) whose shape is `shape` (None for a
+    size any: `(None,)` any length of one axis); a value of another type or shape is a miss (`check`)."""
     import io
 
     import numpy as np
 
     def encode(a):
         buf = io.BytesIO()
-        np.save(buf, a, allow_pickle=False)
+        np.save(buf, np.asarray(a, dtype), allow_pickle=False)
         return buf.getvalue()
 
     def check(a) -> bool:
-        return isinstance(a, np.ndarray) and a.dtype == np.uint8 and (a.shape == tuple(shape) if shape else a.ndim == 3)
+        return (isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype) and a.ndim == len(shape)
+                and all(want is None or want == got for want, got in zip(shape, a.shape)))
 
-    return ContentStore(Path(folder) / DECODED, settings, encode=encode,
-                        decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False), log=log, check=check)
+    return ContentStore(path, settings, encode=encode, decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False),
+                        log=log, check=check)
+
+
+def decoded(folder: Path, settings: dict, log: Callable = print, shape: tuple | None = None) -> ContentStore:
+    """The store of decoded, resized uint8 image arrays (C×H×W, `shape` when given) made with `settings`, in
+    `folder`."""
+    return arrays(Path(folder) / DECODED, settings, "uint8", tuple(shape) if shape else (None, None, None), log)

@@ -60,19 +60,8 @@ def settings(path: Path | None = None) -> dict:
 
 
 def store(folder: Path, log=print, path: Path | None = None) -> content_store.ContentStore:
-    def encode(a):
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(a, np.float32), allow_pickle=False)
-        return buf.getvalue()
-
-    def decode(b):
-        import numpy as np
-
-        return np.load(io.BytesIO(b), allow_pickle=False)
-
-    return content_store.ContentStore(Path(folder) / STORE, settings(path), encode=encode, decode=decode, log=log)
+    """The embeddings' store: float32 (N_EMB,) a photo (a value of another shape is computed again)."""
+    return content_store.arrays(Path(folder) / STORE, settings(path), "float32", (N_EMB,), log)
 
 
 def roi(raw: list, width: int, height: int) -> tuple[float, float, float, float, float, bool]:

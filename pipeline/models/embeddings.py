@@ -55,14 +55,7 @@ def settings(arch: str, size: int, model: torch.nn.Module, norm: dict) -> dict:
 
 
 def store(folder: Path, key: dict) -> content_store.ContentStore:
-    def encode(a):
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(a, np.float32), allow_pickle=False)
-        return buf.getvalue()
-
-    return content_store.ContentStore(Path(folder) / EMBEDDINGS, key, encode=encode,
-                                      decode=lambda b: np.load(io.BytesIO(b), allow_pickle=False),
-                                      check=lambda a: a.ndim == 1 and a.dtype == np.float32)
+    return content_store.arrays(Path(folder) / EMBEDDINGS, key, "float32", (None,))
 
 
 def to_tensor(pngs: list[bytes], mean, std) -> torch.Tensor:
