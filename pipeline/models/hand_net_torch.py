@@ -6,7 +6,8 @@ activation, depth multiplier, keep_dims) and its weights, which MediaPipe stores
 (folded here into float32 parameters; int8 with scales is dequantized the same way). The module keeps only the ops the
 requested outputs need: by default the pooled feature `model_1/model/global_average_pooling2d/Mean`, (N, 1152).
 Its input is torch's layout, float32 (N, 3, H, W) RGB in [0, 1] (the tflite graph's own input is (1, 224, 224, 3)
-NHWC); 4-D tensors run channels-first inside, TF's asymmetric SAME padding is an explicit `F.pad`.
+NHWC); 4-D tensors run channels-first inside, TF's asymmetric SAME padding is an explicit `F.pad`. On CPU,
+`net.to(memory_format=torch.channels_last)` with a channels_last input runs faster (bench/hand_net_torch.py).
 Ops: CONV_2D, DEPTHWISE_CONV_2D, ADD, MEAN, FULLY_CONNECTED, LOGISTIC, and DEQUANTIZE of constants.
 """
 from __future__ import annotations
