@@ -14,9 +14,13 @@ HEADS = ("Identity", "Identity_1", "Identity_2", "Identity_3")  # 21 landmarks, 
 @pytest.fixture(scope="module")
 def tflite():
     """(the model's path, a LiteRT interpreter that keeps every tensor, the embedding's tensor index)."""
+    return _interpreter("hand_landmark_full.tflite")
+
+
+def _interpreter(name: str):
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
-    path = hand_net_torch.default_path()
+    path = hand_net_torch.default_path().with_name(name)
     if not path.is_file():
         pytest.skip(f"this MediaPipe wheel has no {path.name}")
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": the point here, reading the Mean
@@ -71,6 +75,15 @@ def test_a_batch_of_random_inputs_matches_litert_photo_by_photo(tflite):
         assert np.abs(net(nhwc_memory).numpy() - ours).max() <= 1e-4
 
 
+def test_the_lite_model_with_its_max_pool_matches_litert_too():
+    lite = _interpreter("hand_landmark_lite.tflite")
+    photos = np.random.default_rng(2).random((2, 224, 224, 3), dtype=np.float32)
+    ours = _torch(hand_net_torch.load(lite[0]), photos).numpy()
+    assert ours.shape == (2, 672)
+    for photo, row in zip(photos, ours):
+        assert np.abs(row - _litert(lite, photo)).max() <= 1e-3
+
+
 def test_the_heads_match_litert_when_asked_for(tflite):
     photo = np.random.default_rng(1).random((224, 224, 3), dtype=np.float32)
     net = hand_net_torch.load(tflite[0], outputs=HEADS)
@@ -96,6 +109,12 @@ def test_same_padding_puts_the_odd_pixel_at_the_bottom_and_right():
     assert padded.shape == (1, 1, 225, 225)
     assert padded[0, 0, 0, 0] == 1 and padded[0, 0, -1, -1] == 0
     assert hand_net_torch._same_pad(x, (5, 5), (1, 1), (1, 1)).shape == (1, 1, 228, 228)
+
+
+def test_a_same_max_pool_never_takes_its_padding():
+    pool = hand_net_torch._MaxPool((2, 2), (2, 2), same=True, act=0)  # 5 rows need one more at the bottom
+    out = pool(-torch.ones(1, 1, 5, 5))
+    assert out.shape == (1, 1, 3, 3) and torch.all(out == -1)
 
 
 def test_a_file_that_is_not_a_tflite_model_is_one_clear_error(tmp_path):

@@ -8,7 +8,8 @@ requested outputs need: by default the pooled feature `model_1/model/global_aver
 Its input is torch's layout, float32 (N, 3, H, W) RGB in [0, 1] (the tflite graph's own input is (1, 224, 224, 3)
 NHWC); 4-D tensors run channels-first inside, TF's asymmetric SAME padding is an explicit `F.pad`. On CPU,
 `net.to(memory_format=torch.channels_last)` with a channels_last input runs faster (bench/hand_net_torch.py).
-Ops: CONV_2D, DEPTHWISE_CONV_2D, ADD, MEAN, FULLY_CONNECTED, LOGISTIC, and DEQUANTIZE of constants.
+Ops: CONV_2D, DEPTHWISE_CONV_2D, ADD, MEAN, FULLY_CONNECTED, LOGISTIC, MAX_POOL_2D (the lite model's), DEQUANTIZE
+of constants.
 """
 from __future__ import annotations
 
@@ -42,14 +43,14 @@ def _activation(code: int):
     return acts[code]
 
 
-def _same_pad(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple) -> torch.Tensor:
+def _same_pad(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple, value: float = 0.0) -> torch.Tensor:
     """TF's SAME padding: output ceil(in / stride), the odd pixel of padding at the bottom and the right."""
     pads = []
     for size, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
         total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads
-    return F.pad(x, (left, right, top, bottom)) if top or bottom or left or right else x
+    return F.pad(x, (left, right, top, bottom), value=value) if top or bottom or left or right else x
 
 
 class _Conv(nn.Module):
@@ -63,7 +64,7 @@ class _Conv(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.from_numpy(weight))
             self.conv.bias.copy_(torch.from_numpy(bias) if bias is not None else torch.zeros(out_ch))
-        self.same, self.act_code, self.act = same, act, _activation(act)
+        self.same, self.act = same, _activation(act)
 
     def forward(self, x):
         if self.same:
@@ -85,6 +86,19 @@ class _Linear(nn.Module):
     def forward(self, x):
         y = self.fc(x if self.keep_num_dims else x.reshape(-1, self.fc.in_features))
         return self.act(y)
+
+
+class _MaxPool(nn.Module):
+    """MAX_POOL_2D: TF's SAME padding never wins the max, so it is padded with -inf."""
+
+    def __init__(self, kernel: tuple, stride: tuple, same: bool, act: int):
+        super().__init__()
+        self.kernel, self.stride, self.same, self.act = kernel, stride, same, _activation(act)
+
+    def forward(self, x):
+        if self.same:
+            x = _same_pad(x, self.kernel, self.stride, (1, 1), value=float("-inf"))
+        return self.act(F.max_pool2d(x, self.kernel, self.stride))
 
 
 class _Fn(nn.Module):
@@ -226,8 +240,8 @@ def _op(S, kind: str, op, ins: list, constant, in_channels: int, path: Path):
         o.Init(opts.Bytes, opts.Pos)
         w = constant(ins[1])
         bias = constant(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
-        if w is None:
-            raise PipelineError(f"{path}: {kind} with non-constant weights is not supported")
+        if w is None or w.dtype != np.float32:  # int8 weights without a DEQUANTIZE run on quantized activations
+            raise PipelineError(f"{path}: {kind} with non-constant or quantized weights is not supported")
         if kind == "CONV_2D":  # (out, kh, kw, in) -> (out, in, kh, kw)
             weight = np.ascontiguousarray(w.transpose(0, 3, 1, 2))
             groups = None  # set from the input's channels below
@@ -243,8 +257,8 @@ def _op(S, kind: str, op, ins: list, constant, in_channels: int, path: Path):
         o = S.FullyConnectedOptions()
         o.Init(opts.Bytes, opts.Pos)
         w, bias = constant(ins[1]), constant(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
-        if w is None:
-            raise PipelineError(f"{path}: FULLY_CONNECTED with non-constant weights is not supported")
+        if w is None or w.dtype != np.float32:
+            raise PipelineError(f"{path}: FULLY_CONNECTED with non-constant or quantized weights is not supported")
         return _Linear(w.astype(np.float32), None if bias is None else bias.astype(np.float32),
                        o.FusedActivationFunction(), o.KeepNumDims()), [ins[0]]
     if kind == "ADD":
@@ -260,4 +274,9 @@ def _op(S, kind: str, op, ins: list, constant, in_channels: int, path: Path):
         return _Fn("MEAN", axes=axes, keep_dims=bool(o.KeepDims())), [ins[0]]
     if kind == "LOGISTIC":
         return _Fn("LOGISTIC"), [ins[0]]
+    if kind == "MAX_POOL_2D":
+        o = S.Pool2DOptions()
+        o.Init(opts.Bytes, opts.Pos)
+        return _MaxPool((o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW()), o.Padding() == S.Padding.SAME,
+                        o.FusedActivationFunction()), [ins[0]]
     raise PipelineError(f"{path}: the tflite op {kind} is not supported by hand_net_torch")
