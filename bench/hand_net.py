@@ -27,7 +27,7 @@ def main() -> None:
         (SHARED_DATA / "asl_alphabet_train_200").rglob("*.jpg"))[::97]
     detector = hands.Detector()
     try:
-        found = [(p, r) for p in photos[:2 * args.photos] if (r := hands._raw(str(p), detector))[0]][:args.photos]
+        found = [(p, r) for p in photos[:2 * args.photos] if (r := hands.detection(str(p), detector))[0]][:args.photos]
     finally:
         detector.close()
     net = hand_net.network()

@@ -17,14 +17,14 @@ from tests.conftest import asl_photos, subprocess_env, tiny_config
 
 
 def _raw(xs, ys):
-    """A `hands._raw` detection whose 21 keypoints lie at (xs[i], ys[i]) in the padded square."""
+    """A `hands.detection` detection whose 21 keypoints lie at (xs[i], ys[i]) in the padded square."""
     pts = [(xs[i % len(xs)], ys[i % len(ys)], 0.0) for i in range(hands.N_POINTS)]
     return [True, "Left", 0.9] + [v for p in pts for v in p]
 
 
 def test_the_box_is_a_padded_square_around_the_keypoints():
     w, h = 200, 100
-    side, top, left = hands._padding(h, w)  # the square MediaPipe looked in, the photo centred on it
+    side, top, left = hands.padding(h, w)  # the square MediaPipe looked in, the photo centred on it
     # keypoints spanning photo pixels x 50..90, y 40..60: a 40-pixel square around (70, 50), padded
     raw = _raw([(50 + left) / side, (90 + left) / side], [(40 + top) / side, (60 + top) / side])
     l, t, r, b = hand_crops.box(raw, w, h)
@@ -136,8 +136,8 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert card["onnx"]["parity"]["top1_agreement"] == 1.0
 
     looked, cropped = [], []
-    detect, crop = hands._detect, hand_crops.crop
-    monkeypatch.setattr(hands, "_detect", lambda paths, *a, **k: looked.extend(paths) or detect(paths, *a, **k))
+    detect, crop = hands.detect, hand_crops.crop
+    monkeypatch.setattr(hands, "detect", lambda paths, *a, **k: looked.extend(paths) or detect(paths, *a, **k))
     monkeypatch.setattr(hand_crops, "crop", lambda *a: cropped.append(a[0]) or crop(*a))
     fused = tiny_config(tmp_path, {**base, "run.name": "fused", "train.arch": "hand_fused",
                                    "train.crop_fusion": "keypoints", "train.method": "fit_one_cycle"})

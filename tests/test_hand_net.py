@@ -13,8 +13,8 @@ W, H = 400, 300
 
 
 def _raw(points_px: dict, handedness: str = "Left") -> list:
-    """A found `hands._raw` whose keypoints are at `points_px` (index -> photo pixel), the rest at the wrist."""
-    side, top, left = hands._padding(H, W)
+    """A found `hands.detection` whose keypoints are at `points_px` (index -> photo pixel), the rest at the wrist."""
+    side, top, left = hands.padding(H, W)
     pts = [points_px.get(i, points_px[0]) for i in range(hands.N_POINTS)]
     flat = [v for x, y in pts for v in ((x + left) / side, (y + top) / side, 0.0)]
     return [True, handedness, 0.9] + flat + [0.0] * (3 * hands.N_POINTS)
@@ -87,7 +87,7 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
     Image.new("RGB", (96, 96), "gray").save(gray)
     detector = hands.Detector()
     try:
-        raws = [hands._raw(str(photo), detector), hands._raw(str(gray), detector)]
+        raws = [hands.detection(str(photo), detector), hands.detection(str(gray), detector)]
     finally:
         detector.close()
     assert raws[0][0] and raws[0][1] == "Left" and not raws[1][0]  # grassknoted's signer: the right hand

@@ -120,7 +120,7 @@ def test_detector_looks_on_other_borders_then_at_a_lower_threshold(tmp_path, pad
     detector._graphs = {hands.MIN_CONFIDENCE: finds if confidence == hands.MIN_CONFIDENCE else _SizedHands(-1),
                         hands.RETRY_CONFIDENCE: finds if confidence == hands.RETRY_CONFIDENCE else _SizedHands(-1)}
     points, handedness, score = detector(tmp_path / "marker.png")
-    std, top, left = hands._padding(100, 80)
+    std, top, left = hands.padding(100, 80)
     assert points is not None and (handedness, score) == ("Left", 0.8)
     assert points[0] == pytest.approx([(50 + left + 0.5) / std, (30 + top + 0.5) / std, 0.1 * side / std], abs=1.5 / std)
     assert (detector._graphs[hands.MIN_CONFIDENCE].calls, detector._graphs[hands.RETRY_CONFIDENCE].calls) == calls

@@ -176,8 +176,8 @@ def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monke
     multi_config(three_sources, {"datablock.input": "landmarks", "train.arch": "landmark_mlp", "train.base_lr": 3e-3,
                                   "train.epochs": 2})
     looked_at = []
-    real = hands._detect
-    monkeypatch.setattr(hands, "_detect", lambda paths, *a: looked_at.extend(paths) or real(paths, *a))
+    real = hands.detect
+    monkeypatch.setattr(hands, "detect", lambda paths, *a: looked_at.extend(paths) or real(paths, *a))
     monkeypatch.chdir(three_sources)
     summary = crossval.run(None, [])
     folder = three_sources / "runs" / "multi" / "crossval"

@@ -19,6 +19,8 @@ It is a cache of what can be recomputed, so it heals instead of stopping a run, 
   timeout) keeps it consistent, and a shared `flock` on `NAME.lock` while it is used (exclusive to move it aside)
   keeps one process from moving a store away under another. Not WAL: a WAL store cannot be read from a read-only
   folder, nor on a network file system.
+
+It is over 300 lines because the typed stores at its end (keypoint rows, numpy arrays) share the healing above.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ photo with its room; inside the square, what is off the hand (its bones and palm
 
 Two content stores (`content_store.ContentStore`, in `run.data_dir`) make each photo cost one MediaPipe pass and
 one crop for every later run, fold and split: `hand_points.sqlite` keeps where the hand is (the 21 keypoints in the
-image, `hands._raw`), and `hand_crops.sqlite` keeps the crop as PNG bytes under the image's bytes plus the crop
+image, `hands.detection`), and `hand_crops.sqlite` keeps the crop as PNG bytes under the image's bytes plus the crop
 settings (the size, the padding, the detector's settings). The landmark store is filled from the same pass, so a
 keypoint model on the same photos finds every hand already there. A photo with no hand found has no crop: the
 datablock stage lists it (no_hand.csv) and leaves it out of the split; at prediction time it is shown to the model
@@ -57,7 +57,7 @@ def crop_store(folder: Path, size: int) -> content_store.ContentStore:
 
 
 def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[list[list], int]:
-    """(`hands._raw` detection of each path, in order; how many MediaPipe looked at) through the points store in
+    """(`hands.detection` detection of each path, in order; how many MediaPipe looked at) through the points store in
     `folder`; new detections also go to the landmark store there, as `hands.row_of` rows."""
     hands.require()
     paths = [str(p) for p in paths]
@@ -66,7 +66,7 @@ def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[li
     todo = [p for p, r in zip(paths, rows) if r is None]
     if len(todo) < len(paths):
         log(f"{len(paths) - len(todo)} of {len(paths)} {what} already in the hand-points store {store.path}")
-    found = hands._detect(todo, log, None, what, store, fn=hands._raw)
+    found = hands.detect(todo, log, None, what, store, fn=hands.detection)
     if found:
         content_store.landmarks(folder).put(todo, [hands.row_of(r) for r in found])
     it = iter(found)
@@ -75,13 +75,13 @@ def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[li
 
 def warm_points(paths: list, folder: Path, log=print) -> tuple[list[tuple[str, list]], int]:
     """The detections of `paths` into the points (and landmark) stores in `folder` (what they lack; an unreadable
-    image is skipped): ([(path, `hands._raw`)] of the readable ones, how many MediaPipe looked at)."""
+    image is skipped): ([(path, `hands.detection`)] of the readable ones, how many MediaPipe looked at)."""
     hands.require()
     paths = [str(p) for p in paths]
     store = points_store(folder)
     rows = store.get(paths)
     todo = [p for p, r in zip(paths, rows) if r is None]
-    found = hands._detect(todo, log, None, "images", store, fn=hands._raw_or_none)
+    found = hands.detect(todo, log, None, "images", store, fn=hands.detection_or_none)
     new = [(p, r) for p, r in zip(todo, found) if r is not None]
     content_store.landmarks(folder).put([p for p, _ in new], [hands.row_of(r) for _, r in new])
     it = iter(found)
@@ -99,7 +99,7 @@ def warm(paths: list, size: int, folder: Path, log=print) -> int:
 
 def _pixels(raw: list, width: int, height: int) -> tuple[list[float], list[float]]:
     """The x and y of a found `raw`'s 21 keypoints in the photo's pixels."""
-    side, top, left = hands._padding(height, width)  # the square `hands.Detector` looked in
+    side, top, left = hands.padding(height, width)  # the square `hands.Detector` looked in
     return ([raw[3 + 3 * i] * side - left for i in range(hands.N_POINTS)],
             [raw[4 + 3 * i] * side - top for i in range(hands.N_POINTS)])
 
@@ -257,14 +257,14 @@ def split_crops(ws, cfg, batch_size):
 
 
 def photo_crops(paths: list, size: int, folder: Path | None, log=print) -> tuple[list[bytes], list[bool], list]:
-    """(PNG crop of each photo, whether a hand was found, the `hands._raw` detections), through the stores in
+    """(PNG crop of each photo, whether a hand was found, the `hands.detection` detections), through the stores in
     `folder` when given; a photo with no hand is the whole frame."""
     paths = [str(p) for p in paths]
     if folder is not None:
         raws, _ = find(paths, folder, log)
         pngs, _ = crops(paths, raws, size, folder, log)
     else:
-        raws = hands._detect(paths, log, None, "images", None, fn=hands._raw)
+        raws = hands.detect(paths, log, None, "images", None, fn=hands.detection)
         pngs = [png(crop(p, r, size)) if r[0] else None for p, r in zip(paths, raws)]
     found = [bool(r[0]) for r in raws]
     pngs = [c if c is not None else png(crop(p, None, size)) for p, c in zip(paths, pngs)]

@@ -66,7 +66,7 @@ def store(folder: Path, log=print, path: Path | None = None) -> content_store.Co
 
 def roi(raw: list, width: int, height: int) -> tuple[float, float, float, float, float, bool]:
     """(centre x, centre y, side, up x, up y, mirrored) in the photo's pixels of the crop of a found `raw`
-    (`hands._raw`): `up` the unit vector wrist → keypoint 9, the side SCALE x the keypoints' box in that frame;
+    (`hands.detection`): `up` the unit vector wrist → keypoint 9, the side SCALE x the keypoints' box in that frame;
     mirrored for a left hand (MediaPipe says "Right": it names hands as in a mirrored selfie)."""
     import numpy as np
 
@@ -126,7 +126,7 @@ class Network:
 
         Interpreter = require()
         self.path = Path(path or network_path())
-        with warnings.catch_warnings(), hands._native_stderr_silenced():
+        with warnings.catch_warnings(), hands.native_stderr_silenced():
             warnings.simplefilter("ignore")  # "preserve_all_tensors ... for debugging": what reads the feature
             self._it = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True, num_threads=1)
             self._it.allocate_tensors()
@@ -157,7 +157,7 @@ def network() -> Network:
 
 
 def embed(paths: list, raws: list, folder: Path | None, log=print, what: str = "images"):
-    """float32 (n, N_EMB): the embedding of each photo whose hand `raws` found (`hands._raw`), through the store in
+    """float32 (n, N_EMB): the embedding of each photo whose hand `raws` found (`hands.detection`), through the store in
     `folder` when given (computed and stored where it lacks them); zeros for a photo with no hand."""
     import numpy as np
 
@@ -200,7 +200,7 @@ def client_settings() -> dict:
 
 
 def inputs(raws: list, emb):
-    """float32 (n, len(COLUMNS)): the keypoint FEATURES of each `hands._raw` detection (zeros and the no-hand flag
+    """float32 (n, len(COLUMNS)): the keypoint FEATURES of each `hands.detection` detection (zeros and the no-hand flag
     0 where none) beside its embedding `emb` (n, N_EMB)."""
     import numpy as np
 
@@ -215,7 +215,7 @@ def photo_inputs(paths: list, folder: Path | None, log=print) -> tuple:
     if folder is not None:
         raws, _ = hand_crops.find(paths, folder, log)
     else:
-        raws = hands._detect(paths, log, None, "images", None, fn=hands._raw)
+        raws = hands.detect(paths, log, None, "images", None, fn=hands.detection)
     return inputs(raws, embed(paths, raws, folder, log)), [bool(r[0]) for r in raws]
 
 

@@ -122,8 +122,8 @@ def repad(points, h: int, w: int, pad: float) -> list:
     normalised coordinates of its PAD square (where every caller reads them); z, on the x scale, rescaled alike."""
     if pad == PAD:
         return points
-    side, top, left = _padding(h, w, pad)
-    std, std_top, std_left = _padding(h, w)
+    side, top, left = padding(h, w, pad)
+    std, std_top, std_left = padding(h, w)
     return [[(x * side - left + std_left) / std, (y * side - top + std_top) / std, z * side / std]
             for x, y, z in points]
 
@@ -156,7 +156,7 @@ def native_stderr_silenced():
                 os.close(_SILENCED["saved"])
 
 
-def _padding(h: int, w: int, pad: float = PAD) -> tuple[int, int, int]:
+def padding(h: int, w: int, pad: float = PAD) -> tuple[int, int, int]:
     """(side, top, left) of the black square an h x w image is centred on: `pad` of its longer side wider each side."""
     side = int(max(h, w) * (1 + 2 * pad))
     return side, (side - h) // 2, (side - w) // 2
@@ -169,7 +169,7 @@ def square(img, pad: float = PAD):
     import numpy as np
 
     h, w = img.shape[:2]
-    side, top, left = _padding(h, w, pad)
+    side, top, left = padding(h, w, pad)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[top:top + h, left:left + w] = img
     return canvas
@@ -273,7 +273,7 @@ def _init_worker():
     _DETECTOR = Detector()
 
 
-def _raw(path: str, detector: Detector | None = None) -> list:
+def detection(path: str, detector: Detector | None = None) -> list:
     """What MediaPipe found in `path` (by `detector`, else by this process's pool detector): found, handedness,
     score, the 21 keypoints' x, y, z in the padded square, then the 21 world landmarks' x, y, z (all 0 when no
     hand); `row_of` makes a landmarks.csv row of it (`world_row_of` one of world landmarks), and a hand crop
@@ -287,22 +287,22 @@ def _raw(path: str, detector: Detector | None = None) -> list:
     return [True, handedness, score] + [float(v) for q in points + world for v in q]
 
 
-def _raw_or_none(path: str, detector: Detector | None = None) -> list | None:
-    """`_raw`, or None for an image that cannot be read (`warm` looks at images before datablock's verification)."""
+def detection_or_none(path: str, detector: Detector | None = None) -> list | None:
+    """`detection`, or None for an image that cannot be read (`warm` looks at images before datablock's verification)."""
     try:
-        return _raw(path, detector)
+        return detection(path, detector)
     except PipelineError:
         return None
 
 
 def _row_or_none(path: str, detector: Detector | None = None) -> list | None:
     """`_row`, or None for an image that cannot be read."""
-    raw = _raw_or_none(path, detector)
+    raw = detection_or_none(path, detector)
     return None if raw is None else row_of(raw)
 
 
 def row_of(raw: list) -> list:
-    """The landmarks.csv row (found, handedness, score, then FEATURES, all 0 when no hand) of a `_raw` detection."""
+    """The landmarks.csv row (found, handedness, score, then FEATURES, all 0 when no hand) of a `detection` detection."""
     found, handedness, score = raw[:3]
     feats = canonical([raw[3 + 3 * i:6 + 3 * i] for i in range(N_POINTS)], handedness) if found else None
     if feats is None:
@@ -311,7 +311,7 @@ def row_of(raw: list) -> list:
 
 
 def _is_detection(value, width: int) -> bool:
-    """Whether `value` is found (bool), handedness (str), score and `width` more numbers: a `_raw` or a `row_of`."""
+    """Whether `value` is found (bool), handedness (str), score and `width` more numbers: a `detection` or a `row_of`."""
     return (isinstance(value, list) and len(value) == 3 + width and isinstance(value[0], bool)
             and isinstance(value[1], str)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[2:]))
@@ -323,12 +323,12 @@ def is_row(value) -> bool:
 
 
 def is_raw(value) -> bool:
-    """Whether `value` is a `_raw` detection (what the hand-points store holds)."""
+    """Whether `value` is a `detection` detection (what the hand-points store holds)."""
     return _is_detection(value, 6 * N_POINTS)
 
 
 def _row(path: str, detector: Detector | None = None) -> list:
-    return row_of(_raw(path, detector))  # one landmarks.csv row for `path`
+    return row_of(detection(path, detector))  # one landmarks.csv row for `path`
 
 
 def extraction_settings() -> dict:
@@ -352,7 +352,7 @@ def extract(paths: list, log=print, workers: int | None = None, what: str = "ima
     todo = [p for p, r in zip(paths, rows) if r is None]
     if store is not None and len(todo) < len(paths):
         log(f"{len(paths) - len(todo)} of {len(paths)} {what} already in the keypoint store {store.path}")
-    found = iter(_detect(todo, log, workers, what, store))
+    found = iter(detect(todo, log, workers, what, store))
     rows = [r if r is not None else next(found) for r in rows]
     df = pd.DataFrame(rows, columns=COLUMNS + FEATURES)
     df.attrs["extracted"] = len(todo)
@@ -367,7 +367,7 @@ def warm(paths: list, store, log=print) -> int:
     require()
     paths = [str(p) for p in paths]
     todo = [p for p, r in zip(paths, store.get(paths)) if r is None]
-    _detect(todo, log, None, "images", store, fn=_row_or_none)
+    detect(todo, log, None, "images", store, fn=_row_or_none)
     return len(todo)
 
 
@@ -380,8 +380,8 @@ def photo_features(paths: list, log=print, store=None):
     return feats[FEATURES].to_numpy(np.float32), feats["hand_found"].astype(bool).tolist()
 
 
-def _detect(paths: list[str], log, workers: int | None, what: str, store, fn=None) -> list:
-    """`fn` (default `_row`, or `_raw`) of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
+def detect(paths: list[str], log, workers: int | None, what: str, store, fn=None) -> list:
+    """`fn` (default `_row`, or `detection`) of each path, in order, from a pool of spawned MediaPipe processes (for fewer than 50 paths, or
     `workers` 1, from one detector in this process); each row goes to `store` (if any) as it arrives, so an
     interrupted extraction keeps what it found."""
     import multiprocessing
@@ -441,7 +441,7 @@ def draw(img, points):
 
     out = Image.fromarray(img)
     w, h = out.size
-    side, top, left = _padding(h, w)  # `square`'s black square, the image centred in it
+    side, top, left = padding(h, w)  # `square`'s black square, the image centred in it
     xy = [(x * side - left, y * side - top) for x, y, _ in points]
     pen = ImageDraw.Draw(out)
     width = max(2, round(max(w, h) / 150))

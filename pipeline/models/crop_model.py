@@ -37,9 +37,9 @@ def _detector():
 
 
 def crop_photo(path, size: int) -> tuple[bytes, list]:
-    """(PNG bytes of the crop the model sees, the `hands._raw` detection) of one photo, found in this process; the
+    """(PNG bytes of the crop the model sees, the `hands.detection` detection) of one photo, found in this process; the
     whole frame where no hand is found."""
-    raw = hands._raw(str(path), _detector())
+    raw = hands.detection(str(path), _detector())
     return hand_crops.png(hand_crops.crop(path, raw, size)), raw
 
 

@@ -95,7 +95,7 @@ class FusedNet(nn.Module):
 
 
 def keypoint_rows(raws: list) -> np.ndarray:
-    """float32 (n, 64): the keypoint features of each `hands._raw` detection (64 zeros with no hand)."""
+    """float32 (n, 64): the keypoint features of each `hands.detection` detection (64 zeros with no hand)."""
     rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32)
     return rows.reshape(len(raws), len(hands.FEATURES))
 
