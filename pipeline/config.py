@@ -119,6 +119,9 @@ class TrainCfg:
     crop_backbone: str = "tf_efficientnet_lite0"  # hand_fused: the frozen timm backbone whose pooled crop embedding it reads
     crop_fusion: str = "none"     # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
     calibrate: bool = False       # fit a temperature on the validation split, fold it into the last layer
+    patience: int = 0             # > 0: a phase stops after this many epochs without a better `monitor`; the export
+                                  # is the best epoch's model (0 = off: every epoch runs, the last one is exported)
+    monitor: str = "valid_loss"   # valid_loss | valid_accuracy: what patience and the best epoch watch
     num_workers: int = -1         # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
     precision: str = "auto"       # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
     channels_last: str = "auto"   # auto | on | off (auto: on for pretrained convnets on CUDA)
@@ -320,6 +323,8 @@ def validate(cfg: Config) -> None:
         (cfg.train.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
         (math.isfinite(f.lr_mult) and f.lr_mult >= 1, "train.lr_mult must be a finite number >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
+        (f.patience >= 0, "train.patience must be >= 0 (0 = off: every epoch runs)"),
+        (f.monitor in ("valid_loss", "valid_accuracy"), "train.monitor must be valid_loss or valid_accuracy"),
         (_plain_name(cfg.run.name), "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]
     for ok, message in checks:

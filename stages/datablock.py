@@ -33,7 +33,7 @@ STAGE = StageSpec(
              "train.lr_mult", "train.head_dropout", "train.batch_size", "train.opt", "train.momentum", "train.wd",
              "train.augment", "train.augment_strength", "train.random_crop_scale", "train.label_smoothing",
              "train.landmark_rotate", "train.landmark_mirror", "train.landmark_features", "train.crop_backbone",
-             "train.crop_fusion", "train.calibrate",
+             "train.crop_fusion", "train.calibrate", "train.patience", "train.monitor",
              "train.num_workers", "train.precision", "train.channels_last"))
 
 

@@ -23,7 +23,8 @@ STAGE = StageSpec(
     # the train entries that do not change the sweep: the schedule after it, the lr it is used for, and how fast
     # it runs (the same arithmetic up to float rounding)
     ignores=("train.method", "train.base_lr", "train.epochs", "train.freeze_epochs", "train.lr_mult",
-             "train.calibrate", "train.num_workers", "train.precision", "train.channels_last"),
+             "train.calibrate", "train.num_workers", "train.precision", "train.channels_last", "train.patience",
+             "train.monitor"),
     builds_model=True)
 
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")

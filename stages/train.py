@@ -93,20 +93,22 @@ def run(cfg, ws, log):
     distributed.barrier()
     key = ws.fingerprint  # the runner's: a checkpoint resumes only under the same config, inputs and code
     with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
-        rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
+        rows, stopping = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
     if not distributed.is_main():  # rank 0 writes every artifact
         return []
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
-    # the model as exported: a learner whose fit changes it after the last epoch (hand_model.SettleBatchNorm) says
-    # how it validates then, in `final_valid`; otherwise the last epoch's row is the exported model's
-    last = {**rows[-1], **getattr(learn, "final_valid", {})}
+    # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
+    # after that (hand_model.SettleBatchNorm) says how it validates then, in `final_valid`
+    last = {**rows[stopping["best_epoch"] - 1 if stopping else -1], **getattr(learn, "final_valid", {})}
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
                "runtime": {**runtime.decide(t, family.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
-               "distributed": distributed.describe(t.batch_size, lr)}
-    log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
+               "distributed": distributed.describe(t.batch_size, lr),
+               **({"early_stopping": stopping} if stopping else {})}
+    log(f"valid accuracy {metrics['valid_accuracy']:.4f}" + (f" (epoch {stopping['best_epoch']} of {len(rows)}: the best "
+                                                             f"{t.monitor})" if stopping else ""))
     if t.calibrate:
         metrics["calibration"] = _calibrate(learn, log)
 
@@ -126,7 +128,7 @@ def run(cfg, ws, log):
     log(f"exported {ws.learner.name} (sha256 {card['sha256'][:12]}…): it replaces the one in the exports folder "
         "once train completes")
     # the state file first: never a state without weights
-    for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS):
+    for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS, artifacts.BEST_WEIGHTS):
         (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
             write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,

@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parent.parent  # the `pipeline` package whose fil
 
 # Config fields added after fingerprints were first recorded: left out of a stage's config part while at their
 # default, so a config that does not use them keeps its fingerprint (an up-to-date run stays up to date).
-LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "train": ("landmark_mirror", "crop_backbone", "crop_fusion")}
+LATER_FIELDS = {"download": ("sources",), "datablock": ("split", "holdout"), "train": ("landmark_mirror", "crop_backbone", "crop_fusion", "patience", "monitor")}
 # Entries a stage took as single keys later (lr_find: the loss and batch augmentation): left out of that part
 # while at their default, as above; a stage that takes the whole section keeps them.
 LATER_KEYS = ("train.label_smoothing", "train.augment_strength", "train.random_crop_scale")

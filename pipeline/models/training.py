@@ -1,5 +1,6 @@
-"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, checkpoints
-and resume, and stripping a learner for export (`models.make_learner` builds the learner)."""
+"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, the fit with its
+checkpoints and resume (`checkpoints.py` holds them), and stripping a learner for export (`models.make_learner`
+builds the learner)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,10 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from ..core import artifacts, distributed, runtime
+from ..core import artifacts, runtime
 from ..core.errors import PipelineError
 from ..core.progress import Progress
+from .checkpoints import BestEpoch, Checkpoint, read_checkpoint
 
 
 class EpochLog(Callback):
@@ -126,37 +128,6 @@ def phases(t, lr: float) -> list[tuple[str, int, dict]]:
     return [(t.method, t.epochs, {"lr_max": lr} if t.method == "fit_one_cycle" else {"lr": lr})]
 
 
-class Checkpoint(Callback):
-    """After each completed epoch, save model + optimizer, then (atomically, last) where training stands."""
-
-    order = 70
-
-    def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
-        self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
-        self.rows_before, self.epoch_log = rows_before, epoch_log
-        self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
-
-    def after_epoch(self):
-        if self.epoch < self.skip_below or not distributed.is_main():
-            return
-        from fastai.callback.core import CancelFitException
-        from fastai.learner import save_model
-
-        from ..core.workspace import save_torch, write_json
-
-        t0 = time.perf_counter()
-        try:
-            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
-                                                                             with_opt=True))
-        except PipelineError as e:
-            self.error = e
-            raise CancelFitException from None
-        if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
-            self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
-                                                    "rows": self.rows_before + self.epoch_log.rows})
-
-
 class FiniteLoss(Callback):
     """Stop training at the first training batch whose loss is NaN or infinite (the weights are ruined from there
     on): `fit` turns it into a one-line error, so nothing is exported."""
@@ -176,22 +147,14 @@ class FiniteLoss(Callback):
             raise CancelFitException
 
 
-def read_checkpoint(folder, key: str) -> dict | None:
-    """The checkpoint state in `folder` if it was written by a run with the same fingerprint `key`."""
-    from ..core.workspace import read_json
-
-    try:
-        state = read_json(folder / artifacts.CHECKPOINT)
-    except (OSError, ValueError):
-        return None
-    return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
-
-
-def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]:
+def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> tuple[list[dict], dict | None]:
     """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
-    checkpoint there with the same `key`; returns the per-epoch history rows."""
+    checkpoint there with the same `key`; with `t.patience`, stop a phase early and end on the best epoch's weights
+    (`BestEpoch`: `checkpoints` holds them). Returns the per-epoch history rows, and with `t.patience` what
+    `BestEpoch.summary` says (None without)."""
     plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
     state = read_checkpoint(checkpoints, key) if checkpoints else None
+    best = BestEpoch(checkpoints, t.monitor, t.patience, log, (state or {}).get("best")) if t.patience else None
     for i, (name, n, kwargs) in enumerate(plan):
         if state and i < state["phase"]:
             continue
@@ -199,6 +162,7 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
             learn.freeze()
         elif name == "unfrozen":
             learn.unfreeze()
+        resumed = bool(state)
         if state:
             from fastai.learner import load_model
 
@@ -210,12 +174,14 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
             log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
             state = None
         skip = start_epoch if i == start_phase else 0
-        if skip >= n:
+        if skip >= n and i < len(plan) - 1:
             continue
         finite = FiniteLoss()
         with logged(learn, log, name, len(rows), skip) as cb:
-            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb) if checkpoints else None
-            cbs = [finite] + ([ckpt] if ckpt else [])
+            if best:
+                best.phase(cb, skip, final=i == len(plan) - 1, resumed=resumed)
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb, best) if checkpoints else None
+            cbs = [finite] + ([best] if best else []) + ([ckpt] if ckpt else [])
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
@@ -230,7 +196,7 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
         rows += cb.rows
     for i, r in enumerate(rows):
         r["epoch"] = i
-    return rows
+    return rows, best.summary(len(rows)) if best else None
 
 
 def strip_for_export(learn) -> None:
