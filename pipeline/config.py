@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import tracking
 from .core.errors import PipelineError
 from .models import families
 
@@ -38,6 +39,7 @@ class RunCfg:
     workdir: str = "runs"         # per-run artifacts, relative to the config file's folder
     exports: str = "exports"      # exported learners
     data_dir: str = "data"        # download cache (datasets, converted weights)
+    track: str = "none"           # none | tensorboard: each run's metrics and params as event files in runs/<name>/tracking/
 
 
 @dataclass
@@ -330,6 +332,7 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
+    tracking.check(cfg.run.track)  # a known tracker, and its package installed
     families.check(cfg)  # datablock.input and what the model family of train.arch can read
     check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):

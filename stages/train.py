@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline.core import artifacts, distributed, runtime
+from pipeline.core import artifacts, distributed, runtime, tracking
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 from pipeline.data import cache
@@ -70,7 +70,6 @@ def _calibrate(learn, log) -> dict:
 
 
 def run(cfg, ws, log):
-    import pandas as pd
     from fastai.torch_core import set_seed
 
     from pipeline.models import training  # fastai: imported when the stage runs, not when its declaration is read
@@ -92,10 +91,30 @@ def run(cfg, ws, log):
         ckpt.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
     key = ws.fingerprint  # the runner's: a checkpoint resumes only under the same config, inputs and code
-    with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
-        rows, stopping = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
-    if not distributed.is_main():  # rank 0 writes every artifact
-        return []
+    tracker = None
+    if distributed.is_main():  # run.track: a resumed run goes on logging where it began
+        from pipeline.models.checkpoints import read_checkpoint
+
+        tracker = tracking.open_tracker(cfg, ws.root, "train", (read_checkpoint(ckpt, key) or {}).get("tracking"))
+    try:
+        with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
+            rows, stopping = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key, tracker=tracker)
+        if not distributed.is_main():  # rank 0 writes every artifact
+            return []
+        return _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker)
+    finally:
+        if tracker:
+            tracker.close()
+
+
+def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
+    """The history, its plot and metrics, the export (.pkl, .onnx) and its card; the run's params and the exported
+    model's metrics to `tracker`."""
+    import pandas as pd
+
+    from pipeline.models import training
+
+    t, family, ckpt = cfg.train, families.of(cfg), ws.scratch / "train"
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
     # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
@@ -127,6 +146,10 @@ def run(cfg, ws, log):
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner.name} (sha256 {card['sha256'][:12]}…): it replaces the one in the exports folder "
         "once train completes")
+    if tracker:
+        tracker.hparams(tracking.params(cfg.to_saved_dict()), {f"final/{k}": v for k, v in metrics.items()})
+        log(f"tracked in {tracker.folder.relative_to(ws.root)} (TensorBoard: tensorboard --logdir "
+            f"{ws.root / tracking.FOLDER})")
     # the state file first: never a state without weights
     for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS, artifacts.BEST_WEIGHTS):
         (ckpt / leftover).unlink(missing_ok=True)

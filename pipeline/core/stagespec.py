@@ -17,7 +17,7 @@ def _none(cfg) -> tuple[str, ...]:
 
 # Config entries no stage's result depends on: where a run's files go, not what they hold. Every other entry is in
 # some stage's params, and a stage that reads part of a section names the rest in `ignores` (tests/test_runner.py).
-NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir")
+NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir", "run.track")
 
 
 @dataclass(frozen=True)

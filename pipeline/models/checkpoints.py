@@ -87,9 +87,9 @@ class Checkpoint(Callback):
     order = 70
 
     def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log,
-                 best: BestEpoch | None = None):
+                 best: BestEpoch | None = None, tracking: str | None = None):
         self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
-        self.rows_before, self.epoch_log, self.best = rows_before, epoch_log, best
+        self.rows_before, self.epoch_log, self.best, self.tracking = rows_before, epoch_log, best, tracking
         self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
 
     def after_epoch(self):
@@ -111,7 +111,8 @@ class Checkpoint(Callback):
             self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
         write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
                                                     "rows": self.rows_before + self.epoch_log.rows,
-                                                    **({"best": self.best.state()} if self.best else {})})
+                                                    **({"best": self.best.state()} if self.best else {}),
+                                                    **({"tracking": self.tracking} if self.tracking else {})})
 
 
 def read_checkpoint(folder, key: str) -> dict | None:

@@ -147,11 +147,30 @@ class FiniteLoss(Callback):
             raise CancelFitException
 
 
-def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> tuple[list[dict], dict | None]:
+class Tracked(Callback):
+    """Each epoch's history row to the experiment tracker (`core.tracking`), at step = the epoch counted from 1."""
+
+    order = 61  # after EpochLog (60), before BestEpoch (62), which may stop the fit in the same after_epoch
+
+    def __init__(self, tracker, epoch_log: EpochLog, skip_below: int):
+        self.tracker, self.epoch_log, self.skip_below = tracker, epoch_log, skip_below
+
+    def after_epoch(self):
+        if self.epoch >= self.skip_below and self.epoch_log.rows:
+            row = self.epoch_log.rows[-1]
+            self.tracker.scalars(row["epoch"] + 1, history_metrics(row))
+
+
+def history_metrics(row: dict) -> dict:
+    """A history row's metrics (its losses, error rates and accuracies; not its epoch, phase or timings)."""
+    return {k: v for k, v in row.items() if k not in ("epoch", "phase") and not k.endswith("seconds")}
+
+
+def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None) -> tuple[list[dict], dict | None]:
     """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
     checkpoint there with the same `key`; with `t.patience`, stop a phase early and end on the best epoch's weights
-    (`BestEpoch`: `checkpoints` holds them). Returns the per-epoch history rows, and with `t.patience` what
-    `BestEpoch.summary` says (None without)."""
+    (`BestEpoch`: `checkpoints` holds them); each epoch's row to `tracker` (`core.tracking`) when one is given.
+    Returns the per-epoch history rows, and with `t.patience` what `BestEpoch.summary` says (None without)."""
     plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
     state = read_checkpoint(checkpoints, key) if checkpoints else None
     best = BestEpoch(checkpoints, t.monitor, t.patience, log, (state or {}).get("best")) if t.patience else None
@@ -172,6 +191,9 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> tuple[list
                        device=learn.dls.device)
             rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
             log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
+            if tracker and rows:  # the epochs an earlier process logged after this one are dropped, this one relogged
+                tracker.restart(len(rows))
+                tracker.scalars(len(rows), history_metrics(rows[-1]))
             state = None
         skip = start_epoch if i == start_phase else 0
         if skip >= n and i < len(plan) - 1:
@@ -180,8 +202,10 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> tuple[list
         with logged(learn, log, name, len(rows), skip) as cb:
             if best:
                 best.phase(cb, skip, final=i == len(plan) - 1, resumed=resumed)
-            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb, best) if checkpoints else None
-            cbs = [finite] + ([best] if best else []) + ([ckpt] if ckpt else [])
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb, best,
+                              tracker.folder.name if tracker else None) if checkpoints else None
+            cbs = ([finite] + ([Tracked(tracker, cb, skip)] if tracker else []) + ([best] if best else [])
+                   + ([ckpt] if ckpt else []))
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
