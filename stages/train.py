@@ -17,7 +17,7 @@ STAGE = StageSpec(
     reads=lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
     params=("train", "run.seed", "lr_find.suggestion"),
     ignores=("lr_find.start_lr", "lr_find.end_lr", "lr_find.num_it"),  # the sweep: in lr_find's outputs, an input
-    exports=True, every_rank=True, builds_model=True)
+    exports=True, every_rank=True, builds_model=True, checkpoints=True)
 
 
 def _plot_history(df, path):
@@ -86,7 +86,7 @@ def run(cfg, ws, log):
     shape = family.input.seen(t.image_size, t.grayscale)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
-    ckpt = ws.scratch / "train"
+    ckpt = ws.checkpoints("train")  # each epoch's checkpoint: the runner removes it once train commits
     if distributed.is_main():
         ckpt.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
@@ -114,7 +114,7 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
 
     from pipeline.models import training
 
-    t, family, ckpt = cfg.train, families.of(cfg), ws.scratch / "train"
+    t, family = cfg.train, families.of(cfg)
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
     # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
@@ -150,9 +150,6 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
         tracker.hparams(tracking.params(cfg.to_saved_dict()), {f"final/{k}": v for k, v in metrics.items()})
         log(f"tracked in {tracker.folder.relative_to(ws.root)} (TensorBoard: tensorboard --logdir "
             f"{ws.root / tracking.FOLDER})")
-    # the state file first: never a state without weights
-    for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS, artifacts.BEST_WEIGHTS):
-        (ckpt / leftover).unlink(missing_ok=True)
     return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
             write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,
             *([ws.onnx] if onnx["file"] else []), write_json(ws.model_card, card)]

@@ -82,41 +82,96 @@ class BestEpoch(Callback):
 
 
 class Checkpoint(Callback):
-    """After each completed epoch, save model + optimizer, then (atomically, last) where training stands."""
+    """After each completed epoch, one file (atomic) with everything the next epoch starts from: the model, the
+    optimizer, every random state (Python's, numpy's, torch's, each DataLoader's own shuffling generator), the
+    running training loss and where training stands (`state`); then `checkpoint.json`, the same state for people
+    and `status`. A run resumed from it trains the remaining epochs as the uninterrupted run would have."""
 
     order = 70
 
     def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log,
-                 best: BestEpoch | None = None, tracking: str | None = None):
+                 best: BestEpoch | None = None, tracking: str | None = None, epochs: tuple[int, int] = (0, 0)):
         self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
         self.rows_before, self.epoch_log, self.best, self.tracking = rows_before, epoch_log, best, tracking
+        self.phase_epochs, self.total = epochs
         self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
 
     def after_epoch(self):
         if self.epoch < self.skip_below or not distributed.is_main():
             return
+        import torch
         from fastai.callback.core import CancelFitException
-        from fastai.learner import save_model
 
         from ..core.workspace import save_torch, write_json
 
+        rows = self.rows_before + self.epoch_log.rows
+        state = {"key": self.key, "phase": self.phase, "phase_name": self.epoch_log.phase, "done": self.epoch + 1,
+                 "phase_epochs": self.phase_epochs, "epochs_done": len(rows), "epochs_total": self.total,
+                 "rows": rows, **({"best": self.best.state()} if self.best else {}),
+                 **({"tracking": self.tracking} if self.tracking else {})}
+        smooth = self.learn.recorder.smooth_loss
+        blob = {"model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict(), "rng": rng_state(self.dls),
+                "smooth_loss": {"count": smooth.count, "val": torch.as_tensor(smooth.val).as_subclass(torch.Tensor)},
+                "state": state}
         t0 = time.perf_counter()
         try:
-            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
-                                                                             with_opt=True))
+            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: torch.save(blob, tmp))
         except PipelineError as e:
             self.error = e
             raise CancelFitException from None
         if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
             self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
-                                                    "rows": self.rows_before + self.epoch_log.rows,
-                                                    **({"best": self.best.state()} if self.best else {}),
-                                                    **({"tracking": self.tracking} if self.tracking else {})})
+        write_json(self.folder / artifacts.CHECKPOINT, state)
+
+
+def rng_state(dls) -> dict:
+    """Every random state a fit draws from, in types `torch.load(weights_only=True)` reads back."""
+    import random
+
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loaders": [dl.rng.getstate() if hasattr(dl, "rng") else None for dl in dls.loaders]}
+
+
+def _set_rng_state(rng: dict, dls) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(rng["python"])
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    for dl, state in zip(dls.loaders, rng["loaders"]):
+        if state is not None and hasattr(dl, "rng"):
+            dl.rng.setstate(state)
+
+
+class RestoreSmoothLoss(Callback):
+    """Put back the running training loss (fastai's Recorder starts it afresh at every fit) in a resumed fit, so the
+    resumed epochs' train_loss is what the uninterrupted run logged."""
+
+    order = 51  # after Recorder (50), which resets it in before_fit
+
+    def __init__(self, smooth: dict):
+        self.smooth = smooth
+
+    def before_fit(self):
+        self.learn.recorder.smooth_loss.count = self.smooth["count"]
+        self.learn.recorder.smooth_loss.val = self.smooth["val"]
 
 
 def read_checkpoint(folder, key: str) -> dict | None:
-    """The checkpoint state in `folder` if it was written by a run with the same fingerprint `key`."""
+    """The checkpoint state in `folder` (its checkpoint.json) if it was written by a run with the same fingerprint
+    `key`."""
     from ..core.workspace import read_json
 
     try:
@@ -124,3 +179,42 @@ def read_checkpoint(folder, key: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
+
+
+def load(folder, key: str, device, log) -> dict | None:
+    """The checkpoint in `folder` (model, optimizer, random states, running loss and `state`) if it was written
+    under fingerprint `key`, else None. The weights file is the truth: a checkpoint.json that a killed run left an
+    epoch behind it gives way (when the two agree, its rows add the time the last checkpoint took)."""
+    import numpy as np
+    import torch
+    from fastcore.foundation import L
+
+    path = folder / artifacts.CHECKPOINT_WEIGHTS
+    if not path.exists():
+        return None
+    allowed = [L, np.core.multiarray.scalar, np.dtype, *[getattr(np.dtypes, dt) for dt in np.dtypes.__all__]]
+    try:
+        with torch.serialization.safe_globals(allowed):  # what fastai's optimizer state holds, as load_model allows
+            blob = torch.load(path, map_location=device, weights_only=True)
+        state = blob["state"]
+    except Exception as e:  # noqa: BLE001 - a checkpoint of an older layout, or damaged: start over, as without one
+        log(f"note: cannot resume from {path} ({type(e).__name__}: {' '.join(str(e).split())[:150]}): starting over")
+        return None
+    if state.get("key") != key:
+        return None
+    mirror = read_checkpoint(folder, key) or {}
+    if all(mirror.get(k) == state[k] for k in ("phase", "done")) and len(mirror.get("rows", [])) == len(state["rows"]):
+        # its rows in the weights file's column order (JSON sorts them), with the checkpoint time the mirror adds
+        blob["state"]["rows"] = [{**r, **{k: v for k, v in m.items() if k not in r}}
+                                 for r, m in zip(state["rows"], mirror["rows"])]
+    return blob
+
+
+def apply(learn, blob: dict) -> None:
+    """Put a loaded checkpoint's model, optimizer and random states into `learn` (already frozen or unfrozen as
+    the checkpoint's phase was)."""
+    learn.model.load_state_dict(blob["model"])
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.load_state_dict(blob["opt"])
+    _set_rng_state(blob["rng"], learn.dls)

@@ -12,10 +12,12 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from ..core import artifacts, runtime
+from ..core import runtime
 from ..core.errors import PipelineError
 from ..core.progress import Progress
-from .checkpoints import BestEpoch, Checkpoint, read_checkpoint
+from .checkpoints import BestEpoch, Checkpoint, RestoreSmoothLoss
+from .checkpoints import apply as apply_checkpoint
+from .checkpoints import load as load_checkpoint
 
 
 class EpochLog(Callback):
@@ -172,8 +174,10 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None)
     (`BestEpoch`: `checkpoints` holds them); each epoch's row to `tracker` (`core.tracking`) when one is given.
     Returns the per-epoch history rows, and with `t.patience` what `BestEpoch.summary` says (None without)."""
     plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
-    state = read_checkpoint(checkpoints, key) if checkpoints else None
+    blob = checkpoints and load_checkpoint(checkpoints, key, learn.dls.device, log)
+    state = blob["state"] if blob else None
     best = BestEpoch(checkpoints, t.monitor, t.patience, log, (state or {}).get("best")) if t.patience else None
+    total = sum(n for _, n, _ in plan)
     for i, (name, n, kwargs) in enumerate(plan):
         if state and i < state["phase"]:
             continue
@@ -181,20 +185,18 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None)
             learn.freeze()
         elif name == "unfrozen":
             learn.unfreeze()
-        resumed = bool(state)
+        resumed, extra = bool(state), []
         if state:
-            from fastai.learner import load_model
-
-            if learn.opt is None:
-                learn.create_opt()
-            load_model(checkpoints / artifacts.CHECKPOINT_WEIGHTS, learn.model, learn.opt, with_opt=True,
-                       device=learn.dls.device)
+            apply_checkpoint(learn, blob)
             rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
-            log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
+            log(f"resuming from the checkpoint after epoch {len(rows)} of {total} ({name} phase, its epoch "
+                f"{start_epoch} of {n})")
+            if start_epoch < n:  # mid-phase: the running training loss goes on as it was
+                extra = [RestoreSmoothLoss(blob["smooth_loss"])]
             if tracker and rows:  # the epochs an earlier process logged after this one are dropped, this one relogged
                 tracker.restart(len(rows))
                 tracker.scalars(len(rows), history_metrics(rows[-1]))
-            state = None
+            state = blob = None
         skip = start_epoch if i == start_phase else 0
         if skip >= n and i < len(plan) - 1:
             continue
@@ -203,8 +205,8 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None)
             if best:
                 best.phase(cb, skip, final=i == len(plan) - 1, resumed=resumed)
             ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb, best,
-                              tracker.folder.name if tracker else None) if checkpoints else None
-            cbs = ([finite] + ([Tracked(tracker, cb, skip)] if tracker else []) + ([best] if best else [])
+                              tracker.folder.name if tracker else None, (n, total)) if checkpoints else None
+            cbs = ([finite] + extra + ([Tracked(tracker, cb, skip)] if tracker else []) + ([best] if best else [])
                    + ([ckpt] if ckpt else []))
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
