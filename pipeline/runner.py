@@ -234,5 +234,5 @@ def _resume_point(ws: Workspace, stage: StageSpec, fp: Fingerprint, why: str) ->
     if state.get("key") != fp.digest:
         return f"{why}; its checkpoint after epoch {done} of {total} is for other settings: `run` starts over"
     where = f"interrupted after epoch {done} of {total}; `run` resumes from there"
-    return where if why.startswith("incomplete") else f"{why}; {where}"
+    return where if why.startswith(("incomplete", "never run")) else f"{why}; {where}"
 

@@ -10,9 +10,28 @@ import pytest
 
 from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
-pytestmark = pytest.mark.slow
+
+def test_status_says_whether_run_resumes_or_starts_over(tmp_path):
+    """A checkpoint left by a stopped train: `status` says the next `run` resumes from it when it was written under
+    train's current fingerprint, and that it starts over when not."""
+    from pipeline import runner
+    from pipeline.core.workspace import Workspace
+
+    cfg = tiny_config(tmp_path, {"run.name": "r"})
+    ws = Workspace.from_config(cfg)
+    ckpt = ws.checkpoints("train") / "checkpoint.json"
+    ckpt.parent.mkdir(parents=True)
+    state = {"phase": 1, "done": 1, "epochs_done": 2, "epochs_total": 5}
+    ckpt.write_text(json.dumps({**state, "key": runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest}))
+    assert dict(runner.status(cfg))["train"] == "interrupted after epoch 2 of 5; `run` resumes from there"
+    ckpt.write_text(json.dumps({**state, "key": "another config's"}))
+    assert dict(runner.status(cfg))["train"] == ("never run; its checkpoint after epoch 2 of 5 is for other settings: "
+                                                 "`run` starts over")
+    ckpt.unlink()
+    assert dict(runner.status(cfg))["train"] == "never run"
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=40, size=16)
     tiny_config(tmp_path, {"run.name": "r", "download.source": f"path:{data}", "download.subdir": "",
@@ -54,6 +73,7 @@ def _metric_columns(history):
     return history[[c for c in history.columns if c not in ("phase",) and not c.endswith("seconds")]]
 
 
+@pytest.mark.slow
 def test_killed_fine_tune_resumes_to_the_uninterrupted_result(tmp_path):
     """fine_tune (1 frozen + 3 unfrozen epochs) killed once its first epoch's checkpoint exists: `status` says where
     it stopped, the rerun trains only the remaining epochs, in the right phase, and ends with the very history and
