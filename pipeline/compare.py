@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import config, runner
-from .core import artifacts
+from .core import artifacts, tracking
 from .core.errors import PipelineError, guarded
 from .core.workspace import Workspace, read_json, write_text
 from .models import families
@@ -222,7 +222,7 @@ def run_all(configs: list[Path], out: Path, overrides: list[str] = (), force: bo
     if out.exists():
         _splice(out, "")  # fail now, not after hours of training, if the table cannot be written there
 
-    rows, t_all = [], time.perf_counter()
+    rows, t_all, tracked = [], time.perf_counter(), tracking.stamped("compare")
     for i, (path, cfg, meta) in enumerate(loaded, 1):
         row = Row(experiment=path.stem, config=path, model=_recipe(cfg), data=meta.get("data") or cfg.download.source,
                   published=_published(cfg, meta))
@@ -240,6 +240,12 @@ def run_all(configs: list[Path], out: Path, overrides: list[str] = (), force: bo
             ", ".join(f"{k} {_pct(v)}" for k, v in row.test.items()) or "not evaluated")
         print(f"== {row.experiment}: {state} ({_duration(time.perf_counter() - t0)})", flush=True)
         rows.append(row)
+        if not row.error:  # run.track: the row as a TensorBoard run in the experiment's run folder
+            tracking.log_row(cfg, Workspace.from_config(cfg).root, tracked,
+                             {"experiment": row.experiment, "model": row.model, "data": row.data,
+                              "published": row.published},
+                             {**{f"test/{k}": v for k, v in row.test.items()}, "valid_accuracy": row.valid,
+                              "epochs": row.epochs, "train_seconds": row.train_s, "total_seconds": row.total_s})
 
     if command is None:
         command = "python -m pipeline.compare " + shlex.join(

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import tracking
 from .core.errors import PipelineError
 from .models import families, inputs
 
@@ -55,6 +56,7 @@ class RunCfg:
     workdir: str = "runs"         # per-run artifacts, relative to the config file's folder
     exports: str = "exports"      # exported learners
     data_dir: str = "data"        # download cache (datasets, converted weights)
+    track: str = "none"           # none | tensorboard: each run's metrics and params as event files in runs/<name>/tracking/
 
 
 @dataclass
@@ -147,6 +149,10 @@ class TrainCfg:
     # hand_fused: none (the crop embedding alone) | keypoints (+ the 64 keypoint features: early fusion)
     crop_fusion: str = entry("none", MODEL, later="field")
     calibrate: bool = entry(False, SCHEDULE)  # fit a temperature on the validation split, fold it into the last layer
+    # > 0: a phase stops after this many epochs without a better `monitor`; the export is the best epoch's model
+    # (0 = off: every epoch runs, the last one is exported)
+    patience: int = entry(0, SCHEDULE, later="field")
+    monitor: str = entry("valid_loss", SCHEDULE, later="field")  # valid_loss | valid_accuracy: what patience watches
     num_workers: int = entry(-1, RUNTIME)  # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
     precision: str = entry("auto", RUNTIME)  # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
     channels_last: str = entry("auto", RUNTIME)  # auto | on | off (auto: on for pretrained convnets on CUDA)
@@ -348,11 +354,14 @@ def validate(cfg: Config) -> None:
         (math.isfinite(f.lr_mult) and f.lr_mult >= 1, "train.lr_mult must be a finite number >= 1"),
         (0 <= cfg.train.head_dropout < 1, "train.head_dropout must be in [0, 1)"),
         (0 <= cfg.run.seed < 2**32, "run.seed must be a whole number in [0, 2**32) (numpy's and torch's range)"),
+        (f.patience >= 0, "train.patience must be >= 0 (0 = off: every epoch runs)"),
+        (f.monitor in ("valid_loss", "valid_accuracy"), "train.monitor must be valid_loss or valid_accuracy"),
         (_plain_name(cfg.run.name), "run.name must be a plain name (it names runs/<name>/ and exports/<name>.pkl)"),
     ]
     for ok, message in checks:
         if not ok:
             raise PipelineError(message)
+    tracking.check(cfg.run.track)  # a known tracker, and its package installed
     families.check(cfg)  # datablock.input and what the model family of train.arch can read
     check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):

@@ -22,7 +22,7 @@ import re
 import time
 
 from . import config, runner
-from .core import artifacts, runlock
+from .core import artifacts, runlock, tracking
 from .core.errors import PipelineError
 from .core.workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
 from .data import loaders
@@ -75,7 +75,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
     runner.run(base, ["download"], wait=wait)
     folds = units(base, by)
     log(f"[crossval] {len(folds)} folds of {base.run.name}, one per held-out {by}: {', '.join(folds)}")
-    rows, letters, failed = [], [], []
+    rows, letters, failed, tracked = [], [], [], tracking.stamped("crossval")
     for i, unit in enumerate(folds, 1):
         log(f"[crossval] fold {i}/{len(folds)}: hold out {unit} (run {fold_name(base.run.name, unit)})")
         t0 = time.perf_counter()
@@ -98,9 +98,14 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
                      "no_hand": m.get("no_hand", ""), "seconds": round(time.perf_counter() - t0, 1),
                      "worst": ", ".join(f"{c} {a:.0%}" for c, a in zip(worst["category"], worst["accuracy"]))})
         log(f"[crossval] {unit}: accuracy {m['accuracy']:.4f} on {m['scored']} images; worst {rows[-1]['worst']}")
+        # run.track: the fold's row as a TensorBoard run of its own, in the base run's folder
+        tracking.log_row(base, Workspace.from_config(base).root, f"{tracked}/{tracking.safe_name(unit)}",
+                         {"held_out": unit, "by": by}, rows[-1])
     with runlock.hold(Workspace.from_config(base).root, wait=wait):
         summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
                               pd.concat(letters) if letters else None, config_path, overrides)
+    tracking.log_row(base, Workspace.from_config(base).root, f"{tracked}/mean", {"held_out": "mean over folds", "by": by},
+                     {"accuracy": summary["mean"], "std": summary["std"], "pooled": summary["pooled"]})
     log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
         f"lowest letter {summary['min_letter']}; table in {summary['path']}")
     if failed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import json
 import os
 import shutil
 import time
@@ -90,6 +91,8 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
             shutil.rmtree(staging, ignore_errors=True)
         raise
     commit(ws, stage.name)
+    if stage.checkpoints:  # committed: nothing to resume any more
+        shutil.rmtree(ws.checkpoints(stage.name), ignore_errors=True)
     log(f"done in {duration:.1f}s")
 
 
@@ -198,7 +201,10 @@ def status(cfg: Config) -> list[tuple[str, str]]:
     out, stale = [], set()
     for s in STAGES:
         try:
-            why = staleness(cfg, ws, s)
+            fp = fingerprint(cfg, ws, s)
+            why = staleness(cfg, ws, s, fp)
+            if why and s.checkpoints:
+                why = _resume_point(ws, s, fp, why)
         except PipelineError as e:  # e.g. a test-set folder that is empty: this stage cannot be checked, the rest can
             why = f"cannot be checked: {e}"
         if busy is not None and any(p.name.endswith(f"-{busy.get('pid')}") for p in ws.stagings(s.name)):
@@ -212,3 +218,18 @@ def status(cfg: Config) -> list[tuple[str, str]]:
             stale.add(s.name)
         out.append((s.name, why or "up to date"))
     return out
+
+
+def _resume_point(ws: Workspace, stage: StageSpec, fp: Fingerprint, why: str) -> str:
+    """`why` with what a stopped run's checkpoint of `stage` means for the next `run`: resumed (same fingerprint)
+    or started over."""
+    try:
+        state = json.loads((ws.checkpoints(stage.name) / artifacts.CHECKPOINT).read_text())
+        done, total = int(state["epochs_done"]), int(state["epochs_total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return why
+    if state.get("key") != fp.digest:
+        return f"{why}; its checkpoint after epoch {done} of {total} is for other settings: `run` starts over"
+    where = f"interrupted after epoch {done} of {total}; `run` resumes from there"
+    return where if why.startswith(("incomplete", "never run")) else f"{why}; {where}"
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core import artifacts
+from pipeline.core import artifacts, tracking
 from pipeline.core.errors import PipelineError
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
@@ -197,4 +197,11 @@ def run(cfg, ws, log):
     kept = ("accuracy", "top5_accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in kept} for k, v in summary.items()}))
+    if tracker := tracking.open_tracker(cfg, ws.root, "evaluate"):  # run.track: each set's figures, and the params
+        try:
+            tracker.hparams(tracking.params(cfg.to_saved_dict()),
+                            {f"{name}/{k}": v for name, m in summary.items() for k, v in m.items()})
+        finally:
+            tracker.close()
+        log(f"tracked in {tracker.folder.relative_to(ws.root)}")
     return outputs

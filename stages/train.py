@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from pipeline.core import artifacts, distributed, runtime
+from pipeline.core import artifacts, distributed, runtime, tracking
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 from pipeline.data import cache
@@ -18,7 +18,7 @@ STAGE = StageSpec(
     reads=lambda cfg: ("datablock", "lr_find") if cfg.train.base_lr == "lr_find" else ("datablock",),
     params=("train", "run.seed", "lr_find.suggestion"),
     ignores=("lr_find.start_lr", "lr_find.end_lr", "lr_find.num_it"),  # the sweep: in lr_find's outputs, an input
-    exports=True, every_rank=True, builds_model=True)
+    exports=True, every_rank=True, builds_model=True, checkpoints=True)
 
 
 def _plot_history(df, path):
@@ -71,7 +71,6 @@ def _calibrate(learn, log) -> dict:
 
 
 def run(cfg, ws, log):
-    import pandas as pd
     from fastai.torch_core import set_seed
 
     from pipeline.models import training  # fastai: imported when the stage runs, not when its declaration is read
@@ -88,26 +87,48 @@ def run(cfg, ws, log):
     shape = family.input.seen(t.image_size, t.grayscale)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
-    ckpt = ws.scratch / "train"
+    ckpt = ws.checkpoints("train")  # each epoch's checkpoint: the runner removes it once train commits
     if distributed.is_main():
         ckpt.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
     key = ws.fingerprint  # the runner's: a checkpoint resumes only under the same config, inputs and code
-    with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
-        rows = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key)
-    if not distributed.is_main():  # rank 0 writes every artifact
-        return []
+    tracker = None
+    if distributed.is_main():  # run.track: a resumed run goes on logging where it began
+        from pipeline.models.checkpoints import read_checkpoint
+
+        tracker = tracking.open_tracker(cfg, ws.root, "train", (read_checkpoint(ckpt, key) or {}).get("tracking"))
+    try:
+        with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
+            rows, stopping = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key, tracker=tracker)
+        if not distributed.is_main():  # rank 0 writes every artifact
+            return []
+        return _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker)
+    finally:
+        if tracker:
+            tracker.close()
+
+
+def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
+    """The history, its plot and metrics, the export (.pkl, .onnx) and its card; the run's params and the exported
+    model's metrics to `tracker`."""
+    import pandas as pd
+
+    from pipeline.models import training
+
+    t, family = cfg.train, families.of(cfg)
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
-    # the model as exported: a learner whose fit changes it after the last epoch (hand_model.SettleBatchNorm) says
-    # how it validates then, in `final_valid`; otherwise the last epoch's row is the exported model's
-    last = {**rows[-1], **getattr(learn, "final_valid", {})}
+    # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
+    # after that (hand_model.SettleBatchNorm) says how it validates then, in `final_valid`
+    last = {**rows[stopping["best_epoch"] - 1 if stopping else -1], **getattr(learn, "final_valid", {})}
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
                "runtime": {**runtime.decide(t, family.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
-               "distributed": distributed.describe(t.batch_size, lr)}
-    log(f"valid accuracy {metrics['valid_accuracy']:.4f}")
+               "distributed": distributed.describe(t.batch_size, lr),
+               **({"early_stopping": stopping} if stopping else {})}
+    log(f"valid accuracy {metrics['valid_accuracy']:.4f}" + (f" (epoch {stopping['best_epoch']} of {len(rows)}: the best "
+                                                             f"{t.monitor})" if stopping else ""))
     if t.calibrate:
         metrics["calibration"] = _calibrate(learn, log)
     valid, interpreted = interpretation.validation(learn, ws, family.input.finds_hands, log)  # as exported
@@ -128,9 +149,10 @@ def run(cfg, ws, log):
             "versions": _versions(), "config": cfg.to_saved_dict()}
     log(f"exported {ws.learner.name} (sha256 {card['sha256'][:12]}…): it replaces the one in the exports folder "
         "once train completes")
-    # the state file first: never a state without weights
-    for leftover in (artifacts.CHECKPOINT, artifacts.CHECKPOINT_WEIGHTS):
-        (ckpt / leftover).unlink(missing_ok=True)
+    if tracker:
+        tracker.hparams(tracking.params(cfg.to_saved_dict()), {f"final/{k}": v for k, v in metrics.items()})
+        log(f"tracked in {tracker.folder.relative_to(ws.root)} (TensorBoard: tensorboard --logdir "
+            f"{ws.root / tracking.FOLDER})")
     return [ws.artifact("train", artifacts.HISTORY), _plot_history(history, ws.artifact("train", artifacts.CURVES_PNG)),
             write_json(ws.artifact("train", artifacts.METRICS), metrics), ws.learner,
             *([ws.onnx] if onnx["file"] else []), write_json(ws.model_card, card), *interpreted]

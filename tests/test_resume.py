@@ -10,9 +10,28 @@ import pytest
 
 from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
-pytestmark = pytest.mark.slow
+
+def test_status_says_whether_run_resumes_or_starts_over(tmp_path):
+    """A checkpoint left by a stopped train: `status` says the next `run` resumes from it when it was written under
+    train's current fingerprint, and that it starts over when not."""
+    from pipeline import runner
+    from pipeline.core.workspace import Workspace
+
+    cfg = tiny_config(tmp_path, {"run.name": "r"})
+    ws = Workspace.from_config(cfg)
+    ckpt = ws.checkpoints("train") / "checkpoint.json"
+    ckpt.parent.mkdir(parents=True)
+    state = {"phase": 1, "done": 1, "epochs_done": 2, "epochs_total": 5}
+    ckpt.write_text(json.dumps({**state, "key": runner.fingerprint(cfg, ws, runner.BY_NAME["train"]).digest}))
+    assert dict(runner.status(cfg))["train"] == "interrupted after epoch 2 of 5; `run` resumes from there"
+    ckpt.write_text(json.dumps({**state, "key": "another config's"}))
+    assert dict(runner.status(cfg))["train"] == ("never run; its checkpoint after epoch 2 of 5 is for other settings: "
+                                                 "`run` starts over")
+    ckpt.unlink()
+    assert dict(runner.status(cfg))["train"] == "never run"
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=40, size=16)
     tiny_config(tmp_path, {"run.name": "r", "download.source": f"path:{data}", "download.subdir": "",
@@ -48,3 +67,74 @@ def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     assert list(history["epoch"]) == list(range(40))     # the whole history, earlier epochs included
     assert (tmp_path / "exports/r.pkl").exists() and not ckpt.exists()
     assert (tmp_path / "runs/r/train/manifest.json").exists()
+
+
+def _metric_columns(history):
+    return history[[c for c in history.columns if c not in ("phase",) and not c.endswith("seconds")]]
+
+
+@pytest.mark.slow
+def test_killed_fine_tune_resumes_to_the_uninterrupted_result(tmp_path):
+    """fine_tune (1 frozen + 3 unfrozen epochs) killed once its first epoch's checkpoint exists: `status` says where
+    it stopped, the rerun trains only the remaining epochs, in the right phase, and ends with the very history and
+    metrics of a run that was never interrupted (same seed, one thread: the checkpoint holds the optimizer and every
+    random state). The checkpoint is gone once train commits."""
+    import importlib.util
+
+    data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=40, size=16)
+    # a small lr: the losses stay far from 0, so a resumed run that shuffled or dropped out otherwise would show
+    track = importlib.util.find_spec("tensorboard") is not None
+    overrides = {"run.name": "r", "download.source": f"path:{data}", "download.subdir": "", "train.arch": "mlp",
+                 "train.method": "fine_tune", "train.freeze_epochs": 1, "train.epochs": 3, "train.base_lr": 1e-4,
+                 "train.batch_size": 4}
+    stages = ["--stages", "download,datablock,train"]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for project in (straight, killed):
+        project.mkdir()
+        tiny_config(project, {**overrides, **({"run.track": "tensorboard"} if track and project == killed else {})})
+    done = subprocess.run(pipeline_cmd("run", *stages), cwd=straight, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    ckpt = killed / "runs/r/_scratch/train/checkpoint.json"
+    proc = subprocess.Popen(pipeline_cmd("run", *stages), cwd=killed, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "training finished or failed before its first checkpoint"
+    stopped = json.loads(ckpt.read_text())
+    assert 1 <= stopped["epochs_done"] < 4 and stopped["epochs_total"] == 4
+    assert not (killed / "runs/r/train/manifest.json").exists()
+
+    status = subprocess.run(pipeline_cmd("status"), cwd=killed, env=env, capture_output=True, text=True).stdout
+    assert (f"train      interrupted after epoch {stopped['epochs_done']} of 4; `run` resumes from there"
+            in status.splitlines()), status
+
+    again = subprocess.run(pipeline_cmd("run", *stages), cwd=killed, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    (resumed,) = [line for line in again.stdout.splitlines() if "resuming from the checkpoint" in line]
+    after = int(resumed.split("after epoch ")[1].split()[0])
+    assert after >= stopped["epochs_done"]
+    # after epoch 1 it stands at the end of the frozen phase, after a later one inside the unfrozen phase
+    assert f"({'frozen' if after == 1 else 'unfrozen'} phase" in resumed
+    epochs = [line.split()[2] for line in again.stdout.splitlines() if line.startswith("[train] epoch ")]
+    assert epochs == [str(e) for e in range(after + 1, 5)]  # only the remaining epochs ran: from epoch 2 on
+    assert all("(unfrozen)" in line for line in again.stdout.splitlines() if line.startswith("[train] epoch "))
+
+    a = pd.read_csv(straight / "runs/r/train/history.csv")
+    b = pd.read_csv(killed / "runs/r/train/history.csv")
+    assert list(b["phase"]) == ["frozen", "unfrozen", "unfrozen", "unfrozen"] == list(a["phase"])
+    pd.testing.assert_frame_equal(_metric_columns(a), _metric_columns(b), check_exact=True)
+    ma = json.loads((straight / "runs/r/train/metrics.json").read_text())
+    mb = json.loads((killed / "runs/r/train/metrics.json").read_text())
+    assert (ma["valid_loss"], ma["valid_accuracy"]) == (mb["valid_loss"], mb["valid_accuracy"])
+    assert not (killed / "runs/r/_scratch/train").exists() and (killed / "exports/r.pkl").exists()
+    if track:  # the tracker holds each epoch once, as history.csv has it, across the killed and the resumed process
+        from tests.test_tracking import read_run
+
+        (folder,) = (killed / "runs/r/tracking").glob("train-*")
+        scalars, _ = read_run(folder)
+        assert scalars["valid_loss"] == pytest.approx(dict(zip(b["epoch"] + 1, b["valid_loss"])))

@@ -24,6 +24,7 @@ CURVES_PNG = "curves.png"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.json"      # resume state of an interrupted train, beside CHECKPOINT_WEIGHTS
 CHECKPOINT_WEIGHTS = "checkpoint.pth"
+BEST_WEIGHTS = "best.pth"           # train.patience: the best epoch's weights so far, beside the checkpoint
 # evaluate, per test set folder
 PREDICTIONS = "predictions.csv"
 TALLIES = "tallies.csv"

@@ -19,7 +19,7 @@ def _none(cfg) -> tuple[str, ...]:
 # Config entries no stage's result depends on: where a run's files go, not what they hold. Every other entry is in
 # some stage's params, and a stage that reads part of a section ignores the rest: the entries whose role it does
 # not take ("train:model,data"), and those it names in `ignores` (tests/test_runner.py).
-NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir")
+NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir", "run.track")
 
 
 def _with_roles(cfg, section: str, roles) -> list[str]:
@@ -46,6 +46,8 @@ class StageSpec:
     shared_work: bool = False    # a distributed launch first runs its module's warm(cfg, ws, log) on every process:
                                  # each does 1/N of the per-image work into the content stores, then rank 0 runs it
     builds_model: bool = False   # it builds train.arch: a run checks that the name is a model before any stage starts
+    checkpoints: bool = False    # it keeps resumable checkpoints in `Workspace.checkpoints(name)` (`checkpoint.json`
+                                 # says where it stands): the runner removes them once it commits, status reports them
 
     def keys(self, cfg) -> tuple[str, ...]:
         """The config entries whose values go into this stage's fingerprint under `cfg` ("section:roles" resolved

@@ -106,6 +106,11 @@ class Workspace:
         """Where fastai may write its temporary model files (lr_find's _tmp, checkpoints)."""
         return self.root / "_scratch"
 
+    def checkpoints(self, stage: str) -> Path:
+        """Where `stage` keeps what lets an interrupted run of it resume (outside its staging folder, which a failed
+        run loses): `_scratch/<stage>/`."""
+        return self.scratch / stage
+
 
 def _pid_alive(pid: int) -> bool:
     try:

@@ -1,5 +1,6 @@
-"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, checkpoints
-and resume, and stripping a learner for export (`models.make_learner` builds the learner)."""
+"""The training loop glue shared by lr_find and train: epoch and batch progress lines, the schedule, the fit with its
+checkpoints and resume (`checkpoints.py` holds them), and stripping a learner for export (`models.make_learner`
+builds the learner)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,12 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 
-from ..core import artifacts, distributed, runtime
+from ..core import runtime
 from ..core.errors import PipelineError
 from ..core.progress import Progress
+from .checkpoints import BestEpoch, Checkpoint, RestoreSmoothLoss
+from .checkpoints import apply as apply_checkpoint
+from .checkpoints import load as load_checkpoint
 
 
 class EpochLog(Callback):
@@ -126,37 +130,6 @@ def phases(t, lr: float) -> list[tuple[str, int, dict]]:
     return [(t.method, t.epochs, {"lr_max": lr} if t.method == "fit_one_cycle" else {"lr": lr})]
 
 
-class Checkpoint(Callback):
-    """After each completed epoch, save model + optimizer, then (atomically, last) where training stands."""
-
-    order = 70
-
-    def __init__(self, folder, key: str, phase: int, skip_below: int, rows_before: list, epoch_log: EpochLog):
-        self.folder, self.key, self.phase, self.skip_below = folder, key, phase, skip_below
-        self.rows_before, self.epoch_log = rows_before, epoch_log
-        self.error = None  # a failed write, raised by `fit` (fastai would wrap it in a multi-line message)
-
-    def after_epoch(self):
-        if self.epoch < self.skip_below or not distributed.is_main():
-            return
-        from fastai.callback.core import CancelFitException
-        from fastai.learner import save_model
-
-        from ..core.workspace import save_torch, write_json
-
-        t0 = time.perf_counter()
-        try:
-            save_torch(self.folder / artifacts.CHECKPOINT_WEIGHTS, lambda tmp: save_model(tmp, self.learn.model, self.learn.opt,
-                                                                             with_opt=True))
-        except PipelineError as e:
-            self.error = e
-            raise CancelFitException from None
-        if self.epoch_log.rows:  # what the checkpoint costs is part of the epoch: history.csv shows it
-            self.epoch_log.rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(self.folder / artifacts.CHECKPOINT, {"key": self.key, "phase": self.phase, "done": self.epoch + 1,
-                                                    "rows": self.rows_before + self.epoch_log.rows})
-
-
 class FiniteLoss(Callback):
     """Stop training at the first training batch whose loss is NaN or infinite (the weights are ruined from there
     on): `fit` turns it into a one-line error, so nothing is exported."""
@@ -176,22 +149,35 @@ class FiniteLoss(Callback):
             raise CancelFitException
 
 
-def read_checkpoint(folder, key: str) -> dict | None:
-    """The checkpoint state in `folder` if it was written by a run with the same fingerprint `key`."""
-    from ..core.workspace import read_json
+class Tracked(Callback):
+    """Each epoch's history row to the experiment tracker (`core.tracking`), at step = the epoch counted from 1."""
 
-    try:
-        state = read_json(folder / artifacts.CHECKPOINT)
-    except (OSError, ValueError):
-        return None
-    return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
+    order = 61  # after EpochLog (60), before BestEpoch (62), which may stop the fit in the same after_epoch
+
+    def __init__(self, tracker, epoch_log: EpochLog, skip_below: int):
+        self.tracker, self.epoch_log, self.skip_below = tracker, epoch_log, skip_below
+
+    def after_epoch(self):
+        if self.epoch >= self.skip_below and self.epoch_log.rows:
+            row = self.epoch_log.rows[-1]
+            self.tracker.scalars(row["epoch"] + 1, history_metrics(row))
 
 
-def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]:
+def history_metrics(row: dict) -> dict:
+    """A history row's metrics (its losses, error rates and accuracies; not its epoch, phase or timings)."""
+    return {k: v for k, v in row.items() if k not in ("epoch", "phase") and not k.endswith("seconds")}
+
+
+def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None) -> tuple[list[dict], dict | None]:
     """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
-    checkpoint there with the same `key`; returns the per-epoch history rows."""
+    checkpoint there with the same `key`; with `t.patience`, stop a phase early and end on the best epoch's weights
+    (`BestEpoch`: `checkpoints` holds them); each epoch's row to `tracker` (`core.tracking`) when one is given.
+    Returns the per-epoch history rows, and with `t.patience` what `BestEpoch.summary` says (None without)."""
     plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
-    state = read_checkpoint(checkpoints, key) if checkpoints else None
+    blob = checkpoints and load_checkpoint(checkpoints, key, learn.dls.device, log)
+    state = blob["state"] if blob else None
+    best = BestEpoch(checkpoints, t.monitor, t.patience, log, (state or {}).get("best")) if t.patience else None
+    total = sum(n for _, n, _ in plan)
     for i, (name, n, kwargs) in enumerate(plan):
         if state and i < state["phase"]:
             continue
@@ -199,23 +185,29 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
             learn.freeze()
         elif name == "unfrozen":
             learn.unfreeze()
+        resumed, extra = bool(state), []
         if state:
-            from fastai.learner import load_model
-
-            if learn.opt is None:
-                learn.create_opt()
-            load_model(checkpoints / artifacts.CHECKPOINT_WEIGHTS, learn.model, learn.opt, with_opt=True,
-                       device=learn.dls.device)
+            apply_checkpoint(learn, blob)
             rows, start_phase, start_epoch = state["rows"], state["phase"], state["done"]
-            log(f"resuming from the checkpoint after epoch {len(rows)} ({name} phase, epoch {start_epoch} of {n})")
-            state = None
+            log(f"resuming from the checkpoint after epoch {len(rows)} of {total} ({name} phase, its epoch "
+                f"{start_epoch} of {n})")
+            if start_epoch < n:  # mid-phase: the running training loss goes on as it was
+                extra = [RestoreSmoothLoss(blob["smooth_loss"])]
+            if tracker and rows:  # the epochs an earlier process logged after this one are dropped, this one relogged
+                tracker.restart(len(rows))
+                tracker.scalars(len(rows), history_metrics(rows[-1]))
+            state = blob = None
         skip = start_epoch if i == start_phase else 0
-        if skip >= n:
+        if skip >= n and i < len(plan) - 1:
             continue
         finite = FiniteLoss()
         with logged(learn, log, name, len(rows), skip) as cb:
-            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb) if checkpoints else None
-            cbs = [finite] + ([ckpt] if ckpt else [])
+            if best:
+                best.phase(cb, skip, final=i == len(plan) - 1, resumed=resumed)
+            ckpt = Checkpoint(checkpoints, key, i, skip, list(rows), cb, best,
+                              tracker.folder.name if tracker else None, (n, total)) if checkpoints else None
+            cbs = ([finite] + extra + ([Tracked(tracker, cb, skip)] if tracker else []) + ([best] if best else [])
+                   + ([ckpt] if ckpt else []))
             if t.method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
@@ -230,7 +222,7 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "") -> list[dict]
         rows += cb.rows
     for i, r in enumerate(rows):
         r["epoch"] = i
-    return rows
+    return rows, best.summary(len(rows)) if best else None
 
 
 def strip_for_export(learn) -> None:
