@@ -290,9 +290,9 @@ def arrays(path: Path, settings: dict, dtype: str, shape: tuple, log: Callable =
 
     import numpy as np
 
-    def encode(a):
+    def encode(a):  # kept as given: a value of the wrong dtype is caught on read, not hidden by a cast
         buf = io.BytesIO()
-        np.save(buf, np.asarray(a, dtype), allow_pickle=False)
+        np.save(buf, np.asarray(a), allow_pickle=False)
         return buf.getvalue()
 
     def check(a) -> bool:
