@@ -1,10 +1,11 @@
 """Fine-tuning the end of MediaPipe's hand network on the signs, against the frozen embedding, by leave-one-group-out
 crossval over the stored detections (bench/keypoint_levers.py's photos, folds, jitter and scoring).
 
-Every photo with a hand: its upright, left-mirrored 224 px crop (`hand_net.crop`) through the PyTorch rebuild of the
-network (`hand_net_torch.load`) ONCE, up to `--cut` (default `model_1/model/add_8/add`, the input of the last stage, (192, 7, 7) a photo, 37.6 kB:
-332 MB float32 for ~8,800 photos), cached as a .npy in the data folder (keyed by the network's sha256, the tensor,
-the crop settings and the photos). Each fold then trains, as fastai's `fine_tune` does:
+Every photo with a hand: its upright, left-mirrored 224 px crop (`hand_net.crop`) through the network ONCE (LiteRT,
+as `hand_net` does), up to `--cut` (default `model_1/model/add_8/add`, the input of the last stage: (192, 7, 7) a
+photo, 37.6 kB, 332 MB float32 for ~8,800 photos; the ops after it are `hand_net_torch`'s rebuild), cached as a
+.npy in the data folder (keyed by the network's sha256, the tensor, the crop settings and the photos). Each
+fold then trains, as fastai's `fine_tune` does:
   1. `--head-epochs` with the network frozen: the keypoint recipe's MLP (`HandNetModel`: 64 features, their shape
      features, the 1152 pooled values beside them; jitter on the keypoints, AdamW, one cycle at 3e-3), which is the
      frozen-embedding model (`keypoint_levers --hand-net`); its held-out score is printed as the "frozen" row;
@@ -63,9 +64,9 @@ def _tail(cut: str):
     return head.to(memory_format=torch.channels_last), Tail()
 
 
-def _cache(paths, raws, folder: Path, cut: str, front) -> "np.ndarray":
+def _cache(paths, raws, folder: Path, cut: str) -> "np.ndarray":
     """float32 (n_with_hand, C, H, W): `cut`'s activations of each photo with a hand, from the .npy in `folder`,
-    computed (one pass, batches of 32) and written atomically when missing."""
+    computed (one pass through LiteRT) and written atomically when missing."""
     import numpy as np
     import torch
 
@@ -78,15 +79,29 @@ def _cache(paths, raws, folder: Path, cut: str, front) -> "np.ndarray":
     if file.exists():
         result("cached activations", str(file), note="read, not recomputed")
         return np.load(file, mmap_mode="r")
+    # LiteRT (9 ms a photo to the pooled feature on one core; the torch rebuild 70 ms, within 2e-5 of it) keeps
+    # every tensor with experimental_preserve_all_tensors, so `cut`'s is read there, NHWC -> NCHW
+    import warnings as _w
+
+    from pipeline.data import hands
+
+    with _w.catch_warnings(), hands.native_stderr_silenced():
+        _w.simplefilter("ignore")
+        it = hand_net.require()(model_path=str(hand_net.network_path()), experimental_preserve_all_tensors=True,
+                                num_threads=1)
+        it.allocate_tensors()
+    inp = it.get_input_details()[0]["index"]
+    found = [t["index"] for t in it.get_tensor_details() if t["name"] == cut]
+    if not found:
+        raise SystemExit(f"the hand network has no tensor {cut!r}")
     t0, out = time.perf_counter(), None
-    with torch.no_grad():
-        for s in range(0, len(have), 32):
-            chunk = have[s:s + 32]
-            x = torch.from_numpy(np.stack([hand_net.crop(paths[i], raws[i]) for i in chunk])).permute(0, 3, 1, 2)
-            a = front(x.contiguous(memory_format=torch.channels_last)).contiguous().numpy()
-            if out is None:
-                out = np.empty((len(have),) + a.shape[1:], np.float32)
-            out[s:s + len(chunk)] = a
+    for n, i in enumerate(have):
+        it.set_tensor(inp, np.ascontiguousarray(hand_net.crop(paths[i], raws[i]), np.float32)[None])
+        it.invoke()
+        a = it.get_tensor(found[0])[0].transpose(2, 0, 1)
+        if out is None:
+            out = np.empty((len(have),) + a.shape, np.float32)
+        out[n] = a
     tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, out)
     os.replace(tmp, file)
@@ -220,8 +235,8 @@ def main(argv=None) -> int:
     paths, labels, folds = _photos(cfg)
     raws, looked = hand_crops.find(paths, folder, log=lambda m: None)
     result("photos", len(paths), note=f"{sum(1 for r in raws if r[0])} with a hand, {looked} looked at now")
-    front, tail = _tail(a.cut)
-    acts = np.ascontiguousarray(_cache(paths, raws, folder, a.cut, front))
+    _, tail = _tail(a.cut)
+    acts = np.ascontiguousarray(_cache(paths, raws, folder, a.cut))
     hand_row = np.full(len(paths), -1)
     hand_row[[i for i, r in enumerate(raws) if r[0]]] = np.arange(len(acts))
     # the tail on the cached activations against LiteRT's stored embedding: the cut is where it says it is

@@ -126,7 +126,7 @@ class Network:
 
         Interpreter = require()
         self.path = Path(path or network_path())
-        with warnings.catch_warnings(), hands._native_stderr_silenced():
+        with warnings.catch_warnings(), hands.native_stderr_silenced():
             warnings.simplefilter("ignore")  # "preserve_all_tensors ... for debugging": what reads the feature
             self._it = Interpreter(model_path=str(self.path), experimental_preserve_all_tensors=True, num_threads=1)
             self._it.allocate_tensors()
