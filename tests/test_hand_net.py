@@ -76,6 +76,16 @@ def test_the_store_key_changes_with_the_network_file(tmp_path):
     assert hand_net.store(tmp_path, path=net).get([photo]) == [None]
 
 
+def test_the_network_opens_and_embeds_a_crop():
+    """`hand_net.Network` opens MediaPipe's network under the native-stderr guard and reads the pooled feature of a
+    crop (it called a helper of `hands` by a name that no longer exists, so any embedding not yet stored failed)."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    crop = np.random.default_rng(0).random((hand_net.SIZE, hand_net.SIZE, 3)).astype(np.float32)
+    emb = hand_net.Network()(crop)
+    assert emb.shape == (hand_net.N_EMB,) and np.isfinite(emb).all() and emb.std() > 0
+
+
 @pytest.mark.shared_data
 def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
     """The crop of a real photo is what the network reads as a hand (its own hand-presence output is high, for a right
