@@ -4,6 +4,7 @@ builds the learner)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from functools import partial
@@ -216,6 +217,8 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None)
             raise ckpt.error
         if finite.bad:
             epoch, batch, loss = finite.bad
+            if checkpoints:  # a diverging schedule's epochs: resuming it would diverge again, so nothing to resume
+                shutil.rmtree(checkpoints, ignore_errors=True)
             raise PipelineError(f"training diverged: the loss became {loss} in epoch {len(rows) + epoch - skip + 1} "
                                 f"({name} phase), batch {batch + 1}, at lr {lr:.2e}; nothing was exported: lower "
                                 "train.base_lr (or use base_lr = \"lr_find\")")
