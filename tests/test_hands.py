@@ -312,6 +312,7 @@ def test_overlapping_silenced_blocks_give_stderr_back():
     assert where() == console
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_landmark_pipeline_on_real_photos(tmp_path, shared_data):
     """The whole pipeline with datablock.input = landmarks on 10 real photos per class: MediaPipe finds most
