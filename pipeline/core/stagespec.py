@@ -69,8 +69,8 @@ class StageSpec:
         for param in self.params + self.params_if(cfg):
             section, _, roles = param.partition(":")
             if roles:
-                every = {f.metadata.get("role") for f in dataclasses.fields(getattr(cfg, section))}
-                out += _with_roles(cfg, section, sorted(every - set(roles.split(","))))
+                every = {f.metadata.get("role") for f in dataclasses.fields(getattr(cfg, section))} - {None}
+                out += _with_roles(cfg, section, every - set(roles.split(",")))  # an untagged entry: neither
         return tuple(out)
 
     def outputs(self, cfg) -> tuple[str, ...]:
