@@ -24,7 +24,7 @@ def main() -> int:
 
     from pipeline import config
     from pipeline.data import hands
-    from pipeline.models import hand_model, registry, training
+    from pipeline.models import hand_model, kinds, training
 
     warnings.filterwarnings("ignore")
     header("J and Z through a still-frame hand-landmark model")
@@ -39,8 +39,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cfg = config.load(None, cwd=work, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false", "train.landmark_rotate=15"])
-    learn = registry.make_learner(hand_model.dataloaders(split, feats, classes, batch_size=32), cfg,
-                                SimpleNamespace(scratch=work))
+    learn = kinds.of(cfg).make_learner(hand_model.dataloaders(split, feats, classes, batch_size=32), cfg,
+                                      SimpleNamespace(scratch=work))
     with training.quiet(learn):
         learn.fit_one_cycle(20, 3e-3)
     print(f"validation accuracy (grassknoted): {float(learn.validate()[2]):.1%}")

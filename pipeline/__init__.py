@@ -1,7 +1,7 @@
 """signpipe: a fastai transfer-learning pipeline for sign-language images.
 
 The layers, bottom up (`tests/test_house.py` holds that none imports a higher one): `core` (the run's machinery),
-`data` (sources, stores, DataLoaders), `models` (the registry, the families, export and engines), `serve` (the
+`data` (sources, stores, DataLoaders), `models` (the model kinds, export and engines), `serve` (the
 app); on top, `config`, `runner` and the commands (`cli`, `report`, `compare`, `crossval`).
 
 Exports pickled before the modules moved into those subpackages name the old flat modules (a landmark learner
@@ -15,13 +15,14 @@ import sys
 __version__ = "0.1.0"
 
 # Old flat module -> where it lives now (the layout move of issue 20). `data`, `models` and `serve` are packages
-# now; their old modules are `data.loaders`, `models.registry` and `serve.app`, which no export pickles.
+# now; their old modules are `data.loaders`, `models.registry` (now `models.kinds`) and `serve.app`, which no export
+# pickles.
 MOVED = {
     **{m: f"core.{m}" for m in ("errors", "artifacts", "machine", "progress", "workspace", "stagespec",
                                 "fingerprints", "commit", "runlock", "distributed", "runtime")},
     **{m: f"data.{m}" for m in ("sources", "fetchers", "archives", "datasets", "labels", "splitting", "cache",
                                 "content_store", "idx", "sign_mnist", "hands", "hand_crops")},
-    **{m: f"models.{m}" for m in ("inputs", "families", "backbones", "baselines", "hand_model", "crop_model",
+    **{m: f"models.{m}" for m in ("backbones", "baselines", "hand_model", "crop_model",
                                   "fused_model", "embeddings", "training", "calibration", "card", "onnx_export",
                                   "onnx_engine", "inference", "exported")},
     **{m: f"serve.{m}" for m in ("live", "spelling")},

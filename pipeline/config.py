@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .core import tracking
 from .core.errors import PipelineError
-from .models import families, inputs
+from .models import card, kinds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -319,8 +319,8 @@ def validate(cfg: Config) -> None:
     checks = [
         (0.0 < cfg.datablock.valid_pct < 1.0, "datablock.valid_pct must be between 0 and 1 (exclusive)"),
         (cfg.datablock.max_per_class >= 0, "datablock.max_per_class must be >= 0 (0 = all images)"),
-        (0 < cfg.train.image_size <= inputs.MAX_IMAGE_SIZE,
-         f"train.image_size must be a positive number of pixels, at most {inputs.MAX_IMAGE_SIZE}"),
+        (0 < cfg.train.image_size <= card.MAX_IMAGE_SIZE,
+         f"train.image_size must be a positive number of pixels, at most {card.MAX_IMAGE_SIZE}"),
         (cfg.train.batch_size > 0, "train.batch_size must be a positive integer"),
         (cfg.evaluate.batch_size > 0, "evaluate.batch_size must be a positive integer"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
@@ -341,7 +341,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.train.random_crop_scale < 1.0, "train.random_crop_scale must be in [0, 1) (0 = off)"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.evaluate.tta >= 0, "evaluate.tta must be >= 0 (0 = off)"),
-        (cfg.evaluate.engine in inputs.ENGINES, f"evaluate.engine must be {' or '.join(inputs.ENGINES)}"),
+        (cfg.evaluate.engine in card.ENGINES, f"evaluate.engine must be {' or '.join(card.ENGINES)}"),
         (not (cfg.evaluate.engine == "onnx" and cfg.evaluate.tta),
          "evaluate.tta runs fastai's augmentations: use evaluate.engine = \"fastai\" with it"),
         (0.0 <= cfg.train.landmark_rotate <= 180.0, "train.landmark_rotate must be in [0, 180] degrees (0 = off)"),
@@ -362,7 +362,7 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise PipelineError(message)
     tracking.check(cfg.run.track)  # a known tracker, and its package installed
-    families.check(cfg)  # datablock.input and what the model family of train.arch can read
+    kinds.check(cfg)  # datablock.input and what the model kind of train.arch can read
     check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):
         names = [t.name for t in entries]

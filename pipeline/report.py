@@ -19,7 +19,7 @@ import jinja2
 from .core import artifacts
 from .core.workspace import Workspace, write_text
 from .data import loaders
-from .models import inputs
+from .models import kinds
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -155,7 +155,7 @@ def _train(ws: Workspace) -> dict | None:
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
              ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}" + (f" ({m['lr_source']})" if "lr_source" in m else "")), ("train time", f"{m['train_seconds']:.0f} s")]
     if card:
-        seen = inputs.kind(card.get("input", "images")).seen(card.get("image_size"), bool(card.get("grayscale")))
+        seen = kinds.reading(card.get("input", "images")).seen(card.get("image_size"), bool(card.get("grayscale")))
         pairs = [("model", f"{card['arch']} (pretrained={card['pretrained']}), {seen}")] + pairs
         pairs.append(("export", f"{card['learner']} (sha256 {card['sha256'][:12]}…)"))
     if "calibration" in m:

@@ -22,7 +22,7 @@ from .core.fingerprints import Fingerprint, fingerprint, read_manifest, stalenes
 from .core.stagespec import StageSpec
 from .core.workspace import Workspace, write_text
 from .data import loaders
-from .models import registry
+from .models import kinds
 
 
 STAGE_NAMES = ("download", "datablock", "lr_find", "train", "evaluate")  # the order they run in
@@ -143,7 +143,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
     """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
     rest): that `train.arch` names a model, when a selected stage builds one."""
     if any(BY_NAME[name].builds_model for name in stages):
-        registry.check_arch(cfg.train.arch)
+        kinds.check_arch(cfg)
 
 
 def run(cfg: Config, stages: list[str], force: bool = False, wait: bool = False) -> dict[str, str]:

@@ -13,14 +13,14 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
 from pipeline.data import datasets, loaders, sources, splitting
-from pipeline.models import families, inputs
+from pipeline.models import kinds
 
 STAGE = StageSpec(
     "datablock",
     summary="merge the sources, verify images, hold out groups, split (random or by group), persist the split",
     writes=(artifacts.SPLITS, artifacts.VOCAB, artifacts.CORRUPT, artifacts.BATCH_PNG, artifacts.CLASS_COUNTS_PNG),
     writes_if=lambda cfg: (((artifacts.CACHE, artifacts.CACHE_META) if cfg.datablock.cache else ())
-                           + families.of(cfg).input.writes
+                           + kinds.of(cfg).writes
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
     shared_work=True,  # under torchrun, every process first finds the hands of its 1/N of the images (`warm`)
@@ -28,7 +28,7 @@ STAGE = StageSpec(
     # the cached pixels (train's DATA entries) and what the input's own prepare reads; no other train entry: the
     # split, the keypoints and the cache do not depend on them (batch.png, a picture of one training batch, is drawn
     # at the train settings of the run that made it)
-    params_if=lambda cfg: ((("train:data",) if cfg.datablock.cache else ()) + families.of(cfg).input.params),
+    params_if=lambda cfg: ((("train:data",) if cfg.datablock.cache else ()) + kinds.of(cfg).params),
     ignores=("train",))
 
 
@@ -121,7 +121,7 @@ def warm(cfg, ws, log) -> int:
     Returns how many images this process looked at."""
     from pipeline.core import distributed
 
-    kind = families.of(cfg).input
+    kind = kinds.of(cfg)
     kind.require()
     root, items, _ = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     if cfg.datablock.max_per_class:
@@ -132,7 +132,7 @@ def warm(cfg, ws, log) -> int:
 def run(cfg, ws, log):
     import pandas as pd
 
-    kind = families.of(cfg).input  # what the model reads: prepared here once, after the split
+    kind = kinds.of(cfg)  # what the model reads: prepared here once, after the split
     kind.require()  # before minutes of verifying: the one-line install hint now
     root, items, bad = _items(read_json(ws.artifact("download", artifacts.DATASET)), cfg, log)
     # one file, one side of the split: a file two sources list (one folder named twice) is kept once, and a file
@@ -198,7 +198,7 @@ def run(cfg, ws, log):
         ws.artifact("datablock", artifacts.HOLDOUT).unlink(missing_ok=True)
     # an artifact of another input kind, or a cache from an earlier run with the option on (config.validate allows
     # it for pixels only), would be stale: never leave one to be mistaken for current
-    stale = {n for k in inputs.KINDS.values() for n in k.writes} - set(kind.writes)
+    stale = {n for k in kinds.KINDS for n in k.writes} - set(kind.writes)
     if not b.cache:
         stale |= {artifacts.CACHE_META, artifacts.CACHE}
     for name in sorted(stale):

@@ -7,7 +7,7 @@ from pipeline.core import artifacts
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, save_figure, write_json
 from pipeline.data import cache
-from pipeline.models import registry
+from pipeline.models import kinds
 
 STAGE = StageSpec(
     "lr_find",
@@ -68,7 +68,8 @@ def run(cfg, ws, log):
     from pipeline.models import training  # fastai: imported when the stage runs, not when its declaration is read
 
     set_seed(cfg.run.seed, reproducible=True)
-    learn = registry.make_learner(registry.dataloaders(ws, cfg), cfg, ws)
+    kind = kinds.of(cfg)
+    learn = kind.make_learner(kind.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
     with training.quiet(learn), cache.training_data(learn, ws, cfg, log), \

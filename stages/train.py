@@ -8,7 +8,7 @@ from pipeline.core import artifacts, distributed, runtime, tracking
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
 from pipeline.data import cache
-from pipeline.models import calibration, families, interpretation, registry
+from pipeline.models import calibration, interpretation, kinds
 
 STAGE = StageSpec(
     "train",
@@ -81,10 +81,10 @@ def run(cfg, ws, log):
     else:
         lr, lr_source = t.base_lr, "train.base_lr, fixed"
     set_seed(cfg.run.seed, reproducible=True)
-    dls = registry.dataloaders(ws, cfg)
-    learn = registry.make_learner(dls, cfg, ws)
-    family = families.of(cfg)
-    shape = family.input.seen(t.image_size, t.grayscale)
+    kind = kinds.of(cfg)
+    dls = kind.dataloaders(ws, cfg)
+    learn = kind.make_learner(dls, cfg, ws)
+    shape = kind.seen(t.image_size, t.grayscale)
     log(f"{t.method} {t.arch} (pretrained={t.pretrained}) for {t.epochs} epoch(s) at lr {lr:.2e} ({lr_source}), "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {shape}, bs {t.batch_size}")
     ckpt = ws.checkpoints("train")  # each epoch's checkpoint: the runner removes it once train commits
@@ -115,7 +115,7 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
 
     from pipeline.models import training
 
-    t, family = cfg.train, families.of(cfg)
+    t, kind = cfg.train, kinds.of(cfg)
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
     # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
@@ -124,26 +124,26 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-               "runtime": {**runtime.decide(t, family.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
+               "runtime": {**runtime.decide(t, kind.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
                "distributed": distributed.describe(t.batch_size, lr),
                **({"early_stopping": stopping} if stopping else {})}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}" + (f" (epoch {stopping['best_epoch']} of {len(rows)}: the best "
                                                              f"{t.monitor})" if stopping else ""))
     if t.calibrate:
         metrics["calibration"] = _calibrate(learn, log)
-    valid, interpreted = interpretation.validation(learn, ws, family.input.finds_hands, log)  # as exported
+    valid, interpreted = interpretation.validation(learn, ws, kind.finds_hands, log)  # as exported
     metrics.update(valid)
 
     training.strip_for_export(learn)
     save_torch(ws.learner, learn.export)
-    onnx = registry.export_onnx(learn, ws.onnx, t, log)
+    onnx = kind.export_onnx(learn, ws.onnx, t, log)
     if onnx["file"]:
         metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
-            "arch": t.arch, "family": family.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
-            **family.input.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
+            "arch": t.arch, "family": kind.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
+            **kind.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
             "normalisation": {k: v.flatten().tolist() for k, v in zip(("mean", "std"), training.normalisation(dls.valid))
-                              if v is not None}, "input": cfg.datablock.input, "loading": family.loading(ws.learner.name),
+                              if v is not None}, "input": cfg.datablock.input, "loading": kind.loading(ws.learner.name),
             "metrics": metrics, "onnx": onnx,
             "runtime": metrics["runtime"],
             "versions": _versions(), "config": cfg.to_saved_dict()}

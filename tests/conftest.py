@@ -159,7 +159,7 @@ def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands
 
     from pipeline import config
     from pipeline.data import hands
-    from pipeline.models import hand_model, registry
+    from pipeline.models import hand_model, kinds
 
     rng = np.random.default_rng(0)
     shapes = {c: (0.5 + np.random.default_rng(i).uniform(-0.2, 0.2, (21, 3))).astype(np.float32)
@@ -179,7 +179,7 @@ def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands
     cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                      "datablock.cache=false", "train.head_dropout=0.1",
                                                      f"train.landmark_features={features}", *overrides])
-    return registry.make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path)), cfg, split, feats
+    return kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=tmp_path)), cfg, split, feats
 
 
 # A real browser for the page tests: Debian's Chromium, driven by Playwright (`executable_path`).

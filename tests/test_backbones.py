@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import backbones, families, inputs
+from pipeline.models import backbones, kinds
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -29,17 +29,17 @@ def test_unknown_arch_is_a_clear_error(tmp_path):
         backbones.resolve("resnet19", False, tmp_path)
 
 
-# an example arch of every family that reads images (the hand family's test is tests/test_hands.py)
+# an example arch of every kind that reads images (the hand kinds' tests are tests/test_hands.py and others)
 EXAMPLES = [
-    (families.BACKBONE, "resnet18", {"train.method": "fine_tune"}),               # torchvision route
-    (families.BACKBONE, "mobilenetv3_small_050", {"train.method": "fine_tune"}),  # any timm name
-    (families.BASELINE, "cnnnet", {"train.grayscale": True}),                     # from-scratch baseline
+    ("pretrained image backbone", "resnet18", {"train.method": "fine_tune"}),               # torchvision route
+    ("pretrained image backbone", "mobilenetv3_small_050", {"train.method": "fine_tune"}),  # any timm name
+    ("from-scratch baseline", "cnnnet", {"train.grayscale": True}),                         # from-scratch baseline
 ]
 
 
 def test_every_image_family_has_an_example():
-    assert {f for f, _, _ in EXAMPLES} == {f for f in families.FAMILIES if f.input is inputs.IMAGES}
-    assert all(families.family(arch) is f for f, arch, _ in EXAMPLES)
+    assert {f for f, _, _ in EXAMPLES} == {k.name for k in kinds.KINDS if k.input == "images"}
+    assert all(kinds.find("images", arch).name == f for f, arch, _ in EXAMPLES)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_patience_stops_and_exports_the_best_epoch(tmp_path):
     from fastai.learner import load_learner
 
     from pipeline.core.workspace import Workspace
-    from pipeline.models import registry
+    from pipeline.models import kinds
 
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=16)
     # valid_accuracy takes few values on 9 validation images: it stops rising well within 20 epochs
@@ -51,7 +51,7 @@ def test_patience_stops_and_exports_the_best_epoch(tmp_path):
     assert metrics["valid_loss"] == pytest.approx(history["valid_loss"][best])
     # the exported weights are the best epoch's, not the last one's: their validation loss is that epoch's
     learn = load_learner(tmp_path / "exports/es.pkl")
-    learn.dls = registry.dataloaders(Workspace.from_config(cfg), cfg)
+    learn.dls = kinds.of(cfg).dataloaders(Workspace.from_config(cfg), cfg)
     valid_loss = float(learn.validate()[0])
     assert valid_loss == pytest.approx(history["valid_loss"][best], abs=1e-5)
     assert valid_loss != pytest.approx(history["valid_loss"].iloc[-1], abs=1e-5)

@@ -1,7 +1,6 @@
-"""Every model family the registry has, through the commands that answer one photo or a video: a tiny export per
-family (real photos, 2 a letter, one epoch, through the runner: .pkl, .onnx and card), read by serve's `Reader` and
-by `spell` under both engines. A family added to the registry without a recipe here fails
-`test_every_family_has_a_recipe`."""
+"""Every model kind (pipeline/models/kinds/), through the commands that answer one photo or a video: a tiny export
+per kind (real photos, 2 a letter, one epoch, through the runner: .pkl, .onnx and card), read by serve's `Reader`
+and by `spell` under both engines. A kind added without a recipe here fails `test_every_family_has_a_recipe`."""
 import csv
 import io
 
@@ -10,28 +9,27 @@ import pytest
 
 from pipeline import runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import families, inputs, registry
+from pipeline.models import card, kinds
 from tests.conftest import SHARED_DATA, asl_photos, tiny_config
 from tests.test_live import massey, write_video
 
-RECIPES = {  # the family -> its tiny recipe (one epoch on 2 photos a letter)
-    families.BASELINE.name: {"train.arch": "logreg", "train.image_size": 32},
-    families.BACKBONE.name: {"train.arch": "tf_efficientnet_lite0", "train.pretrained": True, "train.image_size": 32,
-                             "train.method": "fine_tune"},
-    families.HAND_LANDMARKS.name: {"datablock.input": "landmarks", "train.arch": "landmark_mlp"},
-    families.HAND_CROP_BACKBONE.name: {"datablock.input": "hand_crop", "train.arch": "tf_efficientnet_lite0",
-                                       "train.pretrained": True, "train.image_size": 32, "train.method": "fine_tune"},
-    families.HAND_FUSED.name: {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.image_size": 32,
-                               "train.crop_fusion": "keypoints"},
-    families.HAND_NET.name: {"datablock.input": "hand_net", "train.arch": "landmark_mlp"},
+RECIPES = {  # the kind's name -> its tiny recipe (one epoch on 2 photos a letter)
+    "from-scratch baseline": {"train.arch": "logreg", "train.image_size": 32},
+    "pretrained image backbone": {"train.arch": "tf_efficientnet_lite0", "train.pretrained": True,
+                                  "train.image_size": 32, "train.method": "fine_tune"},
+    "hand landmarks": {"datablock.input": "landmarks", "train.arch": "landmark_mlp"},
+    "hand-crop image backbone": {"datablock.input": "hand_crop", "train.arch": "tf_efficientnet_lite0",
+                                 "train.pretrained": True, "train.image_size": 32, "train.method": "fine_tune"},
+    "hand-crop embedding head": {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.image_size": 32,
+                                 "train.crop_fusion": "keypoints"},
+    "hand keypoints + hand-network embedding": {"datablock.input": "hand_net", "train.arch": "landmark_mlp"},
 }
-NO_ONNX = {families.HAND_NET.name}  # its hand network runs under LiteRT, not torch: no graph, the card says why
+NO_ONNX = {"hand keypoints + hand-network embedding"}  # its network runs under LiteRT, not torch: the card says why
 
 
 def test_every_family_has_a_recipe():
-    assert set(RECIPES) == {f.name for f in families.FAMILIES}
-    assert {families.of(_config_only(r)).name for r in RECIPES.values()} == set(RECIPES)
-    assert {f.input.name for f in families.FAMILIES} == set(registry.INPUTS)  # and so every input kind
+    assert set(RECIPES) == {k.name for k in kinds.KINDS}
+    assert {kinds.of(_config_only(r)).name for r in RECIPES.values()} == set(RECIPES)
 
 
 def _config_only(recipe):
@@ -61,7 +59,7 @@ def exports(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", inputs.ENGINES)
+@pytest.mark.parametrize("engine", card.ENGINES)
 @pytest.mark.parametrize("family", list(RECIPES))
 def test_serve_and_spell_read_with_every_family(exports, family, engine, tmp_path, capsys):
     """serve's `Reader.read` answers a photo with the model's top-1 (the same as `exported.load(...).predict`), the

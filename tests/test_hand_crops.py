@@ -12,7 +12,7 @@ from pipeline import runner
 from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.data import hand_crops, hands
-from pipeline.models import families, inputs, registry
+from pipeline.models import kinds
 from tests.conftest import asl_photos, subprocess_env, tiny_config
 
 
@@ -45,14 +45,14 @@ def test_a_keypoint_row_is_the_same_through_the_raw_detection():
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"datablock.input": "hand_crop", "train.arch": "resnet18"}, families.HAND_CROP_BACKBONE),
-    ({"datablock.input": "hand_crop", "train.arch": "hand_fused"}, families.HAND_FUSED),
-    ({"datablock.input": "images", "train.arch": "resnet18"}, families.BACKBONE),
+    ({"datablock.input": "hand_crop", "train.arch": "resnet18"}, kinds.crops.HandCrop),
+    ({"datablock.input": "hand_crop", "train.arch": "hand_fused"}, kinds.crops.CropEmbedding),
+    ({"datablock.input": "images", "train.arch": "resnet18"}, kinds.images.Images),
 ])
 def test_a_backbone_on_hand_crops_is_the_crop_family(tmp_path, overrides, expected):
     cfg = tiny_config(tmp_path, overrides)
-    assert families.of(cfg) is expected
-    assert registry.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
+    assert type(kinds.of(cfg)) is expected
+    assert kinds.reading(kinds.of(cfg).input).input == kinds.of(cfg).input
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -68,10 +68,11 @@ def test_hand_crop_configs_are_checked(tmp_path, overrides, message):
 
 
 def test_the_crop_card_says_how_to_crop():
-    fields = inputs.HAND_CROP.card_fields(type("T", (), {"image_size": 64})())
+    crop = kinds.reading("hand_crop")
+    fields = crop.card_fields(type("T", (), {"image_size": 64})())
     assert fields["image_size"] == 64 and fields["hand_crop"]["size"] == 64 and fields["hand_crop"]["pad"] == hand_crops.PAD
-    assert inputs.HAND_CROP.card_problem(fields, 1024) is None
-    assert inputs.HAND_CROP.card_problem({**fields, "hand_crop": None}, 1024)[0] == "hand_crop"
+    assert crop.card_problem(fields) is None
+    assert crop.card_problem({**fields, "hand_crop": None})[0] == "hand_crop"
 
 
 _USE = ("import sys, warnings\n"
@@ -131,7 +132,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     meta = json.loads((out / "datablock" / artifacts.VOCAB).read_text())
     assert len(split) + len(no_hand) == 58 and meta["n_no_hand"] == len(no_hand) and "nothing" not in meta["vocab"]
     card = json.loads((tmp_path / "exports" / "crop.json").read_text())
-    assert card["family"] == families.HAND_CROP_BACKBONE.name and card["image_size"] == 32
+    assert card["family"] == "hand-crop image backbone" and card["image_size"] == 32
     assert card["hand_crop"]["size"] == 32 and card["onnx"]["family"] == "hand_crop"
     assert card["onnx"]["parity"]["top1_agreement"] == 1.0
 
@@ -148,7 +149,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     scored = json.loads((tmp_path / "runs" / "fused" / "evaluate" / "test28" / artifacts.METRICS).read_text())
     assert scored["scored"] == 27  # asl_alphabet_test's letters the model knows (no `nothing`: it had no hand)
     fused_card = json.loads((tmp_path / "exports" / "fused.json").read_text())
-    assert fused_card["family"] == families.HAND_FUSED.name and fused_card["onnx"]["parity"]["top1_agreement"] == 1.0
+    assert fused_card["family"] == "hand-crop embedding head" and fused_card["onnx"]["parity"]["top1_agreement"] == 1.0
     assert fused_card["onnx"]["input"]["name"] == "crop" and fused_card["onnx"]["features"]["name"] == "features"
 
     gray = tmp_path / "gray.png"
@@ -163,7 +164,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
 
 
 def _synthetic_fused(tmp_path, monkeypatch, fusion: str):
-    """A hand_fused learner through `fused_model.dataloaders` and `registry.make_learner`, over 24 synthetic crops
+    """A hand_fused learner through its kind's `dataloaders` and `make_learner`, over 24 synthetic crops
     and keypoint rows, with a tiny conv body standing in for the timm backbone (no weights to fetch); the
     embeddings go through the real store. Returns (learner, config)."""
     import numpy as np
@@ -189,8 +190,9 @@ def _synthetic_fused(tmp_path, monkeypatch, fusion: str):
     monkeypatch.setattr(embeddings, "body", lambda *a: (body, {"mean": [0.485, 0.456, 0.406],
                                                                "std": [0.229, 0.224, 0.225]}))
     monkeypatch.setattr(embeddings, "keypoint_features", lambda ws, df: feats)
-    dls = registry.dataloaders(ws, cfg)
-    learn = registry.make_learner(dls, cfg, ws)
+    kind = kinds.of(cfg)
+    dls = kind.dataloaders(ws, cfg)
+    learn = kind.make_learner(dls, cfg, ws)
     with learn.no_bar(), learn.no_logging():
         learn.fit(1, 1e-2)  # batch-norm statistics of its own, as a trained head has
     return learn, cfg
@@ -203,11 +205,12 @@ def test_the_fused_onnx_graph_reads_the_crop_and_the_keypoints_by_name(tmp_path,
     fastai export's probabilities."""
     import numpy as np
 
-    from pipeline.models import card, crop_model, exported, onnx_engine
+    from pipeline.models import card, exported, onnx_engine
 
     learn, cfg = _synthetic_fused(tmp_path, monkeypatch, fusion)
-    entry = registry.export_onnx(learn, tmp_path / "f.onnx", cfg.train, log=lambda m: None)
-    assert entry["file"] == "f.onnx" and entry["family"] == inputs.HAND_CROP.name
+    kind = kinds.input_of(learn)
+    entry = kind.export_onnx(learn, tmp_path / "f.onnx", cfg.train, log=lambda m: None)
+    assert entry["file"] == "f.onnx" and entry["family"] == "hand_crop" and kind is kinds.of(cfg)
     assert entry["parity"]["items"] == 6 and entry["parity"]["top1_agreement"] == 1.0
     assert entry["input"]["name"] == "crop" and entry["input"]["shape"] == ["batch", 16, 16, 3]
     graph_inputs = {i.name: i.shape for i in onnx_engine.session(tmp_path / "f.onnx").get_inputs()}
@@ -222,8 +225,8 @@ def test_the_fused_onnx_graph_reads_the_crop_and_the_keypoints_by_name(tmp_path,
     # a hand's 21 keypoints, not on one line (collinear ones leave the palm's normal to float rounding)
     points = np.random.default_rng(2).uniform([0.3, 0.3, -0.1], [0.7, 0.7, 0.0], (21, 3)).tolist()
     detector = lambda photo: (points, "Left", 0.9)  # noqa: E731  (MediaPipe's answer for the frame)
-    p_onnx, seen = crop_model.read(onnx, frame, detector)
-    p_fastai, _ = crop_model.read(exported.FastaiEngine(learn), frame, detector)
+    p_onnx, seen = kind.read(onnx, frame, detector)
+    p_fastai, _ = kind.read(exported.FastaiEngine(learn), frame, detector)
     assert seen == points and np.abs(p_onnx - p_fastai).max() < 1e-4 and p_onnx.argmax() == p_fastai.argmax()
     if fusion == "keypoints":
         with pytest.raises(PipelineError, match="also reads keypoint features"):

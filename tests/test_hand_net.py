@@ -116,16 +116,16 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
 
 
 @pytest.mark.parametrize("overrides, family", [
-    ({"datablock.input": "hand_net", "train.arch": "landmark_mlp"}, "HAND_NET"),
-    ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "HAND_LANDMARKS"),
+    ({"datablock.input": "hand_net", "train.arch": "landmark_mlp"}, "HandNet"),
+    ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "Landmarks"),
 ])
 def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, family):
-    from pipeline.models import families, registry
+    from pipeline.models import kinds
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, overrides)
-    assert families.of(cfg) is getattr(families, family)
-    assert registry.INPUTS[families.of(cfg).input.name].kind is families.of(cfg).input
+    assert type(kinds.of(cfg)).__name__ == family
+    assert kinds.reading(kinds.of(cfg).input) is kinds.of(cfg)
 
 
 def test_hand_net_configs_are_checked(tmp_path):
@@ -179,7 +179,6 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
     from pipeline import runner
     from pipeline.core import artifacts
-    from pipeline.models import families
     from tests.conftest import asl_photos, subprocess_env, tiny_config
 
     cfg = tiny_config(tmp_path, {**asl_photos(shared_data, 2, "test28"), "run.name": "hn",
@@ -197,7 +196,7 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert cropped == []  # lr_find and train found every embedding in the store
     runner.run(cfg, ["evaluate"])
     card = json.loads((tmp_path / "exports" / "hn.json").read_text())
-    assert card["family"] == families.HAND_NET.name and card["input"] == "hand_net"
+    assert card["family"] == "hand keypoints + hand-network embedding" and card["input"] == "hand_net"
     assert card["hand_net"]["sha256"] == hand_net.network_sha256(hand_net.network_path())
     assert card["onnx"]["file"] is None and "TFLite" in card["onnx"]["why"]
     scored = json.loads((out / "evaluate" / "test28" / artifacts.METRICS).read_text())
@@ -224,7 +223,7 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
 
 @pytest.mark.shared_data
 def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, shared_data):
-    """A distributed rank's share of datablock's work (`inputs.HAND_NET.warm`): the keypoints and the embedding of a
+    """A distributed rank's share of datablock's work (`kinds.hand_net.HandNet.warm`): the keypoints and the embedding of a
     photo into the stores; an unreadable file is looked at, skipped, and stored nowhere."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
@@ -240,9 +239,9 @@ def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, 
 
 
 def test_the_hand_net_model_has_no_onnx_graph_and_says_why(tmp_path):
-    """Its ONNX plan is refused in one line (`registry.export_onnx` turns that into the card's `why`, no file)."""
+    """Its ONNX plan is refused in one line (`Kind.export_onnx` turns that into the card's `why`, no file)."""
     from pipeline.core.errors import PipelineError
-    from pipeline.models import registry
+    from pipeline.models import kinds
 
     with pytest.raises(PipelineError, match="TFLite graph and not a torch module: no ONNX export"):
-        registry.INPUTS["hand_net"].onnx_plan(None, None)
+        kinds.reading("hand_net").onnx_plan(None, None)

@@ -13,7 +13,7 @@ from pipeline import config, runner
 from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
-from pipeline.models import hand_model, training
+from pipeline.models import hand_model, kinds, training
 from tests.conftest import asl_photos, pipeline_cmd, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
@@ -268,7 +268,7 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     training.strip_for_export(learn)
     learn.export(tmp_path / "lm.pkl")
     loaded = load_learner(tmp_path / "lm.pkl")
-    assert hand_model.is_landmark_learner(loaded) and list(loaded.dls.vocab) == vocab
+    assert type(kinds.input_of(loaded)).__name__ == "Landmarks" and list(loaded.dls.vocab) == vocab
     assert type(loaded) is hand_model.HandLearner
     assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
     model_type = type(loaded.model)

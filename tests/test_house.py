@@ -94,17 +94,18 @@ def test_a_module_over_300_lines_says_why():
     assert not long, f"split these, or say in the docstring why they are over 300 lines: {long}"
 
 
-# The model registry (what a family is, what an input kind is, how each builds and answers) and each family's own
-# modules; everywhere else asks them instead of testing which family or input it has.
-REGISTRY = {*(f"pipeline/models/{m}.py" for m in ("families", "inputs", "registry", "hand_model", "baselines",
-                                                   "backbones", "crop_model", "fused_model", "onnx_export")),
+# The modules of the classes each model kind's export pickles (and MediaPipe's), which may test what they hold;
+# everywhere else, the model kinds (pipeline/models/kinds/) included, asks a kind instead of testing which one it has.
+REGISTRY = {*(f"pipeline/models/{m}.py" for m in ("hand_model", "baselines", "backbones", "crop_model", "fused_model",
+                                                   "hand_net_model", "onnx_export")),
+            "pipeline/models/kinds/base.py",  # a kind's defaults follow from its description (`pixels`, `finds_hands`)
             "pipeline/data/hands.py"}
 BRANCHES = [
     r"families\.(HAND_LANDMARKS|BASELINE|BACKBONE)\b",            # which family it is
     r"\b(is_landmark_learner|is_baseline)\(",                    # what a learner or an arch is
     r"""(arch|input)\s*[!=]=\s*["']""",                          # a family's arch or an input kind by its name
     r"\bif\b[^#\n]*\.(pixels|finds_hands)\b",                     # an input's property tested
-    r"\.(sees_pixels|keypoints|landmarks)\b(?!\()",              # the input's old names, read to branch on
+    r"\bif\b[^#\n]*\.(sees_pixels|keypoints|landmarks)\b(?!\()",  # the input's old names, read to branch on
     r"isinstance\([^)]*\b(OnnxModel|FastaiEngine|HandLearner)\b",  # which engine or learner class
 ]
 
@@ -123,8 +124,9 @@ def branches_outside_the_registry(root: Path) -> list[str]:
 
 
 def test_no_family_or_input_branch_outside_the_registry():
-    """A new family or input kind touches the registry and its own module only: nothing else tests which one it
-    has (there were 22 such branches in datablock, train, evaluate, serve, onnx_engine, compare, cli and report)."""
+    """A new model kind touches its own modules only: nothing else tests which one it has (there were 22 such
+    branches in datablock, train, evaluate, serve, onnx_engine, compare, cli and report, and the crop module branched
+    on fused or not four times)."""
     assert branches_outside_the_registry(REPO) == []
 
 
@@ -132,12 +134,50 @@ def test_the_branch_check_sees_each_kind_of_branch(tmp_path):
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "stages").mkdir()
     (tmp_path / "pipeline" / "models").mkdir()
-    (tmp_path / "pipeline" / "models" / "registry.py").write_text("if arch == 'landmark_mlp': pass\n")  # it may
+    (tmp_path / "pipeline" / "models" / "hand_model.py").write_text("if arch == 'landmark_mlp': pass\n")  # it may
     (tmp_path / "stages" / "s.py").write_text(
         "if families.of(cfg) is families.BASELINE: pass\nif cfg.datablock.input == 'landmarks': pass\n"
         "if not kind.pixels: pass  # cache\nx = isinstance(m, onnx_engine.OnnxModel)\nok = kind.prepare(df)\n"
         "# if arch == 'x' in a comment\n")
     assert [line.split(":")[1] for line in branches_outside_the_registry(tmp_path)] == ["1", "2", "3", "4"]
+
+
+def forwarders(root: Path) -> list[str]:
+    """`file:line name` for each function of the model kinds (pipeline/models/kinds/) whose body, past its docstring
+    and imports, is one `return f(...)` handing on its own parameters unchanged, in order: a forwarder."""
+    found = []
+    for f in sorted((root / "pipeline" / "models" / "kinds").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = [n for n in node.body if not isinstance(n, (ast.Import, ast.ImportFrom))
+                    and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+            params = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
+            if len(body) == 1 and isinstance(body[0], ast.Return) and isinstance(body[0].value, ast.Call):
+                call = body[0].value
+                passed = [a.id for a in call.args if isinstance(a, ast.Name)] + [
+                    k.value.id for k in call.keywords if isinstance(k.value, ast.Name) and k.arg == k.value.id]
+                if passed == params and len(call.args) + len(call.keywords) == len(params):
+                    found.append(f"{f.relative_to(root).as_posix()}:{node.lineno} {node.name}")
+    return found
+
+
+def test_the_model_kinds_have_no_forwarders():
+    """One class per kind: a kind's method does its work or binds the function that does (`prepare =
+    staticmethod(...)`), never a function that only hands its arguments on (there were 16, in registry.py and
+    inputs.py, joining four objects per kind)."""
+    assert forwarders(REPO) == []
+
+
+def test_the_forwarder_check_sees_one(tmp_path):
+    (tmp_path / "pipeline" / "models" / "kinds").mkdir(parents=True)
+    (tmp_path / "pipeline" / "models" / "kinds" / "k.py").write_text(
+        "class K:\n"
+        "    def probs(self, engine, paths, log):\n        from .. import m\n\n        return m.probs(engine, paths, log)\n"
+        "    def read(self, engine, photo):\n        '''Doc.'''\n        return m.read(engine, photo=photo)\n"
+        "    def plan(self, learn, t):\n        return m.plan(learn, t.image_size)\n"
+        "    def keep(self, df):\n        df = df.dropna()\n        return m.keep(df)\n")
+    assert forwarders(tmp_path) == ["pipeline/models/kinds/k.py:2 probs", "pipeline/models/kinds/k.py:6 read"]
 
 
 # pipeline/'s layers, bottom up; its top-level modules (config, runner, cli, report, compare, crossval) sit above

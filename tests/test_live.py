@@ -80,7 +80,7 @@ def helo(tmp_path_factory):
     import pandas as pd
 
     from pipeline import config
-    from pipeline.models import hand_model, registry, training
+    from pipeline.models import hand_model, kinds, training
 
     root = tmp_path_factory.mktemp("helo")
     train = [(c, massey(SHARED_DATA, c, i)) for c in LETTERS for i in range(8)]
@@ -102,7 +102,7 @@ def helo(tmp_path_factory):
     dls = hand_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
     cfg = config.load(None, cwd=root, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false"])
-    learn = registry.make_learner(dls, cfg, SimpleNamespace(scratch=root))
+    learn = kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=root))
     with training.quiet(learn):
         learn.fit_one_cycle(10, 1e-2)
     photos = {c: massey(SHARED_DATA, c, 8) for c in LETTERS}
@@ -146,7 +146,7 @@ def test_a_tracked_still_photo_gives_the_training_features(shared_data):
 def _one_letter_reader(vocab=("X", "nothing")):
     """A stand-in for a loaded hand model (`serve.Reader`'s attributes): the real keypoint input and tracker, and an
     engine that reads every hand as the first label."""
-    from pipeline.models import exported, registry
+    from pipeline.models import exported, kinds
 
     labels = list(vocab)
 
@@ -159,7 +159,7 @@ def _one_letter_reader(vocab=("X", "nothing")):
             return out
 
     return SimpleNamespace(vocab=list(vocab), model=exported.Exported(Path("x.pkl"), OneLetter(),
-                                                                       registry.LANDMARK_INPUT, {}))
+                                                                       kinds.reading("landmarks"), {}))
 
 
 @pytest.mark.shared_data
@@ -187,9 +187,9 @@ def test_each_stream_has_its_own_tracker_and_text(shared_data):
     finally:
         a.close()
         b.close()
-    from pipeline.models import exported, registry
+    from pipeline.models import exported, kinds
 
-    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), registry.IMAGE_INPUT, {})
+    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), kinds.reading("images"), {})
     with pytest.raises(PipelineError, match="needs a model that finds the hand .*this learner reads whole images"):
         live.LiveStream(SimpleNamespace(model=image_model, vocab=["a", "b"]))
 

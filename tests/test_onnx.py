@@ -14,7 +14,7 @@ import pytest
 from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
-from pipeline.models import onnx_engine, onnx_export, registry, training
+from pipeline.models import kinds, onnx_engine, onnx_export, training
 from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
@@ -140,7 +140,7 @@ def _landmark_learner(tmp_path, features: str):
 @pytest.mark.parametrize("features", ["coords", "coords+shape"])
 def test_landmark_graph_is_the_tabular_model_over_the_64_features(tmp_path, features):
     learn, cfg, valid = _landmark_learner(tmp_path, features)
-    entry = registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    entry = kinds.input_of(learn).export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert entry["family"] == "landmarks" and entry["input"]["name"] == "features"
     assert entry["input"]["features"]["columns"] == hands.FEATURES
     assert entry["parity"]["items"] == len(valid) == 35 and entry["parity"]["max_abs_prob_diff"] <= 1e-4
@@ -157,7 +157,7 @@ def test_an_export_that_fails_parity_is_an_error_and_writes_nothing(tmp_path, mo
     monkeypatch.setattr(onnx_export, "NOISE_FACTOR", -1.0)
     with pytest.raises(PipelineError, match=r"ONNX export fails parity on the validation split \(35 items\).*"
                                             r"fastai's own float32 result is [0-9.e+-]+ from float64"):
-        registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+        kinds.input_of(learn).export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     assert list(tmp_path.glob("*lm.onnx*")) == []
 
 
@@ -170,26 +170,31 @@ def test_parity_allows_a_difference_within_ten_times_float32_rounding(tmp_path, 
     monkeypatch.setattr(onnx_export, "parity", lambda *a: {**real(*a), "max_abs_prob_diff": 5e-4})
     monkeypatch.setattr(onnx_export, "float32_noise", lambda model, batch: noise)
     if passes:
-        entry = registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+        entry = kinds.input_of(learn).export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
         assert entry["parity"]["tolerance"] == pytest.approx(1e-3) and entry["parity"]["float32_noise"] == noise
         assert (tmp_path / "lm.onnx").is_file()
     else:
         with pytest.raises(PipelineError, match=r"5\.00e-04 \(limit 0\.0001, or 10 x fastai's own float32"):
-            registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+            kinds.input_of(learn).export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
         assert list(tmp_path.glob("*lm.onnx*")) == []
 
 
 def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
-    """A learner that is neither an image nor a landmark model (one no family here made) exports no `.onnx`: the card
-    entry says why, and the onnx engine repeats it."""
-    fused = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
-    entry = registry.export_onnx(fused, tmp_path / "f.onnx", None, log=lambda m: None)
-    assert entry == {"file": None, "why": "no model family here reads this learner (SimpleNamespace over "
-                                          "SimpleNamespace): only image, hand-landmark, hand-crop and "
-                                          "hand-network learners"}
+    """A kind whose model has no ONNX graph exports no `.onnx`: the card entry says why, and the onnx engine repeats
+    it; a learner no kind here made is one line."""
+    class NoGraph(kinds.Kind):
+        name = "graphless"
+
+    entry = NoGraph().export_onnx(SimpleNamespace(), tmp_path / "f.onnx", None, log=lambda m: None)
+    assert entry == {"file": None, "why": "no ONNX export for a graphless model"}
     assert not (tmp_path / "f.onnx").exists()
+    other = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
+    with pytest.raises(PipelineError, match=r"^no model kind here reads this learner \(SimpleNamespace over "
+                                            r"SimpleNamespace\): only image, hand keypoints, hand-crop model, "
+                                            r"hand keypoints \+ hand-network model$"):
+        kinds.input_of(other)
     (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
-    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no model family here reads this learner"):
+    with pytest.raises(PipelineError, match=r"lists no ONNX export \(no ONNX export for a graphless model\)"):
         onnx_engine.load_verified(tmp_path / "f.pkl")
 
 
@@ -244,7 +249,7 @@ def _landmark_export(tmp_path):
 
     learn, cfg, _ = _landmark_learner(tmp_path, "coords")
     learn.export(tmp_path / "lm.pkl")
-    entry = registry.export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
+    entry = kinds.input_of(learn).export_onnx(learn, tmp_path / "lm.onnx", cfg.train, log=lambda m: None)
     card = {"sha256": sha256_file(tmp_path / "lm.pkl"), "vocab": list(learn.dls.vocab), "image_size": None,
             "grayscale": None, "input": "landmarks", "onnx": entry}
     (tmp_path / "lm.json").write_text(json.dumps(card))

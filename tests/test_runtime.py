@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import TrainCfg
 from pipeline.core import runtime
-from pipeline.models import families
+from pipeline.models import kinds
 
 
 @pytest.mark.parametrize("cuda,bf16,cpus,arch,want", [
@@ -16,7 +16,7 @@ from pipeline.models import families
     (True, True, 16, "cnnnet", (8, True, "bf16", False)),
 ])
 def test_auto_choices(cuda, bf16, cpus, arch, want):
-    rt = runtime.decide(TrainCfg(arch=arch), families.family(arch).channels_last, cuda=cuda, bf16=bf16, cpus=cpus)
+    rt = runtime.decide(TrainCfg(arch=arch), kinds.find("images", arch).channels_last, cuda=cuda, bf16=bf16, cpus=cpus)
     assert (rt.workers, rt.pin_memory, rt.precision, rt.channels_last) == want
     assert rt.device == ("cuda" if cuda else "cpu")
 

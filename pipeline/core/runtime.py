@@ -24,7 +24,7 @@ class Runtime:
 def decide(t, suits_channels_last: bool = False, cuda: bool | None = None, bf16: bool | None = None,
            cpus: int | None = None) -> Runtime:
     """The choices for `t` (the [train] config) on this machine (or on the one described by the arguments), for a
-    model whose family says whether channels-last suits it (`families.Family.channels_last`).
+    model whose family says whether channels-last suits it (`kinds.Kind.channels_last`).
 
     - workers (`train.num_workers = -1`, auto): on CUDA, up to 8 decoding processes keep the GPU fed. On a CPU the
       model and any decoding processes share the same cores, so decoding stays in the main process below 8 cores

@@ -112,16 +112,11 @@ def box(raw: list, width: int, height: int) -> tuple[float, float, float, float]
     return cx - half, cy - half, cx + half, cy + half
 
 
-def _upright(path):
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
-
-
 def crop(path, raw: list | None, size: int):
     """The `size`-pixel square RGB PIL image the model sees of the photo at `path` (`crop_image`)."""
-    return crop_image(_upright(path), raw, size)
+    from PIL import Image
+
+    return crop_image(Image.fromarray(hands.load_rgb(path)), raw, size)
 
 
 def mask(raw: list, width: int, height: int):
@@ -206,7 +201,7 @@ def client_settings(size: int) -> dict:
 def keep_hands(df, holdout, root: Path, ws, log):
     """(the images of `df` where MediaPipe found a hand; vocab.json's `n_no_hand`): no_hand.csv lists the others,
     which a crop model is not trained on (a whole frame is not a crop). The held-out images are looked at too, so
-    evaluate finds them in the stores. `inputs.HAND_CROP.keep`."""
+    evaluate finds them in the stores. `kinds.crops.HandCrop.keep`."""
     import pandas as pd
 
     from ..core import artifacts
@@ -224,7 +219,7 @@ def keep_hands(df, holdout, root: Path, ws, log):
 def prepare(df, root: Path, cfg, ws, log) -> list[Path]:
     """The crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same detection,
     for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with their
-    labels. `inputs.HAND_CROP.prepare`."""
+    labels. `kinds.crops.HandCrop.prepare`."""
     import pandas as pd
 
     from ..core import artifacts

@@ -10,7 +10,6 @@ model sees zeros and the no-hand flag, as the keypoint model does). No torch her
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from pathlib import Path
 
@@ -102,8 +101,10 @@ def crop_image(img, raw: list):
 
 def crop(path, raw: list):
     """`crop_image` of the photo at `path` (upright: EXIF applied)."""
+    from PIL import Image
+
     try:
-        return crop_image(hand_crops._upright(path), raw)
+        return crop_image(Image.fromarray(hands.load_rgb(path)), raw)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 

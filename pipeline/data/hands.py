@@ -56,6 +56,20 @@ def require():
     return mp
 
 
+def frame_detection(photo, detector) -> tuple:
+    """(the `detection` row, the upright RGB PIL image, the keypoints) of one photo (a path, with a `Detector`) or one
+    frame of a stream (an RGB array, with a `Tracker`); (None, None, None) with no hand."""
+    import numpy as np
+    from PIL import Image
+
+    points, handedness, score = detector(photo)
+    if points is None:
+        return None, None, None
+    raw = [True, handedness, score] + [float(v) for q in points for v in q]
+    pixels = load_rgb(photo) if isinstance(photo, (str, Path)) else np.asarray(photo)
+    return raw, Image.fromarray(pixels), points
+
+
 def load_rgb(path):
     """`path` as an upright (EXIF-applied) 8-bit RGB array, as the image models see it."""
     import numpy as np

@@ -1,3 +1,3 @@
-"""The model registry and its families: input kinds (`inputs`), families (`families`), how each builds
-and answers (`registry`), each family's module, the fit loop, calibration, the card, ONNX export and
-the engines, and `exported.load`, the one loader. It imports `pipeline.core` and `pipeline.data.loaders`."""
+"""The models: one class per kind of model (`kinds`: what it reads, how datablock prepares it, how it builds and
+answers), the modules of the classes each kind's export pickles, the fit loop, calibration, the card, ONNX export
+and the engines, and `exported.load`, the one loader. It imports `pipeline.core` and `pipeline.data`."""

@@ -47,7 +47,7 @@ def _torchvision_cached(name: str) -> bool:
 
 def check_arch(arch: str, also: str = "") -> None:
     """Refuse, in one line, an `arch` that is neither a torchvision nor a timm backbone; `also` names what the other
-    model families accept (`families.check_arch`)."""
+    model kinds accept (`kinds.check_arch`)."""
     if arch in TORCHVISION:
         return
     import timm

@@ -19,13 +19,10 @@ import re
 from pathlib import Path
 
 from ..core.errors import PipelineError
-from . import inputs
 
+ENGINES = ("fastai", "onnx")  # what runs an export (`--engine`, `evaluate.engine`): the learner, or onnxruntime
+MAX_IMAGE_SIZE = 1024  # pixels a side a model reads (train.image_size, a card's): larger batches do not fit in memory
 VOCAB_KEY = "signpipe.vocab_sha256"  # the graph's metadata_props entry: the sha256 of the vocab it was exported with
-# what the first input of each family's graph is (onnx_export's plans): (onnxruntime's type, rank, in words)
-GRAPH_INPUT = {inputs.IMAGES.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
-               inputs.HAND_CROP.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
-               inputs.LANDMARKS.name: ("tensor(float)", 2, "float keypoint rows (batch, 64)")}
 
 
 def path_for(model_file) -> Path:
@@ -43,12 +40,14 @@ def _damaged(where: Path, field: str, problem: str) -> PipelineError:
                          f"run --stages train --force`) or restore the card")
 
 
-def read(model_file, engine: str = "fastai") -> dict:
+def read(model_file, engine: str = "fastai", reading=None) -> dict:
     """The model card beside `model_file`, with the fields `engine` uses checked (one line for the first problem):
     missing or not JSON, a sha256 that is not one, a vocab that is not a list of distinct names, an `onnx.file` that
-    is a path, an `image_size` that is not a whole number of pixels, a `family` this package does not know."""
-    if engine not in inputs.ENGINES:
-        raise ValueError(f"engine must be one of {inputs.ENGINES}, got {engine!r}")
+    is a path; with `reading` (`kinds.reading`: a card's `onnx.family` → the kind that reads its graph, or None),
+    a `family` this package does not know and what that kind says is wrong (an `image_size` that is not a whole
+    number of pixels, ...)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     where = path_for(model_file)
     try:
         card = json.loads(where.read_text(encoding="utf-8"))
@@ -77,14 +76,15 @@ def read(model_file, engine: str = "fastai") -> dict:
         raise _damaged(where, "onnx.file", f"{file!r} is not the name of an .onnx file beside the card")
     if not is_sha256(entry.get("sha256")):
         raise _damaged(where, "onnx.sha256", "is not a sha256 (64 hex digits)")
-    if entry.get("family") not in inputs.KINDS:
-        raise _damaged(where, "onnx.family", f"{entry.get('family')!r} is not one of {', '.join(inputs.KINDS)}")
+    kind = reading(entry.get("family")) if reading is not None and isinstance(entry.get("family"), str) else None
+    if reading is not None and kind is None:
+        raise _damaged(where, "onnx.family", f"{entry.get('family')!r} is not an input this package reads")
     if not isinstance(entry.get("input"), dict) or not isinstance(entry["input"].get("name"), str):
         raise _damaged(where, "onnx.input.name", "is missing")
     if "features" in entry and not (isinstance(entry["features"], dict)
                                     and isinstance(entry["features"].get("name"), str)):
         raise _damaged(where, "onnx.features.name", "is missing")
-    problem = inputs.kind(entry["family"]).card_problem(card, inputs.MAX_IMAGE_SIZE)
+    problem = kind.card_problem(card) if kind is not None else None
     if problem:
         raise _damaged(where, *problem)
     return card
@@ -101,10 +101,11 @@ def vocab_sha256(vocab) -> str:
 
 
 def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None = None,
-                metadata: dict | None = None) -> None:
+                metadata: dict | None = None, reads: tuple | None = None) -> None:
     """That the graph onnxruntime loaded is the one `card` describes: its input `card["onnx"]["input"]["name"]`
     (and `card["onnx"]["features"]["name"]`, a fused graph's second input) among `inputs` (name → shape), of the
-    type (`types`: name → onnxruntime's type) and rank the card's family reads, an image graph's fixed height and
+    type (`types`: name → onnxruntime's type) and rank the card's family reads (`reads`: its kind's
+    `graph_input`), an image graph's fixed height and
     width equal to `image_size`, `width` (its output's columns, when known) equal to the vocab's length, and the
     vocab the one the graph was exported with (`metadata`, its metadata_props: a graph exported before it kept
     VOCAB_KEY is taken on the card's word)."""
@@ -116,8 +117,8 @@ def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None 
     if second is not None and second not in inputs:
         raise _damaged(where, "onnx.features.name", f"{second!r} is not the graph's input ({', '.join(inputs)})")
     shape = inputs[name]
-    kind, rank, what = GRAPH_INPUT[entry["family"]]
-    if types is not None and (types.get(name) != kind or len(shape) != rank):
+    kind, rank, what = reads or (None, None, None)
+    if reads is not None and types is not None and (types.get(name) != kind or len(shape) != rank):
         got = (types.get(name) or "?").removeprefix("tensor(").removesuffix(")")
         raise _damaged(where, "onnx.family", f"{entry['family']!r} reads {what}, but the graph's input {name!r} is "
                                              f"{got} ({', '.join(map(str, shape))})")

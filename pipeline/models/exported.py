@@ -4,8 +4,8 @@ checks the file's sha256 before anything runs it, and returns an `Exported` that
 (one photo, for serve). `predict`, `evaluate`, `serve`, crossval (through evaluate) and the benchmarks all load
 through here, so the engine is chosen in one place and spelled one way (`--engine`, `evaluate.engine`).
 
-An engine (`Engine`: `FastaiEngine` here, `onnx_engine.OnnxModel`) knows how to run the model; the model's input
-(`registry.Input`) knows how photos become what the engine takes. Neither knows the other's kinds. An engine is
+An engine (`Engine`: `FastaiEngine` here, `onnx_engine.OnnxModel`) knows how to run the model; the model's kind
+(`kinds.Kind`) knows how photos become what the engine takes. Neither knows the other's kinds. An engine is
 safe to share between threads (serve reads several photos at once): it runs its model one call at a time where
 the model needs that.
 """
@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..core.errors import PipelineError
-
-from .inputs import ENGINES
+from .card import ENGINES
 
 
 class Predictions(NamedTuple):
@@ -30,7 +29,7 @@ class Predictions(NamedTuple):
 
 
 class Engine(Protocol):
-    """What every engine answers, whichever model it runs (an input's `probs` and `read` ask only this).
+    """What every engine answers, whichever model it runs (a kind's `probs` and `read` ask only this).
 
     `images` and `features` are safe to call from several threads at once: an engine whose model is not
     thread-safe (a fastai learner) holds `lock` around each call, and code that runs `learn` itself takes `lock`
@@ -79,18 +78,18 @@ class Exported:
     draws the keypoints); `detector()` (a detector of its own for `read`, or None) and `store(folder)` (the
     content store of per-photo work to reuse, or None)."""
 
-    def __init__(self, path: Path, engine: Engine, reader, card: dict, file: Path | None = None):
-        self.path, self.engine, self.reader, self.card = Path(path), engine, reader, card
+    def __init__(self, path: Path, engine: Engine, kind, card: dict, file: Path | None = None):
+        self.path, self.engine, self.kind, self.card = Path(path), engine, kind, card
         self.file = Path(file or path)  # the file the engine loaded: the .pkl, or the .onnx beside it
         self.vocab = list(engine.vocab)
-        self.finds_hands, self.describe = reader.kind.finds_hands, reader.kind.title
+        self.finds_hands, self.describe = kind.finds_hands, kind.title
         self.streams = self.finds_hands  # it can read a webcam stream: it follows the hand from frame to frame
 
     def predict(self, photos: list, batch_size: int = 64, tta: int = 0, log=print, store=None) -> Predictions:
         """Batched predictions for image files (`store`: a content store of per-photo work to reuse)."""
         import numpy as np
 
-        probs, found = self.reader.probs(self.engine, list(photos), batch_size, tta, log, store)
+        probs, found = self.kind.probs(self.engine, list(photos), batch_size, tta, log, store)
         probs = np.asarray(probs, dtype=np.float32).reshape(len(photos), len(self.vocab))
         idx = probs.argmax(axis=1)
         return Predictions([self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found)
@@ -99,16 +98,16 @@ class Exported:
         """(probabilities over the vocab, or None for a hand model that finds no hand; the keypoints or None) for
         one photo (a path), or one frame of a stream (an RGB array) with a `tracker()`; a hand model needs a
         `detector()` or `tracker()` of its own."""
-        return self.reader.read(self.engine, photo, detector)
+        return self.kind.read(self.engine, photo, detector)
 
     def detector(self):
-        return self.reader.detector()
+        return self.kind.detector()
 
     def tracker(self, track: bool = True):
-        return self.reader.tracker(track)
+        return self.kind.tracker(track)
 
     def store(self, folder: Path, log=print):
-        return self.reader.kind.store(folder, log)
+        return self.kind.store(folder, log)
 
 
 def _card(path: Path) -> dict:
@@ -127,7 +126,7 @@ def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None =
     """The export at `path` (`exports/RUN.pkl`; the onnx engine runs the `.onnx` beside it) under `engine`, its
     sha256 checked first: against `sha256` when given (fastai only), else against its model card; no check with
     `trust`. `threads`: onnxruntime's intra-op threads (default: the usable cores)."""
-    from . import registry
+    from . import kinds
 
     if engine not in ENGINES:
         raise PipelineError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
@@ -138,9 +137,9 @@ def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None =
         if sha256:
             raise PipelineError("--sha256 checks a .pkl; the onnx engine checks the .onnx against the sha256 in its "
                                 "model card")
-        model = onnx_engine.load_verified(path, trust=trust, threads=threads)
-        return Exported(path, model, registry.INPUTS[model.card["onnx"]["family"]], model.card, model.path)
+        model = onnx_engine.load_verified(path, trust=trust, threads=threads, reading=kinds.reading)
+        return Exported(path, model, kinds.reading(model.card["onnx"]["family"]), model.card, model.path)
     from . import inference
 
     learn = inference.load_verified(path, trust=trust, sha256=sha256)
-    return Exported(path, FastaiEngine(learn), registry.input_of(learn), _card(path))
+    return Exported(path, FastaiEngine(learn), kinds.input_of(learn), _card(path))

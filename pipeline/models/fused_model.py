@@ -1,9 +1,9 @@
-"""The hand-crop family on a frozen backbone (`train.arch = "hand_fused"`, `datablock.input = "hand_crop"`): the
+"""The hand-crop embedding head's machinery (the kind: `kinds.crops.CropEmbedding`, `train.arch = "hand_fused"`): the
 crop's pooled embedding is computed once per crop and backbone (`embeddings.py`), and a fold trains only the head,
 in seconds: on the embedding alone, or concatenated with the 64 keypoint features and their shape features
 (`train.crop_fusion = "keypoints"`: early fusion). Its export is one `FusedNet` (backbone + head) in a
 `FusedLearner`, which answers a photo: `load_learner(pkl).predict("photo.jpg")` finds the hand in that process.
-Its ONNX graph (`onnx_plan`) reads the uint8 crop, and the keypoint features when it fuses them, by name.
+Its ONNX graph (`graph_plan`) reads the uint8 crop, and the keypoint features when it fuses them, by name.
 
 Its own module, importing torch at the top, because `load_learner` unpickles `FusedNet`, `PhotoDls` and
 `FusedLearner` by their class names (the model card says the export needs this package).
@@ -24,15 +24,16 @@ from . import embeddings
 from .hand_model import shape_features
 
 
-def dataloaders(ws, cfg, batch_size: int | None = None):
-    """DataLoaders of (crop embedding, keypoint features, label) over the persisted split, embeddings through the
-    store; they carry what the learner needs: the frozen `body`, its `embedding_key` and the `photo` settings."""
+def embedding_dataloaders(ws, cfg, bs: int):
+    """DataLoaders of (crop embedding, keypoint features, label) over the persisted split, `bs` a batch, embeddings
+    through the store; they carry what the learner needs: the frozen `body`, its `embedding_key` and the `photo`
+    settings (`kinds.crops.CropEmbedding`)."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.data.transforms import Pipeline
 
     t = cfg.train
-    df, crops, vocab = hand_crops.split_crops(ws, cfg, batch_size)
+    df, crops, vocab = hand_crops.split_crops(ws, cfg, bs)
     model, norm = embeddings.body(t.crop_backbone, t.pretrained, ws.data)
     key = embeddings.settings(t.crop_backbone, t.image_size, model, norm)
     emb = embeddings.embed(model, list(crops), list(crops.values()), key, ws.data)
@@ -41,7 +42,6 @@ def dataloaders(ws, cfg, batch_size: int | None = None):
     fusion = t.crop_fusion == "keypoints"
     items = [(e, f, c) if fusion else (e, c) for e, f, c in zip(emb, feats, y)]
     valid = df["is_valid"].to_numpy()
-    bs = batch_size or t.batch_size
     # no batch transforms, but an empty Pipeline where fastai and training.normalisation look for them
     dls = DataLoaders(DataLoader([it for it, v in zip(items, valid) if not v], bs=bs, shuffle=True, drop_last=True,
                                  after_batch=Pipeline([])),
@@ -54,15 +54,6 @@ def dataloaders(ws, cfg, batch_size: int | None = None):
     dls.valid_crops = [png for png, v in zip(crops.values(), valid) if v]
     dls.valid_feats = feats[torch.from_numpy(valid.astype(bool))]
     return dls
-
-
-def make_learner(dls, t, **common) -> "FusedLearner":
-    """A `FusedLearner` whose optimiser trains only the head of a `FusedNet` on `dls`' frozen body."""
-    n_emb = int(dls.train.dataset[0][0].shape[0])
-    model = FusedNet(dls.body, n_emb, t.crop_fusion == "keypoints", len(dls.vocab), t.head_dropout)
-    learn = FusedLearner(dls, model, splitter=head_params, **common)
-    learn.photo, learn.embedding_key = dls.photo, dls.embedding_key
-    return learn
 
 
 class FusedNet(nn.Module):
@@ -201,12 +192,12 @@ def _parity_batches(learn, batch: int):
             yield (pixels,), (x,)
 
 
-def onnx_plan(learn: FusedLearner, t):
+def graph_plan(learn: FusedLearner):
     """The fused model's graph (`onnx_export.export` checks its parity): `crop` in, and `features` when it fuses the
     keypoints, both from one MediaPipe pass a client makes (the card's `hand_crop` and `onnx.features`)."""
     import copy
 
-    from . import inputs, onnx_export
+    from . import onnx_export
 
     photo, size = learn.photo, learn.photo.size
     model = copy.deepcopy(learn.model).float().cpu().eval()
@@ -222,5 +213,5 @@ def onnx_plan(learn: FusedLearner, t):
                            + ("concatenated with the keypoint features and their shape features, " if photo.fusion
                               else "") + "the head, softmax"}
     more = {"features": onnx_export.features_entry()} if photo.fusion else {}
-    return onnx_export.Plan(inputs.HAND_CROP.name, model, FusedGraph(model, photo.mean, photo.std), names, example,
+    return onnx_export.Plan(model, FusedGraph(model, photo.mean, photo.std), names, example,
                             _parity_batches(learn, onnx_export.PARITY_BATCH), entry, more)

@@ -70,11 +70,6 @@ class HandLearner(TabularLearner):
         return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
 
-def is_landmark_learner(learn) -> bool:
-    """True for a learner trained on these features (its DataLoaders are tabular, over FEATURES)."""
-    return list(getattr(learn.dls, "cont_names", []) or []) == FEATURES
-
-
 def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
     """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 rows `x` of its columns (FEATURES:
     (n, 64))."""

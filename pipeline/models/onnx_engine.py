@@ -120,14 +120,15 @@ def _runtime_errors(ort) -> tuple:
     return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, OSError)
 
 
-def load_verified(learner: Path, trust: bool = False, threads: int | None = None) -> OnnxModel:
+def load_verified(learner: Path, trust: bool = False, threads: int | None = None, reading=None) -> OnnxModel:
     """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
     checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
-    `trust`). Nothing is unpickled; a file onnxruntime cannot load is one line."""
+    `trust`). `reading` (`kinds.reading`, which `exported.load` passes) checks the card's family and what its kind
+    reads. Nothing is unpickled; a file onnxruntime cannot load is one line."""
     import numpy as np
 
     learner = Path(learner)
-    meta = card.read(learner, "onnx")
+    meta = card.read(learner, "onnx", reading)
     entry = meta["onnx"]
     path = card.onnx_path(learner, meta)
     if not path.exists():
@@ -152,5 +153,6 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
         reason = " ".join(str(e).split())[:200]
         raise PipelineError(f"cannot load {path} as an ONNX graph ({type(e).__name__}: {reason}): rerun train, or "
                             f"use --engine fastai") from None
-    card.check_graph(learner, meta, inputs, width, types, metadata)
+    reads = reading(entry["family"]).graph_input if reading is not None else None
+    card.check_graph(learner, meta, inputs, width, types, metadata, reads)
     return model

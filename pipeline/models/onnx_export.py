@@ -128,8 +128,7 @@ def _features_doc() -> dict:
 
 
 class Plan(NamedTuple):
-    """How one learner exports (`registry.export_onnx` asks the learner's input for it)."""
-    family: str         # the card's onnx.family: the input kind the graph reads (inputs.IMAGES's or LANDMARKS's name)
+    """How one learner exports (`Kind.export_onnx` asks the learner's kind for it)."""
     model: object       # the model's CPU float32 copy
     graph: object       # the nn.Module exported: the model inside what a client cannot be trusted to do
     input_names: tuple  # the graph's inputs, in its forward's order (the batch axis of each is dynamic)
@@ -147,19 +146,15 @@ def landmark_plan(learn) -> Plan:
     """A hand-landmark learner's graph: float32 FEATURES rows in, probabilities out."""
     import torch
 
-    from .inputs import LANDMARKS
-
     _, LandmarkGraph = _torch_modules()
     model = _cpu_copy(learn)
-    return Plan(LANDMARKS.name, model, LandmarkGraph(model), ("features",), (torch.zeros(2, N_FEATURES),),
+    return Plan(model, LandmarkGraph(model), ("features",), (torch.zeros(2, N_FEATURES),),
                 (((x,), m) for x, m in _landmark_batches(learn)), features_entry())
 
 
 def image_plan(learn, size: int, gray: bool) -> Plan:
     """An image learner's graph: uint8 (N, size, size, 3) RGB in, probabilities out."""
     import torch
-
-    from .inputs import IMAGES
 
     ImageGraph, _ = _torch_modules()
     model = _cpu_copy(learn)
@@ -177,7 +172,7 @@ def image_plan(learn, size: int, gray: bool) -> Plan:
              "why": "uint8 HxWx3 is what every decoder returns, so scale, channel order, layout, gray and "
                     "mean/std stay inside the graph where a client cannot get them wrong; 4x smaller than float"}
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    return Plan(IMAGES.name, model, ImageGraph(model, mean, std, gray), ("image",), (example,),
+    return Plan(model, ImageGraph(model, mean, std, gray), ("image",), (example,),
                 (((x,), m) for x, m in _image_batches(learn, gray)), entry)
 
 
@@ -212,10 +207,11 @@ def float32_noise(model, model_in) -> float:
     return float((p32.double() - p64).abs().max())
 
 
-def export(learn, path: Path, plan: Plan, log=print) -> dict:
+def export(learn, path: Path, plan: Plan, family: str, log=print) -> dict:
     """Write `path` (opset OPSET, dynamic batch) as `plan` says after checking parity on `learn`'s validation split;
-    return the model card's `onnx` entry. A graph that misses the tolerance or changes a top-1 label is an error
-    (`PipelineError`) and nothing is written. The export and the check run on a CPU copy of the model."""
+    return the model card's `onnx` entry (`family`: the input the graph reads, `Kind.input`). A graph that misses
+    the tolerance or changes a top-1 label is an error (`PipelineError`) and nothing is written. The export and the
+    check run on a CPU copy of the model."""
     import onnx
     import torch
 
@@ -244,11 +240,11 @@ def export(learn, path: Path, plan: Plan, log=print) -> dict:
                     f"batch fastai's own float32 result is {noise:.1e} from float64; no {path.name} written")
         opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     check["seconds"] = round(time.perf_counter() - t0, 1)
-    log(f"ONNX graph {path} ({plan.family}, opset {opset}): parity on {check['items']} validation items, max |Δp| "
+    log(f"ONNX graph {path} ({family}, opset {opset}): parity on {check['items']} validation items, max |Δp| "
         f"{check['max_abs_prob_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}")
     import onnxruntime
 
-    return {"file": Path(path).name, "sha256": sha256_file(path), "family": plan.family, "opset": opset,
+    return {"file": Path(path).name, "sha256": sha256_file(path), "family": family, "opset": opset,
             "input": plan.entry, **plan.more,
             "output": {"name": "probs", "dtype": "float32", "shape": ["batch", len(learn.dls.vocab)],
                        "columns": "vocab, in order", "is": "softmax probabilities"},

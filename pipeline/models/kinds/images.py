@@ -1,0 +1,103 @@
+"""The kinds that read whole photos at `train.image_size` (`datablock.input = "images"`): a pretrained backbone
+fine-tuned with fastai's `vision_learner` (any torchvision or timm name: backbones.py), and the from-scratch
+baselines (baselines.py). Both answer through the engine's `images`; their ONNX graph reads uint8 images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core import artifacts
+from ...core.errors import PipelineError
+from ...data import loaders
+from .. import backbones
+from .base import UINT8_IMAGES, Kind, size_problem
+
+
+def backbone_learner(dls, t, n_in: int, common: dict, ws):
+    """fastai's `vision_learner` on `t.arch` (torchvision or timm: backbones.py), `common` passed on."""
+    from fastai.vision.learner import vision_learner
+
+    arch, extra = backbones.resolve(t.arch, t.pretrained, ws.data)
+    try:
+        return vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, ps=t.head_dropout, **extra, **common)
+    except (RuntimeError, OSError) as e:
+        if t.pretrained and any(w in str(e).lower() for w in ("download", "connect", "hub")):
+            raise PipelineError(f"could not get pretrained weights for {t.arch} ({type(e).__name__}); set "
+                                f"train.pretrained=false or use arch '{backbones.OFFLINE_TIMM}'") from None
+        raise
+
+
+class Images(Kind):
+    """A pretrained image backbone (`vision_learner`), fine-tuned on the photos."""
+    name, input, title = "pretrained image backbone", "images", "image"
+    pixels, channels_last, needs_package = True, True, False
+    graph_input = UINT8_IMAGES
+    dataloaders = staticmethod(loaders.dataloaders)
+    check_arch = staticmethod(backbones.check_arch)
+    learner = staticmethod(backbone_learner)
+
+    def require(self) -> None:
+        pass
+
+    def seen(self, image_size: int | None, grayscale: bool = False) -> str:
+        return f"{image_size} px" + (" gray" if grayscale else "")
+
+    def recipe(self, cfg) -> str:
+        t = cfg.train
+        return ", ".join([f"{t.image_size}px" + (" gray" if t.grayscale else "")]
+                         + ([f"aug {t.augment_strength}" if t.augment_strength != "default" else "aug"] if t.augment else [])
+                         + ([f"random crop ≥{t.random_crop_scale:g}"] if t.random_crop_scale else [])
+                         + ([f"tta {cfg.evaluate.tta}"] if cfg.evaluate.tta else []))
+
+    def card_fields(self, t) -> dict:
+        return {"image_size": t.image_size, "grayscale": t.grayscale}
+
+    def card_problem(self, card: dict) -> tuple[str, str] | None:
+        if (problem := size_problem(card)):
+            return problem
+        if card.get("grayscale") not in (None, True, False):
+            return "grayscale", f"{card['grayscale']!r} is not true or false"
+        return None
+
+    def prepare(self, df, root: Path, cfg, ws, log) -> list[Path]:
+        """batch.png (a training batch as the model sees it) and, with datablock.cache, every image decoded once."""
+        from ...core.workspace import pyplot, save_figure
+        from ...data import cache
+
+        plt = pyplot()
+        n_valid = int(df["is_valid"].sum())
+        dls = loaders.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
+        dls.show_batch(max_n=16, figsize=(8, 8))
+        outputs = [save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG))]
+        if cfg.datablock.cache:
+            outputs += cache.build(ws, cfg, dls, df, root, log)
+        return outputs
+
+    def recognises(self, learn) -> bool:
+        fs = getattr(getattr(learn.dls.valid, "after_item", None), "fs", ())  # a Pipeline's transforms
+        return any(type(t).__name__ == "Resize" for t in fs)
+
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
+        return engine.images(paths, batch_size, tta, log), None
+
+    def read(self, engine, photo, detector):
+        return engine.images([photo], 1, 0, lambda message: None)[0], None
+
+    def onnx_plan(self, learn, t):
+        from .. import onnx_export
+
+        return onnx_export.image_plan(learn, t.image_size, t.grayscale)
+
+
+class Baseline(Images):
+    """A from-scratch baseline (baselines.py: the published figures' own architectures)."""
+    name, archs, channels_last = "from-scratch baseline", ("logreg", "mlp", "cnnnet", "aslnet"), False
+
+    def check_arch(self, arch: str, also: str = "") -> None:
+        pass
+
+    def learner(self, dls, t, n_in: int, common: dict, ws):
+        from fastai.learner import Learner
+
+        from ..baselines import create_baseline
+
+        return Learner(dls, create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size), **common)
