@@ -25,7 +25,8 @@ VOCAB_KEY = "signpipe.vocab_sha256"  # the graph's metadata_props entry: the sha
 # what the first input of each family's graph is (onnx_export's plans): (onnxruntime's type, rank, in words)
 GRAPH_INPUT = {inputs.IMAGES.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
                inputs.HAND_CROP.name: ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)"),
-               inputs.LANDMARKS.name: ("tensor(float)", 2, "float keypoint rows (batch, 64)")}
+               inputs.LANDMARKS.name: ("tensor(float)", 2, "float keypoint rows (batch, 64)"),
+               inputs.HAND_NET.name: ("tensor(uint8)", 4, "uint8 hand-network crops (batch, 224, 224, 3)")}
 
 
 def path_for(model_file) -> Path:
