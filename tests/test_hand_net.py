@@ -140,7 +140,6 @@ def test_hand_net_configs_are_checked(tmp_path):
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.core.errors import PipelineError\n"
         "from pipeline.models import exported\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
@@ -156,19 +155,22 @@ _USE = ("import sys, warnings\n"
         "read = [e.read(photo, e.detector()) for photo in photos]\n"
         "print('read', *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n"
         "print('top', *[int(q.argmax()) for q in p.probs], int(read[0][0].argmax()))\n"
-        "try:\n"
-        "    exported.load(pkl, engine='onnx')\n"
-        "except PipelineError as err:\n"
-        "    print('onnx', str(err))\n")
+        "o = exported.load(pkl, engine='onnx')\n"
+        "q = o.predict(photos, log=lambda m: None)\n"
+        "print('onnx', *q.labels, *q.hand_found)\n"
+        "print('onnxtop', *[int(x.argmax()) for x in q.probs], int(o.read(photos[0], o.detector())[0].argmax()),\n"
+        "      o.read(photos[1], o.detector())[0] is None)\n"
+        "print('gap', float(abs(q.probs - p.probs).max()))\n")
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     """2 photos a letter, one epoch: datablock writes the keypoint rows and fills the embedding store, train reads the
-    embeddings from it (none computed again), the card says how the embedding is made and why there is no ONNX
-    graph; a fresh process's `load_learner(pkl).predict`, `exported.load(pkl).predict` and `.read` answer a photo
-    alike, say when a photo has no hand, and `--engine onnx` is one line."""
+    embeddings from it (none computed again), the card says how the embedding is made and lists the ONNX graph
+    (its parity against the LiteRT embedding's learner); a fresh process's `load_learner(pkl).predict`,
+    `exported.load(pkl).predict` and `.read` answer a photo alike and say when a photo has no hand, and the graph
+    (`exported.load(pkl, engine="onnx")`) answers them as fastai does."""
     import json
     import subprocess
     import sys
@@ -199,7 +201,8 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     card = json.loads((tmp_path / "exports" / "hn.json").read_text())
     assert card["family"] == families.HAND_NET.name and card["input"] == "hand_net"
     assert card["hand_net"]["sha256"] == hand_net.network_sha256(hand_net.network_path())
-    assert card["onnx"]["file"] is None and "TFLite" in card["onnx"]["why"]
+    assert card["onnx"]["file"] == "hn.onnx" and card["onnx"]["family"] == "hand_net"
+    assert card["onnx"]["parity"]["top1_agreement"] == 1.0 and card["onnx"]["parity"]["items"] > 0
     scored = json.loads((out / "evaluate" / "test28" / artifacts.METRICS).read_text())
     assert scored["scored"] == 28
 
@@ -219,7 +222,9 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert lines["read"] == [n, "None", "True", "False"]  # serve's one photo: no answer without a hand
     top = lines["top"]
     assert top[0] == top[2]  # read and predict give the photo the same answer
-    assert "lists no ONNX export" in " ".join(lines["onnx"]) and "TFLite" in " ".join(lines["onnx"])
+    assert lines["onnx"] == lines["loaded"]  # the graph: the same labels, the same photo without a hand
+    assert lines["onnxtop"] == [*top[:2], top[2], "True"]  # and serve's one photo under onnx, none without a hand
+    assert float(lines["gap"][0]) < 1e-4  # the probabilities within the export's parity tolerance of fastai's
 
 
 @pytest.mark.shared_data
