@@ -226,6 +226,15 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert lines["onnxtop"] == [*top[:2], top[2], "True"]  # and serve's one photo under onnx, none without a hand
     assert float(lines["gap"][0]) < 1e-4  # the probabilities within the export's parity tolerance of fastai's
 
+    # `predict --engine onnx` needs no LiteRT: the graph runs the hand network itself
+    cli = ("import runpy, sys\nsys.modules['ai_edge_litert'] = None\n"
+           "sys.argv = ['pipeline', 'predict', '--engine', 'onnx', '--learner', *sys.argv[1:]]\n"
+           "runpy.run_module('pipeline', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", cli, str(tmp_path / "exports" / "hn.pkl"), str(photo), str(gray)],
+                          capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split("\t")[1] for line in done.stdout.splitlines()] == lines["loaded"][:2]
+
 
 @pytest.mark.shared_data
 def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, shared_data):
