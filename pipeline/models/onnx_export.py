@@ -19,6 +19,10 @@ What a client cannot guess goes inside the graph; what it must do is written in 
   (`hand_crops.crop`, the card's `hand_crop`), and, when it fuses the keypoints, `features` as above, both from
   one MediaPipe pass (the card's `onnx.features`); the graph normalises the crop, runs the frozen backbone, the
   head and the softmax (fused_model.py builds it).
+- The hand-network model (`datablock.input = "hand_net"`) takes `crop`, uint8 (N, 224, 224, 3) RGB, the hand
+  network's upright crop (`hand_net.pixels`, the card's `hand_net`), and `features` as above; the graph runs
+  MediaPipe's hand network rebuilt in torch (hand_net_torch.py) to its pooled feature, where the learner it is
+  checked against read LiteRT's (hand_net_model.py builds it).
 
 The output is `probs`: float32 (N, len(vocab)), columns in the card's vocab order. The batch axis is dynamic. The
 graph's metadata (`metadata_props`) keeps the sha256 of that vocab (`card.VOCAB_KEY`), which the onnx engine checks
@@ -129,7 +133,7 @@ def _features_doc() -> dict:
 
 class Plan(NamedTuple):
     """How one learner exports (`registry.export_onnx` asks the learner's input for it)."""
-    family: str         # the card's onnx.family: the input kind the graph reads (inputs.IMAGES's or LANDMARKS's name)
+    family: str         # the card's onnx.family: the input kind the graph reads (an `inputs.KINDS` name)
     model: object       # the model's CPU float32 copy
     graph: object       # the nn.Module exported: the model inside what a client cannot be trusted to do
     input_names: tuple  # the graph's inputs, in its forward's order (the batch axis of each is dynamic)
