@@ -24,7 +24,6 @@ RECIPES = {  # the kind's name -> its tiny recipe (one epoch on 2 photos a lette
                                  "train.crop_fusion": "keypoints"},
     "hand keypoints + hand-network embedding": {"datablock.input": "hand_net", "train.arch": "landmark_mlp"},
 }
-NO_ONNX = {"hand keypoints + hand-network embedding"}  # its network runs under LiteRT, not torch: the card says why
 
 
 def test_every_family_has_a_recipe():
@@ -69,10 +68,6 @@ def test_serve_and_spell_read_with_every_family(exports, family, engine, tmp_pat
     from pipeline.serve import app, live
 
     photo = SHARED_DATA / "asl_alphabet_test" / "B_test.jpg"
-    if engine == "onnx" and family in NO_ONNX:
-        with pytest.raises(PipelineError, match="lists no ONNX export"):
-            app.Reader(exports[family], engine=engine)
-        return
     reader = app.Reader(exports[family], engine=engine, parallel=2)
     top, drawn, reading = reader.read(str(photo))
     model = exported.load(exports[family], engine)

@@ -140,7 +140,6 @@ def test_hand_net_configs_are_checked(tmp_path):
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.core.errors import PipelineError\n"
         "from pipeline.models import exported\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
@@ -156,19 +155,22 @@ _USE = ("import sys, warnings\n"
         "read = [e.read(photo, e.detector()) for photo in photos]\n"
         "print('read', *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n"
         "print('top', *[int(q.argmax()) for q in p.probs], int(read[0][0].argmax()))\n"
-        "try:\n"
-        "    exported.load(pkl, engine='onnx')\n"
-        "except PipelineError as err:\n"
-        "    print('onnx', str(err))\n")
+        "o = exported.load(pkl, engine='onnx')\n"
+        "q = o.predict(photos, log=lambda m: None)\n"
+        "print('onnx', *q.labels, *q.hand_found)\n"
+        "print('onnxtop', *[int(x.argmax()) for x in q.probs], int(o.read(photos[0], o.detector())[0].argmax()),\n"
+        "      o.read(photos[1], o.detector())[0] is None)\n"
+        "print('gap', float(abs(q.probs - p.probs).max()))\n")
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     """2 photos a letter, one epoch: datablock writes the keypoint rows and fills the embedding store, train reads the
-    embeddings from it (none computed again), the card says how the embedding is made and why there is no ONNX
-    graph; a fresh process's `load_learner(pkl).predict`, `exported.load(pkl).predict` and `.read` answer a photo
-    alike, say when a photo has no hand, and `--engine onnx` is one line."""
+    embeddings from it (none computed again), the card says how the embedding is made and lists the ONNX graph
+    (its parity against the LiteRT embedding's learner); a fresh process's `load_learner(pkl).predict`,
+    `exported.load(pkl).predict` and `.read` answer a photo alike and say when a photo has no hand, and the graph
+    (`exported.load(pkl, engine="onnx")`) answers them as fastai does."""
     import json
     import subprocess
     import sys
@@ -198,7 +200,8 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     card = json.loads((tmp_path / "exports" / "hn.json").read_text())
     assert card["family"] == "hand keypoints + hand-network embedding" and card["input"] == "hand_net"
     assert card["hand_net"]["sha256"] == hand_net.network_sha256(hand_net.network_path())
-    assert card["onnx"]["file"] is None and "TFLite" in card["onnx"]["why"]
+    assert card["onnx"]["file"] == "hn.onnx" and card["onnx"]["family"] == "hand_net"
+    assert card["onnx"]["parity"]["top1_agreement"] == 1.0 and card["onnx"]["parity"]["items"] > 0
     scored = json.loads((out / "evaluate" / "test28" / artifacts.METRICS).read_text())
     assert scored["scored"] == 28
 
@@ -218,7 +221,18 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert lines["read"] == [n, "None", "True", "False"]  # serve's one photo: no answer without a hand
     top = lines["top"]
     assert top[0] == top[2]  # read and predict give the photo the same answer
-    assert "lists no ONNX export" in " ".join(lines["onnx"]) and "TFLite" in " ".join(lines["onnx"])
+    assert lines["onnx"] == lines["loaded"]  # the graph: the same labels, the same photo without a hand
+    assert lines["onnxtop"] == [*top[:2], top[2], "True"]  # and serve's one photo under onnx, none without a hand
+    assert float(lines["gap"][0]) < 1e-4  # the probabilities within the export's parity tolerance of fastai's
+
+    # `predict --engine onnx` needs no LiteRT: the graph runs the hand network itself
+    cli = ("import runpy, sys\nsys.modules['ai_edge_litert'] = None\n"
+           "sys.argv = ['pipeline', 'predict', '--engine', 'onnx', '--learner', *sys.argv[1:]]\n"
+           "runpy.run_module('pipeline', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", cli, str(tmp_path / "exports" / "hn.pkl"), str(photo), str(gray)],
+                          capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split("\t")[1] for line in done.stdout.splitlines()] == lines["loaded"][:2]
 
 
 @pytest.mark.shared_data
@@ -238,10 +252,115 @@ def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, 
     assert hand_net.warm([photo], tmp_path, log=lambda m: None) == 0 and hand_net.embed.computed == 0
 
 
-def test_the_hand_net_model_has_no_onnx_graph_and_says_why(tmp_path):
-    """Its ONNX plan is refused in one line (`Kind.export_onnx` turns that into the card's `why`, no file)."""
+def test_the_embedding_is_zeroed_where_the_keypoints_say_no_hand():
+    """A detection whose keypoints cannot be scaled (all at the wrist) is a no-hand row (64 zeros): its embedding is
+    zeroed too, as the ONNX graph zeroes it by the row's hand flag, so both engines answer it as the all-0 row."""
+    emb = np.ones((2, hand_net.N_EMB), np.float32)
+    x = hand_net.inputs([_raw(HAND), _raw({0: (150, 150)})], emb)
+    assert x[0, len(hands.FEATURES) - 1] == 1.0 and (x[0, len(hands.FEATURES):] == 1).all()
+    assert not x[1].any()
+
+
+@pytest.fixture(scope="module")
+def graph_export(tmp_path_factory):
+    """An untrained hand-network learner over 24 drawn 'photos' whose hands `_raw` places (every 6th with none,
+    every 3rd a left hand), with LiteRT's embedding of each, and its ONNX export as train writes it (.onnx and a
+    card). Returns (learner, the .pkl path, the card's onnx entry, photo paths, detections)."""
+    pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipeline import config
+    from pipeline.core.workspace import sha256_file
+    from pipeline.models import hand_model, kinds
+
+    tmp = tmp_path_factory.mktemp("hand_net_graph")
+    rng = np.random.default_rng(0)
+    split, paths, raws = [], [], []
+    for i in range(24):
+        dx, dy = rng.uniform(-30, 30, 2)
+        pts = {k: (x + dx, y + dy + (60 if k == 4 and i % 2 else 0)) for k, (x, y) in HAND.items()}
+        paths.append(str(tmp / f"{i}.png"))
+        _photo(pts, {0: RED, 9: GREEN, 4: BLUE}).save(paths[-1])
+        raws.append([False, "", 0.0] + [0.0] * 6 * hands.N_POINTS if i % 6 == 5 else
+                    _raw(pts, "Right" if i % 3 == 0 else "Left"))
+        split.append((f"{i}.png", "AB"[i % 2], i % 3 == 0))
+    split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
+    table = pd.DataFrame(hand_net.inputs(raws, hand_net.embed(paths, raws, None, log=lambda m: None)),
+                         columns=hand_net.COLUMNS)
+    table.insert(0, "path", split["path"])
+    dls = hand_model.dataloaders(split, table, ["A", "B"], 8, hand_net.COLUMNS)
+    dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(split["path"], paths, raws, split["is_valid"]) if v}
+    cfg = config.load(None, cwd=tmp, overrides=["datablock.input=hand_net", "train.arch=landmark_mlp",
+                                                "datablock.cache=false"])
+    learn = kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=tmp))
+    learn.export(tmp / "hn.pkl")
+    entry = kinds.input_of(learn).export_onnx(learn, tmp / "hn.onnx", cfg.train, log=lambda m: None)
+    card = {"sha256": sha256_file(tmp / "hn.pkl"), "vocab": ["A", "B"], "image_size": None, "grayscale": None,
+            "input": "hand_net", "hand_net": hand_net.client_settings(), "onnx": entry}
+    (tmp / "hn.json").write_text(json.dumps(card))
+    return learn, tmp / "hn.pkl", entry, paths, raws
+
+
+def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
+    """The graph runs the hand network rebuilt in torch on the uint8 crop; the learner read LiteRT's embedding of the
+    same crop: parity at export (8 validation photos, 2 with no hand), and the onnx engine's answers for every photo
+    (`hand_net_model`'s batched path) are the learner's; a row with no hand is the all-0 row whatever the crop."""
+    from pipeline.models import exported, hand_model, hand_net_model
+
+    learn, pkl, entry, paths, raws = graph_export
+    assert entry["file"] == "hn.onnx" and entry["family"] == "hand_net"
+    assert entry["input"]["name"] == "crop" and entry["input"]["shape"] == ["batch", 224, 224, 3]
+    assert entry["features"]["name"] == "features"
+    assert entry["parity"]["items"] == 8 and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["parity"]["max_abs_prob_diff"] <= 1e-4
+
+    model = exported.load(pkl, engine="onnx")
+    fastai = hand_model.feature_probs(learn, hand_net.inputs(raws, hand_net.embed(paths, raws, None))).numpy()
+    onnx = hand_net_model.graph_probs(model.engine, paths, raws, batch_size=5)
+    assert onnx.shape == (24, 2) and (onnx.argmax(1) == fastai.argmax(1)).all()
+    np.testing.assert_allclose(onnx, fastai, atol=1e-4)
+    no_hand = hand_model.feature_probs(learn, np.zeros((1, len(hand_net.COLUMNS)), np.float32)).numpy()
+    noise = np.random.default_rng(1).integers(0, 256, (1, hand_net.SIZE, hand_net.SIZE, 3), dtype=np.uint8)
+    np.testing.assert_allclose(model.engine.probs(noise, np.zeros((1, hands.N_FEATURES), np.float32)), no_hand,
+                               atol=1e-5)
+
+
+def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(graph_export, tmp_path):
+    """A hand-network export trained before its graph existed (its card says why there is none): the fastai engine
+    loads it; the onnx engine is one line with the card's reason."""
+    import json
+    import shutil
+
+    from pipeline.core.errors import PipelineError
+    from pipeline.models import exported
+
+    _, pkl, *_ = graph_export
+    old = tmp_path / "old.pkl"
+    shutil.copy(pkl, old)
+    card = json.loads(pkl.with_suffix(".json").read_text())
+    why = ("the hand-network model reads MediaPipe's hand network, a TFLite graph and not a torch module: no ONNX "
+           "export of it here; use the fastai engine")
+    card["onnx"] = {"file": None, "why": why}
+    old.with_suffix(".json").write_text(json.dumps(card))
+    assert exported.load(old).vocab == ["A", "B"]
+    with pytest.raises(PipelineError, match=r"lists no ONNX export \(the hand-network model reads .* TFLite graph"):
+        exported.load(old, engine="onnx")
+
+
+def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_export):
+    """The graph's parity needs the validation photos the train stage's DataLoaders keep: without them, the card's
+    reason (`Kind.export_onnx`) says so in one line and no file is written."""
+    import copy
+
     from pipeline.core.errors import PipelineError
     from pipeline.models import kinds
 
-    with pytest.raises(PipelineError, match="TFLite graph and not a torch module: no ONNX export"):
-        kinds.reading("hand_net").onnx_plan(None, None)
+    learn = copy.copy(graph_export[0])
+    learn.dls = copy.copy(learn.dls)
+    del learn.dls.valid_photos
+    with pytest.raises(PipelineError, match="checks its parity on the validation photos"):
+        kinds.reading("hand_net").onnx_plan(learn, None)

@@ -261,6 +261,8 @@ def _landmark_export(tmp_path):
                                    "'features' is float (batch, 64)"),
     ("hand_crop", {"image_size": 64, "hand_crop": {}}, "onnx.family 'hand_crop' reads uint8 images (batch, H, W, 3), "
                                                        "but the graph's input 'features' is float (batch, 64)"),
+    ("hand_net", {}, "onnx.family 'hand_net' reads uint8 hand-network crops (batch, 224, 224, 3), but the graph's "
+                     "input 'features' is float (batch, 64)"),
 ])
 def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_path, family, extra, expected):
     """A landmark export's card edited to say family "images" reached onnxruntime's `InvalidArgument: Unexpected input

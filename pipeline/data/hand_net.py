@@ -5,7 +5,8 @@ square, `SCALE` x the keypoints' box, `SIZE` px, RGB in [0, 1]; a left hand mirr
 
 Each embedding is kept in a content store (`hand_net.sqlite`, in `run.data_dir`) under the photo's bytes, the
 network file's sha256 and the crop settings, so a crossval computes each once. A photo with no hand has none (its
-model sees zeros and the no-hand flag, as the keypoint model does). No torch here; hand_net_model.py is the learner.
+model sees zeros and the no-hand flag, as the keypoint model does). No torch here; hand_net_model.py is the learner,
+and its ONNX graph runs the network rebuilt in torch (models/hand_net_torch.py) on the uint8 crop (`pixels`).
 """
 from __future__ import annotations
 
@@ -82,9 +83,10 @@ def roi(raw: list, width: int, height: int) -> tuple[float, float, float, float,
     return float(centre[0]), float(centre[1]), float(side), float(up[0]), float(up[1]), raw[1] == "Right"
 
 
-def crop_image(img, raw: list):
-    """The network's input for the upright RGB PIL image `img` whose hand `raw` found: float32 (SIZE, SIZE, 3) in
-    [0, 1], the hand upright (wrist at the bottom), mirrored if it is a left hand; black outside the photo."""
+def pixels(img, raw: list):
+    """The network's input for the upright RGB PIL image `img` whose hand `raw` found, as uint8 (SIZE, SIZE, 3) RGB:
+    the hand upright (wrist at the bottom), mirrored if it is a left hand; black outside the photo. What the ONNX
+    graph reads (it divides by 255 itself)."""
     import numpy as np
     from PIL import Image
 
@@ -96,17 +98,31 @@ def crop_image(img, raw: list):
     out = img.transform((SIZE, SIZE), Image.AFFINE, coeffs, resample=Image.BILINEAR)
     if mirrored:
         out = out.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(out, np.float32) / 255.0
+    return np.asarray(out, np.uint8)
+
+
+def crop_image(img, raw: list):
+    """`pixels` as the network reads them: float32 (SIZE, SIZE, 3) in [0, 1]."""
+    import numpy as np
+
+    return np.asarray(pixels(img, raw), np.float32) / 255.0
+
+
+def photo_pixels(path, raw: list):
+    """`pixels` of the photo at `path` (upright: EXIF applied), or a one-line error for an unreadable image."""
+    from PIL import Image
+
+    try:
+        return pixels(Image.fromarray(hands.load_rgb(path)), raw)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
 def crop(path, raw: list):
     """`crop_image` of the photo at `path` (upright: EXIF applied)."""
-    from PIL import Image
+    import numpy as np
 
-    try:
-        return crop_image(Image.fromarray(hands.load_rgb(path)), raw)
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+    return np.asarray(photo_pixels(path, raw), np.float32) / 255.0
 
 
 def require():
@@ -197,34 +213,44 @@ def client_settings() -> dict:
             "scale": SCALE, "how": "MediaPipe Hands' keypoints (pipeline.data.hands.Detector); the photo rotated so "
                                    "wrist -> keypoint 9 points up, the square of scale x the keypoints' box there, "
                                    "size x size bilinear, RGB / 255, mirrored when MediaPipe says Right: "
-                                   "pipeline.data.hand_net.crop; the network's tensor read with LiteRT"}
+                                   "pipeline.data.hand_net.crop; the network's tensor read with LiteRT (the fastai "
+                                   "export). The ONNX graph runs the network itself: it takes that crop as uint8, "
+                                   "before / 255 (pipeline.data.hand_net.pixels)"}
+
+
+def keypoints(raws: list):
+    """float32 (n, 64): the keypoint FEATURES of each `hands.detection` detection (64 zeros, the no-hand flag 0
+    included, where none was found or its keypoints are too close together to scale)."""
+    import numpy as np
+
+    rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32)
+    return rows.reshape(len(raws), len(hands.FEATURES))
 
 
 def inputs(raws: list, emb):
-    """float32 (n, len(COLUMNS)): the keypoint FEATURES of each `hands.detection` detection (zeros and the no-hand flag
-    0 where none) beside its embedding `emb` (n, N_EMB)."""
+    """float32 (n, len(COLUMNS)): the `keypoints` of each `hands.detection` detection beside its embedding `emb`
+    (n, N_EMB), zeroed where the keypoints' no-hand flag is 0 (what the ONNX graph does too)."""
     import numpy as np
 
-    rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32).reshape(len(raws), -1)
-    return np.concatenate([rows, np.asarray(emb, np.float32).reshape(len(raws), N_EMB)], axis=1)
+    rows = keypoints(raws)
+    return np.concatenate([rows, np.asarray(emb, np.float32).reshape(len(raws), N_EMB) * rows[:, -1:]], axis=1)
+
+
+def detections(paths: list, folder: Path | None, log=print) -> list:
+    """The `hands.detection` of each image file: through the points store in `folder` when given, else found in
+    this process."""
+    paths = [str(p) for p in paths]
+    if folder is not None:
+        return hand_crops.find(paths, folder, log)[0]
+    return hands.detect(paths, log, None, "images", None, fn=hands.detection)
 
 
 def photo_inputs(paths: list, folder: Path | None, log=print) -> tuple:
     """(float32 (n, len(COLUMNS)) rows, hand found per photo) for image files: MediaPipe's keypoints and the
     embedding, through the stores in `folder` when given, else found in this process."""
     paths = [str(p) for p in paths]
-    if folder is not None:
-        raws, _ = hand_crops.find(paths, folder, log)
-    else:
-        raws = hands.detect(paths, log, None, "images", None, fn=hands.detection)
+    raws = detections(paths, folder, log)
     return inputs(raws, embed(paths, raws, folder, log)), [bool(r[0]) for r in raws]
-
-
-def frame_inputs(img, points, handedness: str, score: float):
-    """float32 (1, len(COLUMNS)): what the model reads of one upright RGB PIL image whose hand a detector or tracker
-    found at `points` (in the padded square's coordinates)."""
-    raw = [True, handedness, score] + [float(v) for q in points for v in q]
-    return inputs([raw], network()(crop_image(img, raw))[None])
 
 
 def warm(paths: list, folder: Path, log=print) -> int:
@@ -255,8 +281,7 @@ def prepare(df, root: Path, ws, log) -> list[Path]:
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
     train = df[~df["is_valid"].to_numpy() & np.array([bool(r[0]) for r in raws])]
     train = train.sample(n=min(16, len(train)), random_state=0)
-    pngs = [hand_crops.png(Image.fromarray((crop(paths[i], raws[i]) * 255).round().astype(np.uint8)))
-            for i in train.index]
+    pngs = [hand_crops.png(Image.fromarray(photo_pixels(paths[i], raws[i]))) for i in train.index]
     return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
             hand_crops.plot_crops(pngs, list(train["label"]), ws.artifact("datablock", artifacts.BATCH_PNG),
                                   f"training images: the hand network's upright crops, {SIZE}px")]

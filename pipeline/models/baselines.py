@@ -36,7 +36,7 @@ _INFO = {
 }
 
 
-BASELINES = tuple(_INFO)  # the names `kinds.images.Baseline.archs` claims (tests/test_families.py holds them equal)
+BASELINES = tuple(_INFO)  # the names `kinds.images.Baseline.archs` claims (tests/test_kinds.py holds them equal)
 
 
 def is_baseline(arch: str) -> bool:

@@ -19,6 +19,10 @@ What a client cannot guess goes inside the graph; what it must do is written in 
   (`hand_crops.crop`, the card's `hand_crop`), and, when it fuses the keypoints, `features` as above, both from
   one MediaPipe pass (the card's `onnx.features`); the graph normalises the crop, runs the frozen backbone, the
   head and the softmax (fused_model.py builds it).
+- The hand-network model (`datablock.input = "hand_net"`) takes `crop`, uint8 (N, 224, 224, 3) RGB, the hand
+  network's upright crop (`hand_net.pixels`, the card's `hand_net`), and `features` as above; the graph runs
+  MediaPipe's hand network rebuilt in torch (hand_net_torch.py) to its pooled feature, where the learner it is
+  checked against read LiteRT's (hand_net_model.py builds it).
 
 The output is `probs`: float32 (N, len(vocab)), columns in the card's vocab order. The batch axis is dynamic. The
 graph's metadata (`metadata_props`) keeps the sha256 of that vocab (`card.VOCAB_KEY`), which the onnx engine checks

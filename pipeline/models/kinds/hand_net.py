@@ -14,6 +14,8 @@ from .landmarks import Landmarks
 class HandNet(Landmarks):
     """The keypoints and MediaPipe's hand-network embedding (frozen), one tabular MLP."""
     name, input, title = "hand keypoints + hand-network embedding", "hand_net", "hand keypoints + hand-network model"
+    graph_input = ("tensor(uint8)", 4, "uint8 hand-network crops (batch, 224, 224, 3)")
+    store = staticmethod(hand_net.store)
 
     def require(self) -> None:
         hands.require()
@@ -36,8 +38,6 @@ class HandNet(Landmarks):
     def warm(self, paths: list, cfg, folder: Path, log) -> int:
         return hand_net.warm(paths, folder, log)
 
-    store = staticmethod(hand_net.store)
-
     def dataloaders(self, ws, cfg, batch_size: int | None = None):
         """Tabular DataLoaders over the persisted split: landmarks.csv's keypoint rows beside each photo's embedding
         (from the store datablock filled; computed for any it lacks)."""
@@ -52,7 +52,11 @@ class HandNet(Landmarks):
         emb = pd.DataFrame(hand_net.embed(paths, raws, ws.data, quiet), columns=hand_net.COLUMNS[len(hands.FEATURES):])
         emb.insert(0, "path", df["path"].to_numpy())
         table = feats[["path"] + hands.FEATURES].merge(emb, on="path", how="inner", validate="one_to_one")
-        return hand_model.dataloaders(df, table, vocab, batch_size or cfg.train.batch_size, hand_net.COLUMNS)
+        table[emb.columns[1:]] *= table[[hands.FEATURES[-1]]].to_numpy()  # no hand by the keypoints' flag: no embedding
+        dls = hand_model.dataloaders(df, table, vocab, batch_size or cfg.train.batch_size, hand_net.COLUMNS)
+        # each validation photo and its detection, by its path in the split: the ONNX export checks its parity on them
+        dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(df["path"], paths, raws, df["is_valid"]) if v}
+        return dls
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """A `HandNetLearner` (two hidden layers, `t.head_dropout`), with the keypoint recipe's jitter (it moves the
@@ -69,22 +73,36 @@ class HandNet(Landmarks):
         return list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
 
     def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """Keypoints and embeddings through the stores beside `store` (a content store in the data folder) when
-        given."""
+        """Keypoints through the stores beside `store` (a content store in the data folder) when given: the fastai
+        engine reads the keypoint rows beside LiteRT's embeddings (through the embedding store too), the onnx engine
+        the uint8 crops beside the keypoint rows."""
+        from ..hand_net_model import graph_probs
+
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
-        x, found = hand_net.photo_inputs(paths, Path(store.path).parent if store is not None else None, log)
-        return engine.features(x, batch_size), found
+        folder = Path(store.path).parent if store is not None else None
+        if engine.learn is not None:
+            x, found = hand_net.photo_inputs(paths, folder, log)
+            return engine.features(x, batch_size), found
+        paths = [str(p) for p in paths]
+        raws = hand_net.detections(paths, folder, log)
+        return graph_probs(engine, paths, raws, batch_size), [bool(r[0]) for r in raws]
 
     def read(self, engine, photo, detector):
         raw, img, points = hands.frame_detection(photo, detector)
         if raw is None:
             return None, None
-        x = hand_net.frame_inputs(img, points, raw[1], raw[2])
-        if not x[0, len(hands.FEATURES) - 1]:  # keypoints too close together for the features (the no-hand row)
+        rows = hand_net.keypoints([raw])
+        if not rows[0, -1]:  # keypoints too close together for the features (the no-hand row)
             return None, None
-        return engine.features(x, 1)[0], points
+        if engine.learn is not None:
+            emb = hand_net.network()(hand_net.crop_image(img, raw))[None]
+            return engine.features(hand_net.inputs([raw], emb), 1)[0], points
+        return engine.probs(hand_net.pixels(img, raw)[None], rows)[0], points
 
     def onnx_plan(self, learn, t):
-        raise PipelineError("the hand-network model reads MediaPipe's hand network, a TFLite graph and not a torch "
-                            "module: no ONNX export of it here; use the fastai engine")
+        """One graph: the uint8 crop and the keypoint rows in, the hand network rebuilt in torch, the head
+        (`hand_net_model.graph_plan`)."""
+        from ..hand_net_model import graph_plan
+
+        return graph_plan(learn)
