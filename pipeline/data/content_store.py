@@ -276,6 +276,29 @@ class ContentStore:
             self._use(write, "write")
 
 
+def cached_map(keys: list, store: "ContentStore | None", compute: Callable, log: Callable = print,
+               progress: str = "computed", chunk: int = 256) -> tuple[list, int]:
+    """(the value of each key, in order; how many were computed): from `store` (None: no store) where it holds them;
+    the others from `compute(indices)`, an iterable of their values in that order (a generator may batch), taken
+    `chunk` at a time, each chunk stored as it comes (an interrupted run keeps what it computed; a store that cannot
+    keep them says so once), with a `Progress` line named `progress`. The one store-then-compute loop of the crops,
+    the crop embeddings and the hand-network embeddings."""
+    from ..core.progress import Progress
+
+    values = store.get(keys) if store is not None else [None] * len(keys)
+    todo = [i for i, v in enumerate(values) if v is None]
+    if todo:
+        bar, made = Progress(log, progress, len(todo)), iter(compute(todo))
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            for i in part:
+                values[i] = next(made)
+            if store is not None:
+                store.put([keys[i] for i in part], [values[i] for i in part])
+            bar.update(len(part))
+    return values, len(todo)
+
+
 def landmarks(folder: Path, log: Callable = print) -> ContentStore:
     """The store of hand keypoint rows (`hands.COLUMNS + hands.FEATURES`) in `folder`."""
     from . import hands

@@ -162,30 +162,26 @@ def png(image) -> bytes:
 def crops(paths: list, raws: list, size: int, folder: Path, log=print, what: str = "images") -> tuple[list, int]:
     """(PNG bytes of each path's crop, None where no hand was found; how many were cropped now rather than found
     in the crop store in `folder`)."""
-    from ..core.progress import Progress
-
     paths = [str(p) for p in paths]
+    have = [i for i, raw in enumerate(raws) if raw[0]]
+
+    def compute(todo):
+        log(f"cropping {len(todo)} {what} to {size}px ({len(have) - len(todo)} already in the crop store {store.path})")
+        for j in todo:
+            i = have[j]
+            try:
+                yield png(crop(paths[i], raws[i], size))
+            except (OSError, ValueError) as e:
+                raise PipelineError(f"{paths[i]}: cannot read the image ({type(e).__name__}: {e})") from None
+
     store = crop_store(folder, size)
-    have = [raw[0] for raw in raws]
-    got = store.get([p for p, h in zip(paths, have) if h])
-    it = iter(got)
-    out = [next(it) if h else None for h in have]
-    todo = [i for i, (h, c) in enumerate(zip(have, out)) if h and c is None]
-    if todo:
-        log(f"cropping {len(todo)} {what} to {size}px ({sum(have) - len(todo)} already in the crop store {store.path})")
-        progress = Progress(log, "cropped", len(todo))
-        for start in range(0, len(todo), 256):
-            chunk = todo[start:start + 256]
-            for i in chunk:
-                try:
-                    out[i] = png(crop(paths[i], raws[i], size))
-                except (OSError, ValueError) as e:
-                    raise PipelineError(f"{paths[i]}: cannot read the image ({type(e).__name__}: {e})") from None
-            store.put([paths[i] for i in chunk], [out[i] for i in chunk])  # a store it cannot write says so once
-            progress.update(len(chunk))
-    elif any(have):
-        log(f"all {sum(have)} crops of {what} with a hand found in the crop store {store.path}")
-    return out, len(todo)
+    got, made = content_store.cached_map([paths[i] for i in have], store, compute, log, "cropped")
+    if have and not made:
+        log(f"all {len(have)} crops of {what} with a hand found in the crop store {store.path}")
+    out = [None] * len(paths)
+    for i, c in zip(have, got):
+        out[i] = c
+    return out, made
 
 
 def client_settings(size: int) -> dict:

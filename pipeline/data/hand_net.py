@@ -178,32 +178,21 @@ def embed(paths: list, raws: list, folder: Path | None, log=print, what: str = "
     `folder` when given (computed and stored where it lacks them); zeros for a photo with no hand."""
     import numpy as np
 
-    from ..core.progress import Progress
-
     paths = [str(p) for p in paths]
     out = np.zeros((len(paths), N_EMB), np.float32)
     have = [i for i, r in enumerate(raws) if r[0]]
     db = store(folder, log) if folder is not None else None
-    got = db.get([paths[i] for i in have]) if db is not None else [None] * len(have)
-    todo = []
-    for i, row in zip(have, got):
-        if row is None:
-            todo.append(i)
-        else:
-            out[i] = row
-    embed.computed = len(todo)  # what the last call cost, for tests and logs
-    if todo:
+
+    def compute(todo):
         log(f"embedding {len(todo)} {what} with MediaPipe's hand network ({len(have) - len(todo)} in the store)")
-        net, progress = network(), Progress(log, "embedded", len(todo))
-        for start in range(0, len(todo), 256):
-            chunk = todo[start:start + 256]
-            for i in chunk:
-                out[i] = net(crop(paths[i], raws[i]))
-            if db is not None:  # a store that cannot keep them says so once
-                db.put([paths[i] for i in chunk], [out[i] for i in chunk])
-            progress.update(len(chunk))
-    elif have:
+        net = network()
+        return (net(crop(paths[have[j]], raws[have[j]])) for j in todo)
+
+    got, embed.computed = content_store.cached_map([paths[i] for i in have], db, compute, log, "embedded")
+    if have and not embed.computed:  # what the last call cost, for tests and logs
         log(f"all {len(have)} hand-network embeddings of {what} in the store")
+    for i, row in zip(have, got):
+        out[i] = row
     return out
 
 

@@ -71,27 +71,19 @@ def embed(model, paths: list, pngs: list[bytes], key: dict, folder: Path | None,
           batch_size: int = 64) -> torch.Tensor:
     """The pooled embeddings (n, features) of the crops `pngs` of `paths`, from the store in `folder` where it has
     them; the others computed in batches (and stored)."""
-    from ..core.progress import Progress
-
     paths = [str(p) for p in paths]
     db = store(folder, key) if folder is not None else None
-    rows = db.get(paths) if db is not None else [None] * len(paths)
-    todo = [i for i, r in enumerate(rows) if r is None]
-    embed.computed = len(todo)  # what the last call cost, for tests and logs
-    if todo:
+
+    def compute(todo):
         log(f"embedding {len(todo)} crops with the frozen {key['backbone']} ({len(paths) - len(todo)} in the store)")
-        progress = Progress(log, "embedded", len(todo))
         model.eval()
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
             with torch.no_grad():
-                out = model(to_tensor([pngs[i] for i in chunk], key["mean"], key["std"])).numpy()
-            for i, row in zip(chunk, out):
-                rows[i] = row
-            if db is not None:
-                db.put([paths[i] for i in chunk], list(out))  # a store it cannot write says so once
-            progress.update(len(chunk))
-    elif paths:
+                yield from model(to_tensor([pngs[i] for i in todo[start:start + batch_size]], key["mean"],
+                                           key["std"])).numpy()
+
+    rows, embed.computed = content_store.cached_map(paths, db, compute, log, "embedded", batch_size)
+    if paths and not embed.computed:  # what the last call cost, for tests and logs
         log(f"all {len(paths)} crop embeddings of {key['backbone']} in the store")
     return torch.from_numpy(np.stack(rows).astype(np.float32))
 
