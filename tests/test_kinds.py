@@ -86,3 +86,17 @@ def test_the_kinds_import_no_model_code_until_used():
             "print(sorted(m for m in ('torch', 'fastai', 'timm', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_each_kind_recognises_only_its_own_learners():
+    """`input_of` asks every kind in turn: a kind asked about another kind's learner says no, whatever that learner's
+    DataLoaders lack (a loaded fused learner's `PhotoDls` has no `valid`: the image kind, asked first, raised)."""
+    from types import SimpleNamespace
+
+    from pipeline.models import fused_model
+
+    fused = fused_model.FusedLearner.__new__(fused_model.FusedLearner)
+    fused.dls = fused_model.PhotoDls(["A"], 16, [0.5] * 3, [0.5] * 3, False)
+    assert kinds.input_of(fused).name == "hand-crop embedding head"
+    for odd in (SimpleNamespace(dls=SimpleNamespace()), SimpleNamespace(dls=SimpleNamespace(valid=None))):
+        assert not any(k.recognises(odd) for k in kinds.KINDS)

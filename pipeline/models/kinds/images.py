@@ -73,7 +73,8 @@ class Images(Kind):
         return outputs
 
     def recognises(self, learn) -> bool:
-        fs = getattr(getattr(learn.dls.valid, "after_item", None), "fs", ())  # a Pipeline's transforms
+        valid = getattr(learn.dls, "valid", None)  # a loaded fused learner's `PhotoDls` has none
+        fs = getattr(getattr(valid, "after_item", None), "fs", ())  # a Pipeline's transforms
         return any(type(t).__name__ == "Resize" for t in fs)
 
     def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
