@@ -57,6 +57,7 @@ def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
     assert sorted(seen.tolist()) != seen.tolist() or len(set(train_labels)) == 1
 
 
+@pytest.mark.slow
 def test_train_uses_the_cache_and_the_export_predicts_from_files(project, capsys):
     cfg = config.load(None, cwd=project)
     assert set(runner.run(cfg, list(runner.STAGE_NAMES)).values()) == {"ran"}

@@ -39,6 +39,7 @@ def test_folding_scales_the_logits_and_refuses_other_heads():
         calibration.fold_temperature(torch.nn.Sequential(torch.nn.Linear(8, 3), torch.nn.Softmax(1)), 2.0)
 
 
+@pytest.mark.slow
 def test_train_calibrates_and_evaluate_reports_ece(tmp_path):
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=16, size=16)
     cfg = tiny_config(tmp_path, {"run.name": "cal", "download.source": f"path:{src}", "download.subdir": "",

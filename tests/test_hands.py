@@ -400,6 +400,7 @@ def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):
     assert p.stderr == "", p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_the_landmark_export_answers_a_photo_from_a_plain_script(tmp_path, shared_data):
     """`load_learner(pkl).predict("photo.jpg")` works on a hand-landmark export in a fresh process, as on an image

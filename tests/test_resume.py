@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import make_image_folder, pipeline_cmd, subprocess_env, tiny_config
 
 
+@pytest.mark.slow
 def test_status_says_whether_run_resumes_or_starts_over(tmp_path):
     """A checkpoint left by a stopped train: `status` says the next `run` resumes from it when it was written under
     train's current fingerprint, and that it starts over when not."""

@@ -69,6 +69,7 @@ def test_the_config_part_and_inputs_of_each_fingerprint_are_as_recorded(tmp_path
         RECORDED[overrides]
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_reasons(project, capsys):
     tmp_path, data = project
     stages = ["download", "datablock"]

@@ -186,6 +186,7 @@ def test_reextracting_an_archive_gives_the_same_listing(tmp_path):
 
 # ------------------------------------------------------------------------------------------- mid-stage
 
+@pytest.mark.slow
 def test_sigkill_mid_stage_keeps_the_previous_outputs_and_the_rerun_reproduces_them(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B", "C"), per_class=10)
     project = write_config(tmp_path / "proj", f"path:{data}")

@@ -114,6 +114,7 @@ def test_status_names_the_config_and_run_and_checks_every_stage_when_a_test_set_
     assert lines[-1].startswith("evaluate   cannot be checked: test set t: no image folder found in ")
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_every_stage_that_was_up_to_date(project, tmp_path, monkeypatch):
     """Issue 14's first report: after a typo'd arch or a kaggle: source without credentials, `status` under the
     same config still shows the finished stages as up to date (nothing was deleted before the failure)."""
