@@ -19,3 +19,25 @@ def test_the_embedding_only_model_reads_the_embedding_and_not_the_keypoints():
     other_embedding = x.clone()
     other_embedding[:, len(hands.FEATURES):] = torch.randn(4, hand_net.N_EMB)
     assert not torch.allclose(model(no_cats, other_embedding), out)
+
+
+def test_the_mirrored_view_is_the_flipped_crop_embedded_once_then_read_from_its_cache(tmp_path, monkeypatch):
+    import numpy as np
+
+    crop = np.zeros((hand_net.SIZE, hand_net.SIZE, 3), np.float32)
+    crop[:, -10:] = 1.0  # bright on the right: its mirror image is bright on the left
+    calls = []
+
+    def fake_network(x):  # an "embedding": the mean brightness of the crop's left half, repeated
+        calls.append(1)
+        return np.full(hand_net.N_EMB, x[:, :hand_net.SIZE // 2].mean(), np.float32)
+
+    monkeypatch.setattr(hand_net, "network", lambda: fake_network)
+    monkeypatch.setattr(hand_net, "crop", lambda path, raw: crop.copy())
+    paths, raws = ["a.jpg", "b.jpg", "c.jpg"], [[1, "Left"], [0, ""], [1, "Right"]]
+    out = keypoint_levers._flipped(paths, raws, tmp_path)
+    assert len(calls) == 2 and out.shape == (3, hand_net.N_EMB)
+    assert np.all(out[[0, 2]] > 0) and np.all(out[1] == 0)  # the crop flipped; none for the photo with no hand
+    crop[:] = 0.0
+    assert np.array_equal(keypoint_levers._flipped(paths, raws, tmp_path), out) and len(calls) == 2  # the cache
+    assert np.all(keypoint_levers._flipped(paths[:1], raws[:1], tmp_path) == 0) and len(calls) == 3  # other photos
