@@ -15,7 +15,12 @@ the image keypoints), `--turn P` (a training hand seen from the other side with 
 180° turn about the vertical), `--tta mirror|turn` (the held-out hands also mirrored, or turned, probabilities
 averaged), `--ensemble K` (K models a fold from different seeds, their probabilities averaged), `--seed`;
 `--hand-net` (MediaPipe's hand-network embedding beside the keypoints, `hand_net_model.HandNetModel`, embeddings
-from the store, computed if missing) with `--emb-drop P` (dropout on the embedding's columns while training).
+from the store, computed if missing) with `--emb-drop P` (dropout on the embedding's columns while training);
+`--emb-only` (that embedding alone, without the keypoints: the same MLP on the 1152 values); `--views photo|mean`
+(which view of the hand the embedding is of: as photographed, left hands not mirrored; or the mean of the embeddings
+of the crop and of its mirror image, blind to MediaPipe's handedness; default: left hands mirrored, as the pipeline
+does; the mirrored crops' embeddings are computed once and cached as data/hand_net_flip_<key>.npy);
+`--set KEY=VALUE` (config overrides, e.g. `run.data_dir=...` to read filled stores).
 """
 from __future__ import annotations
 
@@ -64,6 +69,58 @@ def _features(raws, keypoints: str):
     return np.stack(rows).astype(np.float32)
 
 
+def _embedding_net(n_out: int, layers: list[int], ps: float):
+    """The recipe's MLP (fastai's TabularModel) on the hand network's embedding alone: it reads the columns after
+    the 64 keypoint features and ignores those (the jitter that moves them then changes nothing it sees)."""
+    import torch
+    from fastai.tabular.model import TabularModel
+
+    from pipeline.data import hand_net, hands
+
+    class _EmbeddingNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tabular = TabularModel([], hand_net.N_EMB, n_out, layers, ps=ps, embed_p=0.0, y_range=None)
+
+        def forward(self, x_cat, x_cont):
+            return self.tabular(x_cat, x_cont[:, len(hands.FEATURES):])
+
+    return _EmbeddingNet()
+
+
+def _flipped(paths, raws, folder: Path):
+    """float32 (n, N_EMB): the embedding of each photo's crop mirrored (`hand_net.crop` flipped left to right),
+    zeros with no hand; from the .npy in `folder` (keyed by the network's file, the crop settings and the photos),
+    computed with LiteRT and written atomically when missing."""
+    import hashlib
+    import json
+    import os
+    import time
+
+    import numpy as np
+
+    from pipeline.data import hand_net
+
+    have = [i for i, r in enumerate(raws) if r[0]]
+    key = hashlib.sha256(json.dumps([hand_net.settings(), "flipped", [str(paths[i]) for i in have]], default=str)
+                         .encode()).hexdigest()[:16]
+    file = Path(folder) / f"hand_net_flip_{key}.npy"
+    out = np.zeros((len(paths), hand_net.N_EMB), np.float32)
+    if file.exists():
+        out[have] = np.load(file)
+        result("mirrored crops' embeddings", str(file), note="read, not recomputed")
+        return out
+    net, t0 = hand_net.network(), time.perf_counter()
+    for i in have:
+        out[i] = net(hand_net.crop(paths[i], raws[i])[:, ::-1])
+    result("mirrored crops' embeddings", round((time.perf_counter() - t0) / max(len(have), 1) * 1000, 1), "ms a photo",
+           note=f"{len(have)} photos, written to {file}")
+    tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out[have])
+    os.replace(tmp, file)
+    return out
+
+
 def _views(x, tta: str):
     import torch
 
@@ -87,7 +144,9 @@ def _fold(x, y, train, test, n_out, a, seed: int):
 
     torch.manual_seed(seed)
     xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    if a.hand_net:
+    if a.emb_only:
+        model = _embedding_net(n_out, [512, 256], 0.2)
+    elif a.hand_net:
         from pipeline.models import hand_net_model
 
         model = hand_net_model.HandNetModel(n_out, [512, 256], 0.2)
@@ -158,12 +217,19 @@ def main(argv=None) -> int:
                    help="models a fold, from different seeds, probabilities averaged")
     p.add_argument("--hand-net", action="store_true", help="the hand network's embedding beside the keypoints")
     p.add_argument("--emb-drop", type=float, default=0.0, help="dropout on the embedding while training")
+    p.add_argument("--emb-only", action="store_true", help="the hand network's embedding alone, no keypoints")
+    p.add_argument("--views", choices=("mirrored", "photo", "mean"), default="mirrored",
+                   help="the embedding's view of the hand: left hands mirrored, as photographed, or both averaged")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
     a = p.parse_args(argv)
+    a.hand_net = a.hand_net or a.emb_only
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
+    emb = (f", hand-net embedding{' alone' if a.emb_only else ''} ({a.views} view, dropout {a.emb_drop:g})"
+           if a.hand_net else "")
     header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}, "
-           f"{a.ensemble} model(s) a fold" + (f", hand-net embedding (dropout {a.emb_drop:g})" if a.hand_net else ""))
-    cfg = config.load(a.config, [])
+           f"{a.ensemble} model(s) a fold{emb}")
+    cfg = config.load(a.config, a.set)
     paths, labels, folds = _photos(cfg)
     raws, looked = hand_crops.find(paths, Workspace.from_config(cfg).data, log=lambda m: None)
     result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the points store")
@@ -171,7 +237,13 @@ def main(argv=None) -> int:
     if a.hand_net:
         from pipeline.data import hand_net
 
-        x = np.concatenate([x, hand_net.embed(paths, raws, Workspace.from_config(cfg).data, log=lambda m: None)], 1)
+        folder = Workspace.from_config(cfg).data
+        emb = hand_net.embed(paths, raws, folder, log=lambda m: None)
+        if a.views != "mirrored":
+            flipped = _flipped(paths, raws, folder)
+            left = np.array([bool(r[0]) and r[1] == "Right" for r in raws])  # the crops hand_net mirrored
+            emb = (emb + flipped) / 2 if a.views == "mean" else np.where(left[:, None], flipped, emb)
+        x = np.concatenate([x, emb], 1)
     y, folds = np.array([vocab.index(v) for v in labels]), np.array(folds)
     accs = []
     for unit in dict.fromkeys(folds):

@@ -3,6 +3,7 @@ fold models' probabilities on each fold's held-out photos).
 
     python scripts/crossval_rows.py row --config CONFIG NAME [NAME ...]
     python scripts/crossval_rows.py late --config CONFIG A B [--weight 0.5] [--name late]
+    (either with `--set KEY=VALUE` config overrides, e.g. `--set run.data_dir=...` for filled stores elsewhere)
 
 `row` reads runs/NAME/crossval/ and each fold's holdout metrics.json (ECE); `late` loads the exports of the fold runs
 NAME-cv-GROUP of both crossvals (as trained by `python -m pipeline crossval --set run.name=NAME`), predicts every
@@ -98,8 +99,9 @@ def main():
     p.add_argument("--config", required=True)
     p.add_argument("--weight", type=float, default=0.5)
     p.add_argument("--name", default="late")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
     args = p.parse_args()
-    cfg = config.load(args.config, [])
+    cfg = config.load(args.config, args.set)
     if args.what == "row":
         for n in args.names:
             print(row(cfg, n))
