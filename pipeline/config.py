@@ -117,7 +117,8 @@ class LrFindCfg:
 
 @dataclass
 class TrainCfg:
-    # resnet18/34/50 (torchvision), any timm name, logreg/mlp/cnnnet/aslnet, or landmark_mlp
+    # resnet18/34/50 (torchvision), any timm name, or a name a model kind builds (pipeline/models/kinds/: the
+    # baselines logreg/mlp/cnnnet/aslnet; landmark_mlp, hand_fused, late_fusion for datablock.input's hand kinds)
     arch: str = entry("tf_efficientnet_lite0", MODEL)
     pretrained: bool = entry(True, MODEL)
     method: str = entry("fine_tune", SCHEDULE)  # fine_tune | fit_one_cycle | fit
