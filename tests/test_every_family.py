@@ -23,6 +23,8 @@ RECIPES = {  # the kind's name -> its tiny recipe (one epoch on 2 photos a lette
     "hand-crop embedding head": {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.image_size": 32,
                                  "train.crop_fusion": "keypoints"},
     "hand keypoints + hand-network embedding": {"datablock.input": "hand_net", "train.arch": "landmark_mlp"},
+    "hand keypoints, late fusion with the hand-network embedding": {"datablock.input": "hand_net",
+                                                                    "train.arch": "late_fusion"},
 }
 
 

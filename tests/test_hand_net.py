@@ -117,6 +117,7 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
 
 @pytest.mark.parametrize("overrides, family", [
     ({"datablock.input": "hand_net", "train.arch": "landmark_mlp"}, "HandNet"),
+    ({"datablock.input": "hand_net", "train.arch": "late_fusion"}, "HandNetLate"),
     ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "Landmarks"),
 ])
 def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, family):
@@ -125,12 +126,19 @@ def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, fa
 
     cfg = tiny_config(tmp_path, overrides)
     assert type(kinds.of(cfg)).__name__ == family
-    assert kinds.reading(kinds.of(cfg).input) is kinds.of(cfg)
+    # the kind that reads its ONNX graph is its own, or the one it inherits its reading from (late fusion's graph
+    # takes what the hand-network kind's does)
+    assert isinstance(kinds.of(cfg), type(kinds.reading(kinds.of(cfg).input)))
 
 
 def test_hand_net_configs_are_checked(tmp_path):
     from pipeline.core.errors import PipelineError
     from tests.conftest import tiny_config
+
+    with pytest.raises(PipelineError, match="late_fusion.* mixes two: turn it off"):
+        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "late_fusion", "train.calibrate": True})
+    with pytest.raises(PipelineError, match='"late_fusion" reads "hand_net"'):
+        tiny_config(tmp_path, {"datablock.input": "landmarks", "train.arch": "late_fusion"})
 
     with pytest.raises(PipelineError, match="do not go together"):
         tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "resnet18"})
@@ -261,11 +269,12 @@ def test_the_embedding_is_zeroed_where_the_keypoints_say_no_hand():
     assert not x[1].any()
 
 
-@pytest.fixture(scope="module")
-def graph_export(tmp_path_factory):
-    """An untrained hand-network learner over 24 drawn 'photos' whose hands `_raw` places (every 6th with none,
-    every 3rd a left hand), with LiteRT's embedding of each, and its ONNX export as train writes it (.onnx and a
-    card). Returns (learner, the .pkl path, the card's onnx entry, photo paths, detections)."""
+@pytest.fixture(scope="module", params=["landmark_mlp", "late_fusion"])
+def graph_export(tmp_path_factory, request):
+    """An untrained hand-network learner (the one MLP, or the late fusion of two) over 24 drawn 'photos' whose hands
+    `_raw` places (every 6th with none, every 3rd a left hand), with LiteRT's embedding of each, and its ONNX export
+    as train writes it (.onnx and a card). Returns (learner, the .pkl path, the card's onnx entry, photo paths,
+    detections)."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
     import json
@@ -294,7 +303,7 @@ def graph_export(tmp_path_factory):
     table.insert(0, "path", split["path"])
     dls = hand_model.dataloaders(split, table, ["A", "B"], 8, hand_net.COLUMNS)
     dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(split["path"], paths, raws, split["is_valid"]) if v}
-    cfg = config.load(None, cwd=tmp, overrides=["datablock.input=hand_net", "train.arch=landmark_mlp",
+    cfg = config.load(None, cwd=tmp, overrides=["datablock.input=hand_net", f"train.arch={request.param}",
                                                 "datablock.cache=false"])
     learn = kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=tmp))
     learn.export(tmp / "hn.pkl")
@@ -364,3 +373,40 @@ def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_exp
     del learn.dls.valid_photos
     with pytest.raises(PipelineError, match="checks its parity on the validation photos"):
         kinds.reading("hand_net").onnx_plan(learn, None)
+
+
+def test_late_fusion_mixes_two_models_each_trained_on_its_own_loss():
+    """`HandNetLateModel` answers the mixture of its two MLPs' probabilities (0.5 each), as the late fusion of two
+    fold models that crossval measured; `BranchLoss` trains each branch on its own loss (the keypoint branch's
+    gradient is what its loss alone gives, whatever the other branch says), scores the mixture outside training, and
+    the export pickles no batch of the last forward."""
+    import pickle
+
+    import torch
+    import torch.nn.functional as F
+    from fastai.losses import CrossEntropyLossFlat
+
+    from pipeline.models.hand_net_model import BranchLoss, HandNetLateModel
+
+    torch.manual_seed(0)
+    model = HandNetLateModel(5, [16, 8], 0.0)
+    loss = BranchLoss(CrossEntropyLossFlat(), model)
+    x = torch.randn(12, len(hand_net.COLUMNS))
+    y, cats = torch.randint(0, 5, (12,)), torch.zeros(12, 0, dtype=torch.long)
+    model.eval()
+    a, b = model.keypoints(cats, x[:, :len(hands.FEATURES)]), model.both(cats, x)
+    mixed = (F.softmax(a, 1) + F.softmax(b, 1)) / 2
+    out = model(cats, x)
+    torch.testing.assert_close(loss.activation(out), mixed)
+    torch.testing.assert_close(loss(out, y), F.nll_loss(mixed.log(), y))  # outside training: the mixture's loss
+    assert model.branches is None
+
+    model.train()
+    loss(model(cats, x), y).backward()
+    got = [p.grad.clone() for p in model.keypoints.parameters()]
+    model.zero_grad()
+    F.cross_entropy(model.keypoints(cats, x[:, :len(hands.FEATURES)]), y).backward()
+    for g, want in zip(got, model.keypoints.parameters()):
+        torch.testing.assert_close(g, want.grad)
+    model(cats, x)  # a training forward leaves its branches behind ...
+    assert model.branches is not None and pickle.loads(pickle.dumps(model)).branches is None  # ... never in an export

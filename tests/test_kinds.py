@@ -68,7 +68,7 @@ def test_every_kind_is_complete_and_named_once():
     """Each kind builds, reads and answers (no method left to the base class's NotImplementedError), and no two share
     a name (a card's `family`) or an (input, arch) claim."""
     names = [k.name for k in kinds.KINDS]
-    assert len(set(names)) == len(names) == 6
+    assert len(set(names)) == len(names) == 7
     for k in kinds.KINDS:
         for method in ("prepare", "dataloaders", "learner", "probs", "read"):
             assert getattr(type(k), method) is not getattr(kinds.Kind, method), (k.name, method)

@@ -18,12 +18,12 @@ from __future__ import annotations
 from ...core.errors import PipelineError
 from .base import Kind
 from .crops import CropEmbedding, HandCrop
-from .hand_net import HandNet
+from .hand_net import HandNet, HandNetLate
 from .images import Baseline, Images
 from .landmarks import Landmarks
 
 # every kind, in the order `input_of` asks them about a loaded learner and `reading` picks the reader of an input
-KINDS = (Images(), Baseline(), Landmarks(), HandCrop(), CropEmbedding(), HandNet())
+KINDS = (Images(), Baseline(), Landmarks(), HandCrop(), CropEmbedding(), HandNet(), HandNetLate())
 INPUTS = tuple(dict.fromkeys(k.input for k in KINDS))  # the values of datablock.input
 
 

@@ -1,7 +1,8 @@
 """The hand-network kind (`datablock.input = "hand_net"`, `train.arch = "landmark_mlp"`): the keypoint recipe's
 MLP with the 1152-value pooled feature of MediaPipe's own hand network (pipeline/data/hand_net.py, read with
-LiteRT on the upright hand) beside the 64 keypoint features; the classes its export pickles are in
-hand_net_model.py."""
+LiteRT on the upright hand) beside the 64 keypoint features; and its late-fusion model (`train.arch = "late_fusion"`):
+that MLP and the keypoint recipe's, trained side by side in one export, their probabilities averaged. The classes
+their exports pickle are in hand_net_model.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,19 +59,30 @@ class HandNet(Landmarks):
         dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(df["path"], paths, raws, df["is_valid"]) if v}
         return dls
 
+    def model(self, n_out: int, t):
+        """The network its learner trains: `HandNetModel` (two hidden layers, `t.head_dropout`)."""
+        from ..hand_net_model import HandNetModel
+
+        return HandNetModel(n_out, [512, 256], t.head_dropout)
+
     def learner(self, dls, t, n_in: int, common: dict, ws):
-        """A `HandNetLearner` (two hidden layers, `t.head_dropout`), with the keypoint recipe's jitter (it moves the
-        keypoint columns, not the embedding) and `SettleBatchNorm`."""
+        """A `HandNetLearner` over `model`, with the keypoint recipe's jitter (it moves the keypoint columns, not the
+        embedding) and `SettleBatchNorm`."""
         from ..hand_model import SettleBatchNorm, jitter_callback
-        from ..hand_net_model import HandNetLearner, HandNetModel
+        from ..hand_net_model import HandNetLearner
 
         extra = ([jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
                  if t.landmark_rotate or t.landmark_mirror else [])
-        common = {**common, "cbs": [*common.get("cbs", []), *extra, SettleBatchNorm()]}
-        return HandNetLearner(dls, HandNetModel(len(dls.vocab), [512, 256], t.head_dropout), **common)
+        model = self.model(len(dls.vocab), t)
+        common = {**common, "cbs": [*common.get("cbs", []), *extra, SettleBatchNorm()],
+                  "loss_func": model.training_loss(common["loss_func"])}
+        return HandNetLearner(dls, model, **common)
 
     def recognises(self, learn) -> bool:
-        return list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
+        from ..hand_net_model import HandNetModel
+
+        return (list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
+                and type(getattr(learn, "model", None)) is HandNetModel)
 
     def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
         """Keypoints through the stores beside `store` (a content store in the data folder) when given: the fastai
@@ -106,3 +118,38 @@ class HandNet(Landmarks):
         from ..hand_net_model import graph_plan
 
         return graph_plan(learn)
+
+
+class HandNetLate(HandNet):
+    """Late fusion in one export: the keypoint recipe's MLP and the keypoints + embedding MLP, each trained on its own
+    loss, their probabilities averaged (`hand_net_model.HandNetLateModel`). Its data, stores, engines and graph are
+    the hand-network kind's."""
+    name, archs = "hand keypoints, late fusion with the hand-network embedding", ("late_fusion",)
+    title = "hand keypoints + hand-network late-fusion model"
+
+    def problems(self, cfg) -> list[str]:
+        found = super().problems(cfg)
+        if cfg.train.calibrate:
+            found.append('train.calibrate folds a temperature into one last layer, and train.arch = "late_fusion" '
+                         "mixes two: turn it off")
+        return found
+
+    def seen(self, image_size: int | None, grayscale: bool = False) -> str:
+        return ("hand keypoints, and beside them MediaPipe's hand-network embedding (frozen), two MLPs mixed, "
+                "no pixels")
+
+    def recipe(self, cfg) -> str:
+        from ..hand_net_model import LATE_WEIGHT
+
+        return super().recipe(cfg) + f", late fusion ({LATE_WEIGHT:g} × the keypoint MLP)"
+
+    def model(self, n_out: int, t):
+        from ..hand_net_model import HandNetLateModel
+
+        return HandNetLateModel(n_out, [512, 256], t.head_dropout)
+
+    def recognises(self, learn) -> bool:
+        from ..hand_net_model import HandNetLateModel
+
+        return (list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
+                and isinstance(getattr(learn, "model", None), HandNetLateModel))
