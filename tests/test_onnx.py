@@ -191,7 +191,8 @@ def test_a_family_without_a_graph_gets_the_reason_in_its_card(tmp_path):
     other = SimpleNamespace(dls=SimpleNamespace(cont_names=[], valid=SimpleNamespace(after_item=SimpleNamespace(fs=[]))))
     with pytest.raises(PipelineError, match=r"^no model kind here reads this learner \(SimpleNamespace over "
                                             r"SimpleNamespace\): only image, hand keypoints, hand-crop model, "
-                                            r"hand keypoints \+ hand-network model$"):
+                                            r"hand keypoints \+ hand-network model, "
+                                            r"hand keypoints \+ hand-network late-fusion model$"):
         kinds.input_of(other)
     (tmp_path / "f.json").write_text(json.dumps({"vocab": ["A"], "onnx": entry}))
     with pytest.raises(PipelineError, match=r"lists no ONNX export \(no ONNX export for a graphless model\)"):
