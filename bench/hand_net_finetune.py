@@ -64,7 +64,7 @@ def _tail(cut: str):
     return head.to(memory_format=torch.channels_last), Tail()
 
 
-def _cache(paths, raws, folder: Path, cut: str) -> "np.ndarray":
+def _cache(paths, dets, folder: Path, cut: str) -> "np.ndarray":
     """float32 (n_with_hand, C, H, W): `cut`'s activations of each photo with a hand, from the .npy in `folder`,
     computed (one pass through LiteRT) and written atomically when missing."""
     import numpy as np
@@ -72,7 +72,7 @@ def _cache(paths, raws, folder: Path, cut: str) -> "np.ndarray":
 
     from pipeline.data import hand_net
 
-    have = [i for i, r in enumerate(raws) if r[0]]
+    have = [i for i, r in enumerate(dets) if r[0]]
     key = hashlib.sha256(json.dumps([hand_net.settings(), cut, [paths[i] for i in have]], default=str)
                          .encode()).hexdigest()[:16]
     file = folder / f"hand_net_cut_{key}.npy"
@@ -96,7 +96,7 @@ def _cache(paths, raws, folder: Path, cut: str) -> "np.ndarray":
         raise SystemExit(f"the hand network has no tensor {cut!r}")
     t0, out = time.perf_counter(), None
     for n, i in enumerate(have):
-        it.set_tensor(inp, np.ascontiguousarray(hand_net.crop(paths[i], raws[i]), np.float32)[None])
+        it.set_tensor(inp, np.ascontiguousarray(hand_net.crop(paths[i], dets[i]), np.float32)[None])
         it.invoke()
         a = it.get_tensor(found[0])[0].transpose(2, 0, 1)
         if out is None:
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
 
     from pipeline import config
     from pipeline.core.workspace import Workspace
-    from pipeline.data import hand_crops, hand_net
+    from pipeline.data import hand_net, hands
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs" / "asl_multi.toml"))
@@ -233,18 +233,18 @@ def main(argv=None) -> int:
     cfg = config.load(a.config, [])
     folder = Workspace.from_config(cfg).data
     paths, labels, folds = _photos(cfg)
-    raws, looked = hand_crops.find(paths, folder, log=lambda m: None)
-    result("photos", len(paths), note=f"{sum(1 for r in raws if r[0])} with a hand, {looked} looked at now")
+    dets, looked = hands.detections(paths, hands.store(folder), log=lambda m: None)
+    result("photos", len(paths), note=f"{sum(1 for r in dets if r[0])} with a hand, {looked} looked at now")
     _, tail = _tail(a.cut)
-    acts = np.ascontiguousarray(_cache(paths, raws, folder, a.cut))
+    acts = np.ascontiguousarray(_cache(paths, dets, folder, a.cut))
     hand_row = np.full(len(paths), -1)
-    hand_row[[i for i, r in enumerate(raws) if r[0]]] = np.arange(len(acts))
+    hand_row[[i for i, r in enumerate(dets) if r[0]]] = np.arange(len(acts))
     # the tail on the cached activations against LiteRT's stored embedding: the cut is where it says it is
     some = np.flatnonzero(hand_row >= 0)[:64]
-    stored = hand_net.embed([paths[i] for i in some], [raws[i] for i in some], folder, log=lambda m: None)
+    stored = hand_net.embed([paths[i] for i in some], [dets[i] for i in some], folder, log=lambda m: None)
     gap = float((_embed(tail, acts, hand_row[some]).numpy() - stored).__abs__().max())
     result("tail on the cache vs LiteRT's stored embedding", gap, note="max abs difference, 64 photos")
-    kp, vocab = _features(raws, "image"), sorted(set(labels))
+    kp, vocab = _features(dets, "image"), sorted(set(labels))
     y, folds = np.array([vocab.index(v) for v in labels]), np.array(folds)
     only = [f for f in a.folds.split(",") if f]
     accs = {"frozen": [], "tuned": []}

@@ -1,7 +1,7 @@
 """Screening keypoint levers the pipeline does not offer, over the stored MediaPipe detections: leave-one-group-out
 over the groups `crossval` uses, in seconds a fold instead of a pipeline run each (docs/crossval.md, "Screened").
 
-Every photo of the config's sources goes through the points store (`hand_crops.find`: the image keypoints and
+Every photo of the config's sources goes through the detection store (`hands.detections`: the image keypoints and
 MediaPipe's world landmarks, one pass, filled if empty); each fold trains the recipe's model (`LandmarkNet`: the 64
 features and their shape features, fastai's TabularModel sizes), with its jitter (`random_rotations`, ±10 %
 stretch), AdamW and a one-cycle schedule for `--epochs`, on all the other groups (no validation share held back),
@@ -54,17 +54,15 @@ def _photos(cfg):
     return paths, labels, folds
 
 
-def _features(raws, keypoints: str):
+def _features(dets, keypoints: str):
     """float32 (n, 64): `hands.canonical` of each detection's image keypoints or world landmarks; 0 with no hand."""
     import numpy as np
 
     from pipeline.data import hands
 
-    start = 3 if keypoints == "image" else 3 + 3 * hands.N_POINTS
     rows = []
-    for raw in raws:
-        pts = [raw[start + 3 * i:start + 3 * i + 3] for i in range(hands.N_POINTS)]
-        feats = hands.canonical(pts, raw[1]) if raw[0] else None
+    for det in dets:
+        feats = hands.canonical(hands.keypoints(det, world=keypoints == "world"), det[1]) if det[0] else None
         rows.append(feats if feats is not None else np.zeros(len(hands.FEATURES), np.float32))
     return np.stack(rows).astype(np.float32)
 
@@ -88,7 +86,7 @@ def _embedding_net(n_out: int, layers: list[int], ps: float):
     return _EmbeddingNet()
 
 
-def _flipped(paths, raws, folder: Path):
+def _flipped(paths, dets, folder: Path):
     """float32 (n, N_EMB): the embedding of each photo's crop mirrored (`hand_net.crop` flipped left to right),
     zeros with no hand; from the .npy in `folder` (keyed by the network's file, the crop settings and the photos),
     computed with LiteRT and written atomically when missing."""
@@ -101,7 +99,7 @@ def _flipped(paths, raws, folder: Path):
 
     from pipeline.data import hand_net
 
-    have = [i for i, r in enumerate(raws) if r[0]]
+    have = [i for i, r in enumerate(dets) if r[0]]
     key = hashlib.sha256(json.dumps([hand_net.settings(), "flipped", [str(paths[i]) for i in have]], default=str)
                          .encode()).hexdigest()[:16]
     file = Path(folder) / f"hand_net_flip_{key}.npy"
@@ -112,7 +110,7 @@ def _flipped(paths, raws, folder: Path):
         return out
     net, t0 = hand_net.network(), time.perf_counter()
     for i in have:
-        out[i] = net(hand_net.crop(paths[i], raws[i])[:, ::-1])
+        out[i] = net(hand_net.crop(paths[i], dets[i])[:, ::-1])
     result("mirrored crops' embeddings", round((time.perf_counter() - t0) / max(len(have), 1) * 1000, 1), "ms a photo",
            note=f"{len(have)} photos, written to {file}")
     tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
@@ -204,7 +202,7 @@ def main(argv=None) -> int:
 
     from pipeline import config
     from pipeline.core.workspace import Workspace
-    from pipeline.data import hand_crops
+    from pipeline.data import hands
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs" / "asl_multi.toml"))
@@ -231,17 +229,18 @@ def main(argv=None) -> int:
            f"{a.ensemble} model(s) a fold{emb}")
     cfg = config.load(a.config, a.set)
     paths, labels, folds = _photos(cfg)
-    raws, looked = hand_crops.find(paths, Workspace.from_config(cfg).data, log=lambda m: None)
-    result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the points store")
-    x, vocab = _features(raws, a.keypoints), sorted(set(labels))
+    folder = Workspace.from_config(cfg).data
+    dets, looked = hands.detections(paths, hands.store(folder), log=lambda m: None)
+    result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the detection store")
+    x, vocab = _features(dets, a.keypoints), sorted(set(labels))
     if a.hand_net:
         from pipeline.data import hand_net
 
         folder = Workspace.from_config(cfg).data
-        emb = hand_net.embed(paths, raws, folder, log=lambda m: None)
+        emb = hand_net.embed(paths, dets, folder, log=lambda m: None)
         if a.views != "mirrored":
-            flipped = _flipped(paths, raws, folder)
-            left = np.array([bool(r[0]) and r[1] == "Right" for r in raws])  # the crops hand_net mirrored
+            flipped = _flipped(paths, dets, folder)
+            left = np.array([bool(r[0]) and r[1] == "Right" for r in dets])  # the crops hand_net mirrored
             emb = (emb + flipped) / 2 if a.views == "mean" else np.where(left[:, None], flipped, emb)
         x = np.concatenate([x, emb], 1)
     y, folds = np.array([vocab.index(v) for v in labels]), np.array(folds)

@@ -7,7 +7,7 @@ For every group (a signer: `group_regex` of a `[[download.sources]]`; a source w
 fold is an ordinary run, `run --config X --set run.name=X-cv-GROUP-HASH --set 'datablock.holdout=["GROUP"]'
 --set evaluate.test_sets=[]`, with its own run folder (`fold_name`: a readable slug of the group plus a short hash
 of it, so two groups never share a folder), through the same stage runner: a fold already up to date is skipped,
-and the keypoint store (`content_store`) finds each photo's hand once for all folds. The held-out group is set as
+and the detection store (`hands.store`) finds each photo's hand once for all folds. The held-out group is set as
 a value on the loaded config, never pasted into TOML text, so any group name (quotes, backslashes) holds out
 exactly that group. A fold that fails is a row of the table saying why; the other folds still run.
 

@@ -151,7 +151,7 @@ def test_two_ranks_share_the_hand_finding_and_write_the_table_one_process_writes
     # 29 photos, one a class: 15 on rank 0, 14 on rank 1, then none left for rank 0's datablock to look at
     assert "[datablock] per-image work shared over 2 processes: rank 0 looked at 15 image(s), rank 1 looked at " \
            "14 image(s)" in out, out
-    assert "29 of 29 images already in the hand-points store" in out and "finding hands in 29" not in out, out
+    assert "29 of 29 images already in the detection store" in out and "finding hands in 29" not in out, out
     assert out.count("[datablock] done in") == 1
     for name in (artifacts.LANDMARKS, artifacts.NO_HAND, artifacts.SPLITS):
         one = pd.read_csv(tmp_path / "runs" / "one" / "datablock" / name, keep_default_na=False)

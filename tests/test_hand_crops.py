@@ -16,7 +16,7 @@ from pipeline.models import kinds
 from tests.conftest import asl_photos, subprocess_env, tiny_config
 
 
-def _raw(xs, ys):
+def _detection(xs, ys):
     """A `hands.detection` detection whose 21 keypoints lie at (xs[i], ys[i]) in the padded square."""
     pts = [(xs[i % len(xs)], ys[i % len(ys)], 0.0) for i in range(hands.N_POINTS)]
     return [True, "Left", 0.9] + [v for p in pts for v in p]
@@ -26,22 +26,23 @@ def test_the_box_is_a_padded_square_around_the_keypoints():
     w, h = 200, 100
     side, top, left = hands.padding(h, w)  # the square MediaPipe looked in, the photo centred on it
     # keypoints spanning photo pixels x 50..90, y 40..60: a 40-pixel square around (70, 50), padded
-    raw = _raw([(50 + left) / side, (90 + left) / side], [(40 + top) / side, (60 + top) / side])
-    l, t, r, b = hand_crops.box(raw, w, h)
+    det = _detection([(50 + left) / side, (90 + left) / side], [(40 + top) / side, (60 + top) / side])
+    l, t, r, b = hand_crops.box(det, w, h)
     half = 40 * (1 + 2 * hand_crops.PAD) / 2
     assert (l, t, r, b) == pytest.approx((70 - half, 50 - half, 70 + half, 50 + half), abs=1e-6)
-    thin = hand_crops.box(_raw([(70 + left) / side], [(40 + top) / side, (60 + top) / side]), w, h)
+    thin = hand_crops.box(_detection([(70 + left) / side], [(40 + top) / side, (60 + top) / side]), w, h)
     assert thin[2] - thin[0] == pytest.approx(thin[3] - thin[1])  # a hand seen edge-on still gets a square
 
 
-def test_a_keypoint_row_is_the_same_through_the_raw_detection():
+def test_the_features_of_a_detection_are_those_of_its_keypoints():
     import random
 
     rng = random.Random(0)
     points = [[rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(-0.1, 0.1)] for _ in range(hands.N_POINTS)]
-    raw = [True, "Left", 0.9] + [v for q in points for v in q]
-    assert hands.row_of(raw)[3:] == pytest.approx(list(hands.canonical(points, "Left")))
-    assert hands.row_of([False, "", 0.0] + [0.0] * 63) == [False, "", 0.0] + [0.0] * len(hands.FEATURES)
+    det = [True, "Left", 0.9] + [v for q in points for v in q]
+    assert hands.features_row(det)[3:] == pytest.approx(list(hands.canonical(points, "Left")))
+    assert hands.features_row(hands.no_detection()) == [False, "", 0.0] + [0.0] * len(hands.FEATURES)
+    assert hands.keypoints(det) == points and hands.is_detection(hands.no_detection())
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -137,8 +138,8 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     assert card["onnx"]["parity"]["top1_agreement"] == 1.0
 
     looked, cropped = [], []
-    detect, crop = hands.detect, hand_crops.crop
-    monkeypatch.setattr(hands, "detect", lambda paths, *a, **k: looked.extend(paths) or detect(paths, *a, **k))
+    find, crop = hands.batch.find, hand_crops.crop
+    monkeypatch.setattr(hands.batch, "find", lambda paths, *a, **k: looked.extend(paths) or find(paths, *a, **k))
     monkeypatch.setattr(hand_crops, "crop", lambda *a: cropped.append(a[0]) or crop(*a))
     fused = tiny_config(tmp_path, {**base, "run.name": "fused", "train.arch": "hand_fused",
                                    "train.crop_fusion": "keypoints", "train.method": "fit_one_cycle"})

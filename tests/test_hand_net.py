@@ -97,21 +97,21 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
     Image.new("RGB", (96, 96), "gray").save(gray)
     detector = hands.Detector()
     try:
-        raws = [hands.detection(str(photo), detector), hands.detection(str(gray), detector)]
+        dets = [hands.detection(str(photo), detector), hands.detection(str(gray), detector)]
     finally:
         detector.close()
-    assert raws[0][0] and raws[0][1] == "Left" and not raws[1][0]  # grassknoted's signer: the right hand
-    emb = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    assert dets[0][0] and dets[0][1] == "Left" and not dets[1][0]  # grassknoted's signer: the right hand
+    emb = hand_net.embed([photo, gray], dets, tmp_path, log=lambda m: None)
     assert emb.shape == (2, hand_net.N_EMB) and hand_net.embed.computed == 1
     assert np.isfinite(emb).all() and emb[0].std() > 0 and not emb[1].any()
-    again = hand_net.embed([photo, gray], raws, tmp_path, log=lambda m: None)
+    again = hand_net.embed([photo, gray], dets, tmp_path, log=lambda m: None)
     assert hand_net.embed.computed == 0
     np.testing.assert_array_equal(again, emb)
 
     net = hand_net.network()
     presence = next(d["index"] for d in net._it.get_output_details() if d["shape"].tolist() == [1, 1])
     for handedness in ("Left", "Right"):
-        net(hand_net.crop(photo, [True, handedness, *raws[0][2:]]))
+        net(hand_net.crop(photo, [True, handedness, *dets[0][2:]]))
         assert float(net._it.get_tensor(presence).ravel()[0]) > 0.9
 
 
@@ -249,14 +249,13 @@ def test_warm_fills_the_embedding_store_and_skips_what_it_cannot_read(tmp_path, 
     photo into the stores; an unreadable file is looked at, skipped, and stored nowhere."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
-    from pipeline.data import hand_crops
 
     photo, bad = shared_data / "asl_alphabet_test" / "B_test.jpg", tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     assert hand_net.warm([photo, bad], tmp_path, log=lambda m: None) == 2
     assert hand_net.embed.computed == 1
     assert hand_net.store(tmp_path).get([photo, bad])[0].shape == (hand_net.N_EMB,)
-    assert hand_crops.points_store(tmp_path).get([bad]) == [None]
+    assert hands.store(tmp_path).get([bad]) == [None]
     assert hand_net.warm([photo], tmp_path, log=lambda m: None) == 0 and hand_net.embed.computed == 0
 
 
@@ -288,21 +287,21 @@ def graph_export(tmp_path_factory, request):
 
     tmp = tmp_path_factory.mktemp("hand_net_graph")
     rng = np.random.default_rng(0)
-    split, paths, raws = [], [], []
+    split, paths, dets = [], [], []
     for i in range(24):
         dx, dy = rng.uniform(-30, 30, 2)
         pts = {k: (x + dx, y + dy + (60 if k == 4 and i % 2 else 0)) for k, (x, y) in HAND.items()}
         paths.append(str(tmp / f"{i}.png"))
         _photo(pts, {0: RED, 9: GREEN, 4: BLUE}).save(paths[-1])
-        raws.append([False, "", 0.0] + [0.0] * 6 * hands.N_POINTS if i % 6 == 5 else
+        dets.append([False, "", 0.0] + [0.0] * 6 * hands.N_POINTS if i % 6 == 5 else
                     _raw(pts, "Right" if i % 3 == 0 else "Left"))
         split.append((f"{i}.png", "AB"[i % 2], i % 3 == 0))
     split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
-    table = pd.DataFrame(hand_net.inputs(raws, hand_net.embed(paths, raws, None, log=lambda m: None)),
+    table = pd.DataFrame(hand_net.inputs(dets, hand_net.embed(paths, dets, None, log=lambda m: None)),
                          columns=hand_net.COLUMNS)
     table.insert(0, "path", split["path"])
     dls = hand_model.dataloaders(split, table, ["A", "B"], 8, hand_net.COLUMNS)
-    dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(split["path"], paths, raws, split["is_valid"]) if v}
+    dls.valid_photos = {p: (path, det) for p, path, det, v in zip(split["path"], paths, dets, split["is_valid"]) if v}
     cfg = config.load(None, cwd=tmp, overrides=["datablock.input=hand_net", f"train.arch={request.param}",
                                                 "datablock.cache=false"])
     learn = kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=tmp))
@@ -311,7 +310,7 @@ def graph_export(tmp_path_factory, request):
     card = {"sha256": sha256_file(tmp / "hn.pkl"), "vocab": ["A", "B"], "image_size": None, "grayscale": None,
             "input": "hand_net", "hand_net": hand_net.client_settings(), "onnx": entry}
     (tmp / "hn.json").write_text(json.dumps(card))
-    return learn, tmp / "hn.pkl", entry, paths, raws
+    return learn, tmp / "hn.pkl", entry, paths, dets
 
 
 def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
@@ -320,7 +319,7 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
     (`hand_net_model`'s batched path) are the learner's; a row with no hand is the all-0 row whatever the crop."""
     from pipeline.models import exported, hand_model, hand_net_model
 
-    learn, pkl, entry, paths, raws = graph_export
+    learn, pkl, entry, paths, dets = graph_export
     assert entry["file"] == "hn.onnx" and entry["family"] == "hand_net"
     assert entry["input"]["name"] == "crop" and entry["input"]["shape"] == ["batch", 224, 224, 3]
     assert entry["features"]["name"] == "features"
@@ -328,8 +327,8 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
     assert entry["parity"]["max_abs_prob_diff"] <= 1e-4
 
     model = exported.load(pkl, engine="onnx")
-    fastai = hand_model.feature_probs(learn, hand_net.inputs(raws, hand_net.embed(paths, raws, None))).numpy()
-    onnx = hand_net_model.graph_probs(model.engine, paths, raws, batch_size=5)
+    fastai = hand_model.feature_probs(learn, hand_net.inputs(dets, hand_net.embed(paths, dets, None))).numpy()
+    onnx = hand_net_model.graph_probs(model.engine, paths, dets, batch_size=5)
     assert onnx.shape == (24, 2) and (onnx.argmax(1) == fastai.argmax(1)).all()
     np.testing.assert_allclose(onnx, fastai, atol=1e-4)
     no_hand = hand_model.feature_probs(learn, np.zeros((1, len(hand_net.COLUMNS)), np.float32)).numpy()

@@ -1,4 +1,4 @@
-"""Hand landmarks as model input (pipeline/data/hands.py): features, augmentation, the tabular learner, the stages."""
+"""Hand landmarks as model input (pipeline/data/hands/): features, augmentation, the tabular learner, the stages."""
 import json
 import os
 import subprocess
@@ -349,7 +349,7 @@ def test_landmark_pipeline_on_real_photos(tmp_path, shared_data):
     assert len(line) == 1 and line[0].split("\t")[0] == str(photo)  # progress went to stderr, not the output
 
 
-def _die(path):
+def _die(path, detector):
     os._exit(3)  # as a native crash in MediaPipe would: no exception, the process is gone
 
 
@@ -364,27 +364,25 @@ def test_extract_reports_unreadable_images_and_dead_workers(tmp_path, monkeypatc
     assert list(df["hand_found"]) == [False] and (df[hands.FEATURES] == 0).all().all()  # no hand in a gray square
     with pytest.raises(PipelineError, match="broken.jpg: cannot read the image"):
         hands.extract([good, bad], log=lambda m: None)
-    monkeypatch.setattr(hands, "_row", _die)  # pickled by reference: the spawned workers import this test module
+    monkeypatch.setattr(hands.batch, "detection", _die)  # pickled by reference: the spawned workers import this test module
     with pytest.raises(PipelineError, match="process died"):
         hands.extract([good] * 50, log=lambda m: None, workers=2)  # 50 images or more: a pool of processes
 
 
 def test_warm_fills_the_store_and_skips_what_it_cannot_read(tmp_path):
-    """A distributed rank's share of datablock's work (`hands.warm`): readable images go into the landmark store,
+    """A distributed rank's share of datablock's work (`hands.warm`): readable images go into the detection store,
     an unreadable one is skipped (datablock's verification reports it), and a second call looks at nothing."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     from PIL import Image
 
-    from pipeline.data import content_store
-
     good, bad = tmp_path / "blank.png", tmp_path / "broken.jpg"
     Image.new("RGB", (64, 64), "gray").save(good)
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    store = content_store.landmarks(tmp_path / "data", log=lambda m: None)
-    assert hands.warm([good, bad], store, log=lambda m: None) == 2
-    row, missing = store.get([str(good), str(bad)])
-    assert row[:3] == [False, "", 0.0] and missing is None
-    assert hands.warm([good], store, log=lambda m: None) == 0
+    store = hands.store(tmp_path / "data", log=lambda m: None)
+    assert hands.warm([good, bad], store, log=lambda m: None) == ([(str(good), hands.no_detection())], 2)
+    found, missing = store.get([str(good), str(bad)])
+    assert found == hands.no_detection() and missing is None
+    assert hands.warm([good], store, log=lambda m: None)[1] == 0
 
 
 def test_mediapipe_native_messages_stay_out_of_the_log(tmp_path):

@@ -109,7 +109,7 @@ def test_the_gallery_shows_the_highest_loss_first(tmp_path):
 
 @pytest.mark.shared_data
 def test_a_hand_models_gallery_draws_the_keypoints(shared_data, tmp_path):
-    """With `finds_hands`, each photo of the gallery carries MediaPipe's keypoints and bones (hands.draw: green bones,
+    """With `finds_hands`, each photo of the gallery carries MediaPipe's keypoints and bones (hands.draw_keypoints: green bones,
     red points); without, the same photos have none of that green."""
     pytest.importorskip("mediapipe")
     root = shared_data / "asl_alphabet_test"

@@ -170,14 +170,14 @@ def test_source_options_are_validated(tmp_path, bad, message):
 @pytest.mark.slow
 def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monkeypatch):
     """Three held-out units (one, hands/hand1, hands/hand2; flat is held out whole by fold = "source", so four):
-    each fold is a run of its own, the table is written, and the keypoint store means MediaPipe looks at each
+    each fold is a run of its own, the table is written, and the detection store means MediaPipe looks at each
     image once over all folds; a rerun that changes the split re-extracts nothing."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     multi_config(three_sources, {"datablock.input": "landmarks", "train.arch": "landmark_mlp", "train.base_lr": 3e-3,
                                   "train.epochs": 2})
     looked_at = []
-    real = hands.detect
-    monkeypatch.setattr(hands, "detect", lambda paths, *a: looked_at.extend(paths) or real(paths, *a))
+    real = hands.batch.find
+    monkeypatch.setattr(hands.batch, "find", lambda paths, *a, **k: looked_at.extend(paths) or real(paths, *a, **k))
     monkeypatch.chdir(three_sources)
     summary = crossval.run(None, [])
     folder = three_sources / "runs" / "multi" / "crossval"

@@ -35,7 +35,6 @@ from typing import Callable
 
 from ..core.workspace import sha256_file, sha256_text
 
-LANDMARKS = "landmarks.sqlite"
 DECODED = "decoded.sqlite"
 _DAMAGE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: extended ones keep them in the low byte)
 
@@ -297,13 +296,6 @@ def cached_map(keys: list, store: "ContentStore | None", compute: Callable, log:
                 store.put([keys[i] for i in part], [values[i] for i in part])
             bar.update(len(part))
     return values, len(todo)
-
-
-def landmarks(folder: Path, log: Callable = print) -> ContentStore:
-    """The store of hand keypoint rows (`hands.COLUMNS + hands.FEATURES`) in `folder`."""
-    from . import hands
-
-    return ContentStore(Path(folder) / LANDMARKS, hands.extraction_settings(), log=log, check=hands.is_row)
 
 
 def arrays(path: Path, settings: dict, dtype: str, shape: tuple, log: Callable = print) -> ContentStore:

@@ -3,10 +3,9 @@ sees a padded square around the hand, upright (EXIF applied), resized to `train.
 photo with its room; inside the square, what is off the hand (its bones and palm drawn thick) is black too.
 
 Two content stores (`content_store.ContentStore`, in `run.data_dir`) make each photo cost one MediaPipe pass and
-one crop for every later run, fold and split: `hand_points.sqlite` keeps where the hand is (the 21 keypoints in the
-image, `hands.detection`), and `hand_crops.sqlite` keeps the crop as PNG bytes under the image's bytes plus the crop
-settings (the size, the padding, the detector's settings). The landmark store is filled from the same pass, so a
-keypoint model on the same photos finds every hand already there. A photo with no hand found has no crop: the
+one crop for every later run, fold and split: the detection store (`hands.store`) keeps where the hand is, and
+`hand_crops.sqlite` keeps the crop as PNG bytes under the image's bytes plus the crop settings (the size, the
+padding, the detector's settings). A keypoint model on the same photos finds every hand already there. A photo with no hand found has no crop: the
 datablock stage lists it (no_hand.csv) and leaves it out of the split; at prediction time it is shown to the model
 as the whole frame, and said so.
 
@@ -20,7 +19,6 @@ from pathlib import Path
 from ..core.errors import PipelineError
 from . import content_store, hands
 
-POINTS = "hand_points.sqlite"
 CROPS = "hand_crops.sqlite"
 PAD = 0.2          # each side of the keypoints' bounding square grows by this fraction of its side
 MIN_SIDE = 0.1     # a crop is at least this fraction of the photo's shorter side (a hand seen edge-on is thin)
@@ -29,19 +27,9 @@ MASK_WIDTH = 0.12  # the hand's mask: its bones drawn this fraction of the hand'
                    # segmented hands are (a frozen ImageNet embedding of masked crops: 71 % crossval, 64 % unmasked)
 
 
-def points_settings() -> dict:
-    """What changes the keypoints found in a photo: the key of the points store."""
-    return {**hands.extraction_settings(),
-            "row": "found, handedness, score, 21 x y z in the padded square, 21 world x y z (metres)"}
-
-
-def points_store(folder: Path) -> content_store.ContentStore:
-    return content_store.ContentStore(Path(folder) / POINTS, points_settings(), check=hands.is_raw)
-
-
 def crop_settings(size: int) -> dict:
     """What changes a crop: the key of the crop store."""
-    return {"size": size, "pad": PAD, "min_side": MIN_SIDE, "mask": MASK_WIDTH, "points": points_settings(),
+    return {"size": size, "pad": PAD, "min_side": MIN_SIDE, "mask": MASK_WIDTH, "points": hands.store_settings(),
             "format": "png rgb"}
 
 
@@ -56,75 +44,43 @@ def crop_store(folder: Path, size: int) -> content_store.ContentStore:
                                       check=lambda data: is_crop(data, size))
 
 
-def find(paths: list, folder: Path, log=print, what: str = "images") -> tuple[list[list], int]:
-    """(`hands.detection` detection of each path, in order; how many MediaPipe looked at) through the points store in
-    `folder`; new detections also go to the landmark store there, as `hands.row_of` rows."""
-    hands.require()
-    paths = [str(p) for p in paths]
-    store = points_store(folder)
-    rows = store.get(paths)
-    todo = [p for p, r in zip(paths, rows) if r is None]
-    if len(todo) < len(paths):
-        log(f"{len(paths) - len(todo)} of {len(paths)} {what} already in the hand-points store {store.path}")
-    found = hands.detect(todo, log, None, what, store, fn=hands.detection)
-    if found:
-        content_store.landmarks(folder).put(todo, [hands.row_of(r) for r in found])
-    it = iter(found)
-    return [r if r is not None else next(it) for r in rows], len(todo)
-
-
-def warm_points(paths: list, folder: Path, log=print) -> tuple[list[tuple[str, list]], int]:
-    """The detections of `paths` into the points (and landmark) stores in `folder` (what they lack; an unreadable
-    image is skipped): ([(path, `hands.detection`)] of the readable ones, how many MediaPipe looked at)."""
-    hands.require()
-    paths = [str(p) for p in paths]
-    store = points_store(folder)
-    rows = store.get(paths)
-    todo = [p for p, r in zip(paths, rows) if r is None]
-    found = hands.detect(todo, log, None, "images", store, fn=hands.detection_or_none)
-    new = [(p, r) for p, r in zip(todo, found) if r is not None]
-    content_store.landmarks(folder).put([p for p, _ in new], [hands.row_of(r) for _, r in new])
-    it = iter(found)
-    raws = [(p, r if r is not None else next(it)) for p, r in zip(paths, rows)]
-    return [(p, r) for p, r in raws if r is not None], len(todo)
-
-
 def warm(paths: list, size: int, folder: Path, log=print) -> int:
-    """`warm_points`, then the crops of the photos with a hand into the crop store: one process's share of
-    datablock's work in a distributed launch. Returns how many MediaPipe looked at."""
-    raws, looked = warm_points(paths, folder, log)
-    crops([p for p, _ in raws], [r for _, r in raws], size, folder, log)
+    """The detections of `paths` into the detection store in `folder`, then the crops of the photos with a hand into
+    the crop store (an unreadable image is skipped): one process's share of datablock's work in a distributed
+    launch. Returns how many MediaPipe looked at."""
+    found, looked = hands.warm(paths, hands.store(folder, log), log)
+    crops([p for p, _ in found], [d for _, d in found], size, folder, log)
     return looked
 
 
-def _pixels(raw: list, width: int, height: int) -> tuple[list[float], list[float]]:
-    """The x and y of a found `raw`'s 21 keypoints in the photo's pixels."""
+def keypoint_pixels(det: list, width: int, height: int) -> tuple[list[float], list[float]]:
+    """The x and y of a found `det`'s 21 keypoints in the photo's pixels."""
     side, top, left = hands.padding(height, width)  # the square `hands.Detector` looked in
-    return ([raw[3 + 3 * i] * side - left for i in range(hands.N_POINTS)],
-            [raw[4 + 3 * i] * side - top for i in range(hands.N_POINTS)])
+    points = hands.keypoints(det)
+    return [x * side - left for x, _, _ in points], [y * side - top for _, y, _ in points]
 
 
-def box(raw: list, width: int, height: int) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) in the photo's pixels of the padded square around the hand of a found `raw`."""
-    xs, ys = _pixels(raw, width, height)
+def box(det: list, width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in the photo's pixels of the padded square around the hand of a found `det`."""
+    xs, ys = keypoint_pixels(det, width, height)
     cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     half = max(max(xs) - min(xs), max(ys) - min(ys), MIN_SIDE * min(width, height)) * (1 + 2 * PAD) / 2
     return cx - half, cy - half, cx + half, cy + half
 
 
-def crop(path, raw: list | None, size: int):
+def crop(path, det: list | None, size: int):
     """The `size`-pixel square RGB PIL image the model sees of the photo at `path` (`crop_image`)."""
     from PIL import Image
 
-    return crop_image(Image.fromarray(hands.load_rgb(path)), raw, size)
+    return crop_image(Image.fromarray(hands.load_rgb(path)), det, size)
 
 
-def mask(raw: list, width: int, height: int):
-    """The hand of a found `raw` as a mode "L" PIL mask of the photo (255 on the hand): each bone a thick line
+def mask(det: list, width: int, height: int):
+    """The hand of a found `det` as a mode "L" PIL mask of the photo (255 on the hand): each bone a thick line
     (MASK_WIDTH of the hand's size each side), each keypoint a disc, the palm's polygon filled, grown by 2 px."""
     from PIL import Image, ImageDraw, ImageFilter
 
-    xs, ys = _pixels(raw, width, height)
+    xs, ys = keypoint_pixels(det, width, height)
     r = max(2.0, MASK_WIDTH * max(max(xs) - min(xs), max(ys) - min(ys)))
     out = Image.new("L", (width, height), 0)
     pen = ImageDraw.Draw(out)
@@ -136,16 +92,16 @@ def mask(raw: list, width: int, height: int):
     return out.filter(ImageFilter.MaxFilter(5))
 
 
-def crop_image(img, raw: list | None, size: int):
+def crop_image(img, det: list | None, size: int):
     """The `size`-pixel square RGB PIL image the model sees of the upright RGB PIL image `img`: around the hand of
-    `raw`, black outside the hand's `mask` (and outside the photo), or with no hand (`raw` None or not found) the
+    `det`, black outside the hand's `mask` (and outside the photo), or with no hand (`det` None or not found) the
     whole photo, centred on a black square."""
     from PIL import Image
 
     w, h = img.size
-    if raw is not None and raw[0]:
-        img = Image.composite(img, Image.new("RGB", (w, h)), mask(raw, w, h))
-        l, t, r, b = box(raw, w, h)
+    if det is not None and det[0]:
+        img = Image.composite(img, Image.new("RGB", (w, h)), mask(det, w, h))
+        l, t, r, b = box(det, w, h)
     else:
         s = max(w, h)
         l, t = (w - s) / 2, (h - s) / 2
@@ -159,18 +115,18 @@ def png(image) -> bytes:
     return buf.getvalue()
 
 
-def crops(paths: list, raws: list, size: int, folder: Path, log=print, what: str = "images") -> tuple[list, int]:
+def crops(paths: list, dets: list, size: int, folder: Path, log=print, what: str = "images") -> tuple[list, int]:
     """(PNG bytes of each path's crop, None where no hand was found; how many were cropped now rather than found
     in the crop store in `folder`)."""
     paths = [str(p) for p in paths]
-    have = [i for i, raw in enumerate(raws) if raw[0]]
+    have = [i for i, det in enumerate(dets) if det[0]]
 
     def compute(todo):
         log(f"cropping {len(todo)} {what} to {size}px ({len(have) - len(todo)} already in the crop store {store.path})")
         for j in todo:
             i = have[j]
             try:
-                yield png(crop(paths[i], raws[i], size))
+                yield png(crop(paths[i], dets[i], size))
             except (OSError, ValueError) as e:
                 raise PipelineError(f"{paths[i]}: cannot read the image ({type(e).__name__}: {e})") from None
 
@@ -203,8 +159,9 @@ def keep_hands(df, holdout, root: Path, ws, log):
     from ..core import artifacts
     from ..core.workspace import write_csv
 
-    raws, _ = find([root / p for p in pd.concat([df["path"], holdout["path"]])], ws.data, log)
-    found = pd.Series([bool(r[0]) for r in raws[:len(df)]])
+    paths = [root / p for p in pd.concat([df["path"], holdout["path"]])]
+    dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
+    found = pd.Series([bool(d[0]) for d in dets[:len(df)]])
     if not found.all():
         log(f"no hand found in {int((~found).sum())} of {len(df)} images: listed in {artifacts.NO_HAND}, not trained "
             f"on; per class: " + ", ".join(f"{k} {v}" for k, v in df.loc[~found, "label"].value_counts().head(8).items()))
@@ -216,17 +173,14 @@ def prepare(df, root: Path, cfg, ws, log) -> list[Path]:
     """The crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same detection,
     for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with their
     labels. `kinds.crops.HandCrop.prepare`."""
-    import pandas as pd
-
     from ..core import artifacts
     from ..core.workspace import write_csv
 
     size = cfg.train.image_size
     paths = [root / p for p in df["path"]]
-    raws, _ = find(paths, ws.data, log)
-    pngs, _ = crops(paths, raws, size, ws.data, log)
-    feats = pd.DataFrame([hands.row_of(r) for r in raws], columns=hands.COLUMNS + hands.FEATURES)
-    feats.insert(0, "path", df["path"].to_numpy())
+    dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
+    pngs, _ = crops(paths, dets, size, ws.data, log)
+    feats = hands.features_table(df["path"], dets)
     train = df[~df["is_valid"]].sample(n=min(16, int((~df["is_valid"]).sum())), random_state=0)
     return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats), ws.artifact("datablock", artifacts.NO_HAND),
             plot_crops([pngs[i] for i in train.index], list(train["label"]),
@@ -240,8 +194,8 @@ def split_crops(ws, cfg, batch_size):
 
     df, root, vocab = loaders.checked_split(ws, cfg, batch_size)
     df = df.assign(file=[str(root / p) for p in df["path"]])
-    raws, _ = find(df["file"], ws.data, log=lambda m: None)
-    pngs, made = crops(df["file"], raws, cfg.train.image_size, ws.data, log=lambda m: None)
+    dets, _ = hands.detections(df["file"], hands.store(ws.data), log=lambda m: None)
+    pngs, made = crops(df["file"], dets, cfg.train.image_size, ws.data, log=lambda m: None)
     if any(p is None for p in pngs):
         raise PipelineError("the split holds images with no hand found: rerun datablock")
     return df, dict(zip(df["file"], pngs)), vocab
@@ -251,15 +205,14 @@ def photo_crops(paths: list, size: int, folder: Path | None, log=print) -> tuple
     """(PNG crop of each photo, whether a hand was found, the `hands.detection` detections), through the stores in
     `folder` when given; a photo with no hand is the whole frame."""
     paths = [str(p) for p in paths]
+    dets, _ = hands.detections(paths, hands.store(folder, log) if folder is not None else None, log)
     if folder is not None:
-        raws, _ = find(paths, folder, log)
-        pngs, _ = crops(paths, raws, size, folder, log)
+        pngs, _ = crops(paths, dets, size, folder, log)
     else:
-        raws = hands.detect(paths, log, None, "images", None, fn=hands.detection)
-        pngs = [png(crop(p, r, size)) if r[0] else None for p, r in zip(paths, raws)]
-    found = [bool(r[0]) for r in raws]
+        pngs = [png(crop(p, d, size)) if d[0] else None for p, d in zip(paths, dets)]
+    found = [bool(d[0]) for d in dets]
     pngs = [c if c is not None else png(crop(p, None, size)) for p, c in zip(paths, pngs)]
-    return pngs, found, raws
+    return pngs, found, dets
 
 
 def plot_crops(images: list, labels: list, path: Path, title: str = "training images: hand crops") -> Path:

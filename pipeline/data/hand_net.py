@@ -56,7 +56,7 @@ def settings(path: Path | None = None) -> dict:
     path = path or network_path()
     return {"network": NETWORK, "sha256": network_sha256(path), "tensor": TENSOR, "size": SIZE, "scale": SCALE,
             "up": "wrist -> keypoint 9", "mirror": "handedness Right", "pixels": "rgb [0, 1]",
-            "points": hand_crops.points_settings()}
+            "points": hands.store_settings()}
 
 
 def store(folder: Path, log=print, path: Path | None = None) -> content_store.ContentStore:
@@ -64,13 +64,13 @@ def store(folder: Path, log=print, path: Path | None = None) -> content_store.Co
     return content_store.arrays(Path(folder) / STORE, settings(path), "float32", (N_EMB,), log)
 
 
-def roi(raw: list, width: int, height: int) -> tuple[float, float, float, float, float, bool]:
-    """(centre x, centre y, side, up x, up y, mirrored) in the photo's pixels of the crop of a found `raw`
+def roi(det: list, width: int, height: int) -> tuple[float, float, float, float, float, bool]:
+    """(centre x, centre y, side, up x, up y, mirrored) in the photo's pixels of the crop of a found `det`
     (`hands.detection`): `up` the unit vector wrist → keypoint 9, the side SCALE x the keypoints' box in that frame;
     mirrored for a left hand (MediaPipe says "Right": it names hands as in a mirrored selfie)."""
     import numpy as np
 
-    xs, ys = hand_crops._pixels(raw, width, height)
+    xs, ys = hand_crops.keypoint_pixels(det, width, height)
     pts = np.stack([xs, ys], axis=1)
     up = pts[9] - pts[0]
     norm = float(np.hypot(*up))
@@ -80,17 +80,17 @@ def roi(raw: list, width: int, height: int) -> tuple[float, float, float, float,
     ca, cb = (a.min() + a.max()) / 2, (b.min() + b.max()) / 2
     side = SCALE * max(a.max() - a.min(), b.max() - b.min(), 1.0)
     centre = ca * right + cb * -up
-    return float(centre[0]), float(centre[1]), float(side), float(up[0]), float(up[1]), raw[1] == "Right"
+    return float(centre[0]), float(centre[1]), float(side), float(up[0]), float(up[1]), det[1] == "Right"
 
 
-def pixels(img, raw: list):
-    """The network's input for the upright RGB PIL image `img` whose hand `raw` found, as uint8 (SIZE, SIZE, 3) RGB:
+def pixels(img, det: list):
+    """The network's input for the upright RGB PIL image `img` whose hand `det` found, as uint8 (SIZE, SIZE, 3) RGB:
     the hand upright (wrist at the bottom), mirrored if it is a left hand; black outside the photo. What the ONNX
     graph reads (it divides by 255 itself)."""
     import numpy as np
     from PIL import Image
 
-    cx, cy, side, ux, uy, mirrored = roi(raw, *img.size)
+    cx, cy, side, ux, uy, mirrored = roi(det, *img.size)
     k = side / SIZE
     # output pixel (u, v) -> photo pixel: centre + (u - SIZE/2) k right + (v - SIZE/2) k down (down = -up)
     ax, bx, ay, by = -k * uy, -k * ux, k * ux, -k * uy
@@ -101,28 +101,28 @@ def pixels(img, raw: list):
     return np.asarray(out, np.uint8)
 
 
-def crop_image(img, raw: list):
+def crop_image(img, det: list):
     """`pixels` as the network reads them: float32 (SIZE, SIZE, 3) in [0, 1]."""
     import numpy as np
 
-    return np.asarray(pixels(img, raw), np.float32) / 255.0
+    return np.asarray(pixels(img, det), np.float32) / 255.0
 
 
-def photo_pixels(path, raw: list):
+def photo_pixels(path, det: list):
     """`pixels` of the photo at `path` (upright: EXIF applied), or a one-line error for an unreadable image."""
     from PIL import Image
 
     try:
-        return pixels(Image.fromarray(hands.load_rgb(path)), raw)
+        return pixels(Image.fromarray(hands.load_rgb(path)), det)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
-def crop(path, raw: list):
+def crop(path, det: list):
     """`crop_image` of the photo at `path` (upright: EXIF applied)."""
     import numpy as np
 
-    return np.asarray(photo_pixels(path, raw), np.float32) / 255.0
+    return np.asarray(photo_pixels(path, det), np.float32) / 255.0
 
 
 def require():
@@ -173,20 +173,20 @@ def network() -> Network:
     return _NETWORK
 
 
-def embed(paths: list, raws: list, folder: Path | None, log=print, what: str = "images"):
-    """float32 (n, N_EMB): the embedding of each photo whose hand `raws` found (`hands.detection`), through the store in
+def embed(paths: list, dets: list, folder: Path | None, log=print, what: str = "images"):
+    """float32 (n, N_EMB): the embedding of each photo whose hand `dets` found (`hands.detection`), through the store in
     `folder` when given (computed and stored where it lacks them); zeros for a photo with no hand."""
     import numpy as np
 
     paths = [str(p) for p in paths]
     out = np.zeros((len(paths), N_EMB), np.float32)
-    have = [i for i, r in enumerate(raws) if r[0]]
+    have = [i for i, d in enumerate(dets) if d[0]]
     db = store(folder, log) if folder is not None else None
 
     def compute(todo):
         log(f"embedding {len(todo)} {what} with MediaPipe's hand network ({len(have) - len(todo)} in the store)")
         net = network()
-        return (net(crop(paths[have[j]], raws[have[j]])) for j in todo)
+        return (net(crop(paths[have[j]], dets[have[j]])) for j in todo)
 
     got, embed.computed = content_store.cached_map([paths[i] for i in have], db, compute, log, "embedded")
     if have and not embed.computed:  # what the last call cost, for tests and logs
@@ -207,47 +207,29 @@ def client_settings() -> dict:
                                    "before / 255 (pipeline.data.hand_net.pixels)"}
 
 
-def keypoints(raws: list):
-    """float32 (n, 64): the keypoint FEATURES of each `hands.detection` detection (64 zeros, the no-hand flag 0
-    included, where none was found or its keypoints are too close together to scale)."""
-    import numpy as np
-
-    rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32)
-    return rows.reshape(len(raws), len(hands.FEATURES))
-
-
-def inputs(raws: list, emb):
-    """float32 (n, len(COLUMNS)): the `keypoints` of each `hands.detection` detection beside its embedding `emb`
+def inputs(dets: list, emb):
+    """float32 (n, len(COLUMNS)): the features of each detection (`hands.features_of`) beside its embedding `emb`
     (n, N_EMB), zeroed where the keypoints' no-hand flag is 0 (what the ONNX graph does too)."""
     import numpy as np
 
-    rows = keypoints(raws)
-    return np.concatenate([rows, np.asarray(emb, np.float32).reshape(len(raws), N_EMB) * rows[:, -1:]], axis=1)
-
-
-def detections(paths: list, folder: Path | None, log=print) -> list:
-    """The `hands.detection` of each image file: through the points store in `folder` when given, else found in
-    this process."""
-    paths = [str(p) for p in paths]
-    if folder is not None:
-        return hand_crops.find(paths, folder, log)[0]
-    return hands.detect(paths, log, None, "images", None, fn=hands.detection)
+    rows = hands.features_of(dets)
+    return np.concatenate([rows, np.asarray(emb, np.float32).reshape(len(dets), N_EMB) * rows[:, -1:]], axis=1)
 
 
 def photo_inputs(paths: list, folder: Path | None, log=print) -> tuple:
     """(float32 (n, len(COLUMNS)) rows, hand found per photo) for image files: MediaPipe's keypoints and the
     embedding, through the stores in `folder` when given, else found in this process."""
     paths = [str(p) for p in paths]
-    raws = detections(paths, folder, log)
-    return inputs(raws, embed(paths, raws, folder, log)), [bool(r[0]) for r in raws]
+    dets, _ = hands.detections(paths, hands.store(folder, log) if folder is not None else None, log)
+    return inputs(dets, embed(paths, dets, folder, log)), [bool(d[0]) for d in dets]
 
 
 def warm(paths: list, folder: Path, log=print) -> int:
-    """The detections of `paths` into the points and landmark stores in `folder`, and the embeddings of those with
-    a hand into the embedding store (what they lack; an unreadable image is skipped): one process's share of
-    datablock's work in a distributed launch. Returns how many MediaPipe looked at."""
-    raws, looked = hand_crops.warm_points(paths, folder, log)
-    embed([p for p, _ in raws], [r for _, r in raws], folder, log)
+    """The detections of `paths` into the detection store in `folder`, and the embeddings of those with a hand into
+    the embedding store (what they lack; an unreadable image is skipped): one process's share of datablock's work
+    in a distributed launch. Returns how many MediaPipe looked at."""
+    found, looked = hands.warm(paths, hands.store(folder, log), log)
+    embed([p for p, _ in found], [d for _, d in found], folder, log)
     return looked
 
 
@@ -255,22 +237,20 @@ def prepare(df, root: Path, ws, log) -> list[Path]:
     """Every photo of the split's embedding in the store, landmarks.csv (the keypoint rows of the same detection),
     the detection rate per class in the log and batch.png: training crops as the network sees them."""
     import numpy as np
-    import pandas as pd
     from PIL import Image
 
     from ..core import artifacts
     from ..core.workspace import write_csv
 
     paths = [root / p for p in df["path"]]
-    raws, _ = hand_crops.find(paths, ws.data, log)
-    embed(paths, raws, ws.data, log)
-    feats = pd.DataFrame([hands.row_of(r) for r in raws], columns=hands.COLUMNS + hands.FEATURES)
-    feats.insert(0, "path", df["path"].to_numpy())
+    dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
+    embed(paths, dets, ws.data, log)
+    feats = hands.features_table(df["path"], dets)
     rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
-    train = df[~df["is_valid"].to_numpy() & np.array([bool(r[0]) for r in raws])]
+    train = df[~df["is_valid"].to_numpy() & np.array([bool(d[0]) for d in dets])]
     train = train.sample(n=min(16, len(train)), random_state=0)
-    pngs = [hand_crops.png(Image.fromarray(photo_pixels(paths[i], raws[i]))) for i in train.index]
+    pngs = [hand_crops.png(Image.fromarray(photo_pixels(paths[i], dets[i]))) for i in train.index]
     return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
             hand_crops.plot_crops(pngs, list(train["label"]), ws.artifact("datablock", artifacts.BATCH_PNG),
                                   f"training images: the hand network's upright crops, {SIZE}px")]

@@ -32,8 +32,8 @@ def _detector():
 def crop_photo(path, size: int) -> tuple[bytes, list]:
     """(PNG bytes of the crop the model sees, the `hands.detection` detection) of one photo, found in this process; the
     whole frame where no hand is found."""
-    raw = hands.detection(str(path), _detector())
-    return hand_crops.png(hand_crops.crop(path, raw, size)), raw
+    det = hands.detection(str(path), _detector())
+    return hand_crops.png(hand_crops.crop(path, det, size)), det
 
 
 class CropReader(Transform):
@@ -54,8 +54,8 @@ class CropReader(Transform):
         if key in _PREPARED:  # already a crop (`probs`): the model reads it as it is
             return _PREPARED[key]
         if key not in self.crops:
-            self.crops[key], raw = crop_photo(key, self.size)
-            if not raw[0]:
+            self.crops[key], det = crop_photo(key, self.size)
+            if not det[0]:
                 warnings.warn(f"no hand found in {key}: the label is the model's answer for the whole frame",
                               stacklevel=2)
         return self.crops[key]
@@ -82,14 +82,12 @@ def _crop_files(pngs: list[bytes], folder: Path) -> list[str]:
     return files
 
 
-def engine_probs(engine, pngs: list[bytes], raws: list, batch_size: int, log) -> np.ndarray:
+def engine_probs(engine, pngs: list[bytes], dets: list, batch_size: int, log) -> np.ndarray:
     """An engine's probabilities for crops (written to a scratch folder for its `images`), with the keypoint rows
-    of the detections `raws` for an ONNX graph that reads them too (the fused model's)."""
+    of the detections `dets` for an ONNX graph that reads them too (the fused model's)."""
     import tempfile
 
-    from .fused_model import keypoint_rows
-
-    more = {"features": keypoint_rows(raws)} if engine.features_input else {}
+    more = {"features": hands.features_of(dets)} if engine.features_input else {}
     with tempfile.TemporaryDirectory(prefix="crops-") as tmp:
         files = _crop_files(pngs, Path(tmp))
         try:

@@ -85,12 +85,6 @@ class FusedNet(nn.Module):
         return self.head(x)
 
 
-def keypoint_rows(raws: list) -> np.ndarray:
-    """float32 (n, 64): the keypoint features of each `hands.detection` detection (64 zeros with no hand)."""
-    rows = np.asarray([hands.row_of(r)[len(hands.COLUMNS):] for r in raws], np.float32)
-    return rows.reshape(len(raws), len(hands.FEATURES))
-
-
 def head_params(model: FusedNet):
     """The parameter groups of a `FusedNet` the optimiser trains: the head's alone."""
     return [list(model.head.parameters())]
@@ -133,19 +127,19 @@ class FusedLearner(Learner):
     def photo_probs(self, paths: list, batch_size: int = 64, log=print, folder: Path | None = None):
         """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
         when `folder` is given), else found in this process."""
-        pngs, found, raws = hand_crops.photo_crops(paths, self.photo.size, folder, log)
+        pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)
         # the embeddings through the store (computed once per crop and backbone), or the whole model on the pixels
         x = (embeddings.embed(self.model.body, paths, pngs, self.embedding_key, folder, log, batch_size)
              if folder is not None else embeddings.to_tensor(pngs, self.photo.mean, self.photo.std))
-        return self._probs(x, raws, batch_size), found
+        return self._probs(x, dets, batch_size), found
 
-    def crop_probs(self, raws: list, images: list):
-        """Probabilities for upright RGB PIL `images` whose hands `raws` found (`crop_model.read`: a frame)."""
-        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, raws)]
-        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), raws, hands.N_FEATURES)
+    def crop_probs(self, dets: list, images: list):
+        """Probabilities for upright RGB PIL `images` whose hands `dets` found (`crop_model.read`: a frame)."""
+        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, dets)]
+        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), dets, hands.N_FEATURES)
 
-    def _probs(self, x, raws: list, batch_size: int):
-        feats = torch.from_numpy(keypoint_rows(raws))
+    def _probs(self, x, dets: list, batch_size: int):
+        feats = torch.from_numpy(hands.features_of(dets))
         self.model.eval()
         with torch.no_grad():
             logits = torch.cat([self.model(x[i:i + batch_size], feats[i:i + batch_size])

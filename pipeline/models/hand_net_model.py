@@ -19,7 +19,7 @@ from fastai.tabular.model import TabularModel
 from torch import nn
 
 from ..core.errors import PipelineError
-from ..data import hand_net
+from ..data import hand_net, hands
 from ..data.hands import FEATURES
 from .hand_model import N_SHAPE, LandmarkNet, feature_probs, shape_features
 
@@ -113,15 +113,15 @@ class HandNetLearner(TabularLearner):
         return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
 
-def graph_probs(engine, paths: list, raws: list, batch_size: int):
-    """An ONNX engine's probabilities for photos whose hands `raws` found: each batch's uint8 crops (decoded in
+def graph_probs(engine, paths: list, dets: list, batch_size: int):
+    """An ONNX engine's probabilities for photos whose hands `dets` found: each batch's uint8 crops (decoded in
     threads; zeros where no hand was found) beside its keypoint rows, into the graph (`HandNetGraph`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
     def pixels(i):
-        return hand_net.photo_pixels(paths[i], raws[i]) if raws[i][0] else None
+        return hand_net.photo_pixels(paths[i], dets[i]) if dets[i][0] else None
 
     out = []
     with ThreadPoolExecutor(max_workers=max(1, getattr(engine, "threads", 1))) as pool:
@@ -131,7 +131,7 @@ def graph_probs(engine, paths: list, raws: list, batch_size: int):
             for j, px in enumerate(pool.map(pixels, idx)):
                 if px is not None:
                     crops[j] = px
-            out.append(engine.probs(crops, hand_net.keypoints([raws[i] for i in idx])))
+            out.append(engine.probs(crops, hands.features_of([dets[i] for i in idx])))
     return np.concatenate(out) if out else np.zeros((0, len(engine.vocab)), np.float32)
 
 
@@ -160,9 +160,9 @@ def _parity_batches(learn, batch: int):
         conts = torch.from_numpy(part[hand_net.COLUMNS].to_numpy(np.float32))
         crops = np.zeros((len(part), hand_net.SIZE, hand_net.SIZE, 3), np.uint8)
         for j, p in enumerate(part["path"]):
-            path, raw = photos[p]
-            if raw[0]:
-                crops[j] = hand_net.photo_pixels(path, raw)
+            path, det = photos[p]
+            if det[0]:
+                crops[j] = hand_net.photo_pixels(path, det)
         yield (crops, conts[:, :len(FEATURES)].numpy()), (torch.zeros(len(part), 0, dtype=torch.long), conts)
 
 

@@ -144,7 +144,7 @@ def _photo(path: Path, detector):
     if detector is None:
         return img, ""
     points, _, _ = detector(path)
-    return (hands.draw(img, points), "") if points is not None else (img, "\n(no hand found)")
+    return (hands.draw_keypoints(img, points), "") if points is not None else (img, "\n(no hand found)")
 
 
 def validation(learn, ws, finds_hands: bool, log=print) -> tuple[dict, list[Path]]:

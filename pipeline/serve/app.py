@@ -45,7 +45,7 @@ def keypoints_on(path, points):
     are in the padded square's normalised coordinates, as `hands.Detector` returns them."""
     from ..data import hands
 
-    return hands.draw(hands.load_rgb(path), points)
+    return hands.draw_keypoints(hands.load_rgb(path), points)
 
 
 class Reader:

@@ -95,7 +95,7 @@ def shown(rgb, points):
     factor = -(-max(rgb.shape[:2]) // SHOWN_SIDE)
     if factor > 1:
         rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
-    return hands.draw(rgb, points) if points is not None else Image.fromarray(rgb)
+    return hands.draw_keypoints(rgb, points) if points is not None else Image.fromarray(rgb)
 
 
 def shown_html(rgb, points) -> str:

@@ -76,7 +76,7 @@ def features(store: ContentStore, paths: list[Path]) -> tuple[list, int]:
 def test_a_damaged_store_is_moved_aside_with_one_warning_and_rebuilt(tmp_path, how):
     paths = images(tmp_path / "imgs", 300)
     clean = [compute(p) for p in paths]
-    store_path = tmp_path / "data" / content_store.LANDMARKS
+    store_path = tmp_path / "data" / "features.sqlite"
     assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 300)
     damage(store_path, how)
 
@@ -86,7 +86,7 @@ def test_a_damaged_store_is_moved_aside_with_one_warning_and_rebuilt(tmp_path, h
     assert computed == 300                                        # what the damaged file held is computed again
     (line,) = said
     assert line.startswith(f"warning: the store {store_path} was damaged (") and "moved aside" in line
-    (aside,) = store_path.parent.glob(f"{content_store.LANDMARKS}.corrupt-*")
+    (aside,) = store_path.parent.glob("features.sqlite.corrupt-*")
     assert aside.name in line
     assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 0)  # rebuilt
 
@@ -150,9 +150,10 @@ def stored_keys(store_path: Path) -> list[str]:
         return [k for (k,) in db.execute("SELECT key FROM vals ORDER BY key")]
 
 
-def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path):
+def test_detections_of_the_wrong_shape_are_recomputed_and_counted(tmp_path):
     """Every landmarks.sqlite value `[1, 2, 3]`, each with its matching checksum, was pandas' `67 columns passed,
-    passed data had 3` (issue 36): a value of the wrong shape or type is a miss, counted, said once, recomputed."""
+    passed data had 3` (issue 36): a value of the detection store of the wrong shape or type is a miss, counted,
+    said once, recomputed."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     from PIL import Image
 
@@ -163,18 +164,18 @@ def test_landmark_values_of_the_wrong_shape_are_recomputed_and_counted(tmp_path)
         Image.new("RGB", (64, 64), (100 + i, 100, 100)).save(p := tmp_path / f"gray{i}.png")
         paths.append(p)
     folder = tmp_path / "data"
-    clean = hands.extract(paths, log=lambda m: None, store=content_store.landmarks(folder, log=pytest.fail))
-    store = content_store.landmarks(folder, log=pytest.fail)
+    clean = hands.extract(paths, log=lambda m: None, store=hands.store(folder, log=pytest.fail))
+    store = hands.store(folder, log=pytest.fail)
     keys = stored_keys(store.path)
     forge(store, keys, [[1, 2, 3]] * 3)
 
     said = []
-    store = content_store.landmarks(folder, log=said.append)
+    store = hands.store(folder, log=said.append)
     got = hands.extract(paths, log=lambda m: None, store=store)
     assert got.equals(clean) and got.attrs["extracted"] == 3 and store.misshapen == 3
     assert said == [f"warning: 3 value(s) in the store {store.path} are not what it holds (a wrong shape or type): "
                     "computed again"]
-    again = hands.extract(paths, log=lambda m: None, store=content_store.landmarks(folder, log=pytest.fail))
+    again = hands.extract(paths, log=lambda m: None, store=hands.store(folder, log=pytest.fail))
     assert again.equals(clean) and again.attrs["extracted"] == 0                      # stored anew
 
 
@@ -182,22 +183,21 @@ def every_store(which: str):
     """(store factory over a folder, a value it holds, one of the wrong shape or type) for the store `which`."""
     from PIL import Image
 
-    from pipeline.data import hand_crops
+    from pipeline.data import hand_crops, hands
     from pipeline.models import embeddings
 
     def png(side):
         return hand_crops.png(Image.new("RGB", (side, side)))
 
-    row, raw = [False, "", 0.0] + [0.0] * 64, [False, "", 0.0] + [0.0] * 126
-    return {"landmarks": (content_store.landmarks, row, raw),
-            "points": (hand_crops.points_store, raw, row),
+    row, detection = [False, "", 0.0] + [0.0] * 64, [False, "", 0.0] + [0.0] * 126
+    return {"detections": (hands.store, detection, row),
             "crops": (lambda f: hand_crops.crop_store(f, 32), png(32), png(16)),
             "decoded": (lambda f: content_store.decoded(f, {}, shape=(3, 8, 8)), np.ones((3, 8, 8), np.uint8),
                         np.ones((3, 8, 9), np.uint8)),
             "embeddings": (lambda f: embeddings.store(f, {}), np.ones(5, np.float32), np.ones((2, 5)))}[which]
 
 
-@pytest.mark.parametrize("which", ["landmarks", "points", "crops", "decoded", "embeddings"])
+@pytest.mark.parametrize("which", ["detections", "crops", "decoded", "embeddings"])
 def test_every_store_checks_the_shape_of_what_it_reads(tmp_path, which):
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     make, good, bad = every_store(which)
@@ -209,12 +209,12 @@ def test_every_store_checks_the_shape_of_what_it_reads(tmp_path, which):
     assert (got[0] == good).all() if isinstance(good, np.ndarray) else got[0] == good
 
 
-@pytest.mark.parametrize("bad", [[1, 2, 3], "a row", {"row": 1}, None, [True, "Left", 0.9] + [0.0] * 63,
-                                 ["yes", "Left", 0.9] + [0.0] * 64, [True, "Left", 0.9] + ["0"] * 64])
-def test_a_landmark_row_of_another_shape_or_type_is_not_one(bad):
+@pytest.mark.parametrize("bad", [[1, 2, 3], "a row", {"row": 1}, None, [True, "Left", 0.9] + [0.0] * 64,
+                                 ["yes", "Left", 0.9] + [0.0] * 126, [True, "Left", 0.9] + ["0"] * 126])
+def test_a_detection_of_another_shape_or_type_is_not_one(bad):
     from pipeline.data import hands
 
-    assert hands.is_row([True, "Left", 0.9] + [0.0] * 64) and not hands.is_row(bad)
+    assert hands.is_detection([True, "Left", 0.9] + [0.0] * 126) and not hands.is_detection(bad)
 
 
 def test_a_datablock_rerun_over_decoded_values_of_the_wrong_shape_gives_the_same_cache(tmp_path, capsys):

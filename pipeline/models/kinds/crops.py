@@ -58,8 +58,7 @@ class HandCrop(Kind):
     def warm(self, paths: list, cfg, folder: Path, log) -> int:
         return hand_crops.warm(paths, cfg.train.image_size, folder, log)
 
-    def store(self, folder: Path, log=print):
-        return hand_crops.points_store(folder)
+    store = staticmethod(hands.store)
 
     def dataloaders(self, ws, cfg, batch_size: int | None = None):
         """fastai DataLoaders of crop images over the persisted split (`ColSplitter`), with `aug_transforms` without
@@ -90,17 +89,17 @@ class HandCrop(Kind):
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-crop model takes none (the crop comes "
                                 "first)")
-        pngs, found, raws = hand_crops.photo_crops(paths, crop_model.crop_size(engine), _folder(store), log)
-        return crop_model.engine_probs(engine, pngs, raws, batch_size, log), found
+        pngs, found, dets = hand_crops.photo_crops(paths, crop_model.crop_size(engine), _folder(store), log)
+        return crop_model.engine_probs(engine, pngs, dets, batch_size, log), found
 
     def read(self, engine, photo, detector):
         from .. import crop_model
 
-        raw, img, points = hands.frame_detection(photo, detector)
-        if raw is None:
+        det, img, points = hands.frame_detection(photo, detector)
+        if det is None:
             return None, None
-        png = hand_crops.png(hand_crops.crop_image(img, raw, crop_model.crop_size(engine)))
-        return crop_model.engine_probs(engine, [png], [raw], 1, _QUIET)[0], points
+        png = hand_crops.png(hand_crops.crop_image(img, det, crop_model.crop_size(engine)))
+        return crop_model.engine_probs(engine, [png], [det], 1, _QUIET)[0], points
 
     def onnx_plan(self, learn, t):
         """One uint8 crop in (the image graph's), which a client makes with MediaPipe first (the card's
@@ -161,11 +160,11 @@ class CropEmbedding(HandCrop):
     def read(self, engine, photo, detector):
         if engine.learn is None:
             return super().read(engine, photo, detector)
-        raw, img, points = hands.frame_detection(photo, detector)
-        if raw is None:
+        det, img, points = hands.frame_detection(photo, detector)
+        if det is None:
             return None, None
         with engine.lock:
-            return engine.learn.crop_probs([raw], [img])[0].numpy(), points
+            return engine.learn.crop_probs([det], [img])[0].numpy(), points
 
     def onnx_plan(self, learn, t):
         from .. import fused_model

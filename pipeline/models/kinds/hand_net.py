@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.errors import PipelineError
-from ...data import hand_crops, hand_net, hands
+from ...data import hand_net, hands
 from .landmarks import Landmarks
 
 
@@ -49,14 +49,14 @@ class HandNet(Landmarks):
         quiet = lambda message: None  # noqa: E731
         df, root, feats, vocab = self.keypoint_table(ws, cfg, batch_size)
         paths = [root / p for p in df["path"]]
-        raws, _ = hand_crops.find(paths, ws.data, quiet)
-        emb = pd.DataFrame(hand_net.embed(paths, raws, ws.data, quiet), columns=hand_net.COLUMNS[len(hands.FEATURES):])
+        dets, _ = hands.detections(paths, hands.store(ws.data, quiet), quiet)
+        emb = pd.DataFrame(hand_net.embed(paths, dets, ws.data, quiet), columns=hand_net.COLUMNS[len(hands.FEATURES):])
         emb.insert(0, "path", df["path"].to_numpy())
         table = feats[["path"] + hands.FEATURES].merge(emb, on="path", how="inner", validate="one_to_one")
         table[emb.columns[1:]] *= table[[hands.FEATURES[-1]]].to_numpy()  # no hand by the keypoints' flag: no embedding
         dls = hand_model.dataloaders(df, table, vocab, batch_size or cfg.train.batch_size, hand_net.COLUMNS)
         # each validation photo and its detection, by its path in the split: the ONNX export checks its parity on them
-        dls.valid_photos = {p: (path, raw) for p, path, raw, v in zip(df["path"], paths, raws, df["is_valid"]) if v}
+        dls.valid_photos = {p: (path, det) for p, path, det, v in zip(df["path"], paths, dets, df["is_valid"]) if v}
         return dls
 
     def model(self, n_out: int, t):
@@ -97,20 +97,20 @@ class HandNet(Landmarks):
             x, found = hand_net.photo_inputs(paths, folder, log)
             return engine.features(x, batch_size), found
         paths = [str(p) for p in paths]
-        raws = hand_net.detections(paths, folder, log)
-        return graph_probs(engine, paths, raws, batch_size), [bool(r[0]) for r in raws]
+        dets, _ = hands.detections(paths, hands.store(folder, log) if folder is not None else None, log)
+        return graph_probs(engine, paths, dets, batch_size), [bool(d[0]) for d in dets]
 
     def read(self, engine, photo, detector):
-        raw, img, points = hands.frame_detection(photo, detector)
-        if raw is None:
+        det, img, points = hands.frame_detection(photo, detector)
+        if det is None:
             return None, None
-        rows = hand_net.keypoints([raw])
+        rows = hands.features_of([det])
         if not rows[0, -1]:  # keypoints too close together for the features (the no-hand row)
             return None, None
         if engine.learn is not None:
-            emb = hand_net.network()(hand_net.crop_image(img, raw))[None]
-            return engine.features(hand_net.inputs([raw], emb), 1)[0], points
-        return engine.probs(hand_net.pixels(img, raw)[None], rows)[0], points
+            emb = hand_net.network()(hand_net.crop_image(img, det))[None]
+            return engine.features(hand_net.inputs([det], emb), 1)[0], points
+        return engine.probs(hand_net.pixels(img, det)[None], rows)[0], points
 
     def onnx_plan(self, learn, t):
         """One graph: the uint8 crop and the keypoint rows in, the hand network rebuilt in torch, the head

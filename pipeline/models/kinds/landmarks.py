@@ -1,5 +1,5 @@
 """The hand-keypoint kind (`datablock.input = "landmarks"`, `train.arch = "landmark_mlp"`): MediaPipe's 21 keypoints
-of each photo (pipeline/data/hands.py, through the keypoint store) as 64 features, fastai's tabular MLP on them
+of each photo (pipeline/data/hands/, through the detection store) as 64 features, fastai's tabular MLP on them
 (hand_model.py). Its engine input is `features`; its ONNX graph reads float keypoint rows."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ...core import artifacts
 from ...core.errors import PipelineError
-from ...data import content_store, hands
+from ...data import hands
 from .base import Kind
 
 
@@ -15,14 +15,14 @@ class Landmarks(Kind):
     """fastai's tabular MLP on MediaPipe's hand keypoints."""
     name, input, archs, title = "hand landmarks", "landmarks", ("landmark_mlp",), "hand keypoints"
     finds_hands, writes = True, (artifacts.LANDMARKS,)
-    store = staticmethod(content_store.landmarks)
+    store = staticmethod(hands.store)
 
     def prepare(self, df, root: Path, cfg, ws, log) -> list[Path]:
         """landmarks.csv (path, hand found, handedness, score, the model's features) for every image of the split,
         the detection rate per class in the log, and batch.png: training images with their keypoints drawn."""
         from ...core.workspace import write_csv
 
-        feats = hands.extract([root / p for p in df["path"]], log, store=content_store.landmarks(ws.data, log))
+        feats = hands.extract([root / p for p in df["path"]], log, store=hands.store(ws.data, log))
         feats.insert(0, "path", df["path"].to_numpy())
         rate = feats["hand_found"].groupby(df["label"].to_numpy()).mean().sort_values()
         log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
@@ -32,7 +32,7 @@ class Landmarks(Kind):
                                      ws.artifact("datablock", artifacts.BATCH_PNG), "training images: hand landmarks")]
 
     def warm(self, paths: list, cfg, folder: Path, log) -> int:
-        return hands.warm(paths, content_store.landmarks(folder, log), log)
+        return hands.warm(paths, hands.store(folder, log), log)[1]
 
     def keypoint_table(self, ws, cfg, batch_size):
         """(the persisted split, its images' root, landmarks.csv's rows, vocab): what the keypoint DataLoaders join."""
