@@ -33,9 +33,9 @@ def main() -> None:
     net = hand_net.network()
     net(hand_net.crop(*found[0]))  # the interpreter's first run prepares its kernels: not timed
     crop_ms, net_ms = [], []
-    for path, raw in found:
+    for path, det in found:
         t0 = time.perf_counter()
-        x = hand_net.crop(path, raw)
+        x = hand_net.crop(path, det)
         t1 = time.perf_counter()
         net(x)
         t2 = time.perf_counter()

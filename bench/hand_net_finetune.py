@@ -146,15 +146,16 @@ def _settle_and_score(model, tail, kp, acts, hand_row, train, test):
         return F.softmax(model(torch.zeros(len(xt), 0, dtype=torch.long), xt), 1).numpy()
 
 
-def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a):
-    """(held-out probabilities of the frozen model, of the fine-tuned one, seconds of each phase)."""
+def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a, t):
+    """(held-out probabilities of the frozen model, of the fine-tuned one, seconds of each phase); the head is the
+    config's (`t` = `cfg.train`: the pipeline's HandNetModel, `head_dropout`, `wd`, `batch_size`, `landmark_rotate`)."""
     import copy
 
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from pipeline.models import hand_net_model
+    from pipeline.models import hand_model, hand_net_model
 
     torch.manual_seed(a.seed)
     tail = copy.deepcopy(tail0)
@@ -166,19 +167,20 @@ def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a):
     rows = hand_row[tr]
     emb0 = torch.zeros(len(tr), 1152)
     emb0[torch.from_numpy(rows >= 0)] = _embed(tail, acts, rows[rows >= 0])
-    model = hand_net_model.HandNetModel(n_out, [512, 256], 0.2)
-    no_cats = torch.zeros(64, 0, dtype=torch.long)
-    nb = len(tr) // 64
+    model = hand_net_model.HandNetModel(n_out, hand_model.LAYERS, t.head_dropout)
+    bs = t.batch_size
+    no_cats = torch.zeros(bs, 0, dtype=torch.long)
+    nb = len(tr) // bs
 
     def run(epochs, groups, lrs, tuned):
-        opt = torch.optim.AdamW(groups, lr=lrs[-1], weight_decay=0.01)
+        opt = torch.optim.AdamW(groups, lr=lrs[-1], weight_decay=t.wd or 0.01)  # fastai's Adam: 0.01 when unset
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, lrs, total_steps=epochs * nb, pct_start=0.25)
         model.train()
         tail.train(tuned)
         for _ in range(epochs):
             order = torch.randperm(len(tr))
             for i in range(nb):
-                idx = order[i * 64:(i + 1) * 64]
+                idx = order[i * bs:(i + 1) * bs]
                 if tuned:
                     emb = torch.zeros(len(idx), 1152)
                     r = rows[idx.numpy()]
@@ -187,7 +189,7 @@ def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a):
                         emb[hit] = tail(torch.from_numpy(acts[r[r >= 0]]))
                 else:
                     emb = emb0[idx]
-                xb = torch.cat([_jitter(xkp[idx], 0.0), emb], 1)
+                xb = torch.cat([_jitter(xkp[idx], 0.0, t.landmark_rotate), emb], 1)
                 loss = F.cross_entropy(model(no_cats, xb), ytr[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -254,7 +256,7 @@ def main(argv=None) -> int:
         train, test = folds != unit, folds == unit
         known = sorted(set(y[train]))
         test &= np.isin(y, known)
-        frozen, tuned, t_head, t_tune = _fold(kp, acts, hand_row, y, train, test, len(vocab), tail, a)
+        frozen, tuned, t_head, t_tune = _fold(kp, acts, hand_row, y, train, test, len(vocab), tail, a, cfg.train)
         mask = np.full(len(vocab), -np.inf)
         mask[known] = 0
         for name, probs in (("frozen", frozen), ("tuned", tuned)):

@@ -133,8 +133,10 @@ def _views(x, tta: str):
     return out
 
 
-def _fold(x, y, train, test, n_out, a, seed: int):
-    """Held-out probabilities of one fold's model, trained from `seed`."""
+def _fold(x, y, train, test, n_out, a, seed: int, t):
+    """Held-out probabilities of one fold's model, trained from `seed` with the config's recipe `t` (`cfg.train`:
+    its model as the pipeline builds it, `base_lr`, `wd`, `epochs`, `batch_size`, `landmark_rotate`), one cycle as
+    fastai's `fit_one_cycle` schedules it (pct_start 0.25)."""
     import torch
     import torch.nn.functional as F
 
@@ -143,23 +145,24 @@ def _fold(x, y, train, test, n_out, a, seed: int):
     torch.manual_seed(seed)
     xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
     if a.emb_only:
-        model = _embedding_net(n_out, [512, 256], 0.2)
+        model = _embedding_net(n_out, hand_model.LAYERS, t.head_dropout)
     elif a.hand_net:
         from pipeline.models import hand_net_model
 
-        model = hand_net_model.HandNetModel(n_out, [512, 256], 0.2)
+        model = hand_net_model.HandNetModel(n_out, hand_model.LAYERS, t.head_dropout)
     else:
-        model = hand_model.LandmarkNet(n_out, [512, 256], 0.2)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    steps = a.epochs * (len(xtr) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.25)
-    no_cats = torch.zeros(64, 0, dtype=torch.long)
+        model = hand_model.network(n_out, t)
+    bs, lr = t.batch_size, float(t.base_lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=t.wd or 0.01)  # fastai's Adam: 0.01 when unset
+    steps = t.epochs * (len(xtr) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.25)
+    no_cats = torch.zeros(bs, 0, dtype=torch.long)
     model.train()
-    for _ in range(a.epochs):
+    for _ in range(t.epochs):
         order = torch.randperm(len(xtr))
-        for i in range(len(xtr) // 64):
-            idx = order[i * 64:(i + 1) * 64]
-            xb = _jitter(xtr[idx], a.turn)
+        for i in range(len(xtr) // bs):
+            idx = order[i * bs:(i + 1) * bs]
+            xb = _jitter(xtr[idx], a.turn, t.landmark_rotate)
             if a.emb_drop:
                 xb = torch.cat([xb[:, :64], F.dropout(xb[:, 64:], a.emb_drop)], 1)
             loss = F.cross_entropy(model(no_cats, xb), ytr[idx])
@@ -179,15 +182,17 @@ def _fold(x, y, train, test, n_out, a, seed: int):
         return sum(F.softmax(model(cats, v), 1) for v in _views(xt, a.tta)).numpy()
 
 
-def _jitter(x, turn: float):
-    """The recipe's jitter (3D turns of up to 15° about each axis, ±10 % stretch), then the `turn` lever."""
+def _jitter(x, turn: float, degrees: float):
+    """The recipe's jitter (3D turns of up to `degrees` about each axis, ± `hand_model.STRETCH` stretch), then the
+    `turn` lever."""
     import torch
 
     from pipeline.models import hand_model
 
     n = len(x)
     pts = x[:, :63].reshape(n, 21, 3)
-    moved = (pts @ hand_model.random_rotations(n, 15.0).transpose(1, 2)) * (1 + (torch.rand(n, 1, 3) * 2 - 1) * 0.1)
+    stretch = 1 + (torch.rand(n, 1, 3) * 2 - 1) * (hand_model.STRETCH if degrees else 0.0)
+    moved = (pts @ hand_model.random_rotations(n, degrees).transpose(1, 2)) * stretch
     flip = torch.ones(n, 1, 3)
     back = torch.rand(n) < turn
     flip[back, 0, 0] = flip[back, 0, 2] = -1
@@ -209,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--keypoints", choices=("image", "world"), default="image")
     p.add_argument("--turn", type=float, default=0.0)
     p.add_argument("--tta", choices=("", "mirror", "turn"), default="")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None, help="train.epochs of the config unless given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=1,
                    help="models a fold, from different seeds, probabilities averaged")
@@ -227,7 +232,9 @@ def main(argv=None) -> int:
            if a.hand_net else "")
     header(f"keypoint levers: {a.keypoints} keypoints, turn {a.turn:g}, tta {a.tta or 'none'}, seed {a.seed}, "
            f"{a.ensemble} model(s) a fold{emb}")
-    cfg = config.load(a.config, a.set)
+    cfg = config.load(a.config, a.set + ([f"train.epochs={a.epochs}"] if a.epochs else []))
+    if not isinstance(cfg.train.base_lr, float):
+        raise SystemExit(f"error: {a.config}: train.base_lr must be a number here (lr_find runs no sweep in a fold)")
     paths, labels, folds = _photos(cfg)
     folder = Workspace.from_config(cfg).data
     dets, looked = hands.detections(paths, hands.store(folder), log=lambda m: None)
@@ -249,7 +256,7 @@ def main(argv=None) -> int:
         train, test = folds != unit, folds == unit
         known = sorted(set(y[train]))
         test &= np.isin(y, known)
-        probs = sum(_fold(x, y, train, test, len(vocab), a, a.seed + 1000 * k) for k in range(a.ensemble)) / a.ensemble
+        probs = sum(_fold(x, y, train, test, len(vocab), a, a.seed + 1000 * k, cfg.train) for k in range(a.ensemble)) / a.ensemble
         mask = np.full(len(vocab), -np.inf)
         mask[known] = 0
         accs.append(float(((np.log(probs) + mask).argmax(1) == y[test]).mean()))

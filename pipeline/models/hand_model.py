@@ -1,12 +1,12 @@
 """The hand-landmark learner (`train.arch = "landmark_mlp"`): its DataLoaders over landmarks.csv, its training
 jitter (random 3D turns, stretches and mirrors of the keypoints), and its model with shape features
-(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `hands.py` plus
+(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `data/hands/` plus
 features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
 Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
 the export takes the same keypoint rows as the plain model.
 
 Its own module, importing torch at the top, because `load_learner` unpickles the learner and the model by their
-class names (so the export needs this package installed, and the model card says so); `hands.py` (keypoint
+class names (so the export needs this package installed, and the model card says so); `data/hands/` (keypoint
 extraction, which needs no torch) does not import it.
 """
 from __future__ import annotations
@@ -26,6 +26,8 @@ from ..core.errors import PipelineError
 from ..data.hands import FEATURES, N_POINTS
 
 N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
+LAYERS = [512, 256]  # the hidden layers of every keypoint MLP (this one, the hand-network kinds', bench/keypoint_levers.py)
+STRETCH = 0.1       # the jitter's stretch of each axis, up to ± this fraction (with a rotation)
 
 
 def shape_features(conts: torch.Tensor) -> torch.Tensor:
@@ -94,17 +96,20 @@ def photo_probs(learn, paths: list, batch_size: int = 64, log=print, store=None)
     return feature_probs(learn, x, batch_size), found
 
 
-def make_learner(dls, t, **common) -> HandLearner:
-    """A `HandLearner` with fastai's tabular MLP (two hidden layers, `t.head_dropout` between them) on FEATURES
-    (`t.landmark_features` "coords"), or on FEATURES plus the shape features computed from them ("coords+shape":
-    `LandmarkNet`); its batch-norm statistics are settled over the training set after each fit (`SettleBatchNorm`)."""
-    common = {**common, "cbs": [*common.get("cbs", []), SettleBatchNorm()]}
-    layers, n_out = [512, 256], len(dls.vocab)
+def network(n_out: int, t) -> nn.Module:
+    """fastai's tabular MLP (LAYERS, `t.head_dropout` between them) on FEATURES (`t.landmark_features` "coords"), or
+    on FEATURES plus the shape features computed from them ("coords+shape": `LandmarkNet`)."""
     if t.landmark_features == "coords+shape":
-        model = LandmarkNet(n_out, layers, t.head_dropout)
-    else:  # what fastai's tabular_learner builds for continuous columns only
-        model = TabularModel([], len(FEATURES), n_out, layers, ps=t.head_dropout, embed_p=0.0, y_range=None)
-    return HandLearner(dls, model, **common)
+        return LandmarkNet(n_out, LAYERS, t.head_dropout)
+    # what fastai's tabular_learner builds for continuous columns only
+    return TabularModel([], len(FEATURES), n_out, LAYERS, ps=t.head_dropout, embed_p=0.0, y_range=None)
+
+
+def make_learner(dls, t, **common) -> HandLearner:
+    """A `HandLearner` over `network`; its batch-norm statistics are settled over the training set after each fit
+    (`SettleBatchNorm`)."""
+    common = {**common, "cbs": [*common.get("cbs", []), SettleBatchNorm()]}
+    return HandLearner(dls, network(len(dls.vocab), t), **common)
 
 
 def dataloaders(split, feats, vocab: list[str], batch_size: int, columns: list[str] = FEATURES):
@@ -209,7 +214,7 @@ def random_rotations(n: int, degrees: float, generator=None):
     return rz @ ry @ rx
 
 
-def jitter_callback(degrees: float, scale: float = 0.1, mirror: float = 0.0):
+def jitter_callback(degrees: float, scale: float = STRETCH, mirror: float = 0.0):
     """A fastai Callback that, on training batches only, turns each hand by a random 3D rotation (up to `degrees`
     about each axis: the viewpoint changes from camera to camera), stretches each axis by up to ±`scale` (hand
     proportions differ from signer to signer; only with a rotation), and mirrors it left to right with probability

@@ -61,9 +61,10 @@ class HandNet(Landmarks):
 
     def model(self, n_out: int, t):
         """The network its learner trains: `HandNetModel` (two hidden layers, `t.head_dropout`)."""
+        from ..hand_model import LAYERS
         from ..hand_net_model import HandNetModel
 
-        return HandNetModel(n_out, [512, 256], t.head_dropout)
+        return HandNetModel(n_out, LAYERS, t.head_dropout)
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """A `HandNetLearner` over `model`, with the keypoint recipe's jitter (it moves the keypoint columns, not the
@@ -144,9 +145,10 @@ class HandNetLate(HandNet):
         return super().recipe(cfg) + f", late fusion ({LATE_WEIGHT:g} × the keypoint MLP)"
 
     def model(self, n_out: int, t):
+        from ..hand_model import LAYERS
         from ..hand_net_model import HandNetLateModel
 
-        return HandNetLateModel(n_out, [512, 256], t.head_dropout)
+        return HandNetLateModel(n_out, LAYERS, t.head_dropout)
 
     def recognises(self, learn) -> bool:
         from ..hand_net_model import HandNetLateModel
