@@ -313,6 +313,7 @@ def graph_export(tmp_path_factory, request):
     return learn, tmp / "hn.pkl", entry, paths, dets
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
     """The graph runs the hand network rebuilt in torch on the uint8 crop; the learner read LiteRT's embedding of the
     same crop: parity at export (8 validation photos, 2 with no hand), and the onnx engine's answers for every photo
@@ -337,6 +338,7 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
                                atol=1e-5)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(graph_export, tmp_path):
     """A hand-network export trained before its graph existed (its card says why there is none): the fastai engine
     loads it; the onnx engine is one line with the card's reason."""
@@ -359,6 +361,7 @@ def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(grap
         exported.load(old, engine="onnx")
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_export):
     """The graph's parity needs the validation photos the train stage's DataLoaders keep: without them, the card's
     reason (`Kind.export_onnx`) says so in one line and no file is written."""

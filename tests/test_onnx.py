@@ -37,6 +37,7 @@ def tiny(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_train_writes_an_onnx_with_its_parity(tiny):
     import onnx
 
@@ -60,6 +61,7 @@ def test_train_writes_an_onnx_with_its_parity(tiny):
         assert probs.shape == (n, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_onnx_engine_gives_fastais_labels_in_evaluate_and_predict(tiny):
     """evaluate with either engine writes the same predictions; `predict --engine onnx` prints the fastai
     engine's labels and imports neither fastai nor torch."""
@@ -84,6 +86,7 @@ def test_onnx_engine_gives_fastais_labels_in_evaluate_and_predict(tiny):
     assert len(rows) == 12 and all(predicted[f.split("/")[-1]] == label for f, label, _ in rows)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_onnx_engine_refuses_a_graph_that_does_not_match_its_card(tiny, tmp_path):
     for name in ("tiny.pkl", "tiny.json", "tiny.onnx"):
         shutil.copy(tiny / "exports" / name, tmp_path / name)
@@ -216,6 +219,7 @@ def _one_error_line(p) -> str:
     ("image_size", 32, "image_size 32 does not match the graph's input 16x16"),
     ("vocab", ["A", "B"], "vocab has 2 class(es) but the graph gives 3 probabilities"),
 ])
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, field, value, expected):
     """`predict --engine onnx` (and so serve and evaluate, through `card.read`) on a card whose graph entry, input
     size or vocab was changed: one `error:` line naming the card and the field, not a traceback."""
@@ -234,6 +238,7 @@ def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, fiel
                                   f"train (`python -m pipeline run --stages train --force`) or restore the card")
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_damaged_onnx_with_trust_learner_is_one_line(tiny, tmp_path):
     pkl = _copy_export(tiny, tmp_path)
     raw = pkl.with_suffix(".onnx").read_bytes()
@@ -281,6 +286,7 @@ def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_pa
                               f"(`python -m pipeline run --stages train --force`) or restore the card")
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, tmp_path):
     pkl = _copy_export(tiny, tmp_path)
     meta = json.loads(pkl.with_suffix(".json").read_text())
@@ -295,6 +301,7 @@ def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, 
         f"pipeline run --stages train --force`) or restore the card")
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_the_graph_records_its_vocab_and_a_card_with_another_is_one_line(tiny, tmp_path):
     """ONNX labels come from the card: a card whose vocab was reversed made `--engine onnx` print every A as C at
     p 1.000 (issue 36). The graph keeps its vocab's sha256 in its metadata (`signpipe.vocab_sha256`), checked at

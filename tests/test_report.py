@@ -25,6 +25,7 @@ def finished_run(tmp_path_factory):
     return tmp_path, cfg
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_is_self_contained_and_shows_every_stage(finished_run):
     project, cfg = finished_run
     page = report.build(cfg, runner.status(cfg)).read_text()
@@ -45,6 +46,7 @@ def test_report_is_self_contained_and_shows_every_stage(finished_run):
     assert page.count("<figure>") == min(wrong, 24)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_command_and_a_run_without_results(finished_run, tmp_path_factory):
     project, _ = finished_run
     p = subprocess.run(pipeline_cmd("report"), cwd=project, env=subprocess_env(), capture_output=True, text=True)
@@ -100,6 +102,7 @@ def test_the_held_out_groups_are_shown_as_a_test_set(tmp_path):
 
 @pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
                                         "PATH): apt-get install chromium")
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, cfg = finished_run
     page = report.build(cfg, runner.status(cfg))
@@ -150,6 +153,7 @@ def _crossval(cfg):
     return folder
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 @needs_browser
 def test_report_in_chromium_shows_crossval_and_the_interpretation(finished_run):
     """In a real browser: the crossval tables hold crossval.csv's and letters.csv's figures (lowest letter first), its

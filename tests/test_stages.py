@@ -43,6 +43,7 @@ def finished(tmp_path_factory):
     return project, result, printed.getvalue()
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_tiny_pipeline_end_to_end(finished):
     project, result, out = finished
     assert result == {s: "ran" for s in runner.STAGE_NAMES}
@@ -84,6 +85,7 @@ def _tallied_by_hand(preds):
     return out
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 @pytest.mark.parametrize("folder", ["evaluate/t", "train"])
 def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, folder):
     """evaluate (per test set) and train (its validation split) write the same interpretation: a loss per photo that is
@@ -120,6 +122,7 @@ def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, fold
     assert list(confused["count"]) == sorted(confused["count"], reverse=True)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
     """`predict --csv --topk 2 --probs`: top1 is the label, the probabilities fall, and each is the one in its class's
     p_ column, which sum to 1."""
@@ -141,6 +144,7 @@ def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
     assert capsys.readouterr().err.startswith("error: --topk must be >= 1")
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
     """`StageSpec.writes` is the contract the runner checks: every declared output exists (the runner refuses a
     stage that left one out), and no stage leaves a file it does not declare (evaluate declared metrics.json twice
@@ -153,6 +157,7 @@ def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
         assert found == set(stage.outputs(cfg)), stage.name
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypatch):
     project, _, _ = finished
     cfg = config.load(None, cwd=project)
@@ -164,6 +169,7 @@ def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypa
     assert fingerprints.read_manifest(runner.Workspace.from_config(cfg), "lr_find") is not None  # the last run stays
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_test_set_errors_are_clear(finished):
     project, _, _ = finished
     nothing = config.load(None, ["evaluate.batch_size=4"], cwd=project)
@@ -176,6 +182,7 @@ def test_test_set_errors_are_clear(finished):
         runner.run(gone, ["evaluate"], force=True)
 
 
+@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_evaluate_refuses_a_learner_that_does_not_match_what_train_recorded(finished):
     project, _, _ = finished
     cfg = config.load(None, cwd=project)
