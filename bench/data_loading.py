@@ -3,8 +3,8 @@
 On the 5,800-image grassknoted sample in ../shared/data (200x200 JPEG photos), with the default model
 (EfficientNet-Lite0, pretrained, frozen body as fine_tune's first phase trains it) and batch size 64, for both
 ways the train stage can read images: image files (decoded and resized every epoch) and the preprocessing
-cache (`datablock.cache = true`). The learner and DataLoaders are the train stage's own (`make_learner`,
-`cache.training_data`). A callback measures, for each training batch, the time from the end of the previous
+cache (`datablock.cache = true`). The learner and DataLoaders are the train stage's own (`Kind.make_learner`,
+`Kind.training_data`). A callback measures, for each training batch, the time from the end of the previous
 batch to the start of this one: fetching, decoding, collating and the batch transforms (IntToFloat, Normalize).
 Share = that time / the time of the training batches.
 
@@ -30,8 +30,7 @@ def measure(size: int, cache: bool, batches: int) -> dict:
 
     from pipeline import config, runner
     from pipeline.core.workspace import Workspace
-    from pipeline.data import cache as cache_mod, loaders
-    from pipeline.models import training
+    from pipeline.models import kinds, training
 
     work = OUT / "data_loading"
     work.mkdir(parents=True, exist_ok=True)
@@ -42,7 +41,8 @@ def measure(size: int, cache: bool, batches: int) -> dict:
     with redirect_stdout(io.StringIO()):
         runner.run(cfg, ["download", "datablock"])
     ws = Workspace.from_config(cfg)
-    learn = training.make_learner(loaders.dataloaders(ws, cfg), cfg, ws)
+    kind = kinds.of(cfg)
+    learn = kind.make_learner(kind.dataloaders(ws, cfg), cfg, ws)
     warm = 2
 
     class Wait(Callback):
@@ -69,7 +69,7 @@ def measure(size: int, cache: bool, batches: int) -> dict:
     if not cache:
         cfg = config.load(None, cwd=work, overrides=[f"run.name=loading_{size}", "datablock.cache=false",
                                                      "train.arch=tf_efficientnet_lite0", f"train.image_size={size}"])
-    with cache_mod.training_data(learn, ws, cfg), training.quiet(learn), learn.no_logging():
+    with kind.training_data(learn, ws, cfg, None), training.quiet(learn), learn.no_logging():
         learn.fit(1, 1e-3, cbs=[wait])
     return {"share": wait.wait / wait.total, "wait_ms": 1000 * wait.wait / wait.n,
             "batch_ms": 1000 * wait.total / wait.n, "ips": 64 * wait.n / wait.total}

@@ -65,14 +65,15 @@ def plain_side(cfg, a) -> dict:
 
     from pipeline.core.workspace import Workspace
     from pipeline.data import loaders
-    from pipeline.models import training
+    from pipeline.models import kinds
 
     ws = Workspace.from_config(cfg)
     df, root, vocab = loaders.load_split(ws)
     from fastai.torch_core import set_seed
 
     set_seed(cfg.run.seed, reproducible=True)
-    learn = training.make_learner(loaders.dataloaders(ws, cfg), cfg, ws)  # frozen body, as the stage trains it
+    kind = kinds.of(cfg)
+    learn = kind.make_learner(kind.dataloaders(ws, cfg), cfg, ws)  # frozen body, as the stage trains it
     model = copy.deepcopy(learn.model)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

@@ -241,7 +241,7 @@ def run_all(configs: list[Path], out: Path, overrides: list[str] = (), force: bo
         print(f"== {row.experiment}: {state} ({_duration(time.perf_counter() - t0)})", flush=True)
         rows.append(row)
         if not row.error:  # run.track: the row as a TensorBoard run in the experiment's run folder
-            tracking.log_row(cfg, Workspace.from_config(cfg).root, tracked,
+            tracking.log_row(cfg.run.track, Workspace.from_config(cfg).root, tracked,
                              {"experiment": row.experiment, "model": row.model, "data": row.data,
                               "published": row.published},
                              {**{f"test/{k}": v for k, v in row.test.items()}, "valid_accuracy": row.valid,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .core import tracking
 from .core.errors import PipelineError
+from .core.stagespec import DATA, MODEL, ROLES, RUNTIME, SCHEDULE  # noqa: F401  (ROLES: for readers of config)
 from .models import card, kinds
 
 if sys.version_info >= (3, 11):
@@ -32,13 +33,7 @@ def demo_config() -> Path:
     return installed if installed.is_file() else installed.parent.parent.parent / "configs" / "demo.toml"
 
 
-# A train entry's role, which says which stages' results it changes (stagespec: "train:model,data" in a stage's
-# params takes the entries with those roles; the others of the section are ignored by that stage):
-DATA = "data"            # what the decoded pixels are: datablock's pixel cache, lr_find and train
-MODEL = "model"          # the model, its loss and the batches it learns from: lr_find's sweep and train
-SCHEDULE = "schedule"    # what follows the sweep (how long, at what rate, what is done after): train only
-RUNTIME = "runtime"      # how fast the same arithmetic runs on this machine: train only
-ROLES = (DATA, MODEL, SCHEDULE, RUNTIME)
+# A train entry's role (DATA, MODEL, SCHEDULE, RUNTIME: core/stagespec.py) says which stages' results it changes.
 
 
 def entry(default, role: str, later: str = ""):
@@ -157,6 +152,11 @@ class TrainCfg:
     num_workers: int = entry(-1, RUNTIME)  # DataLoader workers; -1 = auto for this machine (pipeline/core/runtime.py)
     precision: str = entry("auto", RUNTIME)  # auto | fp32 | fp16 | bf16 (auto: mixed precision on CUDA, fp32 on CPU)
     channels_last: str = entry("auto", RUNTIME)  # auto | on | off (auto: on for pretrained convnets on CUDA)
+
+    def entries(self, role: str) -> dict:
+        """The entries tagged `role` (ROLES), by name: what a function of that role takes as keywords
+        (`runtime.decide(**t.entries(RUNTIME))`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("role") == role}
 
 
 @dataclass

@@ -99,12 +99,12 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
                      "worst": ", ".join(f"{c} {a:.0%}" for c, a in zip(worst["category"], worst["accuracy"]))})
         log(f"[crossval] {unit}: accuracy {m['accuracy']:.4f} on {m['scored']} images; worst {rows[-1]['worst']}")
         # run.track: the fold's row as a TensorBoard run of its own, in the base run's folder
-        tracking.log_row(base, Workspace.from_config(base).root, f"{tracked}/{tracking.safe_name(unit)}",
+        tracking.log_row(base.run.track, Workspace.from_config(base).root, f"{tracked}/{tracking.safe_name(unit)}",
                          {"held_out": unit, "by": by}, rows[-1])
     with runlock.hold(Workspace.from_config(base).root, wait=wait):
         summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
                               pd.concat(letters) if letters else None, config_path, overrides)
-    tracking.log_row(base, Workspace.from_config(base).root, f"{tracked}/mean", {"held_out": "mean over folds", "by": by},
+    tracking.log_row(base.run.track, Workspace.from_config(base).root, f"{tracked}/mean", {"held_out": "mean over folds", "by": by},
                      {"accuracy": summary["mean"], "std": summary["std"], "pooled": summary["pooled"]})
     log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
         f"lowest letter {summary['min_letter']}; table in {summary['path']}")

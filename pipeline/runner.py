@@ -76,7 +76,7 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
             raise cannot_write(e, staging) from None
     started, t0 = _now(), time.perf_counter()
     try:
-        with loaders.unverified_images(cfg):
+        with loaders.unverified_images(cfg.datablock.verify):
             outputs = stage.load().run(cfg, staged, log)
         duration = time.perf_counter() - t0
         if not main:

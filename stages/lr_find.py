@@ -6,7 +6,6 @@ import math
 from pipeline.core import artifacts
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, save_figure, write_json
-from pipeline.data import cache
 from pipeline.models import kinds
 
 STAGE = StageSpec(
@@ -72,7 +71,7 @@ def run(cfg, ws, log):
     learn = kind.make_learner(kind.dataloaders(ws, cfg), cfg, ws)
     c = cfg.lr_find
     log(f"lr_find over {c.num_it} batches, {c.start_lr:g} → {c.end_lr:g} ({cfg.train.arch})")
-    with training.quiet(learn), cache.training_data(learn, ws, cfg, log), \
+    with training.quiet(learn), kind.training_data(learn, ws, cfg, log), \
             training.progress_lines(learn, log, lambda training: "lr_find sweep", total=c.num_it):
         learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False, suggest_funcs=None)
     rec = learn.recorder

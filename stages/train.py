@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import platform
 
-from pipeline.core import artifacts, distributed, runtime, tracking
+from pipeline.core import artifacts, distributed, tracking
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
-from pipeline.data import cache
 from pipeline.models import calibration, interpretation, kinds
 
 STAGE = StageSpec(
@@ -96,21 +95,23 @@ def run(cfg, ws, log):
     if distributed.is_main():  # run.track: a resumed run goes on logging where it began
         from pipeline.models.checkpoints import read_checkpoint
 
-        tracker = tracking.open_tracker(cfg, ws.root, "train", (read_checkpoint(ckpt, key) or {}).get("tracking"))
+        tracker = tracking.open_tracker(cfg.run.track, ws.root, "train", (read_checkpoint(ckpt, key) or {}).get("tracking"))
     try:
-        with cache.training_data(learn, ws, cfg, log), distributed.training(learn):
-            rows, stopping = training.fit(learn, t, lr, log, checkpoints=ckpt, key=key, tracker=tracker)
+        with kind.training_data(learn, ws, cfg, log) as cached, distributed.training(learn):
+            rows, stopping = training.fit(learn, lr, log, method=t.method, epochs=t.epochs,
+                                          freeze_epochs=t.freeze_epochs, lr_mult=t.lr_mult, patience=t.patience,
+                                          monitor=t.monitor, checkpoints=ckpt, key=key, tracker=tracker)
         if not distributed.is_main():  # rank 0 writes every artifact
             return []
-        return _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker)
+        return _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker, cached)
     finally:
         if tracker:
             tracker.close()
 
 
-def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
-    """The history, its plot and metrics, the export (.pkl, .onnx) and its card; the run's params and the exported
-    model's metrics to `tracker`."""
+def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker, cached):
+    """The history, its plot and metrics, the export (.pkl, .onnx) and its card (`cached`: it trained from the pixel
+    cache); the run's params and the exported model's metrics to `tracker`."""
     import pandas as pd
 
     from pipeline.models import training
@@ -124,7 +125,7 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker):
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-               "runtime": {**runtime.decide(t, kind.channels_last).as_dict(), "cache": cache.available(ws, cfg)},
+               "runtime": {**kind.decide_runtime(t).as_dict(), "cache": cached},
                "distributed": distributed.describe(t.batch_size, lr),
                **({"early_stopping": stopping} if stopping else {})}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}" + (f" (epoch {stopping['best_epoch']} of {len(rows)}: the best "

@@ -12,6 +12,7 @@ from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace, read_json
 from pipeline.data import cache, loaders
+from pipeline.models import kinds
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -41,8 +42,8 @@ def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
     arr = np.load(ws.artifact("datablock", artifacts.CACHE))
     assert arr.shape == (len(df), 3, 12, 12) and arr.dtype == np.uint8
 
-    files = loaders.dataloaders(ws, cfg)
-    cached = cache.training_dataloaders(ws, cfg, files)
+    files = kinds.of(cfg).dataloaders(ws, cfg)
+    cached = cache.training_dataloaders(ws, files)
     # the validation loaders (no shuffling, no random crop) give identical batches, labels included
     for (xf, yf), (xc, yc) in zip(files.valid, cached.valid, strict=True):
         assert torch.equal(xf, xc) and torch.equal(yf, yc)
@@ -81,7 +82,8 @@ def test_cache_settings_are_part_of_the_fingerprint(project):
     bigger = config.load(None, cwd=project, overrides=["train.image_size=16"])
     assert runner.status(bigger)[1] == ("datablock", "config changed")
     ws = Workspace.from_config(cfg)
-    assert not cache.available(ws, bigger)  # lr_find/train alone would read files, not a cache of the wrong size
+    assert cache.available(ws, True, cfg.train.image_size)
+    assert not cache.available(ws, True, bigger.train.image_size)  # lr_find/train alone would read files, not a cache of the wrong size
     off = config.load(None, cwd=project, overrides=["datablock.cache=false"])
     _stages(off, {"datablock"})
     assert not ws.artifact("datablock", artifacts.CACHE).exists()

@@ -187,7 +187,7 @@ def _synthetic_fused(tmp_path, monkeypatch, fusion: str):
     feats = rng.normal(size=(24, len(hands.FEATURES))).astype(np.float32)
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    monkeypatch.setattr(hand_crops, "split_crops", lambda ws, cfg, bs: (df, crops, ["A", "B", "C"]))
+    monkeypatch.setattr(hand_crops, "split_crops", lambda ws, bs, size: (df, crops, ["A", "B", "C"]))
     monkeypatch.setattr(embeddings, "body", lambda *a: (body, {"mean": [0.485, 0.456, 0.406],
                                                                "std": [0.229, 0.224, 0.225]}))
     monkeypatch.setattr(embeddings, "keypoint_features", lambda ws, df: feats)

@@ -216,3 +216,43 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     (tmp_path / "pipeline" / "models" / "families.py").write_text("from ..data import b\n")
     assert upward_imports(tmp_path) == ["pipeline.core.a -> pipeline.data", "pipeline.core.a -> pipeline.data.b",
                                         "pipeline.data.b -> pipeline.config"]
+
+
+# Where the config may go: the stages, the model kinds (and the model modules their classes bind), the commands on
+# top, and the machinery that derives from it (fingerprints, stagespec, the workspace's paths). Below that a
+# function takes the values it uses (`loaders.dataloaders(ws, bs, image_size, ...)`, `training.fit(learn, lr, log,
+# method=..., epochs=...)`, `runtime.decide(**t.entries(RUNTIME))`), so the walk of the config through train stops
+# at the kind (`bench/cfg_walk.py` counts it: 13 modules read it before, 9 after).
+CONFIG_FREE = ("pipeline/data", "pipeline/serve", "pipeline/core", "pipeline/models/training.py")
+CONFIG_MACHINERY = ("pipeline/core/fingerprints.py", "pipeline/core/stagespec.py", "pipeline/core/workspace.py")
+
+
+def config_takers(root: Path) -> list[str]:
+    """`file:line name` for each function of the config-free modules (CONFIG_FREE but CONFIG_MACHINERY) with a
+    parameter named `cfg`."""
+    found = []
+    for f in python_files(root):
+        rel = f.relative_to(root).as_posix()
+        if not rel.startswith(CONFIG_FREE) or rel in CONFIG_MACHINERY:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if "cfg" in [a.arg for a in node.args.args + node.args.kwonlyargs]:
+                    found.append(f"{rel}:{node.lineno} {getattr(node, 'name', 'lambda')}")
+    return found
+
+
+def test_the_config_stops_at_the_kinds_and_the_stages():
+    assert config_takers(REPO) == []
+
+
+def test_the_config_check_sees_a_taker(tmp_path):
+    for d in ("pipeline/data", "pipeline/core", "pipeline/models/kinds", "stages"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "pipeline/data/loaders.py").write_text("def dataloaders(ws, cfg, bs=None):\n    return cfg.train\n"
+                                                       "def split(ws, bs):\n    return bs\n")
+    (tmp_path / "pipeline/core/tracking.py").write_text("def open_tracker(root, *, cfg):\n    return root\n")
+    (tmp_path / "pipeline/core/fingerprints.py").write_text("def fingerprint(cfg, ws):\n    return cfg\n")
+    (tmp_path / "pipeline/models/kinds/images.py").write_text("def dataloaders(ws, cfg):\n    return cfg\n")
+    (tmp_path / "stages/train.py").write_text("def run(cfg, ws, log):\n    return cfg\n")
+    assert config_takers(tmp_path) == ["pipeline/core/tracking.py:1 open_tracker", "pipeline/data/loaders.py:1 dataloaders"]

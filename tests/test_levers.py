@@ -9,7 +9,7 @@ import pytest
 from pipeline import config, runner
 from pipeline.config import TrainCfg
 from pipeline.core.errors import PipelineError
-from pipeline.data import loaders
+from pipeline.models import kinds
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -18,15 +18,19 @@ def _names(tfms):
 
 
 def test_batch_augmentation_options():
-    assert loaders.batch_augmentation(TrainCfg()) == []
-    default = _names(loaders.batch_augmentation(replace(TrainCfg(), augment=True)))
+    def tfms(**train):  # what a model kind passes for a [train] section with these entries
+        return kinds.find("images", "resnet18").batch_tfms(replace(TrainCfg(), **train))
+
+    assert tfms() == []
+    default = _names(tfms(augment=True))
     assert "Flip" not in default and {"Warp", "Brightness"} <= set(default)  # fastai merges rotate+zoom into Warp
-    strong = loaders.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong"))
+    strong = tfms(augment=True, augment_strength="strong")
     assert {"Hue", "Saturation"} <= set(_names(strong)) and "Flip" not in _names(strong)
-    gray = _names(loaders.batch_augmentation(replace(TrainCfg(), augment=True, augment_strength="strong", grayscale=True)))
+    gray = _names(tfms(augment=True, augment_strength="strong", grayscale=True))
     assert "Hue" not in gray
-    (crop,) = loaders.batch_augmentation(replace(TrainCfg(), random_crop_scale=0.35, image_size=64))
+    (crop,) = tfms(random_crop_scale=0.35, image_size=64)
     assert type(crop).__name__ == "RandomResizedCropGPU" and crop.split_idx == 0  # never on valid/test batches
+    assert crop.size == (64, 64) and crop.min_scale == 0.35
 
 
 @pytest.mark.parametrize("key,value,message", [

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.config import TrainCfg
+from pipeline.config import RUNTIME, TrainCfg
 from pipeline.core import runtime
 from pipeline.models import kinds
 
@@ -16,15 +16,17 @@ from pipeline.models import kinds
     (True, True, 16, "cnnnet", (8, True, "bf16", False)),
 ])
 def test_auto_choices(cuda, bf16, cpus, arch, want):
-    rt = runtime.decide(TrainCfg(arch=arch), kinds.find("images", arch).channels_last, cuda=cuda, bf16=bf16, cpus=cpus)
+    rt = runtime.decide(**TrainCfg(arch=arch).entries(RUNTIME), suits_channels_last=kinds.find("images", arch).channels_last,
+                        cuda=cuda, bf16=bf16, cpus=cpus)
     assert (rt.workers, rt.pin_memory, rt.precision, rt.channels_last) == want
     assert rt.device == ("cuda" if cuda else "cpu")
 
 
 def test_explicit_choices_win():
     t = replace(TrainCfg(), num_workers=3, precision="fp16", channels_last="off")
-    rt = runtime.decide(t, cuda=False, cpus=2)
+    rt = kinds.find("images", "resnet18").decide_runtime(t)  # what a kind decides for a [train] section
     assert (rt.workers, rt.precision, rt.channels_last) == (3, "fp16", False)
+    assert t.entries(RUNTIME) == {"num_workers": 3, "precision": "fp16", "channels_last": "off"}
 
 
 def test_undo_leaves_a_plain_fp32_learner():

@@ -21,41 +21,36 @@ class Runtime:
         return asdict(self)
 
 
-def decide(t, suits_channels_last: bool = False, cuda: bool | None = None, bf16: bool | None = None,
-           cpus: int | None = None) -> Runtime:
-    """The choices for `t` (the [train] config) on this machine (or on the one described by the arguments), for a
-    model whose family says whether channels-last suits it (`kinds.Kind.channels_last`).
+def decide(num_workers: int = -1, precision: str = "auto", channels_last: str = "auto", suits_channels_last: bool = False,
+           cuda: bool | None = None, bf16: bool | None = None, cpus: int | None = None) -> Runtime:
+    """The choices on this machine (or on the one described by `cuda`, `bf16`, `cpus`) for the [train] config's
+    runtime entries (`TrainCfg.entries(RUNTIME)`: `num_workers`, `precision`, `channels_last`), for a model whose
+    kind says whether channels-last suits it (`kinds.Kind.channels_last`).
 
-    - workers (`train.num_workers = -1`, auto): on CUDA, up to 8 decoding processes keep the GPU fed. On a CPU the
+    - workers (`num_workers = -1`, auto): on CUDA, up to 8 decoding processes keep the GPU fed. On a CPU the
       model and any decoding processes share the same cores, so decoding stays in the main process below 8 cores
       (2 workers from 8 up); `datablock.cache` removes the decoding cost instead.
-    - precision (`train.precision = "auto"`): bf16 where the GPU supports it, else fp16, on CUDA; fp32 on a CPU
-      (CPU autocast is slower than fp32 for these models).
-    - channels_last (`train.channels_last = "auto"`): on CUDA for the pretrained convnets (tensor cores want
-      NHWC); not for the baselines, which are too small to gain, nor on a CPU.
+    - precision (`"auto"`): bf16 where the GPU supports it, else fp16, on CUDA; fp32 on a CPU (CPU autocast is
+      slower than fp32 for these models).
+    - channels_last (`"auto"`): on CUDA for the pretrained convnets (tensor cores want NHWC); not for the
+      baselines, which are too small to gain, nor on a CPU.
     """
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     cpus = usable_cpus() if cpus is None else cpus
-    if t.num_workers >= 0:
-        workers = t.num_workers
+    if num_workers >= 0:
+        workers = num_workers
     elif cuda:
         workers = min(8, max(1, cpus - 1))
     else:
         workers = 2 if cpus >= 8 else 0
-    if t.precision != "auto":
-        precision = t.precision
-    elif cuda:
-        bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
-        precision = "bf16" if bf16 else "fp16"
-    else:
+    if precision == "auto" and cuda:
+        precision = "bf16" if (torch.cuda.is_bf16_supported() if bf16 is None else bf16) else "fp16"
+    elif precision == "auto":
         precision = "fp32"
-    if t.channels_last == "auto":
-        channels_last = cuda and suits_channels_last
-    else:
-        channels_last = t.channels_last == "on"
-    return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, channels_last, torch.get_num_threads())
+    nhwc = cuda and suits_channels_last if channels_last == "auto" else channels_last == "on"
+    return Runtime("cuda" if cuda else "cpu", workers, cuda, precision, nhwc, torch.get_num_threads())
 
 
 def apply(learn, rt: Runtime) -> None:

@@ -22,6 +22,16 @@ def _none(cfg) -> tuple[str, ...]:
 NOT_PARAMS = ("run.name", "run.workdir", "run.exports", "run.data_dir", "run.track")
 
 
+# A train entry's role (`config.entry(default, role)`), which says which stages' results it changes: "train:model,data"
+# in a stage's params takes the entries with those roles, the others of the section are ignored by that stage; a
+# function of one role takes its entries as keywords (`TrainCfg.entries`: `runtime.decide(**t.entries(RUNTIME))`).
+DATA = "data"            # what the decoded pixels are: datablock's pixel cache, lr_find and train
+MODEL = "model"          # the model, its loss and the batches it learns from: lr_find's sweep and train
+SCHEDULE = "schedule"    # what follows the sweep (how long, at what rate, what is done after): train only
+RUNTIME = "runtime"      # how fast the same arithmetic runs on this machine: train only
+ROLES = (DATA, MODEL, SCHEDULE, RUNTIME)
+
+
 def _with_roles(cfg, section: str, roles) -> list[str]:
     """"section.key" for each entry of `section` whose role (its field's metadata in config.py) is in `roles`."""
     return [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section)) if f.metadata.get("role") in roles]

@@ -102,18 +102,19 @@ class Tracker:
         self.writer.close()
 
 
-def open_tracker(cfg, root: Path, what: str, folder: str | None = None) -> Tracker | None:
-    """A Tracker for `what` in run folder `root` when `cfg.run.track` asks for one (in the existing `folder`, a name
-    under tracking/, when one is given: a resumed train), else None."""
-    if cfg.run.track == "none":
+def open_tracker(track: str, root: Path, what: str, folder: str | None = None) -> Tracker | None:
+    """A Tracker for `what` in run folder `root` when `track` (run.track) asks for one (in the existing `folder`, a
+    name under tracking/, when one is given: a resumed train), else None."""
+    if track == "none":
         return None
     return Tracker(Path(root) / FOLDER / folder if folder else new_folder(root, what))
 
 
-def log_row(cfg, root: Path, what: str, hparams: dict, metrics: dict) -> Path | None:
+def log_row(track: str, root: Path, what: str, hparams: dict, metrics: dict) -> Path | None:
     """One table row (a compare experiment, a crossval fold) as its own TensorBoard run in `root`/tracking/`what`:
-    the row's columns as hparams, its figures as metrics. Returns the folder (None when tracking is off)."""
-    tracker = open_tracker(cfg, root, what, folder=what)
+    the row's columns as hparams, its figures as metrics, when `track` (run.track) asks for it. Returns the folder
+    (None when tracking is off)."""
+    tracker = open_tracker(track, root, what, folder=what)
     if tracker is None:
         return None
     try:

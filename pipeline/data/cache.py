@@ -63,8 +63,9 @@ def _allocated(tmp: Path, shape: tuple):
     return out
 
 
-def build(ws, cfg, dls, df, root, log) -> list[Path]:
-    """Write `cache.npy` + `cache.json` for every row of `df` (the split), using `dls`' validation item tfms. Images
+def build(ws, dls, df, root, log, image_size: int, grayscale: bool = False) -> list[Path]:
+    """Write `cache.npy` + `cache.json` for every row of `df` (the split) at `image_size` (`grayscale`: one channel),
+    using `dls`' validation item tfms. Images
     another run (or crossval fold) decoded with the same settings come from the content store in `run.data_dir`;
     the others are decoded and added to it."""
     import time
@@ -72,18 +73,17 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     from ..core.machine import usable_cpus
     from . import content_store
 
-    t = cfg.train
     n = len(df)
-    c = 1 if t.grayscale else 3
-    shape = (n, c, t.image_size, t.image_size)
-    store = content_store.decoded(ws.data, {"image_size": t.image_size, "grayscale": t.grayscale, "version": 1,
+    c = 1 if grayscale else 3
+    shape = (n, c, image_size, image_size)
+    store = content_store.decoded(ws.data, {"image_size": image_size, "grayscale": grayscale, "version": 1,
                                             "item_tfms": [repr(tfm) for tfm in dls.train.after_item]}, log,
                                   shape=shape[1:])
     paths = [root / p for p in df["path"]]
     stored = store.get(paths)
     todo = [i for i, a in enumerate(stored) if a is None]
     workers = min(4, usable_cpus()) if len(todo) >= 2000 else 0  # decoding processes: only worth forking for many
-    log(f"caching {n} images at {t.image_size}px ({'gray' if t.grayscale else 'RGB'}, "
+    log(f"caching {n} images at {image_size}px ({'gray' if grayscale else 'RGB'}, "
         f"{np.prod(shape) / 2**20:.0f} MiB): {n - len(todo)} from the store {store.path}, {len(todo)} to decode "
         f"with {workers or 'no'} worker process(es)")
     from ..core.progress import Progress
@@ -111,8 +111,8 @@ def build(ws, cfg, dls, df, root, log) -> list[Path]:
     seconds = time.perf_counter() - t0
     log(f"cache written: {path.name} ({path.stat().st_size / 2**20:.0f} MiB, {seconds:.1f}s, {n / seconds:.0f} images/s)")
     return [path, write_json(ws.artifact("datablock", artifacts.CACHE_META), {
-        "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": t.image_size,
-        "grayscale": t.grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1),
+        "file": artifacts.CACHE, "rows": n, "shape": list(shape), "dtype": "uint8", "image_size": image_size,
+        "grayscale": grayscale, "order": "splits.csv rows", "seconds": round(seconds, 1),
         "from_store": n - len(todo)})]
 
 
@@ -179,18 +179,19 @@ def _cached_dl_class():
     return CachedDL
 
 
-def available(ws, cfg) -> bool:
-    """Whether this run trains from the cache: on in the config and written by datablock for these settings."""
-    if not cfg.datablock.cache:
+def available(ws, on: bool, image_size: int, grayscale: bool = False) -> bool:
+    """Whether this run trains from the cache: `on` (datablock.cache) and written by datablock at `image_size` and
+    `grayscale`."""
+    if not on:
         return False
     try:
         meta = read_json(ws.artifact("datablock", artifacts.CACHE_META))
     except (OSError, ValueError):
         return False
-    return meta.get("image_size") == cfg.train.image_size and meta.get("grayscale") == cfg.train.grayscale
+    return meta.get("image_size") == image_size and meta.get("grayscale") == grayscale
 
 
-def training_dataloaders(ws, cfg, dls):
+def training_dataloaders(ws, dls, grayscale: bool = False):
     """DataLoaders over the cache with the same split, labels, batch size, shuffling and batch transforms (the very
     pipeline objects, so the Normalize a learner adds applies to both) as the file-based `dls`."""
     from fastai.data.core import DataLoaders
@@ -205,27 +206,27 @@ def training_dataloaders(ws, cfg, dls):
     valid = df["is_valid"].to_numpy()
     bs = dls.train.bs
     CachedDL = _cached_dl_class()
-    train = CachedDL(reader, np.flatnonzero(~valid), labels[~valid], cfg.train.grayscale, bs=bs, shuffle=True,
+    train = CachedDL(reader, np.flatnonzero(~valid), labels[~valid], grayscale, bs=bs, shuffle=True,
                      drop_last=len(df) - valid.sum() >= bs, after_batch=dls.train.after_batch, device=dls.device)
-    val = CachedDL(reader, np.flatnonzero(valid), labels[valid], cfg.train.grayscale, bs=dls.valid.bs,
+    val = CachedDL(reader, np.flatnonzero(valid), labels[valid], grayscale, bs=dls.valid.bs,
                    after_batch=dls.valid.after_batch, device=dls.device)
     return DataLoaders(train, val, path=dls.path, device=dls.device)
 
 
 @contextlib.contextmanager
-def training_data(learn, ws, cfg, log=None):
-    """Within the block `learn` trains from the cache when it is available; its file-based DataLoaders (what
-    `export` pickles) are put back afterwards."""
-    if not available(ws, cfg):
-        if cfg.datablock.cache and log:
+def training_data(learn, ws, log=None, on: bool = False, image_size: int = 224, grayscale: bool = False):
+    """Within the block `learn` trains from the cache when it is `available`; its file-based DataLoaders (what
+    `export` pickles) are put back afterwards. Yields whether it trains from the cache."""
+    if not available(ws, on, image_size, grayscale):
+        if on and log:
             log("note: datablock.cache is on but the cache is missing or for other settings; reading image files")
-        yield learn.dls
+        yield False
         return
     files = learn.dls
-    learn.dls = training_dataloaders(ws, cfg, files)
+    learn.dls = training_dataloaders(ws, files, grayscale)
     if log:
         log(f"training from the preprocessing cache ({ws.artifact('datablock', artifacts.CACHE)})")
     try:
-        yield learn.dls
+        yield True
     finally:
         learn.dls = files

@@ -169,14 +169,13 @@ def keep_hands(df, holdout, root: Path, ws, log):
     return df[found].reset_index(drop=True), {"n_no_hand": int((~found).sum())}
 
 
-def prepare(df, root: Path, cfg, ws, log) -> list[Path]:
-    """The crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same detection,
-    for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with their
-    labels. `kinds.crops.HandCrop.prepare`."""
+def prepare(df, root: Path, size: int, ws, log) -> list[Path]:
+    """The `size`-pixel crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same
+    detection, for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with
+    their labels. `kinds.crops.HandCrop.prepare`."""
     from ..core import artifacts
     from ..core.workspace import write_csv
 
-    size = cfg.train.image_size
     paths = [root / p for p in df["path"]]
     dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
     pngs, _ = crops(paths, dets, size, ws.data, log)
@@ -187,15 +186,15 @@ def prepare(df, root: Path, cfg, ws, log) -> list[Path]:
                        ws.artifact("datablock", artifacts.BATCH_PNG), f"training images: hand crops, {size}px")]
 
 
-def split_crops(ws, cfg, batch_size):
-    """(split DataFrame with `file` = absolute path, its crops' PNG bytes by file, vocab), crops from the store the
-    datablock stage filled."""
+def split_crops(ws, bs: int, image_size: int):
+    """(split DataFrame with `file` = absolute path, its crops' PNG bytes by file, vocab): `image_size` crops from
+    the store the datablock stage filled, the split checked for batches of `bs`."""
     from . import loaders
 
-    df, root, vocab = loaders.checked_split(ws, cfg, batch_size)
+    df, root, vocab = loaders.checked_split(ws, bs)
     df = df.assign(file=[str(root / p) for p in df["path"]])
     dets, _ = hands.detections(df["file"], hands.store(ws.data), log=lambda m: None)
-    pngs, made = crops(df["file"], dets, cfg.train.image_size, ws.data, log=lambda m: None)
+    pngs, made = crops(df["file"], dets, image_size, ws.data, log=lambda m: None)
     if any(p is None for p in pngs):
         raise PipelineError("the split holds images with no hand found: rerun datablock")
     return df, dict(zip(df["file"], pngs)), vocab

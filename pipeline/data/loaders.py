@@ -37,31 +37,33 @@ def image_block(cls):
     return TransformBlock(type_tfms=[cls.create, ImageOps.exif_transpose, cls.create], batch_tfms=IntToFloatTensor)
 
 
-def batch_augmentation(t) -> list:
+def batch_augmentation(image_size: int, grayscale: bool = False, augment: bool = False, strength: str = "default",
+                       crop_scale: float = 0.0) -> list:
     """Training-batch transforms (applied to training batches only; on the batch, so they work on the
-    preprocessing cache too). Never a horizontal flip: a mirrored hand is the other hand's sign."""
+    preprocessing cache too): with `crop_scale`, a random resized crop back to `image_size`; with `augment`,
+    fastai's `aug_transforms` (`strength` "strong": more lighting, rotation, zoom, warp, and hue and saturation
+    unless `grayscale`). Never a horizontal flip: a mirrored hand is the other hand's sign."""
     from fastai.vision.augment import Hue, RandomResizedCropGPU, Saturation, aug_transforms
 
     tfms = []
-    if t.random_crop_scale:
-        crop = RandomResizedCropGPU(t.image_size, min_scale=t.random_crop_scale)
+    if crop_scale:
+        crop = RandomResizedCropGPU(image_size, min_scale=crop_scale)
         crop.split_idx = 0  # training batches only (fastai's default also resamples validation/test batches)
         tfms.append(crop)
-    if t.augment and t.augment_strength == "strong":
+    if augment and strength == "strong":
         tfms += aug_transforms(do_flip=False, max_rotate=20.0, min_zoom=0.9, max_zoom=1.3, max_lighting=0.5,
                                max_warp=0.3, p_lighting=0.9)
-        if not t.grayscale:
+        if not grayscale:
             tfms += [Hue(max_hue=0.1, p=0.75), Saturation(max_lighting=0.5, p=0.75)]
-    elif t.augment:
+    elif augment:
         tfms += aug_transforms(do_flip=False)
     return tfms
 
 
-def checked_split(ws: Workspace, cfg, batch_size: int | None = None):
-    """`load_split`, refused in one line when a split is empty or smaller than a batch (fastai drops the last
-    partial batch: not one batch would be left)."""
+def checked_split(ws: Workspace, bs: int):
+    """`load_split`, refused in one line when a split is empty or smaller than a batch of `bs` (fastai drops the
+    last partial batch: not one batch would be left)."""
     df, root, vocab = load_split(ws)
-    bs = batch_size or cfg.train.batch_size
     if df["is_valid"].sum() == 0 or (~df["is_valid"]).sum() == 0:
         raise PipelineError("the split has an empty training or validation set: raise datablock.valid_pct "
                             "or add images, then rerun datablock")
@@ -72,21 +74,19 @@ def checked_split(ws: Workspace, cfg, batch_size: int | None = None):
     return df, root, vocab
 
 
-def dataloaders(ws: Workspace, cfg, batch_size: int | None = None):
-    """Image DataLoaders over the persisted split: `ColSplitter`, so every stage sees the very same split
-    (`models.dataloaders` picks these or the hand-keypoint ones by the model family)."""
+def dataloaders(ws: Workspace, bs: int, image_size: int, grayscale: bool = False, batch_tfms=(), workers: int = 0,
+                pin_memory: bool = False):
+    """Image DataLoaders over the persisted split, `bs` a batch, resized to `image_size` (`grayscale`: one channel):
+    `ColSplitter`, so every stage sees the very same split (the images kind's, `kinds.images`, which passes its
+    config's values)."""
     from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, PILImage, PILImageBW, Resize
 
-    from ..core.runtime import decide
-
-    df, root, vocab = checked_split(ws, cfg, batch_size)
-    t = cfg.train
+    df, root, vocab = checked_split(ws, bs)
     block = DataBlock(
-        blocks=(image_block(PILImageBW if t.grayscale else PILImage), CategoryBlock(vocab=vocab)),
+        blocks=(image_block(PILImageBW if grayscale else PILImage), CategoryBlock(vocab=vocab)),
         get_x=ColReader("path", pref=f"{root}{os.sep}"), get_y=ColReader("label"),
-        splitter=ColSplitter("is_valid"), item_tfms=Resize(t.image_size), batch_tfms=batch_augmentation(t))
-    rt = decide(t)
-    return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=rt.workers, pin_memory=rt.pin_memory)
+        splitter=ColSplitter("is_valid"), item_tfms=Resize(image_size), batch_tfms=list(batch_tfms))
+    return block.dataloaders(df, bs=bs, num_workers=workers, pin_memory=pin_memory)
 
 
 # Pixel formats fastai's 8-bit RGB/L conversion clips instead of scaling (a 16-bit scan comes out nearly all white).
@@ -131,8 +131,8 @@ def check_image(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def unverified_images(cfg):
-    """With `datablock.verify = false` no image was checked, so an unreadable one fails wherever it is first decoded
+def unverified_images(verified: bool):
+    """With `datablock.verify = false` (`verified` false) no image was checked, so an unreadable one fails wherever it is first decoded
     (datablock's sample batch, lr_find, train), as PIL's error, or a DataLoader worker's multi-line copy of it.
     Within the block that failure becomes one line that names the option."""
     from PIL import Image
@@ -140,7 +140,7 @@ def unverified_images(cfg):
     try:
         yield
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if cfg.datablock.verify or not _raised_decoding(e):  # e.g. a file-system failure, a damaged JSON artifact
+        if verified or not _raised_decoding(e):  # e.g. a file-system failure, a damaged JSON artifact
             raise
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[-1] if lines else ""

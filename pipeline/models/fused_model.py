@@ -33,7 +33,7 @@ def embedding_dataloaders(ws, cfg, bs: int):
     from fastai.data.transforms import Pipeline
 
     t = cfg.train
-    df, crops, vocab = hand_crops.split_crops(ws, cfg, bs)
+    df, crops, vocab = hand_crops.split_crops(ws, bs, t.image_size)
     model, norm = embeddings.body(t.crop_backbone, t.pretrained, ws.data)
     key = embeddings.settings(t.crop_backbone, t.image_size, model, norm)
     emb = embeddings.embed(model, list(crops), list(crops.values()), key, ws.data)

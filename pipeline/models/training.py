@@ -116,19 +116,21 @@ def quiet(learn):
     return contextlib.nullcontext() if interactive() else learn.no_bar()
 
 
-def opt_func(t):
+def opt_func(opt: str, momentum: float = 0.9):
+    """fastai's optimiser for `opt` ("adam", or "sgd" with `momentum`)."""
     from fastai.optimizer import SGD, Adam
 
-    return Adam if t.opt == "adam" else partial(SGD, mom=t.momentum)
+    return Adam if opt == "adam" else partial(SGD, mom=momentum)
 
 
-def phases(t, lr: float) -> list[tuple[str, int, dict]]:
-    """The schedule as (name, epochs, fit_one_cycle kwargs); fine_tune = fastai's frozen then unfrozen cycles."""
-    if t.method == "fine_tune":
+def phases(method: str, epochs: int, lr: float, freeze_epochs: int = 1, lr_mult: float = 100.0) -> list[tuple[str, int, dict]]:
+    """The schedule as (name, epochs, fit_one_cycle kwargs); fine_tune = fastai's frozen then unfrozen cycles (the
+    body's earliest layers at `lr / 2 / lr_mult`)."""
+    if method == "fine_tune":
         half = lr / 2
-        plan = [("frozen", t.freeze_epochs, {"lr_max": slice(lr), "pct_start": 0.99})] if t.freeze_epochs else []
-        return plan + [("unfrozen", t.epochs, {"lr_max": slice(half / t.lr_mult, half), "pct_start": 0.3, "div": 5.0})]
-    return [(t.method, t.epochs, {"lr_max": lr} if t.method == "fit_one_cycle" else {"lr": lr})]
+        plan = [("frozen", freeze_epochs, {"lr_max": slice(lr), "pct_start": 0.99})] if freeze_epochs else []
+        return plan + [("unfrozen", epochs, {"lr_max": slice(half / lr_mult, half), "pct_start": 0.3, "div": 5.0})]
+    return [(method, epochs, {"lr_max": lr} if method == "fit_one_cycle" else {"lr": lr})]
 
 
 class FiniteLoss(Callback):
@@ -169,15 +171,18 @@ def history_metrics(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("epoch", "phase") and not k.endswith("seconds")}
 
 
-def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None) -> tuple[list[dict], dict | None]:
-    """Train with `t.method` at `lr`, checkpointing each epoch into `checkpoints` (a folder) and resuming from a
-    checkpoint there with the same `key`; with `t.patience`, stop a phase early and end on the best epoch's weights
-    (`BestEpoch`: `checkpoints` holds them); each epoch's row to `tracker` (`core.tracking`) when one is given.
-    Returns the per-epoch history rows, and with `t.patience` what `BestEpoch.summary` says (None without)."""
-    plan, rows, start_phase, start_epoch = phases(t, lr), [], 0, 0
+def fit(learn, lr: float, log, method: str = "fine_tune", epochs: int = 1, freeze_epochs: int = 1,
+        lr_mult: float = 100.0, patience: int = 0, monitor: str = "valid_loss", checkpoints=None, key: str = "",
+        tracker=None) -> tuple[list[dict], dict | None]:
+    """Train with `method` for `epochs` at `lr` (`phases`), checkpointing each epoch into `checkpoints` (a folder)
+    and resuming from a checkpoint there with the same `key`; with `patience`, stop a phase early when `monitor`
+    has not improved for that many epochs and end on the best epoch's weights (`BestEpoch`: `checkpoints` holds
+    them); each epoch's row to `tracker` (`core.tracking`) when one is given. Returns the per-epoch history rows,
+    and with `patience` what `BestEpoch.summary` says (None without)."""
+    plan, rows, start_phase, start_epoch = phases(method, epochs, lr, freeze_epochs, lr_mult), [], 0, 0
     blob = checkpoints and load_checkpoint(checkpoints, key, learn.dls.device, log)
     state = blob["state"] if blob else None
-    best = BestEpoch(checkpoints, t.monitor, t.patience, log, (state or {}).get("best")) if t.patience else None
+    best = BestEpoch(checkpoints, monitor, patience, log, (state or {}).get("best")) if patience else None
     total = sum(n for _, n, _ in plan)
     for i, (name, n, kwargs) in enumerate(plan):
         if state and i < state["phase"]:
@@ -209,7 +214,7 @@ def fit(learn, t, lr: float, log, checkpoints=None, key: str = "", tracker=None)
                               tracker.folder.name if tracker else None, (n, total)) if checkpoints else None
             cbs = ([finite] + extra + ([Tracked(tracker, cb, skip)] if tracker else []) + ([best] if best else [])
                    + ([ckpt] if ckpt else []))
-            if t.method == "fit":
+            if method == "fit":
                 learn.fit(n, start_epoch=skip, cbs=cbs, **kwargs)
             else:
                 learn.fit_one_cycle(n, start_epoch=skip, cbs=cbs, **kwargs)

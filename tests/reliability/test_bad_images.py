@@ -24,6 +24,7 @@ from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace
 from pipeline.data import loaders
+from pipeline.models import kinds
 from tests.conftest import make_image_folder
 from tests.reliability.conftest import write_config
 
@@ -230,7 +231,7 @@ def test_odd_modes_and_names_are_trained_on_under_their_exact_names(run):
     assert all((train / p).is_file() for p in split["path"])
     history = pd.read_csv(ws.artifact("train", "history.csv"))
     assert len(history) == 2 and history["train_loss"].notna().all()
-    xb, _ = loaders.dataloaders(ws, cfg).one_batch()
+    xb, _ = kinds.of(cfg).dataloaders(ws, cfg).one_batch()
     assert xb.shape[1:] == (3, 16, 16)                            # every mode became 3-channel RGB
 
 
@@ -239,7 +240,7 @@ def test_exif_orientation_is_applied_in_training_and_by_the_exported_learner(run
     project, ws, cfg, log, train, test = run
     upright = ImageOps.exif_transpose(Image.open(train / "NA/rotated.jpg")).convert("RGB")
     assert upright.size == (12, 24)
-    dls = loaders.dataloaders(ws, cfg)
+    dls = kinds.of(cfg).dataloaders(ws, cfg)
     split = pd.read_csv(ws.artifact("datablock", "splits.csv"), dtype=str, keep_default_na=False)
     row = split.index[split["path"] == "NA/rotated.jpg"][0]
     ds = dls.valid_ds if split.loc[row, "is_valid"] == "True" else dls.train_ds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core import runtime
+from ...core.stagespec import RUNTIME
 from ...core.errors import PipelineError
 from ..card import MAX_IMAGE_SIZE
 
@@ -105,6 +106,26 @@ class Kind:
         """fastai DataLoaders over the persisted split."""
         raise NotImplementedError
 
+    def decide_runtime(self, t) -> runtime.Runtime:
+        """This machine's choices (workers, precision, channels-last) for the [train] config `t`'s runtime entries
+        and a model of this kind (`runtime.decide`)."""
+        return runtime.decide(**t.entries(RUNTIME), suits_channels_last=self.channels_last)
+
+    @staticmethod
+    def batch_tfms(t) -> list:
+        """The training-batch augmentation the [train] config `t` asks for (`loaders.batch_augmentation`)."""
+        from ...data.loaders import batch_augmentation
+
+        return batch_augmentation(t.image_size, t.grayscale, t.augment, t.augment_strength, t.random_crop_scale)
+
+    def training_data(self, learn, ws, cfg, log):
+        """`cache.training_data` for `cfg`: within the block `learn` trains from datablock's pixel cache where it
+        has one for the config's pixels (a kind that reads whole photos, `datablock.cache`); yields whether it does."""
+        from ...data import cache
+
+        t = cfg.train
+        return cache.training_data(learn, ws, log, self.pixels and cfg.datablock.cache, t.image_size, t.grayscale)
+
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """Its fastai Learner on `dls`, with `common` (loss, optimiser, metrics, path) passed on."""
         raise NotImplementedError
@@ -120,11 +141,11 @@ class Kind:
 
         t = cfg.train
         loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
-        common = dict(loss_func=loss, opt_func=opt_func(t), metrics=[error_rate, accuracy],
+        common = dict(loss_func=loss, opt_func=opt_func(t.opt, t.momentum), metrics=[error_rate, accuracy],
                       path=ws.scratch, model_dir="models", wd=t.wd or None)
         learn = self.learner(dls, t, 1 if t.grayscale else 3, common, ws)
         learn.recorder.train_metrics = True
-        runtime.apply(learn, runtime.decide(t, self.channels_last))
+        runtime.apply(learn, self.decide_runtime(t))
         return learn
 
     def recognises(self, learn) -> bool:

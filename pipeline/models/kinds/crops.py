@@ -31,7 +31,6 @@ class HandCrop(Kind):
     finds_hands, channels_last = True, True
     writes, params = (artifacts.LANDMARKS, artifacts.NO_HAND), ("train.image_size",)
     graph_input = UINT8_IMAGES
-    prepare = staticmethod(hand_crops.prepare)
     check_arch = staticmethod(backbones.check_arch)
     learner = staticmethod(backbone_learner)
 
@@ -55,6 +54,9 @@ class HandCrop(Kind):
     def keep(self, df, holdout, root: Path, cfg, ws, log):
         return hand_crops.keep_hands(df, holdout, root, ws, log)
 
+    def prepare(self, df, root: Path, cfg, ws, log) -> list[Path]:
+        return hand_crops.prepare(df, root, cfg.train.image_size, ws, log)
+
     def warm(self, paths: list, cfg, folder: Path, log) -> int:
         return hand_crops.warm(paths, cfg.train.image_size, folder, log)
 
@@ -65,16 +67,15 @@ class HandCrop(Kind):
         flips when `train.augment` (a mirrored hand is the other hand's sign)."""
         from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock
 
-        from ...core.runtime import decide
-        from ...data.loaders import batch_augmentation
         from ..crop_model import CropReader
 
-        df, crops, vocab = hand_crops.split_crops(ws, cfg, batch_size)
         t = cfg.train
+        bs = batch_size or t.batch_size
+        df, crops, vocab = hand_crops.split_crops(ws, bs, t.image_size)
         block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_x=CropReader(t.image_size, crops),
-                          get_y=ColReader("label"), splitter=ColSplitter("is_valid"), batch_tfms=batch_augmentation(t))
-        rt = decide(t, True)
-        return block.dataloaders(df, bs=batch_size or t.batch_size, num_workers=rt.workers, pin_memory=rt.pin_memory)
+                          get_y=ColReader("label"), splitter=ColSplitter("is_valid"), batch_tfms=self.batch_tfms(t))
+        rt = self.decide_runtime(t)
+        return block.dataloaders(df, bs=bs, num_workers=rt.workers, pin_memory=rt.pin_memory)
 
     def recognises(self, learn) -> bool:
         from ..crop_model import crop_reader

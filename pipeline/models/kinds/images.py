@@ -31,7 +31,6 @@ class Images(Kind):
     name, input, title = "pretrained image backbone", "images", "image"
     pixels, channels_last, needs_package = True, True, False
     graph_input = UINT8_IMAGES
-    dataloaders = staticmethod(loaders.dataloaders)
     check_arch = staticmethod(backbones.check_arch)
     learner = staticmethod(backbone_learner)
 
@@ -51,6 +50,14 @@ class Images(Kind):
     def card_fields(self, t) -> dict:
         return {"image_size": t.image_size, "grayscale": t.grayscale}
 
+    def dataloaders(self, ws, cfg, batch_size: int | None = None):
+        """The photos over the persisted split (`loaders.dataloaders`), at `train.image_size`, augmented as the
+        config says."""
+        t = cfg.train
+        rt = self.decide_runtime(t)
+        return loaders.dataloaders(ws, batch_size or t.batch_size, t.image_size, t.grayscale, self.batch_tfms(t),
+                                   rt.workers, rt.pin_memory)
+
     def card_problem(self, card: dict) -> tuple[str, str] | None:
         if (problem := size_problem(card)):
             return problem
@@ -65,11 +72,11 @@ class Images(Kind):
 
         plt = pyplot()
         n_valid = int(df["is_valid"].sum())
-        dls = loaders.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
+        dls = self.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
         dls.show_batch(max_n=16, figsize=(8, 8))
         outputs = [save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG))]
         if cfg.datablock.cache:
-            outputs += cache.build(ws, cfg, dls, df, root, log)
+            outputs += cache.build(ws, dls, df, root, log, cfg.train.image_size, cfg.train.grayscale)
         return outputs
 
     def recognises(self, learn) -> bool:

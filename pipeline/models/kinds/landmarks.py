@@ -40,7 +40,7 @@ class Landmarks(Kind):
 
         from ...data import loaders
 
-        df, root, vocab = loaders.checked_split(ws, cfg, batch_size)
+        df, root, vocab = loaders.checked_split(ws, batch_size or cfg.train.batch_size)
         feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
         return df, root, feats, vocab
 
