@@ -55,13 +55,19 @@ class RunCfg:
 
 
 @dataclass
-class SourceCfg:
-    name: str = ""                # names the source in splits.csv, logs and the class-count plot
+class FolderCfg:
+    """A folder of labelled photos, a training source ([[download.sources]]) or a test set ([[evaluate.test_sets]]):
+    where it is and how its labels are read (data/labels.py)."""
+    name: str = ""                # names it in logs, splits.csv and plots (a source), or evaluate's folder (a test set)
     source: str = ""              # same syntax as download.source
     subdir: str = ""              # image root inside the source; "" = auto-detect
     label_regex: str = ""         # group 1 of a match on the file name is the label; "" = the class folder's name
     label_map: dict[str, str] = field(default_factory=dict)  # e.g. {"Del" = "del"}
     uppercase: bool = False       # map labels to upper case (e.g. Massey's lowercase letters)
+
+
+@dataclass
+class SourceCfg(FolderCfg):
     class_regex: str = ""         # keep only the labels this fully matches (after the label rules); "" = all
     group_regex: str = ""         # group 1 of a match on the path relative to the source's root = the signer or
                                   # session (e.g. '^(hand\d+)_'); "" = the whole source is one group
@@ -160,13 +166,8 @@ class TrainCfg:
 
 
 @dataclass
-class TestSetCfg:
-    name: str = ""
-    source: str = ""              # same syntax as download.source
-    subdir: str = ""
-    label_regex: str = ""         # group 1 of a match on the file name is the label; "" = parent folder name
-    label_map: dict[str, str] = field(default_factory=dict)  # e.g. {"Del" = "del"}
-    uppercase: bool = False       # map labels to upper case (e.g. Massey's lowercase letters)
+class TestSetCfg(FolderCfg):
+    """A test set evaluate scores: a FolderCfg and nothing more."""
 
 
 @dataclass
