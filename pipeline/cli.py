@@ -9,7 +9,7 @@ from pathlib import Path
 from . import compare, config, runner
 from .core import runlock
 from .core.errors import PipelineError, guarded
-from .models import exported
+from .models import card, exported
 from .serve import live
 
 
@@ -52,7 +52,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                     help="also the K most probable classes with their probabilities (CSV: top1,top1_p,…,topK,topK_p)")
     pr.add_argument("--probs", action="store_true",
                     help="also every class's probability (CSV: one p_<class> column per class of the model's vocab)")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=card.BATCH)
     engine(pr)
     pr.add_argument("--sha256", metavar="HEX",
                     help="the learner's expected sha256, from a source you trust (instead of the model card beside it)")

@@ -172,7 +172,7 @@ class TestSetCfg(FolderCfg):
 
 @dataclass
 class EvaluateCfg:
-    batch_size: int = 64
+    batch_size: int = card.BATCH
     test_sets: list[TestSetCfg] = field(default_factory=list)
     trust_learner: bool = False   # skip the sha256 check of the export (only for a file you trust)
     tta: int = 0                  # > 0: test-time augmentation, mean of n augmented passes blended with the plain one

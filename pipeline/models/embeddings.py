@@ -16,6 +16,7 @@ import torch
 
 from ..core.errors import PipelineError
 from ..data import content_store, hand_crops
+from .card import BATCH
 
 EMBEDDINGS = "crop_embeddings.sqlite"
 
@@ -68,7 +69,7 @@ def to_tensor(pngs: list[bytes], mean, std) -> torch.Tensor:
 
 
 def embed(model, paths: list, pngs: list[bytes], key: dict, folder: Path | None, log=print,
-          batch_size: int = 64) -> torch.Tensor:
+          batch_size: int = BATCH) -> torch.Tensor:
     """The pooled embeddings (n, features) of the crops `pngs` of `paths`, from the store in `folder` where it has
     them; the others computed in batches (and stored)."""
     paths = [str(p) for p in paths]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..core.errors import PipelineError
-from .card import ENGINES
+from .card import BATCH, ENGINES
 
 
 class Predictions(NamedTuple):
@@ -41,10 +41,10 @@ class Engine(Protocol):
     features_input: str | None      # the name of a second graph input of keypoint rows (onnx, fused), else None
     lock: object                    # a re-entrant lock: held around every call into a model that is not thread-safe
 
-    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print, **features):
+    def images(self, paths: list, batch_size: int = BATCH, tta: int = 0, log=print, **features):
         """Probabilities (n, len(vocab)) for image files (`features=` rows only where `features_input` is set)."""
 
-    def features(self, x, batch_size: int = 64):
+    def features(self, x, batch_size: int = BATCH):
         """Probabilities (n, len(vocab)) for float32 keypoint feature rows (n, 64)."""
 
 
@@ -59,13 +59,13 @@ class FastaiEngine:
         self.learn, self.lock = learn, threading.RLock()
         self.vocab = list(learn.dls.vocab)
 
-    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print):
+    def images(self, paths: list, batch_size: int = BATCH, tta: int = 0, log=print):
         from . import inference
 
         with self.lock:
             return inference.predict_images(self.learn, [Path(p) for p in paths], batch_size, tta, log).numpy()
 
-    def features(self, x, batch_size: int = 64):
+    def features(self, x, batch_size: int = BATCH):
         from . import hand_model
 
         with self.lock:
@@ -85,7 +85,7 @@ class Exported:
         self.finds_hands, self.describe = kind.finds_hands, kind.title
         self.streams = self.finds_hands  # it can read a webcam stream: it follows the hand from frame to frame
 
-    def predict(self, photos: list, batch_size: int = 64, tta: int = 0, log=print, store=None) -> Predictions:
+    def predict(self, photos: list, batch_size: int = BATCH, tta: int = 0, log=print, store=None) -> Predictions:
         """Batched predictions for image files (`store`: a content store of per-photo work to reuse)."""
         import numpy as np
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import hand_crops, hands
 from . import embeddings
+from .card import BATCH
 from .hand_model import shape_features
 
 
@@ -124,7 +125,7 @@ class FusedLearner(Learner):
         finally:
             self.dls = dls
 
-    def photo_probs(self, paths: list, batch_size: int = 64, log=print, folder: Path | None = None):
+    def photo_probs(self, paths: list, batch_size: int = BATCH, log=print, folder: Path | None = None):
         """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
         when `folder` is given), else found in this process."""
         pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)

@@ -24,6 +24,7 @@ from torch import nn
 from ..core import artifacts
 from ..core.errors import PipelineError
 from ..data.hands import FEATURES, N_POINTS
+from .card import BATCH
 
 N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
 LAYERS = [512, 256]  # the hidden layers of every keypoint MLP (this one, the hand-network kinds', bench/keypoint_levers.py)
@@ -72,7 +73,7 @@ class HandLearner(TabularLearner):
         return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
 
-def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
+def feature_probs(learn, x, batch_size: int = BATCH) -> torch.Tensor:
     """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 rows `x` of its columns (FEATURES:
     (n, 64))."""
     import pandas as pd
@@ -86,7 +87,7 @@ def feature_probs(learn, x, batch_size: int = 64) -> torch.Tensor:
     return probs
 
 
-def photo_probs(learn, paths: list, batch_size: int = 64, log=print, store=None) -> tuple[torch.Tensor, list[bool]]:
+def photo_probs(learn, paths: list, batch_size: int = BATCH, log=print, store=None) -> tuple[torch.Tensor, list[bool]]:
     """(probabilities, hand found per photo) of a hand-landmark learner for image files: MediaPipe finds each
     photo's keypoints (`hands.extract`, reusing `store`'s), the model classifies them (a photo without a hand
     gets the all-0 row the model learned)."""

@@ -85,7 +85,7 @@ def _fast_inputs(learn):
             learn.model.to(memory_format=torch.contiguous_format)
 
 
-def predict_images(learn, paths: list[Path], batch_size: int = 64, tta: int = 0, log=print):
+def predict_images(learn, paths: list[Path], batch_size: int = card.BATCH, tta: int = 0, log=print):
     """Probabilities (n, len(vocab), a torch tensor): an image learner's batched inference (`test_dl` + `get_preds` on plain, channels-last inputs), or with `tta`
     > 0 fastai's test-time augmentation (`Learner.tta`: the mean of `tta` passes with the training batch
     transforms, blended with the plain pass)."""

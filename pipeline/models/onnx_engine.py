@@ -89,7 +89,7 @@ class OnnxModel:
     def load(self, path):
         return load_image(path, self.image_size, self.grayscale)
 
-    def images(self, paths: list, batch_size: int = 64, tta: int = 0, log=print, features=None):
+    def images(self, paths: list, batch_size: int = card.BATCH, tta: int = 0, log=print, features=None):
         """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time (with
         each file's keypoint `features` row, for a graph that reads them too)."""
         import numpy as np
@@ -103,7 +103,7 @@ class OnnxModel:
                 out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size]))), feats))
         return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
 
-    def features(self, x, batch_size: int = 64):
+    def features(self, x, batch_size: int = card.BATCH):
         """Probabilities for float32 keypoint feature rows (n, 64), `batch_size` at a time."""
         import numpy as np
 

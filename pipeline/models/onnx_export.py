@@ -112,7 +112,7 @@ def _landmark_batches(learn):
 
 def features_entry() -> dict:
     """The card's entry for a `features` input: float32 (N, 64) keypoint rows, and how they are made."""
-    return {"name": "features", "dtype": "float32", "shape": ["batch", 64], "features": _features_doc()}
+    return {"name": "features", "dtype": "float32", "shape": ["batch", N_FEATURES], "features": _features_doc()}
 
 
 def _features_doc() -> dict:
