@@ -214,7 +214,7 @@ def training_dataloaders(ws, dls, grayscale: bool = False):
 
 
 @contextlib.contextmanager
-def training_data(learn, ws, log=None, on: bool = False, image_size: int = 224, grayscale: bool = False):
+def training_data(learn, ws, log, on: bool, image_size: int, grayscale: bool = False):
     """Within the block `learn` trains from the cache when it is `available`; its file-based DataLoaders (what
     `export` pickles) are put back afterwards. Yields whether it trains from the cache."""
     if not available(ws, on, image_size, grayscale):

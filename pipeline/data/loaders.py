@@ -132,9 +132,9 @@ def check_image(path: Path) -> str:
 
 @contextlib.contextmanager
 def unverified_images(verified: bool):
-    """With `datablock.verify = false` (`verified` false) no image was checked, so an unreadable one fails wherever it is first decoded
-    (datablock's sample batch, lr_find, train), as PIL's error, or a DataLoader worker's multi-line copy of it.
-    Within the block that failure becomes one line that names the option."""
+    """With `datablock.verify = false` (`verified` false) no image was checked, so an unreadable one fails wherever
+    it is first decoded (datablock's sample batch, lr_find, train), as PIL's error, or a DataLoader worker's
+    multi-line copy of it. Within the block that failure becomes one line that names the option."""
     from PIL import Image
 
     try:
