@@ -104,8 +104,8 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
     with runlock.hold(Workspace.from_config(base).root, wait=wait):
         summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
                               pd.concat(letters) if letters else None, config_path, overrides)
-    tracking.log_row(base.run.track, Workspace.from_config(base).root, f"{tracked}/mean", {"held_out": "mean over folds", "by": by},
-                     {"accuracy": summary["mean"], "std": summary["std"], "pooled": summary["pooled"]})
+    tracking.log_row(base.run.track, Workspace.from_config(base).root, f"{tracked}/mean",
+                     {"held_out": "mean over folds", "by": by}, {"accuracy": summary["mean"], "std": summary["std"], "pooled": summary["pooled"]})
     log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
         f"lowest letter {summary['min_letter']}; table in {summary['path']}")
     if failed:

@@ -197,7 +197,7 @@ def run(cfg, ws, log):
     kept = ("accuracy", "top5_accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
                               {k: {m: v[m] for m in kept} for k, v in summary.items()}))
-    if tracker := tracking.open_tracker(cfg.run.track, ws.root, "evaluate"):  # run.track: each set's figures, and the params
+    if tracker := tracking.open_tracker(cfg.run.track, ws.root, "evaluate"):  # each set's figures, and the params
         try:
             tracker.hparams(tracking.params(cfg.to_saved_dict()),
                             {f"{name}/{k}": v for name, m in summary.items() for k, v in m.items()})

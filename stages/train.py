@@ -95,7 +95,8 @@ def run(cfg, ws, log):
     if distributed.is_main():  # run.track: a resumed run goes on logging where it began
         from pipeline.models.checkpoints import read_checkpoint
 
-        tracker = tracking.open_tracker(cfg.run.track, ws.root, "train", (read_checkpoint(ckpt, key) or {}).get("tracking"))
+        resumed = (read_checkpoint(ckpt, key) or {}).get("tracking")
+        tracker = tracking.open_tracker(cfg.run.track, ws.root, "train", resumed)
     try:
         with kind.training_data(learn, ws, cfg, log) as cached, distributed.training(learn):
             rows, stopping = training.fit(learn, lr, log, method=t.method, epochs=t.epochs,

@@ -83,7 +83,8 @@ def test_cache_settings_are_part_of_the_fingerprint(project):
     assert runner.status(bigger)[1] == ("datablock", "config changed")
     ws = Workspace.from_config(cfg)
     assert cache.available(ws, True, cfg.train.image_size)
-    assert not cache.available(ws, True, bigger.train.image_size)  # lr_find/train alone would read files, not a cache of the wrong size
+    # lr_find/train alone would read files, not a cache of the wrong size
+    assert not cache.available(ws, True, bigger.train.image_size)
     off = config.load(None, cwd=project, overrides=["datablock.cache=false"])
     _stages(off, {"datablock"})
     assert not ws.artifact("datablock", artifacts.CACHE).exists()

@@ -255,4 +255,5 @@ def test_the_config_check_sees_a_taker(tmp_path):
     (tmp_path / "pipeline/core/fingerprints.py").write_text("def fingerprint(cfg, ws):\n    return cfg\n")
     (tmp_path / "pipeline/models/kinds/images.py").write_text("def dataloaders(ws, cfg):\n    return cfg\n")
     (tmp_path / "stages/train.py").write_text("def run(cfg, ws, log):\n    return cfg\n")
-    assert config_takers(tmp_path) == ["pipeline/core/tracking.py:1 open_tracker", "pipeline/data/loaders.py:1 dataloaders"]
+    assert config_takers(tmp_path) == ["pipeline/core/tracking.py:1 open_tracker",
+                                       "pipeline/data/loaders.py:1 dataloaders"]

@@ -16,8 +16,8 @@ from pipeline.models import kinds
     (True, True, 16, "cnnnet", (8, True, "bf16", False)),
 ])
 def test_auto_choices(cuda, bf16, cpus, arch, want):
-    rt = runtime.decide(**TrainCfg(arch=arch).entries(RUNTIME), suits_channels_last=kinds.find("images", arch).channels_last,
-                        cuda=cuda, bf16=bf16, cpus=cpus)
+    rt = runtime.decide(**TrainCfg(arch=arch).entries(RUNTIME),
+                        suits_channels_last=kinds.find("images", arch).channels_last, cuda=cuda, bf16=bf16, cpus=cpus)
     assert (rt.workers, rt.pin_memory, rt.precision, rt.channels_last) == want
     assert rt.device == ("cuda" if cuda else "cpu")
 

@@ -21,7 +21,7 @@ class Runtime:
         return asdict(self)
 
 
-def decide(num_workers: int = -1, precision: str = "auto", channels_last: str = "auto", suits_channels_last: bool = False,
+def decide(num_workers: int, precision: str, channels_last: str, suits_channels_last: bool = False,
            cuda: bool | None = None, bf16: bool | None = None, cpus: int | None = None) -> Runtime:
     """The choices on this machine (or on the one described by `cuda`, `bf16`, `cpus`) for the [train] config's
     runtime entries (`TrainCfg.entries(RUNTIME)`: `num_workers`, `precision`, `channels_last`), for a model whose

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..core.errors import PipelineError
 
 ENGINES = ("fastai", "onnx")  # what runs an export (`--engine`, `evaluate.engine`): the learner, or onnxruntime
-BATCH = 64  # photos (or keypoint rows) a prediction runs at once unless told: evaluate.batch_size, --batch-size, engines
+BATCH = 64  # photos (or keypoint rows) a prediction runs at once unless told (evaluate.batch_size, --batch-size)
 MAX_IMAGE_SIZE = 1024  # pixels a side a model reads (train.image_size, a card's): larger batches do not fit in memory
 VOCAB_KEY = "signpipe.vocab_sha256"  # the graph's metadata_props entry: the sha256 of the vocab it was exported with
 

@@ -123,7 +123,7 @@ def opt_func(opt: str, momentum: float = 0.9):
     return Adam if opt == "adam" else partial(SGD, mom=momentum)
 
 
-def phases(method: str, epochs: int, lr: float, freeze_epochs: int = 1, lr_mult: float = 100.0) -> list[tuple[str, int, dict]]:
+def phases(method: str, epochs: int, lr: float, freeze_epochs: int, lr_mult: float) -> list[tuple[str, int, dict]]:
     """The schedule as (name, epochs, fit_one_cycle kwargs); fine_tune = fastai's frozen then unfrozen cycles (the
     body's earliest layers at `lr / 2 / lr_mult`)."""
     if method == "fine_tune":
@@ -171,9 +171,8 @@ def history_metrics(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("epoch", "phase") and not k.endswith("seconds")}
 
 
-def fit(learn, lr: float, log, method: str = "fine_tune", epochs: int = 1, freeze_epochs: int = 1,
-        lr_mult: float = 100.0, patience: int = 0, monitor: str = "valid_loss", checkpoints=None, key: str = "",
-        tracker=None) -> tuple[list[dict], dict | None]:
+def fit(learn, lr: float, log, *, method: str, epochs: int, freeze_epochs: int, lr_mult: float, patience: int = 0,
+        monitor: str = "valid_loss", checkpoints=None, key: str = "", tracker=None) -> tuple[list[dict], dict | None]:
     """Train with `method` for `epochs` at `lr` (`phases`), checkpointing each epoch into `checkpoints` (a folder)
     and resuming from a checkpoint there with the same `key`; with `patience`, stop a phase early when `monitor`
     has not improved for that many epochs and end on the best epoch's weights (`BestEpoch`: `checkpoints` holds

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core import runtime
-from ...core.stagespec import RUNTIME
 from ...core.errors import PipelineError
+from ...core.stagespec import RUNTIME
 from ..card import MAX_IMAGE_SIZE
 
 UINT8_IMAGES = ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)")
