@@ -194,3 +194,130 @@ def needs_browser(test):
                                                   "google-chrome on PATH): apt-get install chromium")(test)
     return pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
                               reason="playwright is not installed (the [test] extra)")(test)
+
+
+# --- Trained models: each recipe trained once per session, shared by every test (and xdist worker) that needs it ----
+
+def training_fixture(*args, **kwargs):
+    """`pytest.fixture(...)` for a fixture that trains a model or runs the pipeline's stages: every test that uses
+    it, directly or through another fixture, is marked slow at collection (`pytest_collection_modifyitems`)."""
+    def register(fn):
+        fn.trains = True
+        return pytest.fixture(*args, **kwargs)(fn)
+    if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @training_fixture
+        return register(args[0])
+    return register
+
+
+def trains(item) -> bool:
+    """Whether test `item` uses a training fixture, directly or through other fixtures."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(getattr(d.func, "trains", False) for chain in defs.values() for d in chain)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
+def pytest_collection_modifyitems(config, items):
+    """Mark slow every test that uses a training fixture (the house rule: a test that trains is slow)."""
+    for item in items:
+        if trains(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this session shares (the session's base temp folder without the worker's
+    part); the session's own base folder when it runs in one process."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+TRAININGS_LOG = "trainings.log"  # one line per recipe trained in this session: the tests count them
+
+
+class Trained:
+    """Recipes trained on demand, once per session: `trained("name")` builds the project of recipe `name` (a
+    function that fills an empty folder and runs the pipeline in it) under a file lock, in a folder every xdist
+    worker shares, and returns it; the next call, from any test or worker, returns the same folder. A build that
+    failed half-way is started again from an empty folder. Tests read these projects; a test that changes one
+    copies it first (`shutil.copytree`)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __call__(self, name: str) -> Path:
+        from filelock import FileLock
+
+        build = RECIPES[name]
+        project = self.root / name
+        with FileLock(str(self.root / f"{name}.lock")):
+            if not (project / ".trained").exists():
+                shutil.rmtree(project, ignore_errors=True)
+                project.mkdir(parents=True)
+                with open(self.root / TRAININGS_LOG, "a") as log:
+                    log.write(f"{name} {os.getpid()}\n")
+                build(project)
+                (project / ".trained").write_text("")
+        return project
+
+    def count(self, name: str) -> int:
+        """How many times recipe `name` was trained in this session (by every worker)."""
+        log = self.root / TRAININGS_LOG
+        return [line.split()[0] for line in log.read_text().splitlines()].count(name) if log.exists() else 0
+
+
+@training_fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    """The session's trained recipes (see `Trained`); a fixture that uses it is a training fixture."""
+    root = shared_tmp(tmp_path_factory) / "trained"
+    root.mkdir(exist_ok=True)
+    return Trained(root)
+
+
+    def copy(self, name: str, dest: Path) -> Path:
+        """A copy of recipe `name`'s project at `dest`, for a test that changes it (reruns a stage, rewrites an
+        export): the shared one stays as trained."""
+        shutil.copytree(self(name), dest, symlinks=True)
+        (dest / ".trained").unlink()
+        return dest
+
+
+def tiny_project(root: Path) -> Path:
+    """Three generated classes (32 photos each at 16 px) plus what download must skip (a text file, a corrupt PNG,
+    an empty JPEG, an empty class folder), and a test set `t` of 12 other photos labelled by a regex, plus one whose
+    label the model does not know (Z) and one the regex does not match; the tiny config over it (run `tiny`, 4
+    epochs, a short lr_find)."""
+    train = make_image_folder(root / "train", classes=("A", "B", "C"), per_class=32, size=16)
+    (train / "notes.txt").write_text("not an image")
+    (train / "B" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)   # corrupt: excluded, listed
+    (train / "C" / "empty.jpg").write_bytes(b"")                                    # zero bytes: excluded
+    (train / "D").mkdir()                                                            # empty class folder: skipped
+    test = root / "test"
+    test.mkdir()
+    src = make_image_folder(root / "tsrc", classes=("A", "B", "C"), per_class=4, size=16, seed=3)
+    for i, f in enumerate(sorted(src.glob("*/*.png"))):
+        shutil.copy(f, test / f"{f.parent.name.lower()}{i:03d}_test.png")
+    shutil.copy(f, test / "z999_test.png")        # label Z: not in the model's vocab
+    shutil.copy(f, test / "README.png")           # no regex match
+    tiny_config(root, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
+                       "datablock.valid_pct": 0.25, "lr_find.num_it": 12, "train.epochs": 4,
+                       "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
+                                               "label_regex": r"^([a-z])\d+_test\.png$", "uppercase": True}]})
+    return root
+
+
+def _tiny_run(project: Path) -> None:
+    """`tiny_project` run through all five stages; what the run returned and printed are kept in project/run.json
+    and project/run.log."""
+    import io
+
+    from pipeline import config, runner
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = runner.run(config.load(None, cwd=tiny_project(project)), list(runner.STAGE_NAMES))
+    (project / "run.json").write_text(json.dumps(result))
+    (project / "run.log").write_text(printed.getvalue())
+
+
+RECIPES = {  # recipe name -> build(project), which fills the empty folder `project`
+    "tiny_run": _tiny_run,
+}

@@ -33,7 +33,7 @@ def _stages(cfg, names):
     return runner.run(cfg, [n for n in runner.STAGE_NAMES if n in names])
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_cache_holds_exactly_what_the_file_pipeline_feeds_the_model(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
@@ -74,7 +74,7 @@ def test_train_uses_the_cache_and_the_export_predicts_from_files(project, capsys
     assert pred in ("A", "B", "C")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_cache_settings_are_part_of_the_fingerprint(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
@@ -93,7 +93,7 @@ def test_cache_settings_are_part_of_the_fingerprint(project):
     assert runner.status(off_bigger)[1] == ("datablock", "up to date")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_truncated_cache_is_a_clear_error(project):
     cfg = config.load(None, cwd=project)
     _stages(cfg, {"download", "datablock"})
@@ -107,7 +107,7 @@ def test_truncated_cache_is_a_clear_error(project):
     assert runner.status(cfg)[1][1].startswith("output") and "modified" in runner.status(cfg)[1][1]
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_another_split_takes_the_decoded_images_from_the_store(project):
     """A second datablock run with another split (a crossval fold, a new seed) decodes nothing: each image comes
     from the content store, and each row holds the same pixels as a fresh decode gives."""

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import pipeline_cmd, subprocess_env
+from tests.conftest import pipeline_cmd, subprocess_env, training_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def run(cwd, *args, check=True):
     return p
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def demo(tmp_path_factory):
     """One real demo run in a fresh directory (no pipeline.toml: the embedded demo config is used)."""
     cwd = tmp_path_factory.mktemp("demo")

@@ -10,7 +10,7 @@ import pytest
 from pipeline import runner
 from pipeline.core.errors import PipelineError
 from pipeline.models import card, kinds
-from tests.conftest import SHARED_DATA, asl_photos, tiny_config
+from tests.conftest import SHARED_DATA, asl_photos, tiny_config, training_fixture
 from tests.test_live import massey, write_video
 
 RECIPES = {  # the kind's name -> its tiny recipe (one epoch on 2 photos a letter)
@@ -41,7 +41,7 @@ def _config_only(recipe):
         return tiny_config(Path(tmp), recipe)
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def exports(tmp_path_factory):
     """family name -> its export (.pkl), each trained through download, datablock and train."""
     if not SHARED_DATA.is_dir():

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.data import hand_net, hands
+from tests.conftest import training_fixture
 
 W, H = 400, 300
 
@@ -268,7 +269,7 @@ def test_the_embedding_is_zeroed_where_the_keypoints_say_no_hand():
     assert not x[1].any()
 
 
-@pytest.fixture(scope="module", params=["landmark_mlp", "late_fusion"])
+@training_fixture(scope="module", params=["landmark_mlp", "late_fusion"])
 def graph_export(tmp_path_factory, request):
     """An untrained hand-network learner (the one MLP, or the late fusion of two) over 24 drawn 'photos' whose hands
     `_raw` places (every 6th with none, every 3rd a left hand), with LiteRT's embedding of each, and its ONNX export
@@ -313,7 +314,6 @@ def graph_export(tmp_path_factory, request):
     return learn, tmp / "hn.pkl", entry, paths, dets
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
     """The graph runs the hand network rebuilt in torch on the uint8 crop; the learner read LiteRT's embedding of the
     same crop: parity at export (8 validation photos, 2 with no hand), and the onnx engine's answers for every photo
@@ -338,7 +338,6 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
                                atol=1e-5)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(graph_export, tmp_path):
     """A hand-network export trained before its graph existed (its card says why there is none): the fastai engine
     loads it; the onnx engine is one line with the card's reason."""
@@ -361,7 +360,6 @@ def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(grap
         exported.load(old, engine="onnx")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_export):
     """The graph's parity needs the validation photos the train stage's DataLoaders keep: without them, the card's
     reason (`Kind.export_onnx`) says so in one line and no file is written."""

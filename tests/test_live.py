@@ -14,7 +14,7 @@ import pytest
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
 from pipeline.serve import live, spelling
-from tests.conftest import BROWSER, SHARED_DATA, needs_browser, pipeline_cmd, subprocess_env
+from tests.conftest import BROWSER, SHARED_DATA, needs_browser, pipeline_cmd, subprocess_env, training_fixture
 
 LETTERS = "HELO"
 FPS = 15
@@ -69,7 +69,7 @@ def expected_text(readings: dict, parts, rules=None) -> str:
     return spelling.spell(frames, rules)[0]
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def helo(tmp_path_factory):
     """A small hand-landmark learner exported to helo.pkl, trained on the keypoints of 8 Massey photos of each of
     H, E, L, O (with noisy copies) and no-hand rows; a 9th photo of each letter, and how the model reads each of
@@ -535,9 +535,13 @@ def test_fifty_abandoned_live_streams_hold_at_most_the_cap(tmp_path):
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             outcomes = list(pool.map(lambda _: open_stream(url, event, buf.getvalue()), range(50)))
-        assert time.monotonic() - t0 < 20  # no tracker went back meanwhile
-        assert sorted(outcomes) == [("refused", "2 live streams already open (this server runs at most 2 at once): "
-                                               "try again later")] * 48 + [("served", "no hand")] * 2
+        took = time.monotonic() - t0
+        served = outcomes.count(("served", "no hand"))
+        refusal = ("refused", "2 live streams already open (this server runs at most 2 at once): try again later")
+        assert outcomes.count(refusal) == 50 - served
+        # at most 2 trackers at once; a burst slower than the idle time (a loaded machine) lets a served stream's
+        # tracker go back to the next session, 2 more for each 20 s it took
+        assert 2 <= served <= 2 * (1 + int(took // 20)), (served, took)
         for _ in range(180):  # trackers back after 20 s, closed 20 s later; Gradio's own waits end after 30 s
             after = process_figures(pid)
             if after[1] <= start[1] + 2:
@@ -548,5 +552,5 @@ def test_fifty_abandoned_live_streams_hold_at_most_the_cap(tmp_path):
         assert open_stream(url, event, buf.getvalue()) == ("served", "no hand")
         time.sleep(2)
     log = (work / "serve.log").read_text()
-    assert log.count("serve: refused a request: 2 live streams already open") == 48
+    assert log.count("serve: refused a request: 2 live streams already open") == 50 - served
     assert "Traceback" not in log and "Task was destroyed" not in log, log[-3000:]

@@ -103,7 +103,7 @@ def test_monitor_split_trains_on_every_group_and_keeps_small_groups_whole():
     assert (photos == 1).all() and 5 < sum(valid[400:]) / 3 < 40  # whole photos, about 10 % of the 200
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_group_split_in_the_datablock(three_sources):
     for seed in (1, 2, 3):
         runner.run(load(three_sources, f"run.seed={seed}"), ["download", "datablock"])
@@ -130,7 +130,7 @@ def test_holdout_is_left_out_and_listed(three_sources):
         runner.run(load(three_sources, 'datablock.holdout=["hand9"]'), ["datablock"])
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_a_changed_source_makes_only_its_own_listing_stale(three_sources, capsys):
     runner.run(load(three_sources), ["download"])
     assert dict(runner.status(load(three_sources)))["download"] == "up to date"

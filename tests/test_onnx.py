@@ -15,29 +15,17 @@ from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
 from pipeline.models import kinds, onnx_engine, onnx_export, training
-from tests.conftest import make_image_folder, subprocess_env, synthetic_landmark_learner, tiny_config
+from tests.conftest import subprocess_env, synthetic_landmark_learner
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A logistic regression on three generated classes at 16 px, through download, datablock and train, with a
-    test set of 12 other images."""
-    root = tmp_path_factory.mktemp("onnx")
-    train = make_image_folder(root / "train", classes=("A", "B", "C"), per_class=24, size=20)
-    test = root / "test"
-    test.mkdir()
-    for i, f in enumerate(sorted(make_image_folder(root / "tsrc", classes=("A", "B", "C"), per_class=4, size=24,
-                                                   seed=3).glob("*/*.png"))):
-        shutil.copy(f, test / f"{f.parent.name}{i:03d}.png")
-    cfg = tiny_config(root, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
-                             "datablock.valid_pct": 0.25, "train.epochs": 3,
-                             "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
-                                                     "label_regex": r"^([A-C])\d+\.png$"}]})
-    runner.run(cfg, ["download", "datablock", "train"])
-    return root
+def tiny(trained, tmp_path_factory):
+    """A copy of the session's tiny run (conftest's `tiny_project`: a logistic regression on three generated classes
+    at 16 px, 24 validation photos, through all five stages, with a test set `t` of 12 scored photos and 2 that are
+    not: 14 in its folder)."""
+    return trained.copy("tiny_run", tmp_path_factory.mktemp("onnx") / "project")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_train_writes_an_onnx_with_its_parity(tiny):
     import onnx
 
@@ -47,7 +35,7 @@ def test_train_writes_an_onnx_with_its_parity(tiny):
     assert path.name == "tiny.onnx" and onnx_export.sha256_file(path) == entry["sha256"]
     assert entry["family"] == "images" and entry["opset"] >= 17
     p = entry["parity"]
-    assert p["items"] == 18 and p["max_abs_prob_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
+    assert p["items"] == 24 and p["max_abs_prob_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
     metrics = json.loads((tiny / "runs" / "tiny" / "train" / "metrics.json").read_text())
     assert metrics["onnx_parity"] == p
     graph = onnx.load(str(path))
@@ -61,7 +49,6 @@ def test_train_writes_an_onnx_with_its_parity(tiny):
         assert probs.shape == (n, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_onnx_engine_gives_fastais_labels_in_evaluate_and_predict(tiny):
     """evaluate with either engine writes the same predictions; `predict --engine onnx` prints the fastai
     engine's labels and imports neither fastai nor torch."""
@@ -83,10 +70,11 @@ def test_onnx_engine_gives_fastais_labels_in_evaluate_and_predict(tiny):
     assert "imported: []" in p.stderr
     rows = [line.split("\t") for line in p.stdout.strip().splitlines()]
     predicted = dict(zip(by_fastai["file"], by_fastai["predicted"]))
-    assert len(rows) == 12 and all(predicted[f.split("/")[-1]] == label for f, label, _ in rows)
+    assert len(rows) == 14 and all(predicted[f.split("/")[-1]] == label for f, label, _ in rows
+                                   if f.split("/")[-1] in predicted)
+    assert {f.split("/")[-1] for f, _, _ in rows} == set(predicted) | {"README.png", "z999_test.png"}
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_onnx_engine_refuses_a_graph_that_does_not_match_its_card(tiny, tmp_path):
     for name in ("tiny.pkl", "tiny.json", "tiny.onnx"):
         shutil.copy(tiny / "exports" / name, tmp_path / name)
@@ -219,7 +207,6 @@ def _one_error_line(p) -> str:
     ("image_size", 32, "image_size 32 does not match the graph's input 16x16"),
     ("vocab", ["A", "B"], "vocab has 2 class(es) but the graph gives 3 probabilities"),
 ])
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, field, value, expected):
     """`predict --engine onnx` (and so serve and evaluate, through `card.read`) on a card whose graph entry, input
     size or vocab was changed: one `error:` line naming the card and the field, not a traceback."""
@@ -238,7 +225,6 @@ def test_a_tampered_model_card_is_one_line_naming_the_field(tiny, tmp_path, fiel
                                   f"train (`python -m pipeline run --stages train --force`) or restore the card")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_damaged_onnx_with_trust_learner_is_one_line(tiny, tmp_path):
     pkl = _copy_export(tiny, tmp_path)
     raw = pkl.with_suffix(".onnx").read_bytes()
@@ -286,7 +272,6 @@ def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_pa
                               f"(`python -m pipeline run --stages train --force`) or restore the card")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, tmp_path):
     pkl = _copy_export(tiny, tmp_path)
     meta = json.loads(pkl.with_suffix(".json").read_text())
@@ -301,7 +286,6 @@ def test_a_card_naming_the_landmark_family_for_an_image_graph_is_one_line(tiny, 
         f"pipeline run --stages train --force`) or restore the card")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_the_graph_records_its_vocab_and_a_card_with_another_is_one_line(tiny, tmp_path):
     """ONNX labels come from the card: a card whose vocab was reversed made `--engine onnx` print every A as C at
     p 1.000 (issue 36). The graph keeps its vocab's sha256 in its metadata (`signpipe.vocab_sha256`), checked at

@@ -9,27 +9,21 @@ import pytest
 from pipeline import config, report, runner
 from pipeline.core import artifacts
 from pipeline.core.workspace import Workspace, write_json
-from tests.conftest import BROWSER, make_image_folder, needs_browser, pipeline_cmd, subprocess_env, tiny_config
+from tests.conftest import BROWSER, needs_browser, pipeline_cmd, subprocess_env
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One tiny run through all five stages, shared by the tests that read its report."""
-    tmp_path = tmp_path_factory.mktemp("run")
-    src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=16)
-    test = make_image_folder(tmp_path / "test", classes=("A", "B", "C"), per_class=4, size=16, seed=5)
-    cfg = tiny_config(tmp_path, {"run.name": "rep", "download.source": f"path:{src}", "download.subdir": "",
-                                 "datablock.valid_pct": 0.25,
-                                 "evaluate.test_sets": [{"name": "held_out", "source": f"path:{test}"}]})
-    runner.run(cfg, list(runner.STAGE_NAMES))
-    return tmp_path, cfg
+def finished_run(trained, tmp_path_factory):
+    """A copy of the session's tiny run through all five stages (conftest's `tiny_project`: run `tiny`, test set
+    `t`), shared by the tests that read its report."""
+    project = trained.copy("tiny_run", tmp_path_factory.mktemp("run") / "project")
+    return project, config.load(None, cwd=project)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_is_self_contained_and_shows_every_stage(finished_run):
     project, cfg = finished_run
     page = report.build(cfg, runner.status(cfg)).read_text()
-    for heading in ("Dataset", "Learning-rate finder", "Training", "Test sets", "held_out", "Per category",
+    for heading in ("Dataset", "Learning-rate finder", "Training", "Test sets", "<h3>t</h3>", "Per category",
                     "Worst mistakes", "Per class: precision, recall, F1", "Top losses"):
         assert heading in page
     assert "Cross-validation" not in page  # crossval has not run for this run
@@ -40,13 +34,12 @@ def test_report_is_self_contained_and_shows_every_stage(finished_run):
     assert "<script" not in page
     # the figures are the run's own
     import json
-    test = json.loads((project / "runs" / "rep" / "evaluate" / "held_out" / "metrics.json").read_text())
+    test = json.loads((project / "runs" / "tiny" / "evaluate" / "t" / "metrics.json").read_text())
     assert f"({test['correct']}/{test['scored']})" in page
     wrong = test["scored"] - test["correct"]
     assert page.count("<figure>") == min(wrong, 24)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_command_and_a_run_without_results(finished_run, tmp_path_factory):
     project, _ = finished_run
     p = subprocess.run(pipeline_cmd("report"), cwd=project, env=subprocess_env(), capture_output=True, text=True)
@@ -54,7 +47,7 @@ def test_report_command_and_a_run_without_results(finished_run, tmp_path_factory
     empty = tmp_path_factory.mktemp("empty")
     shutil.copy(project / "pipeline.toml", empty / "pipeline.toml")
     p = subprocess.run(pipeline_cmd("report"), cwd=empty, env=subprocess_env(), capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.startswith("error: run rep has no completed stage in ")
+    assert p.returncode == 2 and p.stderr.startswith("error: run tiny has no completed stage in ")
 
 
 def test_names_with_markup_are_escaped(tmp_path):
@@ -102,7 +95,6 @@ def test_the_held_out_groups_are_shown_as_a_test_set(tmp_path):
 
 @pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "
                                         "PATH): apt-get install chromium")
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, cfg = finished_run
     page = report.build(cfg, runner.status(cfg))
@@ -153,7 +145,6 @@ def _crossval(cfg):
     return folder
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 @needs_browser
 def test_report_in_chromium_shows_crossval_and_the_interpretation(finished_run):
     """In a real browser: the crossval tables hold crossval.csv's and letters.csv's figures (lowest letter first), its
@@ -181,7 +172,7 @@ def test_report_in_chromium_shows_crossval_and_the_interpretation(finished_run):
                 cells = lambda table: page.eval_on_selector_all(  # noqa: E731
                     f"#{table} tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))")
                 folds, by_letter = cells("crossval-folds"), cells("crossval-letters")
-                report_rows = cells("report-held_out")
+                report_rows = cells("report-t")
                 summary = page.inner_text("#crossval + p")
                 images = page.eval_on_selector_all(
                     "img", "imgs => imgs.map(i => [i.alt, i.complete && i.naturalWidth > 0, i.naturalWidth])")
@@ -197,12 +188,12 @@ def test_report_in_chromium_shows_crossval_and_the_interpretation(finished_run):
     assert summary.startswith("Mean over 2 folds: 65.0 % ± 15.0 %")
     assert by_letter[1:] == [["B", "50.0 %", "0.0 %", "2"], ["A", "75.0 %", "50.0 %", "2"],
                              ["C", "87.5 %", "75.0 %", "2"]]
-    expected = pd.read_csv(project / "runs" / "rep" / "evaluate" / "held_out" / artifacts.CLASS_REPORT,
+    expected = pd.read_csv(project / "runs" / "tiny" / "evaluate" / "t" / artifacts.CLASS_REPORT,
                            dtype={"class": str})
     assert [r[0] for r in report_rows[1:]] == list(expected["class"])
     assert [float(r[2]) for r in report_rows[1:]] == pytest.approx(list(expected["recall"]), abs=5e-4)
     shown = {alt: (ok, width) for alt, ok, width in images}
     assert shown["crossval"] == (True, plot_width)  # the plot crossval drew, decoded at its own size
-    for alt in ("validation split: top losses", "held_out: top losses"):
+    for alt in ("validation split: top losses", "t: top losses"):
         assert shown[alt][0], alt
     assert all(ok for ok, _ in shown.values()), shown

@@ -104,7 +104,7 @@ def test_rerun_skips_and_reasons(project, capsys):
     assert runner.run(load(tmp_path), ["datablock"], force=True) == {"datablock": "ran"}
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_touching_a_file_without_changing_it_keeps_outputs_valid(project):
     tmp_path, _ = project
     runner.run(load(tmp_path), ["download", "datablock"])
@@ -135,7 +135,7 @@ def _snapshot(ws):
             and not p.name == "config.json"}
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", [KeyboardInterrupt(), PipelineError("boom")])
 def test_a_failed_or_interrupted_stage_keeps_its_previous_outputs(project, monkeypatch, failure):
     """The new outputs go to a staging folder; the previous outputs and manifest stay valid until then."""
@@ -207,7 +207,7 @@ def test_code_files_follow_the_import_graph():
     assert "interpretation.py" not in names["download"] | names["datablock"] | names["lr_find"]
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_editing_a_module_a_stage_uses_makes_it_stale(project, monkeypatch, tmp_path_factory):
     """Edit a pipeline module only datablock reaches: status says datablock's code changed, download stays."""
     import shutil
@@ -283,7 +283,7 @@ def test_an_unreadable_image_with_verify_off_is_one_line_naming_the_option(proje
         runner.run(cfg, ["download", "datablock"])
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_answers_do_not_depend_on_the_current_folder(tmp_path, monkeypatch, capsys):
     """Relative paths resolve against the config file's folder and manifests are relative to the run folder: status
     and run give the same answers from a subfolder, also with an absolute run.workdir."""

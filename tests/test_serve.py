@@ -18,7 +18,8 @@ import pytest
 from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.serve import app
-from tests.conftest import BROWSER, SHARED_DATA, asl_photos, needs_browser, pipeline_cmd, subprocess_env, tiny_toml
+from tests.conftest import (BROWSER, SHARED_DATA, asl_photos, needs_browser, pipeline_cmd, subprocess_env,
+                            tiny_toml, training_fixture)
 
 HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
 
@@ -131,7 +132,7 @@ def test_gradio_abandoned_stream_waits_are_not_reported(caplog):
         logging.getLogger("asyncio").removeFilter(quiet)
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def models(tmp_path_factory):
     """An image model and a hand-landmark model trained briefly on 4 real photos per letter (download, datablock,
     train: each with its .pkl, .onnx and card)."""
@@ -298,7 +299,7 @@ def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
     assert elsewhere == []
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def tiny_server(tmp_path_factory):
     """`serve` (fastai engine, collect mode) for a logistic regression trained briefly on generated images: the
     server the bad-input probes below share."""

@@ -13,37 +13,14 @@ from pipeline.core.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
 
 
-def make_project(tmp_path):
-    train = make_image_folder(tmp_path / "train", classes=("A", "B", "C"), per_class=32, size=16)
-    (train / "notes.txt").write_text("not an image")
-    (train / "B" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)   # corrupt: excluded, listed
-    (train / "C" / "empty.jpg").write_bytes(b"")                                    # zero bytes: excluded
-    (train / "D").mkdir()                                                            # empty class folder: skipped
-    test = tmp_path / "test"
-    test.mkdir()
-    src = make_image_folder(tmp_path / "tsrc", classes=("A", "B", "C"), per_class=4, size=16, seed=3)
-    for i, f in enumerate(sorted(src.glob("*/*.png"))):
-        shutil.copy(f, test / f"{f.parent.name.lower()}{i:03d}_test.png")
-    shutil.copy(f, test / "z999_test.png")        # label Z: not in the model's vocab
-    shutil.copy(f, test / "README.png")           # no regex match
-    tiny_config(tmp_path, {"run.name": "tiny", "download.source": f"path:{train}", "download.subdir": "",
-                           "datablock.valid_pct": 0.25, "lr_find.num_it": 12, "train.epochs": 4,
-                           "evaluate.test_sets": [{"name": "t", "source": f"path:{test}",
-                                                   "label_regex": r"^([a-z])\d+_test\.png$", "uppercase": True}]})
-    return tmp_path
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The project run once through all five stages: (project, the run's result, what it printed)."""
-    project = make_project(tmp_path_factory.mktemp("tiny"))
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        result = runner.run(config.load(None, cwd=project), list(runner.STAGE_NAMES))
-    return project, result, printed.getvalue()
+def finished(trained, tmp_path_factory):
+    """A copy of the session's tiny run through all five stages (conftest's `tiny_project`): (project, the run's
+    result, what it printed)."""
+    project = trained.copy("tiny_run", tmp_path_factory.mktemp("tiny") / "project")
+    return project, json.loads((project / "run.json").read_text()), (project / "run.log").read_text()
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_tiny_pipeline_end_to_end(finished):
     project, result, out = finished
     assert result == {s: "ran" for s in runner.STAGE_NAMES}
@@ -85,7 +62,6 @@ def _tallied_by_hand(preds):
     return out
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 @pytest.mark.parametrize("folder", ["evaluate/t", "train"])
 def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, folder):
     """evaluate (per test set) and train (its validation split) write the same interpretation: a loss per photo that is
@@ -122,7 +98,6 @@ def test_interpretation_of_a_test_set_and_of_the_validation_split(finished, fold
     assert list(confused["count"]) == sorted(confused["count"], reverse=True)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
     """`predict --csv --topk 2 --probs`: top1 is the label, the probabilities fall, and each is the one in its class's
     p_ column, which sum to 1."""
@@ -144,7 +119,6 @@ def test_predict_csv_lists_the_top_k_and_every_class(finished, capsys):
     assert capsys.readouterr().err.startswith("error: --topk must be >= 1")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
     """`StageSpec.writes` is the contract the runner checks: every declared output exists (the runner refuses a
     stage that left one out), and no stage leaves a file it does not declare (evaluate declared metrics.json twice
@@ -157,7 +131,6 @@ def test_each_stage_folder_holds_exactly_what_its_stage_declares(finished):
         assert found == set(stage.outputs(cfg)), stage.name
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypatch):
     project, _, _ = finished
     cfg = config.load(None, cwd=project)
@@ -169,7 +142,6 @@ def test_a_stage_that_leaves_out_a_declared_output_is_refused(finished, monkeypa
     assert fingerprints.read_manifest(runner.Workspace.from_config(cfg), "lr_find") is not None  # the last run stays
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_test_set_errors_are_clear(finished):
     project, _, _ = finished
     nothing = config.load(None, ["evaluate.batch_size=4"], cwd=project)
@@ -182,7 +154,6 @@ def test_test_set_errors_are_clear(finished):
         runner.run(gone, ["evaluate"], force=True)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_evaluate_refuses_a_learner_that_does_not_match_what_train_recorded(finished):
     project, _, _ = finished
     cfg = config.load(None, cwd=project)

@@ -25,7 +25,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace
 from pipeline.data import loaders
 from pipeline.models import kinds
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, training_fixture
 from tests.reliability.conftest import write_config
 
 UTF8_FS = sys.getfilesystemencoding().lower() in ("utf-8", "utf8")
@@ -142,7 +142,7 @@ def test_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- a tiny run
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def run(tmp_path_factory):
     """One tiny run over odd data; yields (project, workspace, captured stdout)."""
     base = tmp_path_factory.mktemp("rel") / "my data ñ"
@@ -194,7 +194,6 @@ def run(tmp_path_factory):
     return project, Workspace.from_config(cfg), cfg, out.getvalue(), train, test
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_bad_training_images_are_excluded_with_one_line_reasons(run):
     project, ws, cfg, log, train, _ = run
     corrupt = pd.read_csv(ws.artifact("datablock", "corrupt.csv"), keep_default_na=False)
@@ -216,7 +215,6 @@ def test_bad_training_images_are_excluded_with_one_line_reasons(run):
     assert "skipped 1 class folder(s) with no images: zzz empty" in log
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_odd_modes_and_names_are_trained_on_under_their_exact_names(run):
     project, ws, cfg, log, train, _ = run
     split = pd.read_csv(ws.artifact("datablock", "splits.csv"), dtype=str, keep_default_na=False)
@@ -235,7 +233,6 @@ def test_odd_modes_and_names_are_trained_on_under_their_exact_names(run):
     assert xb.shape[1:] == (3, 16, 16)                            # every mode became 3-channel RGB
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_exif_orientation_is_applied_in_training_and_by_the_exported_learner(run):
     project, ws, cfg, log, train, test = run
     upright = ImageOps.exif_transpose(Image.open(train / "NA/rotated.jpg")).convert("RGB")
@@ -260,7 +257,6 @@ def test_exif_orientation_is_applied_in_training_and_by_the_exported_learner(run
     assert x.size == (12, 24)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_evaluate_counts_every_skip_and_names_the_missing_class(run):
     project, ws, cfg, log, _, test = run
     out = ws.stage_dir("evaluate") / "t ü"
@@ -285,7 +281,6 @@ def test_evaluate_counts_every_skip_and_names_the_missing_class(run):
 
 # ------------------------------------------------------------------------------------------- predict and the pickle check
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_predict_skips_and_lists_unusable_images_as_evaluate_does(run, capsys):
     from pipeline import cli
 
@@ -300,7 +295,6 @@ def test_predict_skips_and_lists_unusable_images_as_evaluate_does(run, capsys):
     assert not {r.split(",")[0] for r in rows} & set(skipped)
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_predict_sha256_and_batch_size_are_checked(run, capsys):
     from pipeline import cli
 
@@ -317,7 +311,6 @@ def test_predict_sha256_and_batch_size_are_checked(run, capsys):
     assert capsys.readouterr().out.startswith(f"{image}\t")
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
 def test_evaluate_checks_the_hash_train_recorded_not_the_card_beside_the_file(run):
     """A replaced .pkl with a card to match (a swapped pair) passes the card check; evaluate trusts only train's
     manifest."""

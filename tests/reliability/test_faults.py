@@ -119,7 +119,7 @@ def partial_download(project: Path):
     return next((p for p in (project / "data").glob(".*.tmp*/*.part") if p.stat().st_size >= 2**20), None)
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_sigkill_mid_download_leaves_no_complete_cache_and_the_rerun_finishes(url_project):
     project, server = url_project
     clean = clean_run_bytes(project)
@@ -153,7 +153,7 @@ def test_sigterm_mid_download_unwinds_and_removes_its_temp_files(url_project):
 
 # ------------------------------------------------------------------------------------------- extraction
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_sigkill_mid_extraction_of_a_local_zip_is_redone(tmp_path):
     padding = {f".pad/{i:05d}.bin": bytes(64) for i in range(1500)}  # many small entries: a long extraction
     archive = tmp_path / "big.zip"
@@ -228,7 +228,7 @@ def read_only(monkeypatch, *paths: Path) -> None:
     monkeypatch.setattr(os, "replace", replace)
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_unwritable_artifact_names_the_path_and_keeps_earlier_artifacts(tmp_path, monkeypatch):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=8)
     project = write_config(tmp_path / "proj", f"path:{data}")
@@ -266,7 +266,7 @@ def test_cli_write_failure_is_one_line_naming_the_path(tmp_path, blocker):
     assert path.read_text() == "in the way"                       # nothing the user made is overwritten
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_read_only_stage_folder(tmp_path, monkeypatch, capsys):
     """Moving the new stage folder into place fails (EROFS, as root too): one line, the previous outputs stay, and
     the complete staged outputs are moved in by the next run."""

@@ -38,7 +38,7 @@ def project(tmp_path, small_disk):
                         datablock={"cache": True, "verify": False}, train={"image_size": 384})
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_a_cache_that_does_not_fit_is_one_line_with_the_space_needed_and_free(project, small_disk):
     p = cli(project, "run", "--stages", "download,datablock")
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])

@@ -148,7 +148,7 @@ def test_a_waiting_run_stopped_while_it_waits_leaves_the_holder_alone(gated):
     assert not (project / "runs/r" / runlock.HOLDER).exists()
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_a_sigkilled_runs_lock_does_not_block_the_next_run(gated):
     project, server = gated
     killed = start(project, "run", "--stages", "download")
@@ -168,7 +168,7 @@ def test_a_sigkilled_runs_lock_does_not_block_the_next_run(gated):
     assert not list((project / "runs/r").glob(".*.staging*"))
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["run", "--stages", "download"], ["report"], ["recover"]])
 def test_every_writer_is_refused_while_another_holds_the_folder(tmp_path, command):
     data = make_image_folder(tmp_path / "imgs", classes=("A", "B"), per_class=3)
@@ -180,7 +180,7 @@ def test_every_writer_is_refused_while_another_holds_the_folder(tmp_path, comman
     assert cli(project, *command).returncode == 0
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_status_says_a_complete_staged_commit_is_waiting_and_recover_finishes_it(tmp_path, monkeypatch):
     """A run stopped between train's (here datablock's) two commit renames: status says what is waiting and what
     finishes it; `recover` does, and clears what stopped runs left."""

@@ -54,7 +54,7 @@ def kaggle(tmp_path, monkeypatch):
         yield standin
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_full_run_never_writes_or_prints_the_kaggle_key(tmp_path, kaggle, capfd):
     test = make_image_folder(tmp_path / "test", classes=("A", "B", "C"), per_class=3, seed=4)
     project = write_config(tmp_path / "proj", "kaggle:signer/tiny-signs", lr_find={"num_it": 12},

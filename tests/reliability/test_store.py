@@ -217,7 +217,7 @@ def test_a_detection_of_another_shape_or_type_is_not_one(bad):
     assert hands.is_detection([True, "Left", 0.9] + [0.0] * 126) and not hands.is_detection(bad)
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 def test_a_datablock_rerun_over_decoded_values_of_the_wrong_shape_gives_the_same_cache(tmp_path, capsys):
     """The decoded-image store: arrays of another size or type (with matching checksums) are computed again."""
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=4, size=20)
@@ -317,7 +317,7 @@ def test_a_read_only_store_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     assert read_json(ws.artifact("datablock", artifacts.CACHE_META))["from_store"] == 0
 
 
-@pytest.mark.slow  # runs the pipeline's stages (house rule: slow); CI's full suite runs it
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["corrupt_page", "garbage", "flipped_byte"])
 def test_a_datablock_rerun_over_a_damaged_decoded_store_warns_once_and_gives_the_same_cache(tmp_path, capsys, how):
     """End to end: the decoded-image store (the keypoint store's twin: same class, no MediaPipe needed)."""
