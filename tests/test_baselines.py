@@ -17,7 +17,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.models.baselines import BASELINES, baseline_info, create_baseline, is_baseline
 from tests.conftest import REPO
 
-SEEDS = REPO / "configs" / "seeds"
+SEEDS = REPO / "research" / "seeds"
 
 N_CLASSES = 24
 CASES = list(itertools.product(BASELINES, (1, 3), (28, 40)))

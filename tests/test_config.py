@@ -123,8 +123,12 @@ def test_resolved_config_round_trips_as_json(tmp_path):
     assert saved["source_file"] == str((tmp_path / "c.toml").resolve())
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")) + sorted((REPO / "configs" / "ablation").glob("*.toml")),
-                         ids=lambda p: f"{p.parent.name}/{p.stem}")  # configs/seeds/ has its own tests
+RECIPES = sorted((REPO / "configs").glob("*.toml"))
+RESEARCH_ROWS = sorted((REPO / "research").glob("*.toml")) + sorted((REPO / "research" / "ablation").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES + RESEARCH_ROWS,
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")  # research/seeds/ has its own tests
 def test_shipped_configs_load_and_validate(path):
     cfg = config.load(path, cwd=REPO)
     assert cfg.run.name and cfg.evaluate.test_sets
@@ -140,3 +144,10 @@ def test_tiny_config_is_the_demo_shrunk(tmp_path):
     assert config.load(None, cwd=tmp_path) == cfg  # the file a `python -m pipeline` run there reads
     with pytest.raises(PipelineError, match=r"unknown key config\.train\.epoch;"):
         tiny_config(tmp_path, {"train.epoch": 3})
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_each_shipped_recipe_opens_with_what_it_is_for_and_its_figure(path):
+    """configs/ holds the recipes a user runs; the first line of each says what for and its figure (a %)."""
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and "%" in first and len(first) <= 120, first

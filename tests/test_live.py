@@ -15,47 +15,15 @@ from pipeline.core.errors import PipelineError
 from pipeline.data import hands
 from pipeline.serve import live, spelling
 from tests.conftest import BROWSER, SHARED_DATA, needs_browser, pipeline_cmd, subprocess_env
+from tests.helpers import FPS, SIZE, massey, open_stream, process_figures, serving, stream_event, webcam_frame, write_video
 
 LETTERS = "HELO"
-FPS = 15
-SIZE = (480, 640)  # a webcam's frame (rows, columns)
-
-
-def massey(data: Path, letter: str, i: int) -> Path:
-    """The `i`-th Massey photo (a segmented hand on black, 400 px square) of `letter`."""
-    return sorted((data / "massey_asl" / letter.lower()).glob("*.jpeg"))[i]
-
-
-def webcam_frame(photo: Path | None):
-    """A SIZE frame: the photo in the middle of a black one, or all black (no hand)."""
-    frame = np.zeros((*SIZE, 3), np.uint8)
-    if photo is not None:
-        img = hands.load_rgb(photo)
-        h, w = img.shape[:2]
-        top, left = (SIZE[0] - h) // 2, (SIZE[1] - w) // 2
-        frame[top:top + h, left:left + w] = img
-    return frame
 
 
 def word(photos: dict, gap_s: float):
     """(photo or None, seconds) for HELLO: each letter held 1 s, no hand for `gap_s` between the two L's."""
     return [(photos["H"], 1.0), (photos["E"], 1.0), (photos["L"], 1.0), (None, gap_s), (photos["L"], 1.0),
             (photos["O"], 1.0)]
-
-
-def write_video(path: Path, parts) -> int:
-    """An MJPEG .avi at FPS of `parts` ((photo or None, seconds)); its frame count."""
-    import cv2
-
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE[::-1])
-    n = 0
-    for photo, seconds in parts:
-        bgr = cv2.cvtColor(webcam_frame(photo), cv2.COLOR_RGB2BGR)
-        for _ in range(round(seconds * FPS)):
-            out.write(bgr)
-            n += 1
-    out.release()
-    return n
 
 
 def expected_text(readings: dict, parts, rules=None) -> str:
@@ -314,9 +282,8 @@ def write_y4m(path: Path, parts, size=(240, 320), fps: int = FPS) -> None:
 def live_server(helo, tmp_path):
     """`serve` with the HELO model in a subprocess on a free 127.0.0.1 port, with test_serve's network guard;
     stopped afterwards."""
-    from tests.test_serve import _serving
 
-    with _serving(helo.pkl, tmp_path, "--trust-learner", "--parallel", "1") as url:
+    with serving(helo.pkl, tmp_path, "--trust-learner", "--parallel", "1") as url:
         yield SimpleNamespace(url=url, work=tmp_path)
 
 
@@ -514,10 +481,8 @@ def test_fifty_abandoned_live_streams_hold_at_most_the_cap(tmp_path):
 
     from PIL import Image
 
-    from bench.live_streams import open_stream, process_figures, stream_event
     from pipeline.models import training
     from tests.conftest import synthetic_landmark_learner
-    from tests.test_serve import _serving
 
     learn = synthetic_landmark_learner(tmp_path)[0]
     training.strip_for_export(learn)
@@ -526,7 +491,7 @@ def test_fifty_abandoned_live_streams_hold_at_most_the_cap(tmp_path):
     Image.new("RGB", (640, 480)).save(buf, format="JPEG")  # no hand: "no hand" is read
     work = tmp_path / "work"
     work.mkdir()
-    with _serving(tmp_path / "hands.pkl", work, "--trust-learner", "--parallel", "1", "--max-streams", "2",
+    with serving(tmp_path / "hands.pkl", work, "--trust-learner", "--parallel", "1", "--max-streams", "2",
                   "--stream-idle", "20") as url:
         url = url.rstrip("/")
         pid, event = _child_pid(str(tmp_path / "hands.pkl")), stream_event(url)

@@ -1,4 +1,4 @@
-"""configs/seeds/*.toml: one loadable config per published baseline row (cheap: nothing is trained)."""
+"""research/seeds/*.toml: one loadable config per published baseline row (cheap: nothing is trained)."""
 import re
 import tomllib
 from pathlib import Path
@@ -13,7 +13,7 @@ from pipeline.data.sources import split_converted
 from pipeline.models.baselines import BASELINES
 from tests.conftest import REPO, SHARED_DATA
 
-SEEDS = REPO / "configs" / "seeds"
+SEEDS = REPO / "research" / "seeds"
 CONFIGS = sorted(SEEDS.glob("*.toml"))
 IDS = [p.stem for p in CONFIGS]
 # One config per published row of issue 3 (the digits_* twins of the mnist_* rows run without ../shared/data).

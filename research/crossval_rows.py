@@ -1,8 +1,8 @@
-"""The lever rows of docs/crossval.md from finished crossvals, and the late-fusion row (a fixed mix of two crossvals'
+"""The lever rows of research/notes/crossval.md from finished crossvals, and the late-fusion row (a fixed mix of two crossvals'
 fold models' probabilities on each fold's held-out photos).
 
-    python scripts/crossval_rows.py row --config CONFIG NAME [NAME ...]
-    python scripts/crossval_rows.py late --config CONFIG A B [--weight 0.5] [--name late]
+    python -m research.crossval_rows row --config CONFIG NAME [NAME ...]
+    python -m research.crossval_rows late --config CONFIG A B [--weight 0.5] [--name late]
     (either with `--set KEY=VALUE` config overrides, e.g. `--set run.data_dir=...` for filled stores elsewhere)
 
 `row` reads runs/NAME/crossval/ and each fold's holdout metrics.json (ECE); `late` loads the exports of the fold runs

@@ -1,5 +1,5 @@
 """Fine-tuning the end of MediaPipe's hand network on the signs, against the frozen embedding, by leave-one-group-out
-crossval over the stored detections (bench/keypoint_levers.py's photos, folds, jitter and scoring).
+crossval over the stored detections (research/keypoint_levers.py's photos, folds, jitter and scoring).
 
 Every photo with a hand: its upright, left-mirrored 224 px crop (`hand_net.crop`) through the network ONCE (LiteRT,
 as `hand_net` does), up to `--cut` (default `model_1/model/add_8/add`, the input of the last stage: (192, 7, 7) a
@@ -15,7 +15,7 @@ then batch norm settled on the unjittered training rows (the recipe's `SettleBat
 scored on the letters the training groups know, as keypoint_levers does. The crops are not augmented (their
 activations are cached); the keypoints are jittered as in the recipe.
 
-    OMP_NUM_THREADS=1 taskset -c 1 python -m bench.hand_net_finetune [--cut TENSOR] [--seed 0]
+    OMP_NUM_THREADS=1 taskset -c 1 python -m research.hand_net_finetune [--cut TENSOR] [--seed 0]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from bench._common import REPO, header, result
-from bench.keypoint_levers import _features, _jitter, _photos
+from research.keypoint_levers import _features, _jitter, _photos
 
 CUT = "model_1/model/add_8/add"
 

@@ -3,7 +3,7 @@ sections is traced to the module that made it, while `stages/train.py:run` train
 "a cfg walk from stages/train.py:run enters fewer rooms than 10"). Prints each module, how many reads it made and
 which entries; the demo's datablock and lr_find run first (not traced).
 
-    python -m bench.cfg_walk [--config CONFIG] [--set SECTION.KEY=VALUE ...]
+    python -m research.cfg_walk [--config CONFIG] [--set SECTION.KEY=VALUE ...]
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Screening keypoint levers the pipeline does not offer, over the stored MediaPipe detections: leave-one-group-out
-over the groups `crossval` uses, in seconds a fold instead of a pipeline run each (docs/crossval.md, "Screened").
+over the groups `crossval` uses, in seconds a fold instead of a pipeline run each (research/notes/crossval.md, "Screened").
 
 Every photo of the config's sources goes through the detection store (`hands.detections`: the image keypoints and
 MediaPipe's world landmarks, one pass, filled if empty); each fold trains the recipe's model (`LandmarkNet`: the 64
@@ -8,7 +8,7 @@ stretch), AdamW and a one-cycle schedule for `--epochs`, on all the other groups
 its batch norm settled on the unjittered training rows, and scores the held-out group on the letters it knows.
 Its image-keypoint row reproduces the pipeline's `kp_settled` crossval within its seed-to-seed spread.
 
-    OMP_NUM_THREADS=1 taskset -c 0 python -m bench.keypoint_levers [--keypoints world] [--turn 0.5] [--tta mirror]
+    OMP_NUM_THREADS=1 taskset -c 0 python -m research.keypoint_levers [--keypoints world] [--turn 0.5] [--tta mirror]
 
 Levers: `--keypoints world` (MediaPipe's metric 3D world landmarks, mirrored and scaled as `hands.canonical` does
 the image keypoints), `--turn P` (a training hand seen from the other side with probability P: x and z negated, a

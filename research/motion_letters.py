@@ -4,7 +4,7 @@ A `landmark_mlp` is trained on the keypoints of 40 grassknoted photos per class 
 degrees, 20 epochs); then its top-1 is counted on the J and Z photos of other signers: Roboflow's (valid and test,
 still frames caught in the motion) and Massey's, and on grassknoted's own test J and Z.
 
-    nice -n 5 OMP_NUM_THREADS=1 taskset -c 1 python -m bench.motion_letters
+    nice -n 5 OMP_NUM_THREADS=1 taskset -c 1 python -m research.motion_letters
 """
 from __future__ import annotations
 

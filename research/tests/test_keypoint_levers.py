@@ -1,8 +1,8 @@
-"""bench/keypoint_levers.py's embedding-only model (`--emb-only`): it reads the hand network's embedding and nothing
+"""research/keypoint_levers.py's embedding-only model (`--emb-only`): it reads the hand network's embedding and nothing
 of the keypoint features beside it."""
 import torch
 
-from bench import keypoint_levers
+from research import keypoint_levers
 from pipeline.data import hand_net, hands
 
 
