@@ -1,4 +1,4 @@
-"""What a still-frame hand-landmark model does with J and Z, the two motion letters (README, "Live fingerspelling").
+"""What a still-frame hand-landmark model does with J and Z, the two motion letters (docs/live.md, "Limits").
 
 A `landmark_mlp` is trained on the keypoints of 40 grassknoted photos per class (all 29, 3D turns of up to 15
 degrees, 20 epochs); then its top-1 is counted on the J and Z photos of other signers: Roboflow's (valid and test,

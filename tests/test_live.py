@@ -88,7 +88,7 @@ def test_a_tracked_still_photo_gives_the_training_features(shared_data):
     """The first frame of a stream is found as a photo is (the same graph settings and padding): the features are
     those `Detector` gives for training (photos it finds at its first look: it also looks again brightened and
     turned, the tracker does not). Later frames of the same still image are tracked from the last keypoints instead
-    of found afresh, and stay close (README, "Live fingerspelling", has the measurement)."""
+    of found afresh, and stay close (docs/live.md has the measurement)."""
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     detector = hands.Detector()
     photos = [massey(shared_data, c, 8) for c in LETTERS] + [shared_data / "asl_alphabet_test" / f"{c}_test.jpg"
