@@ -10,7 +10,7 @@ from pipeline.compare import read_meta
 from pipeline.data.idx import FLAT_LABEL_RE as IDX_LABEL_RE
 from pipeline.data.sign_mnist import FLAT_LABEL_RE
 from pipeline.data.sources import split_converted
-from pipeline.models.baselines import BASELINES
+from pipeline.models.baselines import BASELINES, baseline_info
 from tests.conftest import REPO, SHARED_DATA
 
 SEEDS = REPO / "research" / "seeds"
@@ -89,3 +89,11 @@ def test_digits_twin_trains_exactly_like_the_mnist_config(stem):
     mnist = tomllib.loads((SEEDS / f"{stem}.toml").read_text())
     digits = tomllib.loads((SEEDS / f"digits_{stem[len('mnist_'):]}.toml").read_text())
     assert mnist["train"] == digits["train"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_published_figures_agree_with_the_seed_configs(path):
+    """A seed config's `# published:` figures are the ones `baseline_info` (compare's fallback) gives its arch."""
+    arch = config.load(path, cwd=REPO).train.arch
+    figures = re.findall(r"\d+(?:[.–]\d+)?\s*%", read_meta(path)["published"])
+    assert figures and all(f in baseline_info(arch)["published"] for f in figures), (figures, baseline_info(arch))
