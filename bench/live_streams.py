@@ -18,66 +18,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
-import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from bench._common import OUT, SHARED_DATA, header, result
+from tests.helpers import open_stream, process_figures, stream_event
 
 GRADIO_STREAM_WAIT_S = 30  # Gradio keeps a stream's event waiting this long for its next frame
-
-
-def stream_event(url: str) -> tuple[int, int]:
-    """(fn_index, trigger id) of the live section's stream event, from the app's /config."""
-    import httpx
-
-    config = httpx.get(f"{url}/config", timeout=30).json()
-    cam = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "live_cam")
-    for dep in config["dependencies"]:
-        if [cam, "stream"] in [list(t) for t in dep["targets"]]:
-            return dep["id"], cam
-    raise SystemExit(f"{url} has no live stream event: is the learner a hand-landmark model?")
-
-
-def open_stream(url: str, event: tuple[int, int], jpeg: bytes, timeout: float = 60) -> tuple[str, str]:
-    """One new session sends one frame on the live stream and goes away: ("served", the letter shown) or
-    ("refused", the server's message), or ("failed", what went wrong)."""
-    import httpx
-
-    fn_index, trigger = event
-    session = uuid.uuid4().hex[:11]
-    try:
-        with httpx.Client(timeout=timeout) as client:
-            up = client.post(f"{url}/gradio_api/upload", files={"files": ("frame.jpg", jpeg, "image/jpeg")})
-            up.raise_for_status()
-            frame = {"path": up.json()[0], "orig_name": "frame.jpg", "meta": {"_type": "gradio.FileData"}}
-            join = client.post(f"{url}/gradio_api/queue/join", json={
-                "data": [frame, None], "fn_index": fn_index, "trigger_id": trigger, "session_hash": session,
-                "event_data": None})
-            join.raise_for_status()
-            with client.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as sse:
-                for line in sse.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    msg = json.loads(line[len("data:"):])
-                    if msg.get("msg") in ("process_streaming", "process_generating") and msg.get("success", True):
-                        return "served", msg["output"]["data"][1]
-                    if msg.get("msg") == "process_completed":
-                        out = msg.get("output") or {}
-                        if msg.get("success"):
-                            return "served", out["data"][1]
-                        return "refused", str(out.get("error"))
-        return "failed", "the event stream ended without an answer"
-    except Exception as e:  # noqa: BLE001 - a failed session is counted, not raised
-        return "failed", f"{type(e).__name__}: {e}"
-
-
-def process_figures(pid: int) -> tuple[float, int]:
-    """(RSS in MB, threads) of process `pid`."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"])
 
 
 def hand_frame() -> bytes:

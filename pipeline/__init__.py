@@ -14,7 +14,7 @@ import sys
 
 __version__ = "0.1.0"
 
-# Old flat module -> where it lives now (the layout move of issue 20), for the modules an export made before the
+# Old flat module -> where it lives now (the move into subpackages), for the modules an export made before the
 # move can name: a landmark learner's classes (`hand_model`) and the training callbacks an export kept before
 # `training.strip_for_export`. An image export names no module of this package, and the crop, fused and hand-network
 # kinds came after the move (an export of every kind, scanned: only `pipeline.models.hand_model` and the kinds' own

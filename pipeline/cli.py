@@ -52,7 +52,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                     help="also the K most probable classes with their probabilities (CSV: top1,top1_p,…,topK,topK_p)")
     pr.add_argument("--probs", action="store_true",
                     help="also every class's probability (CSV: one p_<class> column per class of the model's vocab)")
-    pr.add_argument("--batch-size", type=int, default=card.BATCH)
+    pr.add_argument("--batch-size", type=int, default=card.BATCH, help="images a model reads at once")
     engine(pr)
     pr.add_argument("--sha256", metavar="HEX",
                     help="the learner's expected sha256, from a source you trust (instead of the model card beside it)")
@@ -74,7 +74,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     engine(sv)
     sv.add_argument("--onnx", dest="engine", action="store_const", const="onnx", help=argparse.SUPPRESS)  # = --engine onnx
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--port", type=int, default=7860, help="port to listen on")
     sv.add_argument("--collect", metavar="DIR", help="collect mode: save photos under DIR/<LETTER>/<timestamp>.jpg")
     sv.add_argument("--parallel", type=int, default=0, metavar="N",
                     help="hand models: photos read at once, one MediaPipe detector each (default: one per core, at most 4)")
@@ -86,7 +86,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                       "or one CSV row per frame")
     live.add_arguments(sp)
     engine(sp)
-    compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. configs/seeds/*.toml) and write a "
+    compare.add_arguments(sub.add_parser("compare", help="run several configs (e.g. research/seeds/*.toml) and write a "
                                                       "Markdown table of the published figures beside ours"))
     return p
 

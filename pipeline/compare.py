@@ -1,6 +1,6 @@
 """Run several configs (one per published result) and report our figures beside the published ones.
 
-    python -m pipeline.compare configs/seeds/signmnist_*.toml --out docs/baselines.md
+    python -m pipeline.compare research/seeds/signmnist_*.toml --out research/notes/baselines.md
 
 Each config runs through the same stages as `python -m pipeline run` (all five by default; up-to-date stages
 are skipped, as there). The report is one Markdown table: experiment, model and recipe, data, the published
@@ -263,7 +263,7 @@ def run_all(configs: list[Path], out: Path, overrides: list[str] = (), force: bo
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `python -m pipeline compare` and `python -m pipeline.compare`."""
-    p.add_argument("configs", nargs="+", help="TOML configs, e.g. configs/seeds/*.toml")
+    p.add_argument("configs", nargs="+", help="TOML configs, e.g. research/seeds/*.toml")
     p.add_argument("--out", required=True, help="Markdown file; the table replaces the marked block in it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value in every config (repeatable)")

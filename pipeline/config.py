@@ -62,7 +62,7 @@ class FolderCfg:
     source: str = ""              # same syntax as download.source
     subdir: str = ""              # image root inside the source; "" = auto-detect
     label_regex: str = ""         # group 1 of a match on the file name is the label; "" = the class folder's name
-    label_map: dict[str, str] = field(default_factory=dict)  # e.g. {"Del" = "del"}
+    label_map: dict[str, str] = field(default_factory=dict)  # labels renamed after reading, e.g. {"Del" = "del"}
     uppercase: bool = False       # map labels to upper case (e.g. Massey's lowercase letters)
 
 
@@ -71,7 +71,7 @@ class SourceCfg(FolderCfg):
     class_regex: str = ""         # keep only the labels this fully matches (after the label rules); "" = all
     group_regex: str = ""         # group 1 of a match on the path relative to the source's root = the signer or
                                   # session (e.g. '^(hand\d+)_'); "" = the whole source is one group
-    fold: str = "group"           # crossval --by group holds this source out one group at a time (group) or whole (source)
+    fold: str = "group"           # group | source: crossval --by group holds this source out a group at a time or whole
 
 
 DEFAULT_SOURCE = "data"  # the name of a config's single `download.source`
@@ -111,9 +111,9 @@ class DatablockCfg:
 @dataclass
 class LrFindCfg:
     suggestion: str = "valley"    # valley | slide | minimum | steep: the one train uses when base_lr = "lr_find"
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    num_it: int = 100
+    start_lr: float = 1e-7        # the sweep's first learning rate
+    end_lr: float = 10.0          # the sweep's last learning rate
+    num_it: int = 100             # mini-batches the sweep takes, the rate growing exponentially
 
 
 @dataclass
@@ -121,15 +121,15 @@ class TrainCfg:
     # resnet18/34/50 (torchvision), any timm name, or a name a model kind builds (pipeline/models/kinds/: the
     # baselines logreg/mlp/cnnnet/aslnet; landmark_mlp, hand_fused, late_fusion for datablock.input's hand kinds)
     arch: str = entry("tf_efficientnet_lite0", MODEL)
-    pretrained: bool = entry(True, MODEL)
+    pretrained: bool = entry(True, MODEL)  # start from ImageNet weights (lite0's ship offline; resnets' download once)
     method: str = entry("fine_tune", SCHEDULE)  # fine_tune | fit_one_cycle | fit
     base_lr: float | str = entry("lr_find", SCHEDULE)  # a number, or "lr_find" to take lr_find's chosen suggestion
-    epochs: int = entry(4, SCHEDULE)
+    epochs: int = entry(4, SCHEDULE)  # training epochs (fine_tune: the unfrozen ones, after freeze_epochs)
     freeze_epochs: int = entry(1, SCHEDULE)  # fine_tune only
     lr_mult: float = entry(100.0, SCHEDULE)  # fine_tune only: the body's earliest layers train at base_lr / lr_mult
     head_dropout: float = entry(0.5, MODEL)  # dropout (fastai `ps`) in the head vision_learner puts on a backbone
-    batch_size: int = entry(64, MODEL)
-    image_size: int = entry(224, DATA)
+    batch_size: int = entry(64, MODEL)  # images a training batch (per process when distributed)
+    image_size: int = entry(224, DATA)  # pixels of the square each image is resized to (hand_crop: the crop's)
     grayscale: bool = entry(False, DATA)  # single-channel input (baselines)
     opt: str = entry("adam", MODEL)  # adam | sgd
     momentum: float = entry(0.9, MODEL)  # sgd only
@@ -172,7 +172,8 @@ class TestSetCfg(FolderCfg):
 
 @dataclass
 class EvaluateCfg:
-    batch_size: int = card.BATCH
+    batch_size: int = card.BATCH  # images scored a batch
+    # the out-of-domain test sets ([[evaluate.test_sets]]), each scored into runs/<run>/evaluate/<name>/
     test_sets: list[TestSetCfg] = field(default_factory=list)
     trust_learner: bool = False   # skip the sha256 check of the export (only for a file you trust)
     tta: int = 0                  # > 0: test-time augmentation, mean of n augmented passes blended with the plain one

@@ -12,12 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import compare, config
 from pipeline.core.errors import PipelineError
 from pipeline.models.baselines import BASELINES, baseline_info, create_baseline, is_baseline
-from tests.conftest import REPO
-
-SEEDS = REPO / "configs" / "seeds"
 
 N_CLASSES = 24
 CASES = list(itertools.product(BASELINES, (1, 3), (28, 40)))
@@ -161,11 +157,3 @@ def test_baseline_info_describes_the_model_it_builds(arch):
     assert all(w in numbers for w in widths), f"{info['description']!r} does not list the widths {widths}"
     kernels = {"{}x{}".format(*m.kernel_size) for m in layers if isinstance(m, nn.Conv2d)}
     assert kernels == set(re.findall(r"\d+x\d+", info["description"]))
-
-
-@pytest.mark.parametrize("path", sorted(SEEDS.glob("*.toml")), ids=lambda p: p.stem)
-def test_published_figures_agree_with_the_seed_configs(path):
-    """A seed config's `# published:` figures are the ones `baseline_info` (compare's fallback) gives its arch."""
-    arch = config.load(path, cwd=REPO).train.arch
-    figures = re.findall(r"\d+(?:[.–]\d+)?\s*%", compare.read_meta(path)["published"])
-    assert figures and all(f in baseline_info(arch)["published"] for f in figures), (figures, baseline_info(arch))

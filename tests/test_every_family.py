@@ -11,7 +11,7 @@ from pipeline import runner
 from pipeline.core.errors import PipelineError
 from pipeline.models import card, kinds
 from tests.conftest import SHARED_DATA, asl_photos, tiny_config, training_fixture
-from tests.test_live import massey, write_video
+from tests.helpers import massey, write_video
 
 RECIPES = {  # the kind's name -> its tiny recipe (one epoch on 2 photos a letter)
     "from-scratch baseline": {"train.arch": "logreg", "train.image_size": 32},

@@ -15,15 +15,10 @@ from pipeline.core.errors import PipelineError
 from pipeline.data import datasets, sources
 from pipeline.data.idx import FLAT_LABEL_RE, PUBLISHED_FILES, convert, find_files, read_idx, read_pair
 from tests.conftest import payload_server
+from tests.helpers import idx_bytes
 
 LABELS = [5, 0, 4, 1, 9, 2, 1]
 TEST_LABELS = [7, 2, 1]
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """`array` (uint8) as an IDX file: magic 0x0000080<ndim>, one big-endian uint32 per dimension, the data."""
-    array = np.asarray(array, np.uint8)
-    return bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
 
 
 def images_for(labels, seed=0, shape=(4, 5)) -> np.ndarray:

@@ -10,48 +10,8 @@ from pipeline import config, crossval, runner
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace, read_json
 from pipeline.data import hands, splitting
-from tests.conftest import make_image_folder, tiny_config
-
-
-def _flat(folder: Path, names: list[str]) -> Path:
-    """Images named `names` directly in `folder` (labels and groups in the file names, as in Roboflow's export),
-    each of its own colour (the same bytes twice would be one image: the datablock keeps one copy)."""
-    import zlib
-
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        Image.new("RGB", (16, 16), tuple(zlib.crc32(f"{folder.name}/{n}".encode()).to_bytes(4, "big")[:3])).save(folder / n)
-    return folder
-
-
-def multi_config(root: Path, overrides: dict | None = None):
-    """The project config of `three_sources` (its folders A, B and C under `root`) and `overrides`, via tiny_config:
-    each source with its own label rules and groups, validation split by group."""
-    return tiny_config(root, {
-        "run.name": "multi",
-        "download.sources": [
-            {"name": "one", "source": f"path:{root / 'A'}"},
-            {"name": "hands", "source": f"path:{root / 'B'}", "uppercase": True, "class_regex": "[A-Z]",
-             "group_regex": r"^(hand\d+)_"},
-            {"name": "flat", "source": f"path:{root / 'C'}", "label_regex": r"^([A-Z])\d+_jpg",
-             "group_regex": r"^([A-Z]\d+)_jpg", "fold": "source"}],
-        "datablock.valid_pct": 0.25, "datablock.split": "group", "datablock.verify": False, **(overrides or {})})
-
-
-@pytest.fixture
-def three_sources(tmp_path):
-    """A: class folders a, b (one signer); B: lowercase class folders a, b, c plus a digit folder 7, signers in
-    the file names; C: flat files whose names carry the label and the photo id."""
-    make_image_folder(tmp_path / "A", classes=("A", "B"), per_class=4)
-    b = tmp_path / "B"
-    for c in ("a", "b", "c", "7"):
-        for signer in (1, 2):
-            _flat(b / c, [f"hand{signer}_{c}_{i}.png" for i in range(3)])
-    _flat(tmp_path / "C", [f"{y}{k}_jpg.rf.{j}.png" for y in "AB" for k in range(3) for j in range(2)])
-    multi_config(tmp_path)
-    return tmp_path
+from tests.conftest import tiny_config
+from tests.helpers import flat_images, multi_config, three_sources  # noqa: F401  (three_sources: a fixture)
 
 
 def load(tmp_path, *overrides):
@@ -134,7 +94,7 @@ def test_holdout_is_left_out_and_listed(three_sources):
 def test_a_changed_source_makes_only_its_own_listing_stale(three_sources, capsys):
     runner.run(load(three_sources), ["download"])
     assert dict(runner.status(load(three_sources)))["download"] == "up to date"
-    _flat(three_sources / "C", ["C0_jpg.rf.0.png"])
+    flat_images(three_sources / "C", ["C0_jpg.rf.0.png"])
     assert dict(runner.status(load(three_sources)))["download"] == "source data changed (flat)"
     capsys.readouterr()
     runner.run(load(three_sources), ["download"])
@@ -229,7 +189,7 @@ def _two_sources_over_one_folder(tmp_path, second: dict | None = None):
     """Signers hand1..hand4 in class folders a, b; two [[download.sources]] name that one folder."""
     for c in ("a", "b"):
         for signer in range(1, 5):
-            _flat(tmp_path / "B" / c, [f"hand{signer}_{c}_{i}.png" for i in range(2)])
+            flat_images(tmp_path / "B" / c, [f"hand{signer}_{c}_{i}.png" for i in range(2)])
     rules = {"uppercase": True, "group_regex": r"^(hand\d+)_"}
     return tiny_config(tmp_path, {
         "run.name": "overlap", "datablock.split": "group", "datablock.valid_pct": 0.25, "datablock.verify": False,

@@ -139,7 +139,7 @@ def test_killed_fine_tune_resumes_to_the_uninterrupted_result(tmp_path):
     assert (ma["valid_loss"], ma["valid_accuracy"]) == (mb["valid_loss"], mb["valid_accuracy"])
     assert not (killed / "runs/r/_scratch/train").exists() and (killed / "exports/r.pkl").exists()
     if track:  # the tracker holds each epoch once, as history.csv has it, across the killed and the resumed process
-        from tests.test_tracking import read_run
+        from tests.helpers import read_run
 
         (folder,) = (killed / "runs/r/tracking").glob("train-*")
         scalars, _ = read_run(folder)

@@ -2,15 +2,11 @@
 model families and both engines, a photo without a hand reads "no hand found", nothing is fetched from
 elsewhere, collect mode writes a training source, and a real headless browser reads the letter off the page
 (skipped, naming the browser, where no Chromium is installed). Servers listen on 127.0.0.1 only and are stopped."""
-import contextlib
 import csv
 import io
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,30 +16,9 @@ from pipeline.core.errors import PipelineError
 from pipeline.serve import app
 from tests.conftest import (BROWSER, SHARED_DATA, asl_photos, needs_browser, pipeline_cmd, subprocess_env,
                             tiny_toml, training_fixture)
+from tests.helpers import serving
 
 HAND, NO_HAND = "B_test.jpg", "nothing_test.jpg"  # MediaPipe finds a hand in the first, none in the second
-
-# Loaded into the server process (PYTHONPATH): any connection or name lookup beyond this machine is written to
-# $SIGNPIPE_NET_LOG and refused, so an app that fetches anything at start or per request fails the test.
-NET_GUARD = '''
-import os, socket
-_log, _local = os.environ["SIGNPIPE_NET_LOG"], ("127.0.0.1", "::1", "localhost", "0.0.0.0", "")
-def _note(host):
-    with open(_log, "a") as f:
-        f.write(f"{host}\\n")
-    raise OSError(f"network access to {host} refused by the test")
-_connect, _lookup = socket.socket.connect, socket.getaddrinfo
-def connect(self, address):
-    if self.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in _local:
-        _note(address[0])
-    return _connect(self, address)
-def getaddrinfo(host, *args, **kwargs):
-    if host is not None and str(host) not in _local:
-        _note(host)
-    return _lookup(host, *args, **kwargs)
-socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
-'''
-
 
 def test_collect_mode_saves_a_training_source(tmp_path):
     """`save_photo` writes folder/<LETTER>/<timestamp>.jpg, upright, and the folder is a source download accepts."""
@@ -151,53 +126,6 @@ def models(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # 127.0.0.1 only
-        return r.read()
-
-
-@contextlib.contextmanager
-def _serving(learner: Path, work: Path, *args: str):
-    """`serve --learner LEARNER ARGS` in a subprocess on a free 127.0.0.1 port, with the network guard; yields its
-    URL once it answers, stops it afterwards."""
-    (work / "guard").mkdir()
-    (work / "guard" / "sitecustomize.py").write_text(NET_GUARD)
-    env = subprocess_env()
-    env["PYTHONPATH"] = f"{work / 'guard'}:{env['PYTHONPATH']}"
-    env["SIGNPIPE_NET_LOG"] = str(work / "net.log")
-    port = _free_port()
-    log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(pipeline_cmd("serve", "--learner", str(learner), "--port", str(port), *args), cwd=work,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):  # up to 2 minutes to import Gradio, load the model and start
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}: {(work / 'serve.log').read_text()[-2000:]}")
-            try:
-                _get(url)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"serve did not answer at {url}: {(work / 'serve.log').read_text()[-2000:]}")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module", params=[("image", "fastai"), ("hands", "onnx")], ids=lambda p: "-".join(p))
 def server(models, request, tmp_path_factory):
     """`serve` for one (model, engine) in a subprocess on a free 127.0.0.1 port, in collect mode, with the network
@@ -207,7 +135,7 @@ def server(models, request, tmp_path_factory):
     learner = models / "exports" / f"{name}.pkl"
     args = ["--collect", str(work / "collected"), "--parallel", "2",  # a hand model reads two photos at once
             "--engine", engine]
-    with _serving(learner, work, *args) as url:
+    with serving(learner, work, *args) as url:
         yield {"url": url, "name": name, "engine": engine, "learner": learner, "work": work}
 
 
@@ -312,7 +240,7 @@ def tiny_server(tmp_path_factory):
     runner.run(cfg, ["download", "datablock", "train"])
     work = root / "work"
     work.mkdir()
-    with _serving(root / "exports" / "m.pkl", work, "--collect", str(work / "collected")) as url:
+    with serving(root / "exports" / "m.pkl", work, "--collect", str(work / "collected")) as url:
         yield {"url": url, "root": root, "work": work, "photo": next((src / "A").glob("*.png"))}
 
 
@@ -328,7 +256,7 @@ def _app_error(client, path, api_name="/predict", *more) -> str:
 
 
 @pytest.mark.slow
-def test_bad_uploads_are_one_line_and_the_server_keeps_serving(tiny_server, tmp_path):
+def test_bad_uploads_are_one_line_and_the_server_keepsserving(tiny_server, tmp_path):
     """A 50 MB upload (the app takes 25 MB), a decompression bomb, a file that is not an image (to read or to
     collect): each one line in the API, and the next photo still reads."""
     import httpx

@@ -9,26 +9,9 @@ from pipeline import config, runner
 from pipeline.core import tracking
 from pipeline.core.errors import PipelineError
 from tests.conftest import make_image_folder, tiny_config
-from tests.test_many_signers import multi_config, three_sources  # noqa: F401  (the fixture, for crossval)
+from tests.helpers import multi_config, read_run, three_sources  # noqa: F401  (three_sources: the fixture, for crossval)
 
 pytest.importorskip("tensorboard", reason="the [track] extra is not installed")  # scripts/setup.sh installs it
-
-
-def read_run(folder):
-    """(scalars: tag → {step: value}, hparams: name → value) of one TensorBoard run folder."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    scalars = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
-    hparams = {}
-    for content in acc.PluginTagToContent("hparams").values():
-        data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        if data.HasField("session_start_info"):
-            for name, value in data.session_start_info.hparams.items():
-                hparams[name] = getattr(value, value.WhichOneof("kind"))
-    return scalars, hparams
 
 
 def test_track_is_off_by_default_and_checked():

@@ -25,7 +25,7 @@ SPACE, DELETE, NOTHING = "space", "del", "nothing"
 
 @dataclass(frozen=True)
 class Rules:
-    """When a label is written (see the module docstring); the defaults are measured (README, "Live fingerspelling")."""
+    """When a label is written (see the module docstring); the defaults are measured (docs/live.md)."""
 
     threshold: float = 0.6  # top-1 probability a frame needs to count for its label
     hold_s: float = 0.5     # how long a label is held (frame after frame) before it is written

@@ -152,7 +152,7 @@ def test_spelling_rules_that_are_not_finite_numbers(project, tmp_path, command, 
 ])
 def test_bad_idx_files_through_the_cli(project, tmp_path, images, labels, expected):
     """An IDX header whose sizes overflow, 0 x 0 images, labels of one class (issue 36): one line each."""
-    from tests.test_idx import idx_bytes
+    from tests.helpers import idx_bytes
 
     import numpy as np
 

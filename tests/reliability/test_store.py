@@ -20,6 +20,7 @@ from pipeline.core.workspace import Workspace, read_json
 from pipeline.data import content_store
 from pipeline.data.content_store import ContentStore
 from tests.conftest import make_image_folder, tiny_config
+from tests.helpers import compute
 from tests.reliability.conftest import env
 
 PAGE = 4096  # SQLite's default page size
@@ -55,12 +56,6 @@ def images(folder: Path, n: int) -> list[Path]:
         (p := folder / f"{i}.bin").write_bytes(f"image {i}".encode() * 20)
         out.append(p)
     return out
-
-
-def compute(path: Path) -> list:
-    """A stand-in for MediaPipe: 'features' made from the file's bytes."""
-    h = hashlib.sha256(Path(path).read_bytes()).digest()
-    return [b / 255 for b in h] * 2
 
 
 def features(store: ContentStore, paths: list[Path]) -> tuple[list, int]:
@@ -352,7 +347,7 @@ FILLER = """
 import json, sys
 from pathlib import Path
 from pipeline.data.content_store import ContentStore
-from tests.reliability.test_store import compute
+from tests.helpers import compute
 paths = [Path(p) for p in json.loads(sys.argv[1])]
 said = []
 store = ContentStore(Path(sys.argv[2]), {}, log=said.append)
