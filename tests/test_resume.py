@@ -63,7 +63,7 @@ def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     assert resumed, again.stdout
     first_epoch = int(resumed[0].split("after epoch ")[1].split()[0])
     assert first_epoch >= done
-    history = pd.read_csv(tmp_path / "runs/r/train/history.csv")
+    history = pd.read_csv(tmp_path / "runs/r/train/history.csv", float_precision="round_trip")
     assert list(history["epoch"]) == list(range(40))     # the whole history, earlier epochs included
     # only the remaining epochs ran: the epochs before the kill are the checkpoint's rows as they were (their own
     # timings), not epochs trained again (the log is not counted: a slow machine adds progress lines to it)
