@@ -1,0 +1,67 @@
+"""What `serve` takes from a request: one limit on the size of any request's body, on every route (`BodyLimit`, an
+ASGI middleware on the whole app), under which Gradio's own limit on an uploaded file (`MAX_FILE_MB`) applies."""
+from __future__ import annotations
+
+MAX_FILE_MB = 25  # an uploaded photo (Gradio's own check on /gradio_api/upload, and gradio_client's before it sends)
+MAX_BODY = 36 * 2**20  # any request's body: a 25 MB photo as a base64 data URL (4/3 of it) in JSON, with room
+
+
+class BodyLimit:
+    """ASGI middleware on the whole app: a request whose body is over `limit` bytes is answered 413 in one line on
+    every route (Gradio capped only `/gradio_api/upload`; a 150 MB JSON call was read, queued and kept), before its
+    body is read when it declares its length, else as soon as what arrived passes the limit (what was read is
+    dropped with the request)."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            return await self._refuse(send)
+        seen, over, started = 0, False, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                over = True
+                raise _TooLarge
+            return message
+
+        async def sending(message):  # once over the limit, whatever the route answers (FastAPI: 400) becomes the 413
+            nonlocal started
+            if over:
+                if not started:
+                    started = True
+                    await self._refuse(send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send):
+        body = (f"Request body over {self.limit:,} bytes: this server takes photos up to {MAX_FILE_MB} MB.\n").encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def body_limit():
+    """`BodyLimit` as a Starlette middleware entry (`FastAPI(middleware=[...])`, which Gradio's `app_kwargs` reach)."""
+    from starlette.middleware import Middleware
+
+    return Middleware(BodyLimit)
+
+
+class _TooLarge(Exception):
+    """A body without a declared length went past `BodyLimit`'s limit while it was read."""
