@@ -410,6 +410,11 @@ def test_every_route_refuses_a_body_over_the_limit_before_reading_it(tiny_server
     assert re.fullmatch(r"[ABC] \(\d+\.\d%\)", client.predict(handle_file(str(tiny_server["photo"])),
                                                                 api_name="/predict")[2])
 
+    bad = {"data": [{"path": None, "url": "data:image/jpeg;base64,!!!", "meta": {"_type": "gradio.FileData"}}]}
+    event = httpx.post(url + "gradio_api/call/predict", json=bad, timeout=60).json()["event_id"]
+    answer = httpx.get(f"{url}gradio_api/call/predict/{event}", timeout=60).text  # it was an empty answer
+    assert "event: error" in answer and "cannot read the photo: the request carries no file" in answer, answer
+
 
 @pytest.mark.slow
 def test_twenty_requests_at_once_and_a_learner_changed_on_disk(tiny_server, tmp_path):

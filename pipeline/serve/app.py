@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import PipelineError
-from .limits import MAX_FILE_MB, body_limit
+from .limits import MAX_FILE_MB, body_limit, unmap_large_blocks
 
 INSTALL = "pip install -e '.[serve]'  (Gradio 6)"
 UPLOADS_KEPT = (60, 600)  # Gradio's delete_cache: every 60 s, uploads older than 600 s are deleted (all at exit)
@@ -220,6 +220,7 @@ def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: 
 
     gr = require()
     _check_address(host, port)
+    unmap_large_blocks()  # what a large request took goes back to the system when it is done
     limits = {k: v for k, v in (("cap", max_streams), ("idle_s", stream_idle)) if v is not None}
     live.Streams(None, rules, **limits)  # bad limits are refused before the model loads
     reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)

@@ -65,3 +65,17 @@ def body_limit():
 
 class _TooLarge(Exception):
     """A body without a declared length went past `BodyLimit`'s limit while it was read."""
+
+
+def unmap_large_blocks(threshold: int = 1 << 20) -> None:
+    """Have glibc map each allocation of `threshold` bytes or more on its own, and unmap it when it is freed (its
+    `M_MMAP_THRESHOLD`, fixed): a request body under the limit (up to 36 MB, read, decoded, written to a file) is then
+    given back to the system once the request is done, not kept in the heap, where glibc's own threshold, which grows
+    to 32 MB after the first such block, would keep it. No effect where the C library is not glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
