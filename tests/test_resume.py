@@ -60,6 +60,8 @@ def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     assert "[download] up to date, skipped" in again.stdout and "[datablock] up to date, skipped" in again.stdout
     resumed = [line for line in again.stdout.splitlines() if "resuming from the checkpoint" in line]
     assert resumed, again.stdout
+    assert f"[train] running (interrupted after epoch {done} of 40; `run` resumes from there)" in again.stdout  # as
+    # `status` says it (it logged "running (never run)")
     first_epoch = int(resumed[0].split("after epoch ")[1].split()[0])
     assert first_epoch >= done
     epoch_lines = [line for line in again.stdout.splitlines() if line.startswith("[train] epoch ")]
