@@ -397,7 +397,8 @@ def test_every_route_refuses_a_body_over_the_limit_before_reading_it(tiny_server
     from gradio_client import Client, handle_file
 
     url = tiny_server["url"]
-    head, tail = b'{"data": [{"path": null, "url": "data:image/png;base64,', b'", "meta": {"_type": "gradio.FileData"}}]}'
+    head = b'{"data": [{"path": null, "url": "data:image/png;base64,'
+    tail = b'", "meta": {"_type": "gradio.FileData"}}]}'
     body = head + b"A" * (40 * 2**20) + tail
     for route in ("gradio_api/call/predict", "gradio_api/queue/join", "gradio_api/upload", "gradio_api/info"):
         r = httpx.post(url + route, content=body, headers={"content-type": "application/json"}, timeout=60)
