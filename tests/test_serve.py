@@ -378,11 +378,15 @@ def test_bad_uploads_are_one_line_and_the_server_keeps_serving(tiny_server, tmp_
         message = _app_error(client, tmp_path / name)
         assert message == f"cannot read the photo: UnidentifiedImageError: cannot identify image file '{name}'"
         assert _app_error(client, tmp_path / name, "/collect", "A").startswith("cannot save the photo: ")
+    for data in ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}], ["x.jpg"]):  # Gradio refuses these
+        event = httpx.post(f"{tiny_server['url']}gradio_api/call/predict", json={"data": data}, timeout=60)
+        answer = httpx.get(f"{tiny_server['url']}gradio_api/call/predict/{event.json()['event_id']}", timeout=60)
+        assert "event: error" in answer.text, answer.text
     assert client.predict(good, api_name="/predict")[2] == reading
     log = (tiny_server["work"] / "serve.log").read_text()  # the console: one line a bad request, no traceback
     assert "Traceback" not in log, log[-3000:]
     refused = [line for line in log.splitlines() if line.startswith("serve: refused a request: ")]
-    assert len(refused) == 6 and refused[0].startswith("serve: refused a request: cannot read the photo: too large: "
+    assert len(refused) == 8 and refused[0].startswith("serve: refused a request: cannot read the photo: too large: "
                                                        "Image size (400000000 pixels) exceeds limit"), refused
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import PipelineError
-from .limits import MAX_FILE_MB, body_limit, unmap_large_blocks
+from .limits import MAX_FILE_MB, body_limit, one_line_refusals, unmap_large_blocks
 
 INSTALL = "pip install -e '.[serve]'  (Gradio 6)"
 UPLOADS_KEPT = (60, 600)  # Gradio's delete_cache: every 60 s, uploads older than 600 s are deleted (all at exit)
@@ -268,6 +268,7 @@ def _console_apart() -> None:
     line, a traceback); and asyncio's noise about Gradio's abandoned stream waits dropped."""
     sys.stderr.flush()
     sys.stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    one_line_refusals()  # what Gradio refuses before serve's code runs: one line too
     asyncio_log = logging.getLogger("asyncio")
     if not any(isinstance(f, AbandonedStreamWait) for f in asyncio_log.filters):
         asyncio_log.addFilter(AbandonedStreamWait())

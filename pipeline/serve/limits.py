@@ -1,6 +1,11 @@
-"""What `serve` takes from a request: one limit on the size of any request's body, on every route (`BodyLimit`, an
-ASGI middleware on the whole app), under which Gradio's own limit on an uploaded file (`MAX_FILE_MB`) applies."""
+"""What `serve` takes from a request, and how it says no: one limit on the size of any request's body, on every
+route (`BodyLimit`, an ASGI middleware on the whole app), under which Gradio's own limit on an uploaded file
+(`MAX_FILE_MB`) applies; and a request Gradio itself refuses or fails is one line on the console
+(`one_line_refusals`), as serve's own refusals are (`live.refuse`)."""
 from __future__ import annotations
+
+import os
+import sys
 
 MAX_FILE_MB = 25  # an uploaded photo (Gradio's own check on /gradio_api/upload, and gradio_client's before it sends)
 MAX_BODY = 36 * 2**20  # any request's body: a 25 MB photo as a base64 data URL (4/3 of it) in JSON, with room
@@ -78,4 +83,33 @@ def unmap_large_blocks(threshold: int = 1 << 20) -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+class _OneLineTracebacks:
+    """Stands in for the `traceback` module in Gradio's queue and routes: its `print_exc()` of a request Gradio
+    refused or failed (a file path it does not serve, a payload of another form, a stream frame it cannot decode:
+    20-25 lines each) prints one line instead, `serve: refused a request: TYPE: message`; the whole traceback with
+    PIPELINE_DEBUG=1. Everything else is the traceback module's."""
+
+    def print_exc(self, *args, **kwargs):
+        import traceback
+
+        if os.environ.get("PIPELINE_DEBUG") == "1":
+            return traceback.print_exc(*args, **kwargs)
+        e = sys.exc_info()[1]
+        print(f"serve: refused a request: {type(e).__name__}: {' '.join(str(e).split())[:300]}", file=sys.stderr,
+              flush=True)
+
+    def __getattr__(self, name):
+        import traceback
+
+        return getattr(traceback, name)
+
+
+def one_line_refusals() -> None:
+    """Make what Gradio prints of a refused or failed request one line (`_OneLineTracebacks`)."""
+    from gradio import queueing, routes
+
+    for module in (queueing, routes):
+        module.traceback = _OneLineTracebacks()
 
