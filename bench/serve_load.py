@@ -12,10 +12,18 @@ MediaPipe on the photo). `--image-learner/--hands-learner exports/RUN.pkl` serve
 
     python -m bench.serve_load [--clients 8] [--requests 25] [--engine onnx|fastai|both]
                                [--parallel 1,2] [--server-cpus 1 --client-cpus 0]
+
+`--oversized N` checks the body limit instead (bounded: N requests, each at most 60 s): on the image model's server
+(fastai), N JSON calls of `--oversized-mb` (default 150) carrying a photo as a base64 data URL (what took a server
+from 655 to 1,535 MB before the limit), then N just under the limit (30 MB, read in full and refused as no image),
+then one real photo; the server's RSS at start, its peak, and 10 s after. Target: back within 300 MB of the start.
+
+    python -m bench.serve_load --oversized 4 [--image-learner exports/RUN.pkl]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -35,10 +43,10 @@ RECIPES = {
 }
 
 
-def prepare(work: Path) -> dict[str, Path]:
-    """Train the two models (download, datablock, train) unless their exports exist; their `.pkl` paths."""
+def prepare(work: Path, names=tuple(RECIPES)) -> dict[str, Path]:
+    """Train the models `names` (download, datablock, train) unless their exports exist; their `.pkl` paths."""
     out = {}
-    for name, train in RECIPES.items():
+    for name, train in ((n, RECIPES[n]) for n in names):
         pkl = work / "exports" / f"load_{name}.pkl"
         if not pkl.exists():
             cfg = write_config(work / f"{name}.toml", f"load_{name}", SHARED_DATA / "asl_alphabet_train_200", f"""\
@@ -154,6 +162,70 @@ def load(url: str, photo: bytes, clients: int, requests: int) -> dict:
             "rps": len(times) / wall, "ok": len(times), "failed": len(failures), "readings": sorted(readings)}
 
 
+def rss_mb(pid: int) -> float:
+    """The resident memory of process `pid`, MB (Linux: /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def data_url_call(url: str, size_mb: float) -> str:
+    """One `predict` call whose photo is a base64 data URL of about `size_mb` MB: the answer's status, or the error
+    that ended it (a server that refuses early may close the connection while the body is still being sent)."""
+    import httpx
+
+    payload = b"A" * (int(size_mb * 2**20) // 4 * 4)
+    body = (b'{"data": [{"path": null, "url": "data:image/png;base64,' + payload
+            + b'", "meta": {"_type": "gradio.FileData"}}]}')
+    try:
+        r = httpx.post(f"{url}/gradio_api/call/predict", content=body, headers={"content-type": "application/json"},
+                       timeout=60)
+    except httpx.HTTPError as e:
+        return type(e).__name__
+    if r.status_code == 200:  # queued: read its result stream, as a client would
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"{url}/gradio_api/call/predict/{r.json()['event_id']}", timeout=60)
+    return str(r.status_code)
+
+
+def oversized(learner: Path, work: Path, n: int, size_mb: float, cpus: set[int] | None) -> bool:
+    """The body-limit check (`--oversized`): RSS at start, peak and 10 s after N oversized and N just-under calls."""
+    photo = (SHARED_DATA / "asl_alphabet_test" / PHOTO).read_bytes()
+    with Server(learner, False, work / "serve_oversized.log", cpus, 0) as server:
+        for _ in range(3):
+            read_photo_once(server.url, photo)
+        pid, peak, stop = server.proc.pid, [0.0], threading.Event()
+
+        def sample():
+            while not stop.wait(0.05):
+                peak[0] = max(peak[0], rss_mb(pid))
+
+        start = rss_mb(pid)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        over = [data_url_call(server.url, size_mb) for _ in range(n)]
+        after_over, peak_over = rss_mb(pid), peak[0]
+        under = [data_url_call(server.url, 30) for _ in range(n)]
+        seconds = time.perf_counter() - t0
+        read_photo_once(server.url, photo)
+        time.sleep(10)
+        stop.set()
+        sampler.join()
+        after = rss_mb(pid)
+    print(f"{n} calls of {size_mb:g} MB: {', '.join(over)}; then {n} of 30 MB: {', '.join(under)} ({seconds:.1f} s "
+          f"in all); then one photo read and 10 s")
+    result("server RSS at start (after 3 photos)", round(start), "MB")
+    result(f"server RSS peak during the {size_mb:g} MB calls", round(peak_over), "MB")
+    result(f"server RSS after the {size_mb:g} MB calls", round(after_over), "MB")
+    result("server RSS peak during the 30 MB calls", round(peak[0]), "MB")
+    result("server RSS 10 s after the last call", round(after), "MB")
+    met = after - start < 300 and all(code == "413" for code in over)
+    result("RSS 10 s after - start", round(after - start), "MB", "< 300 MB, and every oversized call 413", met)
+    return met
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=8)
@@ -165,17 +237,24 @@ def main() -> int:
                     "0 = serve's default)")
     ap.add_argument("--server-cpus", help="pin the server to these cores, e.g. 1 (default: as this process)")
     ap.add_argument("--client-cpus", help="pin the clients (this process) to these cores, e.g. 0")
+    ap.add_argument("--oversized", type=int, default=0, metavar="N",
+                    help="instead of the load: N oversized calls (and N just under the limit), the server's RSS")
+    ap.add_argument("--oversized-mb", type=float, default=150)
     args = ap.parse_args()
     server_cpus = {int(c) for c in args.server_cpus.split(",")} if args.server_cpus else None
     if args.client_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
-    header(f"serve under load: {args.clients} concurrent clients x {args.requests} requests, one photo each")
+    header(f"serve's body limit: {args.oversized} calls of {args.oversized_mb:g} MB" if args.oversized else
+           f"serve under load: {args.clients} concurrent clients x {args.requests} requests, one photo each")
     print(f"server on core(s) {args.server_cpus or 'as this process'}, clients on core(s) "
           f"{args.client_cpus or 'as this process'}; load average before: {os.getloadavg()[0]:.2f}")
     if not SHARED_DATA.is_dir():
         raise SystemExit(f"needs the real photos in {SHARED_DATA}")
     work = OUT / "serve_load"
     work.mkdir(parents=True, exist_ok=True)
+    if args.oversized:
+        learner = args.image_learner or prepare(work, ["image"])["image"]
+        return 0 if oversized(learner, work, args.oversized, args.oversized_mb, server_cpus) else 1
     learners = prepare(work) if not (args.image_learner and args.hands_learner) else {}
     learners.update({k: v for k, v in (("image", args.image_learner), ("hands", args.hands_learner)) if v})
     photo = (SHARED_DATA / "asl_alphabet_test" / PHOTO).read_bytes()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import compare, config, runner
-from .core import runlock
+from .core import errors, runlock
 from .core.errors import PipelineError, guarded
 from .models import card, exported
 from .serve import live
@@ -111,8 +111,12 @@ def _cmd_run(args) -> int:
 def _cmd_status(args) -> int:
     from .core.workspace import Workspace
 
+    from .core.commit import describe_export
+
     cfg = config.load(args.config, args.overrides)
     print(f"config {cfg.source_file}\nrun    {cfg.run.name} ({Workspace.from_config(cfg).root})")
+    if export := describe_export(Workspace.from_config(cfg)):
+        print(f"export {export}")
     if (busy := runlock.holder(Workspace.from_config(cfg).root)) is not None:
         print(f"lock   a run is in progress: {runlock.describe(busy)}")
     for name, state in runner.status(cfg):
@@ -241,4 +245,6 @@ def main(argv: list[str] | None = None, prog: str = "signpipe") -> int:
     commands = {"run": _cmd_run, "status": _cmd_status, "stages": _cmd_stages, "predict": _cmd_predict,
                 "report": _cmd_report, "crossval": _cmd_crossval, "serve": _cmd_serve, "spell": _cmd_spell,
                 "compare": compare.command, "recover": _cmd_recover}
-    return guarded(lambda: commands[args.command](args), args.debug)
+    stopped = {"serve": "serve: stopped", "predict": "interrupted", "spell": "interrupted", "status": "interrupted",
+               "stages": "interrupted"}.get(args.command, errors.STAGES_KEPT)  # the others run stages
+    return guarded(lambda: commands[args.command](args), args.debug, stopped)

@@ -417,7 +417,11 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
     if path is None:
         path = cwd / "pipeline.toml" if (cwd / "pipeline.toml").exists() else demo_config()
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"config file {path} is a folder: name a .toml file (--config FILE)")
     if not path.exists():
+        if path.is_symlink():  # a loop, or a link to nothing
+            raise PipelineError(f"config file {path} is a symbolic link that leads to no file")
         raise PipelineError(f"config file {path} does not exist")
     project_dir = cwd if path.resolve() == demo_config() else path.resolve().parent
     try:
@@ -426,6 +430,8 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cwd: Path | 
         raise PipelineError(f"{path}: invalid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path}: not UTF-8 text (byte {e.start}): save the config as UTF-8") from None
+    except OSError as e:
+        raise PipelineError(f"cannot read the config file {path}: {e.strerror or e}") from None
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise PipelineError(f"{path}: unknown section [{unknown[0]}]; valid sections: {', '.join(SECTIONS)}")

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from .config import Config, dumps
 from .core import artifacts, distributed, runlock
-from .core.commit import cannot_write, commit, recover, waiting, write_manifest
+from .core.commit import cannot_write, claim_exports, commit, recover, waiting, write_manifest
 from .core.errors import PipelineError
 from .core.fingerprints import Fingerprint, fingerprint, read_manifest, staleness
 from .core.stagespec import StageSpec
@@ -57,7 +57,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> None:
+def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint, force: bool = False) -> None:
     """Run `stage` into its staging folder, write its manifest there last (a manifest means the outputs are
     complete), then swap the folder in as a whole (`commit`). Until then the stage's previous outputs and
     manifest stay as they were: a failed or interrupted run costs only itself. In a distributed launch only
@@ -66,6 +66,8 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
     main = distributed.is_main()
     staged = ws.staging(stage.name, exports=stage.exports, fingerprint=fp.digest)
     staging, final = ws.staging_dir(stage.name), ws.root / stage.name
+    if main and stage.exports:  # another run folder's export is not replaced unasked (`force`: said, and replaced)
+        claim_exports(ws, force, log)
     if main:
         if final.exists() and not final.is_dir():
             raise PipelineError(f"cannot write {final}: {os.strerror(errno.ENOTDIR)}")
@@ -86,6 +88,8 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
             raise PipelineError(f"{stage.name} finished without writing {missing[0]}, which stages/{stage.name}.py "
                                 "declares: nothing was recorded (a bug: please report it)")
         write_manifest(ws, staged, stage.name, fp, outputs, started, _now(), duration)
+        if stage.exports:  # again: another run folder's train may have committed meanwhile (no lock covers exports/)
+            claim_exports(ws, force, lambda message: None)
     except BaseException:
         if main:
             shutil.rmtree(staging, ignore_errors=True)
@@ -96,13 +100,13 @@ def run_stage(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> 
     log(f"done in {duration:.1f}s")
 
 
-def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint) -> None:
+def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerprint, force: bool = False) -> None:
     """`run_stage` in a distributed launch: a stage declared `every_rank` (train) on every rank, any other stage on
     rank 0 while the rest wait. A failure on any rank stops them all (a rank that died makes the others' next
     collective call fail)."""
     if stage.every_rank:
         try:
-            run_stage(cfg, ws, stage, fp)
+            run_stage(cfg, ws, stage, fp, force)
         except RuntimeError as e:  # torch.distributed's error when a peer process is gone
             raise PipelineError(f"{stage.name} failed on rank {distributed.rank()} of {distributed.world_size()}: "
                                 f"{' '.join(str(e).split())[:300]} (did another process die? nothing was recorded "
@@ -114,7 +118,7 @@ def _run_distributed(cfg: Config, ws: Workspace, stage: StageSpec, fp: Fingerpri
     failed = False
     try:
         if distributed.is_main():
-            run_stage(cfg, ws, stage, fp)
+            run_stage(cfg, ws, stage, fp, force)
     except BaseException:
         failed = True
         distributed.broadcast_failure(True)
@@ -176,6 +180,8 @@ def _run(cfg: Config, ws: Workspace, stages: list[str], force: bool) -> dict[str
             if up not in stages and (why := staleness(cfg, ws, BY_NAME[up])):
                 log(f"note: {up} is stale ({why}); using its existing outputs — add it to --stages to refresh")
         why = "forced" if force else staleness(cfg, ws, stage, fp)
+        if why and stage.checkpoints:  # as `status` says it: resumed from a checkpoint, or started over
+            why = _resume_point(ws, stage, fp, why)
         if not why:
             log("up to date, skipped")
             result[name] = "skipped"
@@ -183,9 +189,9 @@ def _run(cfg: Config, ws: Workspace, stages: list[str], force: bool) -> dict[str
         log(f"running ({why})" + (f" on {distributed.world_size()} processes" if distributed.active()
                                   and stage.every_rank else ""))
         if distributed.active():
-            _run_distributed(cfg, ws, stage, fp)
+            _run_distributed(cfg, ws, stage, fp, force)
         else:
-            run_stage(cfg, ws, stage, fp)
+            run_stage(cfg, ws, stage, fp, force)
         result[name] = "ran"
     return result
 

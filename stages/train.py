@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 
 from pipeline.core import artifacts, distributed, tracking
+from pipeline.core.commit import run_folder_of
 from pipeline.core.stagespec import StageSpec
-from pipeline.core.workspace import pyplot, read_json, save_figure, save_torch, sha256_file, write_csv, write_json
+from pipeline.core.workspace import (Workspace, pyplot, read_json, save_figure, save_torch, sha256_file, write_csv,
+                                     write_json)
 from pipeline.models import calibration, interpretation, kinds
 
 STAGE = StageSpec(
@@ -142,6 +144,7 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker, ca
     if onnx["file"]:
         metrics["onnx_parity"] = onnx["parity"]
     card = {"run": cfg.run.name, "learner": ws.learner.name, "sha256": sha256_file(ws.learner),
+            "run_folder": run_folder_of(Workspace.from_config(cfg)),  # whose export it is (`status`, `run`)
             "arch": t.arch, "family": kind.name, "pretrained": t.pretrained, "vocab": list(dls.vocab),
             **kind.card_fields(t),  # image_size, grayscale: None for a model that never sees pixels
             "normalisation": {k: v.flatten().tolist() for k, v in zip(("mean", "std"), training.normalisation(dls.valid))

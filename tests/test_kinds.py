@@ -44,6 +44,8 @@ def test_an_unknown_arch_names_every_kind():
                                   '"landmark_mlp" reads "landmarks" or "hand_net"; "images" goes with "logreg" or '
                                   '"mlp" or "cnnnet" or "aslnet" or a backbone'),
     (["datablock.input=landmarks"], '"landmarks" goes with "landmark_mlp"$'),
+    (["datablock.input=hand_net", "train.arch=resnet18"],  # a backbone: it said '"resnet18" reads ; ...'
+     '"resnet18" reads "images" or "hand_crop"; "hand_net" goes with'),
     (["datablock.input=hand_crop", "train.arch=cnnnet"], '"hand_crop" goes with "hand_fused" or a backbone$'),
     (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=true"], "datablock.cache stores"),
     (["datablock.input=landmarks", "train.arch=landmark_mlp", "datablock.cache=false", "evaluate.tta=2"],

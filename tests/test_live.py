@@ -217,7 +217,9 @@ def test_spell_says_how_many_frames_it_read_of_those_declared(tmp_path, capfd):
     capfd.readouterr()
     assert live.spell_video(stub_reader(hand=True), tmp_path / "cut.avi", log=said.append) == ""
     assert capfd.readouterr().err == ""  # FFmpeg's own "overread" lines stay out
-    assert said == ["note: read 1 of the 3 frames cut.avi declares (is it truncated?)"]
+    assert said == ["note: read 1 of the 3 frames cut.avi declares (is it truncated?)",  # and why nothing was spelled
+                    "note: nothing was spelled: in the 1 frame(s) read no letter was the top-1 at p >= 0.6 for 3 "
+                    "frame(s) and 0.5 s (--threshold, --min-frames, --hold)"]  # (one photo printed '' and exit 0)
 
 
 def test_spell_says_in_how_many_frames_no_hand_was_found(tmp_path, capsys):
@@ -419,8 +421,9 @@ def test_streams_lend_at_most_cap_trackers_and_take_them_back_when_idle():
     one.close()
     with pytest.raises(PipelineError, match=r"^--max-streams must be >= 1, got 0$"):
         live.Streams(None, cap=0)
-    with pytest.raises(PipelineError, match=r"^--stream-idle must be > 0 seconds, got 0$"):
-        live.Streams(None, idle_s=0)
+    for idle in (0, -5, float("nan"), float("inf")):  # inf would keep every tracker for good
+        with pytest.raises(PipelineError, match=rf"^--stream-idle must be a finite number of seconds > 0, got {idle}$"):
+            live.Streams(None, idle_s=idle)
 
 
 def test_a_stream_mid_frame_keeps_its_tracker():

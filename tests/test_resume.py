@@ -61,6 +61,8 @@ def test_sigkill_during_training_resumes_from_last_epoch(tmp_path):
     assert "[download] up to date, skipped" in again.stdout and "[datablock] up to date, skipped" in again.stdout
     resumed = [line for line in again.stdout.splitlines() if "resuming from the checkpoint" in line]
     assert resumed, again.stdout
+    assert f"[train] running (interrupted after epoch {done} of 40; `run` resumes from there)" in again.stdout  # as
+    # `status` says it (it logged "running (never run)")
     first_epoch = int(resumed[0].split("after epoch ")[1].split()[0])
     assert first_epoch >= done
     history = pd.read_csv(tmp_path / "runs/r/train/history.csv", float_precision="round_trip")
@@ -144,3 +146,77 @@ def test_killed_fine_tune_resumes_to_the_uninterrupted_result(tmp_path):
         (folder,) = (killed / "runs/r/tracking").glob("train-*")
         scalars, _ = read_run(folder)
         assert scalars["valid_loss"] == pytest.approx(dict(zip(b["epoch"] + 1, b["valid_loss"])))
+
+
+def _checkpoint(folder, key="k", **state):
+    """A checkpoint folder as `Checkpoint` writes it (weights file and checkpoint.json) for a two-weight model."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"key": key, "phase": 0, "phase_name": "fit", "done": 2, "phase_epochs": 5, "epochs_done": 2,
+             "epochs_total": 5, "rows": [{"epoch": 0, "valid_loss": 1.0}, {"epoch": 1, "valid_loss": 0.9}], **state}
+    torch.save({"model": {"w": torch.zeros(2), "b": torch.zeros(1)}, "state": state}, folder / "checkpoint.pth")
+    (folder / "checkpoint.json").write_text(json.dumps(state))
+    return state
+
+
+@pytest.mark.parametrize("mirror", [[1, 2], {"key": "k", "phase": 0, "done": 2, "rows": [1, 2]}, "text"])
+def test_a_checkpoint_json_of_the_wrong_shape_is_not_resumed_from(tmp_path, mirror):
+    """Valid JSON of another shape in checkpoint.json (it was an AttributeError on every rerun until _scratch/train
+    was deleted): not a state to resume from; the weights file alone still resumes."""
+    from pipeline.models import checkpoints
+
+    _checkpoint(tmp_path)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(mirror))
+    assert checkpoints.read_checkpoint(tmp_path, "k") is None
+    blob = checkpoints.load(tmp_path, "k", "cpu", log=pytest.fail)
+    assert blob["state"]["done"] == 2 and blob["state"]["rows"][1] == {"epoch": 1, "valid_loss": 0.9}
+
+
+def test_a_checkpoint_state_of_the_wrong_shape_is_one_note_and_a_clean_restart(tmp_path):
+    from pipeline.models import checkpoints
+
+    _checkpoint(tmp_path, rows=[1, 2])
+    said = []
+    assert checkpoints.load(tmp_path, "k", "cpu", log=said.append) is None
+    assert said == [f"note: cannot resume from {tmp_path / 'checkpoint.pth'} (rows is not a list of history rows): "
+                    "starting over"]
+
+
+@pytest.mark.parametrize("tracking", ["/tmp/elsewhere", "../../..", "train-1/../../x", "", 5])
+def test_a_checkpoints_tracking_folder_must_be_a_name_in_the_runs_tracking_folder(tmp_path, tracking):
+    """The TensorBoard folder a resumed train logs into comes from the checkpoint: an absolute path or `..` wrote
+    outside the run folder. Only a plain folder name (under runs/<run>/tracking/) is taken."""
+    from pipeline.models import checkpoints
+
+    _checkpoint(tmp_path, tracking="train-20260101-000000-000000")
+    assert checkpoints.read_checkpoint(tmp_path, "k")["tracking"] == "train-20260101-000000-000000"
+    _checkpoint(tmp_path, tracking=tracking)
+    assert checkpoints.read_checkpoint(tmp_path, "k") is None
+    said = []
+    assert checkpoints.load(tmp_path, "k", "cpu", log=said.append) is None
+    assert len(said) == 1 and "is not the name of a folder in the run's tracking folder" in said[0]
+
+
+@pytest.mark.parametrize("best", ["damaged", "foreign", "missing"])
+def test_damaged_best_weights_are_found_when_resuming_not_after_training(tmp_path, best):
+    """With train.patience a resumed fit ends on best.pth: a damaged or foreign one was an UnpicklingError or
+    `Error(s) in loading state_dict` after the whole training, on every rerun. It is checked when resuming: one
+    note, and the fit starts over."""
+    import torch
+
+    from pipeline.models import checkpoints
+
+    _checkpoint(tmp_path, best={"best": 0.9, "epoch": 1, "wait": 1, "stopped": []})
+    torch.save({"w": torch.ones(2), "b": torch.ones(1)}, tmp_path / "best.pth")
+    assert checkpoints.load(tmp_path, "k", "cpu", log=pytest.fail)["state"]["best"]["epoch"] == 1
+    if best == "damaged":
+        (tmp_path / "best.pth").write_bytes((tmp_path / "best.pth").read_bytes()[:100])
+    elif best == "foreign":
+        torch.save({"w": torch.ones(3), "other": torch.ones(1)}, tmp_path / "best.pth")
+    else:
+        (tmp_path / "best.pth").unlink()
+    said = []
+    assert checkpoints.load(tmp_path, "k", "cpu", log=said.append) is None
+    assert len(said) == 1 and said[0].startswith(f"note: cannot resume from {tmp_path / 'checkpoint.pth'} (best.pth")
+    assert said[0].endswith("): starting over")

@@ -107,6 +107,21 @@ def test_gradio_abandoned_stream_waits_are_not_reported(caplog):
         logging.getLogger("asyncio").removeFilter(quiet)
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--port", "70000"], "error: --port must be 1 to 65535, got 70000"),  # was an OverflowError with a traceback
+    (["--port", "-1"], "error: --port must be 1 to 65535, got -1"),
+    (["--host", "999.1.1.1"], "error: cannot serve on 999.1.1.1:7860: --host '999.1.1.1' is not an address ("),
+    (["--stream-idle", "inf"], "error: --stream-idle must be a finite number of seconds > 0, got inf"),
+    (["--parallel", "1000"], "error: --parallel must be 1 to 16 (or 0: one per usable core, at most 4), got 1000: "),
+])
+def test_serve_refuses_a_bad_address_or_limit_in_one_line_before_loading_the_model(tmp_path, capsys, args, line):
+    from pipeline import cli
+
+    assert cli.main(["serve", "--learner", str(tmp_path / "m.pkl"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
+
+
 @training_fixture(scope="module")
 def models(tmp_path_factory):
     """An image model and a hand-landmark model trained briefly on 4 real photos per letter (download, datablock,
@@ -256,7 +271,7 @@ def _app_error(client, path, api_name="/predict", *more) -> str:
 
 
 @pytest.mark.slow
-def test_bad_uploads_are_one_line_and_the_server_keepsserving(tiny_server, tmp_path):
+def test_bad_uploads_are_one_line_and_the_server_keeps_serving(tiny_server, tmp_path):
     """A 50 MB upload (the app takes 25 MB), a decompression bomb, a file that is not an image (to read or to
     collect): each one line in the API, and the next photo still reads."""
     import httpx
@@ -270,6 +285,10 @@ def test_bad_uploads_are_one_line_and_the_server_keepsserving(tiny_server, tmp_p
 
     big = tmp_path / "big.png"
     big.write_bytes(tiny_server["photo"].read_bytes() + b"\0" * (50 * 2**20))
+    r = httpx.post(f"{tiny_server['url']}gradio_api/upload", files={"files": ("big.png", big.read_bytes())},
+                   timeout=120)  # over the body limit of every route: refused before Gradio reads it
+    assert r.status_code == 413 and r.text == TOO_LARGE
+    big.write_bytes(tiny_server["photo"].read_bytes() + b"\0" * (30 * 2**20))  # under it, over Gradio's file limit
     r = httpx.post(f"{tiny_server['url']}gradio_api/upload", files={"files": ("big.png", big.read_bytes())},
                    timeout=120)
     assert r.status_code == 413 and r.text.strip() == "File size exceeded maximum allowed size of 26214400 bytes."
@@ -288,12 +307,47 @@ def test_bad_uploads_are_one_line_and_the_server_keepsserving(tiny_server, tmp_p
         message = _app_error(client, tmp_path / name)
         assert message == f"cannot read the photo: UnidentifiedImageError: cannot identify image file '{name}'"
         assert _app_error(client, tmp_path / name, "/collect", "A").startswith("cannot save the photo: ")
+    for data in ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}], ["x.jpg"]):  # Gradio refuses these
+        event = httpx.post(f"{tiny_server['url']}gradio_api/call/predict", json={"data": data}, timeout=60)
+        answer = httpx.get(f"{tiny_server['url']}gradio_api/call/predict/{event.json()['event_id']}", timeout=60)
+        assert "event: error" in answer.text, answer.text
     assert client.predict(good, api_name="/predict")[2] == reading
     log = (tiny_server["work"] / "serve.log").read_text()  # the console: one line a bad request, no traceback
     assert "Traceback" not in log, log[-3000:]
     refused = [line for line in log.splitlines() if line.startswith("serve: refused a request: ")]
-    assert len(refused) == 6 and refused[0].startswith("serve: refused a request: cannot read the photo: too large: "
+    assert len(refused) == 8 and refused[0].startswith("serve: refused a request: cannot read the photo: too large: "
                                                        "Image size (400000000 pixels) exceeds limit"), refused
+
+
+TOO_LARGE = "Request body over 37,748,736 bytes: this server takes photos up to 25 MB.\n"
+
+
+@pytest.mark.slow
+def test_every_route_refuses_a_body_over_the_limit_before_reading_it(tiny_server):
+    """A JSON call carrying a photo as a 40 MB data URL (it was 200 and queued: four took the server from 655 to
+    1,535 MB) is 413 on every route, declared or chunked; the server then reads the next photo."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    url = tiny_server["url"]
+    head = b'{"data": [{"path": null, "url": "data:image/png;base64,'
+    tail = b'", "meta": {"_type": "gradio.FileData"}}]}'
+    body = head + b"A" * (40 * 2**20) + tail
+    for route in ("gradio_api/call/predict", "gradio_api/queue/join", "gradio_api/upload", "gradio_api/info"):
+        r = httpx.post(url + route, content=body, headers={"content-type": "application/json"}, timeout=60)
+        assert (r.status_code, r.text) == (413, TOO_LARGE), route
+    chunks = (head, *[b"A" * 2**20] * 40, tail)  # no Content-Length: refused once 36 MB have arrived
+    r = httpx.post(url + "gradio_api/call/predict", content=iter(chunks), headers={"content-type": "application/json"},
+                   timeout=60)
+    assert (r.status_code, r.text) == (413, TOO_LARGE)
+    client = Client(url, verbose=False)
+    assert re.fullmatch(r"[ABC] \(\d+\.\d%\)", client.predict(handle_file(str(tiny_server["photo"])),
+                                                                api_name="/predict")[2])
+
+    bad = {"data": [{"path": None, "url": "data:image/jpeg;base64,!!!", "meta": {"_type": "gradio.FileData"}}]}
+    event = httpx.post(url + "gradio_api/call/predict", json=bad, timeout=60).json()["event_id"]
+    answer = httpx.get(f"{url}gradio_api/call/predict/{event}", timeout=60).text  # it was an empty answer
+    assert "event: error" in answer and "cannot read the photo: the request carries no file" in answer, answer
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The staged commit: a stage writes into its staging folder, its manifest is written there last, then the folder
 (and its exports) replaces the stage's folder as a whole; `recover` finishes a commit a killed run cut short, and
-`waiting` says where one is waiting for it."""
+`waiting` says where one is waiting for it. An export belongs to the run folder that made it (`export_owner`, from
+its model card): `claim_exports` refuses to replace another run folder's unless forced."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,48 @@ def write_manifest(ws: Workspace, staged: Workspace, name: str, fp, outputs: lis
 def cannot_write(e: OSError, path: Path) -> PipelineError:
     """The one-line error for a failed write of `path`."""
     return PipelineError(f"cannot write {e.filename or path}: {e.strerror or e}")
+
+
+def export_owner(ws: Workspace) -> str | None:
+    """The run folder whose train made `exports/<run>.pkl`, as its model card records it (relative to the exports
+    folder, so a project moved as a whole keeps it), or None: no export, no card, or a card that does not say."""
+    try:
+        owner = json.loads(ws.model_card.read_text(encoding="utf-8")).get("run_folder")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
+
+
+def run_folder_of(ws: Workspace) -> str:
+    """How a model card names the run folder `ws.root`: relative to the exports folder."""
+    return os.path.relpath(ws.root, ws.exports)
+
+
+def describe_export(ws: Workspace) -> str | None:
+    """What `status` says of `exports/<run>.pkl`: whose it is (None when there is none)."""
+    if not ws.learner.exists():
+        return None
+    owner = export_owner(ws)
+    if owner is None:
+        return f"{ws.learner} (its model card does not say which run folder made it)"
+    if os.path.normpath(owner) == run_folder_of(ws):
+        return f"{ws.learner} (this run folder's)"
+    return (f"{ws.learner} belongs to another run folder, {os.path.normpath(ws.exports / owner)}: `run` refuses "
+            "to replace it without --force")
+
+
+def claim_exports(ws: Workspace, force: bool, log) -> None:
+    """Before a stage replaces `exports/<run>.*`: refused in one line when another run folder's train made them
+    (two configs that share `run.name` and `run.exports` but not `run.workdir`), unless `force` (then said)."""
+    owner = export_owner(ws)
+    if owner is None or os.path.normpath(owner) == run_folder_of(ws):
+        return
+    where = os.path.normpath(ws.exports / owner)
+    if not force:
+        raise PipelineError(f"{ws.learner} belongs to another run folder ({where}: a config with the same run.name "
+                            f"and run.exports); training here would replace it: give this config its own run.name or "
+                            f"run.exports, or pass --force to replace it")
+    log(f"note: replacing {ws.learner}, which belonged to the run folder {where} (--force)")
 
 
 def commit(ws: Workspace, name: str, staging: Path | None = None) -> None:

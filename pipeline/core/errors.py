@@ -25,9 +25,13 @@ QUIET = (".*torch.jit.script.*", ".*mode.chained_assignment.*", ".*__array__ imp
          ".*load_learner. uses Python's insecure pickle.*", ".*numpy.core is deprecated.*")
 
 
-def guarded(action, debug: bool = False) -> int:
-    """Run `action()` the way every command runs: third-party noise hidden, SIGTERM unwinding like Ctrl-C, and a
-    user error or file-system failure as one `error:` line with exit 2 (the traceback only with `debug`)."""
+STAGES_KEPT = "interrupted: completed stages keep their outputs; rerun to continue"
+
+
+def guarded(action, debug: bool = False, stopped: str = STAGES_KEPT) -> int:
+    """Run `action()` the way every command runs: third-party noise hidden, SIGTERM unwinding like Ctrl-C (then
+    `stopped` is the line said: what a command that runs stages keeps, by default), and a user error or file-system
+    failure as one `error:` line with exit 2 (the traceback only with `debug`)."""
     for pattern in QUIET:
         warnings.filterwarnings("ignore", message=pattern)
     debug = debug or os.environ.get("PIPELINE_DEBUG") == "1"
@@ -52,7 +56,7 @@ def guarded(action, debug: bool = False) -> int:
         print(f"error: {_os_error(e)} (--debug shows the traceback)", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: completed stages keep their outputs; rerun to continue", file=sys.stderr)
+        print(stopped, file=sys.stderr)
         return 130
 
 

@@ -258,6 +258,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_hashed(path: Path) -> tuple[bytes, str]:
+    """(the bytes of `path`, their sha256), the file read once: what a loader checks is then what it loads (a file
+    swapped between a hash of its path and a load of its path would load unchecked bytes)."""
+    data = Path(path).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

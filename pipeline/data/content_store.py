@@ -51,6 +51,15 @@ def _value_digest(data) -> str:  # the checksum of earlier versions: the value's
     return hashlib.sha256(bytes(data)).hexdigest()
 
 
+def _text(column):
+    """A key's or a checksum's column as text, or None where the file's bytes there do not decode (a damaged page
+    SQLite itself does not notice): such a row is a miss, counted as damaged."""
+    try:
+        return column.decode() if isinstance(column, bytes) else column if isinstance(column, str) else None
+    except UnicodeDecodeError:
+        return None
+
+
 def _digest(key, data) -> str:
     """A value's checksum: its key and its bytes, so a value moved to another key does not match."""
     key = key.encode() if isinstance(key, str) else bytes(key)
@@ -220,16 +229,16 @@ class ContentStore:
             found = {}
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i:i + 500]
-                found.update((k.decode(), (v, s.decode())) for k, v, s in db.execute(
+                found.update((_text(k), (v, _text(s))) for k, v, s in db.execute(
                     f"SELECT key, value, sha256 FROM vals WHERE key IN ({','.join('?' * len(chunk))})", chunk))
             return found
 
         found = (self._use(read, "read") if self.usable and wanted else None) or {}
-        out, bad = [], {"damaged": 0, "outdated": 0, "misshapen": 0}
+        out, bad = [], {"damaged": int(found.pop(None, None) is not None), "outdated": 0, "misshapen": 0}
         for k in keys:
             value, digest = found.get(k, (None, None))
-            if value is not None and _digest(k, value) != digest:
-                bad["outdated" if _value_digest(value) == digest else "damaged"] += 1
+            if value is not None and (not isinstance(value, bytes) or _digest(k, value) != digest):
+                bad["outdated" if isinstance(value, bytes) and _value_digest(value) == digest else "damaged"] += 1
                 value = None
             if value is not None:
                 value = self._decoded(value)

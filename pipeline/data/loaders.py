@@ -90,6 +90,7 @@ def dataloaders(ws: Workspace, bs: int, image_size: int, grayscale: bool = False
 
 
 # Pixel formats fastai's 8-bit RGB/L conversion clips instead of scaling (a 16-bit scan comes out nearly all white).
+MAX_PIXELS = 50_000_000  # an image's pixels (a phone's largest photos): a 9,400 x 9,400 one took 3 GB to decode
 HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 # Modes PIL converts to RGB itself; anything else is test-converted (a few exotic ones cannot be).
 SAFE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "La", "CMYK", "YCbCr"}
@@ -97,8 +98,9 @@ SAFE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "La", "C
 
 def check_image(path: Path) -> str:
     """'' if `path` decodes to an image the training pipeline can use, else the reason, one line: empty,
-    corrupt or truncated, too large for PIL's decompression-bomb guard (checked before decoding), 16/32-bit
-    pixels fastai would clip, an unconvertible mode, or EXIF data the upright-turning step cannot apply."""
+    corrupt or truncated, too large for PIL's decompression-bomb guard or over MAX_PIXELS (checked before
+    decoding), 16/32-bit pixels fastai would clip, an unconvertible mode, or EXIF data the upright-turning step
+    cannot apply."""
     from PIL import Image, ImageOps
 
     try:
@@ -109,6 +111,9 @@ def check_image(path: Path) -> str:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and w * h > limit:
                 return f"too large: {w}x{h} pixels exceeds PIL's decompression-bomb limit of {limit:,} pixels"
+            if w * h > MAX_PIXELS:
+                return (f"too large: {w}x{h} pixels exceeds the limit of {MAX_PIXELS:,} pixels ({MAX_PIXELS // 10**6} "
+                        f"MP): downscale it")
             if im.mode in HIGH_DEPTH_MODES:
                 return (f"unsupported {im.mode} pixels (16/32-bit): fastai's 8-bit conversion would clip them; "
                         "convert the image to 8-bit")

@@ -52,14 +52,20 @@ def read(model_file, engine: str = "fastai", reading=None) -> dict:
     where = path_for(model_file)
     try:
         card = json.loads(where.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         card = None
+    except (OSError, ValueError) as e:  # there, but not a card: say so, not "no model card"
+        raise _damaged(where, "its text", f"is not JSON ({type(e).__name__})") from None
+    if card is not None and not isinstance(card, dict):
+        raise _damaged(where, "its text", "is not a JSON object")
     if engine == "fastai":
-        if not isinstance(card, dict) or not is_sha256(card.get("sha256")):
-            raise PipelineError(f"no model card with a sha256 at {where}: refusing to unpickle {model_file} "
+        if card is None:
+            raise PipelineError(f"no model card at {where}: refusing to unpickle {model_file} "
                                 f"(pass --sha256 HEX, or --trust-learner only for a file you trust)")
+        if not is_sha256(card.get("sha256")):
+            raise _damaged(where, "sha256", "is not a sha256 (64 hex digits)")
         return card
-    if not isinstance(card, dict):
+    if card is None:
         raise PipelineError(f"no model card at {where}: the onnx engine needs it for the vocab and the input "
                             f"(run `python -m pipeline run --stages train`)")
     vocab = card.get("vocab")

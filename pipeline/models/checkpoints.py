@@ -3,6 +3,7 @@ epoch (`Checkpoint`, read back by `read_checkpoint` to resume) and, with `train.
 (`BestEpoch`)."""
 from __future__ import annotations
 
+import re
 import time
 
 from fastai.callback.core import Callback
@@ -169,22 +170,73 @@ class RestoreSmoothLoss(Callback):
         self.learn.recorder.smooth_loss.val = self.smooth["val"]
 
 
+def state_problem(state) -> str | None:
+    """What is wrong with a checkpoint's `state` (checkpoint.json, or the state inside the weights file), or None
+    when it has the shape `Checkpoint` writes: a run resumes only from a state it can use, whatever the file holds
+    (valid JSON such as `[1, 2]`, rows that are not rows, a `tracking` folder that is a path)."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint's state"
+    if not isinstance(state.get("key"), str):
+        return "its key is missing"
+    for field in ("phase", "done"):
+        if not whole(state.get(field)):
+            return f"{field} is not a whole number"
+    rows = state.get("rows")
+    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        return "rows is not a list of history rows"
+    best = state.get("best")
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("stopped", []), list)
+                                 and whole(best.get("wait", 0))
+                                 and (best.get("epoch") is None or whole(best["epoch"]))
+                                 and (best.get("best") is None or isinstance(best["best"], (int, float)))):
+        return "best is not the best epoch's record"
+    folder = state.get("tracking")  # a TensorBoard run under runs/<run>/tracking/: one plain folder name
+    if folder is not None and not (isinstance(folder, str) and re.fullmatch(r"[A-Za-z0-9_.=-]+", folder)
+                                   and folder not in (".", "..")):
+        return f"tracking {folder!r} is not the name of a folder in the run's tracking folder"
+    return None
+
+
 def read_checkpoint(folder, key: str) -> dict | None:
     """The checkpoint state in `folder` (its checkpoint.json) if it was written by a run with the same fingerprint
-    `key`."""
+    `key` and has the shape `Checkpoint` writes (`state_problem`)."""
     from ..core.workspace import read_json
 
     try:
         state = read_json(folder / artifacts.CHECKPOINT)
     except (OSError, ValueError):
         return None
+    if state_problem(state) is not None:
+        return None
     return state if state.get("key") == key and (folder / artifacts.CHECKPOINT_WEIGHTS).exists() else None
+
+
+def _best_problem(folder, model: dict) -> str | None:
+    """What is wrong with the best epoch's weights (`train.patience`) a resumed fit would end on, or None: they
+    must load (weights only) and fit the checkpoint's model (`model`, its state dict): the same tensors, shaped
+    alike. Checked when resuming, not after the whole training."""
+    import torch
+
+    path = folder / artifacts.BEST_WEIGHTS
+    try:
+        best = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - missing, damaged or foreign: the fit cannot end on it
+        return f"{path.name}: {type(e).__name__}: {' '.join(str(e).split())[:120]}"
+    if not (isinstance(best, dict) and set(best) == set(model)
+            and all(getattr(best[k], "shape", None) == getattr(model[k], "shape", None) for k in model)):
+        return f"{path.name} does not hold this model's weights"
+    return None
 
 
 def load(folder, key: str, device, log) -> dict | None:
     """The checkpoint in `folder` (model, optimizer, random states, running loss and `state`) if it was written
     under fingerprint `key`, else None. The weights file is the truth: a checkpoint.json that a killed run left an
-    epoch behind it gives way (when the two agree, its rows add the time the last checkpoint took)."""
+    epoch behind it gives way (when the two agree, its rows add the time the last checkpoint took). A damaged one
+    (unreadable, a state of the wrong shape, or with `train.patience` best weights that do not load or fit the
+    model) is one note, and the fit starts over."""
     import numpy as np
     import torch
     from fastcore.foundation import L
@@ -192,16 +244,25 @@ def load(folder, key: str, device, log) -> dict | None:
     path = folder / artifacts.CHECKPOINT_WEIGHTS
     if not path.exists():
         return None
+
+    def starting_over(why: str) -> None:
+        log(f"note: cannot resume from {path} ({why}): starting over")
+
     allowed = [L, np.core.multiarray.scalar, np.dtype, *[getattr(np.dtypes, dt) for dt in np.dtypes.__all__]]
     try:
         with torch.serialization.safe_globals(allowed):  # what fastai's optimizer state holds, as load_model allows
             blob = torch.load(path, map_location=device, weights_only=True)
         state = blob["state"]
     except Exception as e:  # noqa: BLE001 - a checkpoint of an older layout, or damaged: start over, as without one
-        log(f"note: cannot resume from {path} ({type(e).__name__}: {' '.join(str(e).split())[:150]}): starting over")
-        return None
+        return starting_over(f"{type(e).__name__}: {' '.join(str(e).split())[:150]}")
+    if problem := state_problem(state):
+        return starting_over(problem)
     if state.get("key") != key:
         return None
+    if not isinstance(blob.get("model"), dict):
+        return starting_over("it holds no model weights")
+    if (state.get("best") or {}).get("epoch") is not None and (problem := _best_problem(folder, blob["model"])):
+        return starting_over(problem)
     mirror = read_checkpoint(folder, key) or {}
     if all(mirror.get(k) == state[k] for k in ("phase", "done")) and len(mirror.get("rows", [])) == len(state["rows"]):
         # its rows in the weights file's column order (JSON sorts them), with the checkpoint time the mirror adds

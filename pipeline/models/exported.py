@@ -131,6 +131,8 @@ def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None =
     if engine not in ENGINES:
         raise PipelineError(f"engine must be {' or '.join(ENGINES)}, got {engine!r}")
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path} is a folder: name an export file (exports/RUN.pkl)")
     if engine == "onnx":
         from . import onnx_engine
 

@@ -4,13 +4,12 @@ evaluate, `predict` and `serve` get them from."""
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 
 from ..core.errors import PipelineError
-from ..core.workspace import sha256_file
+from ..core.workspace import read_hashed
 from . import card
-
-
 
 
 def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
@@ -18,11 +17,16 @@ def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
     manifest recorded, or `predict --sha256`), else against the model card beside it (`card.read`); no check with
     `trust`.
 
-    Unpickling runs code, so a learner whose bytes differ from the expected ones is refused. A card beside the
-    file catches a corrupted or replaced `.pkl`, not a replaced pair: give the hash from a source you trust."""
+    Unpickling runs code, so a learner whose bytes differ from the expected ones is refused. The file is read once:
+    the bytes hashed are the bytes unpickled. A card beside the file catches a corrupted or replaced `.pkl`, not a
+    replaced pair: give the hash from a source you trust."""
     pkl = Path(pkl)
     if not pkl.exists():
         raise PipelineError(f"learner {pkl} does not exist: run `python -m pipeline run --stages train` first")
+    try:
+        data, actual = read_hashed(pkl)
+    except OSError as e:
+        raise PipelineError(f"cannot read the learner {pkl}: {e.strerror or e}") from None
     if not trust:
         if sha256 is not None:
             expected, source = sha256.lower(), "the expected sha256"
@@ -30,7 +34,6 @@ def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
                 raise PipelineError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
         else:
             expected, source = card.read(pkl, "fastai")["sha256"], "its model card"
-        actual = sha256_file(pkl)
         if actual != expected:
             raise PipelineError(f"{pkl} sha256 {actual[:12]}… does not match {source} ({expected[:12]}…): "
                                 f"refusing to unpickle it (pass --trust-learner only for a file you trust)")
@@ -40,7 +43,7 @@ def load_verified(pkl: Path, trust: bool = False, sha256: str | None = None):
     from fastai.learner import load_learner
 
     try:
-        return load_learner(pkl, cpu=not torch.cuda.is_available())
+        return load_learner(io.BytesIO(data), cpu=not torch.cuda.is_available())
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
         reason = " ".join(str(e).split())[:200]
         raise PipelineError(f"cannot load {pkl} as an exported fastai learner ({type(e).__name__}: {reason})") from None

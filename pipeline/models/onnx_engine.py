@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..core.errors import PipelineError
-from ..core.workspace import sha256_file
+from ..core.workspace import read_hashed
 from ..data.hands import N_FEATURES
 from . import card
 
@@ -48,14 +48,16 @@ def load_image(path, size: int, grayscale: bool = False):
 
 
 def session(path, threads: int | None = None):
-    """An onnxruntime CPU session for `path` with `threads` intra-op threads (default: the usable cores)."""
+    """An onnxruntime CPU session for `path` (a file, or a graph's bytes already read) with `threads` intra-op
+    threads (default: the usable cores)."""
     from ..core.machine import usable_cpus
 
     ort = require()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or usable_cpus()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxModel:
@@ -65,9 +67,9 @@ class OnnxModel:
     name = "onnx"
     learn = None  # it runs a graph, no learner
 
-    def __init__(self, path: Path, card: dict, threads: int | None = None):
+    def __init__(self, path: Path, card: dict, threads: int | None = None, graph: bytes | None = None):
         self.lock = threading.RLock()
-        self.session = session(path, threads)
+        self.session = session(path if graph is None else graph, threads)  # `graph`: the file's bytes, checked
         self.path, self.card = Path(path), card
         self.vocab = list(card["vocab"])
         self.input = card["onnx"]["input"]["name"]
@@ -124,7 +126,8 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
     """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
     checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
     `trust`). `reading` (`kinds.reading`, which `exported.load` passes) checks the card's family and what its kind
-    reads. Nothing is unpickled; a file onnxruntime cannot load is one line."""
+    reads. The card and the graph are each read once: the graph's bytes hashed are the bytes onnxruntime loads.
+    Nothing is unpickled; a file onnxruntime cannot load is one line."""
     import numpy as np
 
     learner = Path(learner)
@@ -134,12 +137,16 @@ def load_verified(learner: Path, trust: bool = False, threads: int | None = None
     if not path.exists():
         raise PipelineError(f"{path} does not exist: rerun `python -m pipeline run --stages train --force`, or "
                             f"use --engine fastai")
-    if not trust and sha256_file(path) != entry["sha256"]:
+    try:
+        graph, digest = read_hashed(path)
+    except OSError as e:
+        raise PipelineError(f"cannot read {path}: {e.strerror or e}") from None
+    if not trust and digest != entry["sha256"]:
         raise PipelineError(f"{path} sha256 does not match its model card ({entry['sha256'][:12]}…): refusing "
                             f"to use it with that card's vocab (pass --trust-learner only for a file you trust)")
     ort = require()
     try:
-        model = OnnxModel(path, meta, threads)
+        model = OnnxModel(path, meta, threads, graph)
         inputs = {i.name: i.shape for i in model.session.get_inputs()}
         types = {i.name: i.type for i in model.session.get_inputs()}  # e.g. tensor(uint8), tensor(float)
         width = model.session.get_outputs()[0].shape[-1]

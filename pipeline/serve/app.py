@@ -22,8 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import PipelineError
+from .limits import MAX_FILE_MB, body_limit, one_line_refusals, unmap_large_blocks
 
 INSTALL = "pip install -e '.[serve]'  (Gradio 6)"
+UPLOADS_KEPT = (60, 600)  # Gradio's delete_cache: every 60 s, uploads older than 600 s are deleted (all at exit)
+MAX_PARALLEL = 16  # photos a hand model reads at once (--parallel): each holds a detector, ~90 MB and its threads
 TOP = 5
 NO_HAND = "no hand found"
 
@@ -61,8 +64,9 @@ class Reader:
         from ..core.machine import usable_cpus
         from ..models import exported
 
-        if parallel < 0:
-            raise PipelineError(f"--parallel must be >= 1 (or 0: one per usable core), got {parallel}")
+        if not 0 <= parallel <= MAX_PARALLEL:
+            raise PipelineError(f"--parallel must be 1 to {MAX_PARALLEL} (or 0: one per usable core, at most 4), got "
+                                f"{parallel}: a hand model reads each photo with a MediaPipe detector of its own")
         self.model = exported.load(learner, engine, trust=trust)  # its engine runs the model one call at a time
         self.vocab, self.engine = self.model.vocab, self.model.engine.name
         first = self.model.detector()
@@ -126,7 +130,9 @@ def uploaded(photo) -> str | None:
     Gradio's own preprocessing opens the file with PIL and turns a file that is not an image, or a decompression
     bomb, into a multi-line error naming its temp folder; `Reader.read` checks it instead, in one line."""
     if isinstance(photo, dict):
-        return photo.get("path")
+        if not photo.get("path"):  # Gradio could not make a file of it (a data URL that is not base64)
+            raise PipelineError("cannot read the photo: the request carries no file (is its data URL valid base64?)")
+        return photo["path"]
     return photo or None
 
 
@@ -175,8 +181,9 @@ def build(reader: Reader, collect: Path | None = None, title: str = "signpipe", 
         n = sum(1 for _ in out.parent.glob("*.jpg"))
         return f"saved {out} ({n} photo(s) of {letter} in {collect})"
 
-    kind = reader.model.describe
-    with gr.Blocks(analytics_enabled=False, title=title) as app:
+    kind = reader.model.describe.removesuffix(" model")  # "image", "hand-crop": the banner adds "model"
+    # what was uploaded is deleted 10 minutes after it came (checked each minute), and all of it when serve stops
+    with gr.Blocks(analytics_enabled=False, title=title, delete_cache=UPLOADS_KEPT) as app:
         gr.Markdown(f"### {title}: read a letter from a photo\n{kind} model, {len(reader.vocab)} classes, "
                     f"{reader.engine} engine")
         with gr.Row():
@@ -212,6 +219,8 @@ def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: 
     from . import live
 
     gr = require()
+    _check_address(host, port)
+    unmap_large_blocks()  # what a large request took goes back to the system when it is done
     limits = {k: v for k, v in (("cap", max_streams), ("idle_s", stream_idle)) if v is not None}
     live.Streams(None, rules, **limits)  # bad limits are refused before the model loads
     reader = Reader(Path(learner), engine=engine, trust=trust, parallel=parallel)
@@ -221,10 +230,11 @@ def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: 
     _console_apart()
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
-                   show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size="25mb")
+                   show_error=True, theme=gr.themes.Default(), footer_links=["api"], max_file_size=f"{MAX_FILE_MB}mb",
+                   app_kwargs={"middleware": [body_limit()]})  # one body limit for every route
     except OSError as e:
         raise PipelineError(f"cannot serve on {host}:{port}: {e}") from None
-    log(f"serving {Path(learner).name} ({reader.model.describe} model, {reader.engine}, "
+    log(f"serving {Path(learner).name} ({reader.model.describe.removesuffix(' model')} model, {reader.engine}, "
         f"{reader.parallel} photo(s) at once"
         + (f", at most {streams.cap} live stream(s)" if streams else "") + f") at http://{host}:{port}/"
         + (f"; collecting photos into {collect}" if collect else "") + "; Ctrl-C stops")
@@ -237,6 +247,20 @@ def serve(learner: Path, engine: str = "fastai", host: str = "127.0.0.1", port: 
             streams.close()
 
 
+def _check_address(host: str, port: int) -> None:
+    """One line, before the model loads, for a port out of range (it was an `OverflowError` with a traceback) or a
+    host that is no address (Gradio said "Cannot find empty port")."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise PipelineError(f"--port must be 1 to 65535, got {port}")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise PipelineError(f"cannot serve on {host}:{port}: --host {host!r} is not an address "
+                            f"({getattr(e, 'strerror', None) or e})") from None
+
+
 def _console_apart() -> None:
     """The console as serve writes it: Python's stderr on a descriptor of its own (a copy of 2), since MediaPipe's
     chatter is silenced by pointing descriptor 2 at /dev/null around each frame and photo it reads
@@ -244,6 +268,7 @@ def _console_apart() -> None:
     line, a traceback); and asyncio's noise about Gradio's abandoned stream waits dropped."""
     sys.stderr.flush()
     sys.stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    one_line_refusals()  # what Gradio refuses before serve's code runs: one line too
     asyncio_log = logging.getLogger("asyncio")
     if not any(isinstance(f, AbandonedStreamWait) for f in asyncio_log.filters):
         asyncio_log.addFilter(AbandonedStreamWait())

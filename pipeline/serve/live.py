@@ -19,6 +19,7 @@ because a stream, the limits a server puts on its streams and the page section t
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -122,8 +123,8 @@ class Streams:
                  idle_s: float = STREAM_IDLE_S, clock=time.monotonic):
         if cap < 1:
             raise PipelineError(f"--max-streams must be >= 1, got {cap}")
-        if not idle_s > 0:
-            raise PipelineError(f"--stream-idle must be > 0 seconds, got {idle_s}")
+        if not 0 < idle_s < math.inf:  # nan fails both; inf would keep every tracker for good
+            raise PipelineError(f"--stream-idle must be a finite number of seconds > 0, got {idle_s}")
         self.reader, self.rules, self.cap, self.idle_s = reader, rules or spelling.Rules(), cap, idle_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -377,6 +378,11 @@ def spell_video(reader, path: Path, rules: spelling.Rules | None = None, csv_out
     if no_hand:
         log(f"no hand found in {no_hand} of {n} frame(s)")
     text = stream.speller.text
+    if not text and no_hand < n:  # say why the text is empty (one photo: one frame, fewer than a letter needs)
+        rules = stream.speller.rules
+        log(f"note: nothing was spelled: in the {n} frame(s) read no letter was the top-1 at p >= "
+            f"{rules.threshold:g} for {rules.min_frames} frame(s) and {rules.hold_s:g} s (--threshold, --min-frames, "
+            f"--hold)")
     if out:
         log(f"spelled: {text}")
     else:

@@ -69,7 +69,9 @@ def test_config_file_that_is_not_utf8(project):
 
 
 @pytest.mark.parametrize("card, flags, expected", [
-    ('{"sha256": 5}', [], "no model card with a sha256 at"),
+    ('{"sha256": 5}', [], "the model card {card} is damaged: sha256 is not a sha256 (64 hex digits); rerun train"),
+    ('{"sha256": "ab', [], "the model card {card} is damaged: its text is not JSON (JSONDecodeError); rerun train"),
+    (None, [], "no model card at {card}: refusing to unpickle {pkl}"),
     (None, ["--trust-learner"], "cannot load {pkl} as an exported fastai learner (UnpicklingError"),
 ])
 def test_predict_on_a_bad_learner_or_card(project, tmp_path, card, flags, expected):
@@ -79,7 +81,21 @@ def test_predict_on_a_bad_learner_or_card(project, tmp_path, card, flags, expect
         pkl.with_suffix(".json").write_text(card)
     image = next((tmp_path / "imgs" / "A").glob("*.png"))
     line = one_error_line(cli(project, "predict", "--learner", str(pkl), str(image), *flags))
-    assert line.startswith("error: " + expected.format(pkl=pkl)), line
+    assert line.startswith("error: " + expected.format(pkl=pkl, card=pkl.with_suffix(".json"))), line
+
+
+def test_a_folder_where_a_file_is_named_is_one_line_saying_so(project, tmp_path):
+    """A folder given as the config or the learner (`status` said "cannot write … Is a directory"; `predict` named
+    `<folder>.json`), and a config that is a symbolic link in a loop (it said "does not exist")."""
+    image = next((tmp_path / "imgs" / "A").glob("*.png"))
+    assert one_error_line(cli(project, "status", "--config", str(tmp_path))) == \
+        f"error: config file {tmp_path} is a folder: name a .toml file (--config FILE)"
+    (project / "loop.toml").symlink_to(project / "loop.toml")
+    assert one_error_line(cli(project, "status", "--config", "loop.toml")) == \
+        "error: config file loop.toml is a symbolic link that leads to no file"
+    for engine in ("fastai", "onnx"):
+        line = one_error_line(cli(project, "predict", "--engine", engine, "--learner", str(tmp_path), str(image)))
+        assert line == f"error: {tmp_path} is a folder: name an export file (exports/RUN.pkl)"
 
 
 def test_stages_into_a_closed_pipe_is_quiet(project):

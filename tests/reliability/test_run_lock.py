@@ -218,3 +218,40 @@ def test_status_says_a_complete_staged_commit_is_waiting_and_recover_finishes_it
     assert not list(ws.root.glob(".*.staging*")) and not list(ws.root.glob(".*.old"))
     again = cli(project, "recover")
     assert again.stdout.strip() == "run r: nothing to recover", again.stdout
+
+
+@pytest.mark.slow  # trains twice (house rule: slow)
+def test_an_export_another_run_folder_made_is_not_replaced_unasked(tmp_path):
+    """Two configs with the same run.name and exports folder but other workdirs share exports/<name>.*: the second's
+    train is refused before it trains (the first's export, card and status stay), `status` says whose export it
+    is, and `--force` replaces it with a note."""
+    from tests.conftest import tiny_toml
+
+    src = make_image_folder(tmp_path / "src", classes=("A", "B"), per_class=6)
+    for name, epochs in (("a", 2), ("b", 1)):
+        (tmp_path / f"{name}.toml").write_text(tiny_toml({
+            "run.name": "m", "run.workdir": f"runs_{name}", "download.source": f"path:{src}",
+            "download.subdir": "", "train.epochs": epochs}))
+    a, b = (config.load(str(tmp_path / f"{n}.toml"), cwd=tmp_path) for n in "ab")
+    runner.run(a, ["download", "datablock", "train"])
+    pkl, card = tmp_path / "exports" / "m.pkl", tmp_path / "exports" / "m.json"
+    first = pkl.read_bytes(), card.read_text()
+    assert read_json(card)["run_folder"] == os.path.join("..", "runs_a", "m")
+
+    p = cli(tmp_path, "run", "--config", "b.toml", "--stages", "download,datablock,train")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip() == (f"error: {pkl} belongs to another run folder ({tmp_path / 'runs_a' / 'm'}: a config "
+                                "with the same run.name and run.exports); training here would replace it: give this "
+                                "config its own run.name or run.exports, or pass --force to replace it")
+    assert "[train] fit_one_cycle" not in p.stdout and (pkl.read_bytes(), card.read_text()) == first  # not trained
+    assert dict(runner.status(a))["train"] == "up to date"
+    status = cli(tmp_path, "status", "--config", "b.toml").stdout
+    assert f"export {pkl} belongs to another run folder, {tmp_path / 'runs_a' / 'm'}: `run` refuses" in status
+    assert f"export {pkl} (this run folder's)" in cli(tmp_path, "status", "--config", "a.toml").stdout
+
+    p = cli(tmp_path, "run", "--config", "b.toml", "--stages", "train", "--force")
+    assert p.returncode == 0, p.stderr
+    assert f"[train] note: replacing {pkl}, which belonged to the run folder {tmp_path / 'runs_a' / 'm'}" in p.stdout
+    assert read_json(card)["run_folder"] == os.path.join("..", "runs_b", "m")
+    assert f"belongs to another run folder, {tmp_path / 'runs_b' / 'm'}" in cli(tmp_path, "status", "--config",
+                                                                                  "a.toml").stdout

@@ -86,6 +86,27 @@ def test_a_damaged_store_is_moved_aside_with_one_warning_and_rebuilt(tmp_path, h
     assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 0)  # rebuilt
 
 
+@pytest.mark.parametrize("at", [0.2, 0.35, 0.5, 0.62, 0.8, 0.93])
+def test_random_bytes_anywhere_in_a_store_are_misses_or_move_it_aside(tmp_path, at):
+    """2 KB of random bytes written anywhere in the file (not only at a page's start, where SQLite always sees the
+    damage: inside a page's cells it reads the garbage back as a key, a value or a checksum that does not decode):
+    the run gets the clean features, each warning is one line, and the next run gets them too."""
+    paths = images(tmp_path / "imgs", 300)
+    clean = [compute(p) for p in paths]
+    store_path = tmp_path / "data" / "features.sqlite"
+    assert features(ContentStore(store_path, {"v": 1}, log=pytest.fail), paths) == (clean, 300)
+    data = bytearray(store_path.read_bytes())
+    offset = int(len(data) * at) + 1000  # within a page, never at its start
+    data[offset:offset + 2048] = np.random.default_rng(int(at * 100)).bytes(2048)
+    store_path.write_bytes(bytes(data))
+
+    said = []
+    got, computed = features(ContentStore(store_path, {"v": 1}, log=said.append), paths)
+    assert got == clean and 0 < computed
+    assert len(said) == len(set(said)) <= 2 and all(line.startswith("warning: ") for line in said), said
+    assert features(ContentStore(store_path, {"v": 1}, log=lambda m: None), paths)[0] == clean
+
+
 @pytest.mark.parametrize("table", ["vals (key TEXT PRIMARY KEY, value BLOB)", "vals (key INTEGER)"])
 def test_a_store_whose_table_is_not_this_versions_is_moved_aside_and_rebuilt(tmp_path, table):
     """A valid SQLite file whose `vals` lacks a column this version reads was `cannot read the store …: no such

@@ -56,7 +56,8 @@ def check(cfg) -> None:
     found = find(cfg.datablock.input, cfg.train.arch)
     if found is None:
         input, arch = cfg.datablock.input, cfg.train.arch
-        reads = " or ".join(f'"{i}"' for i in dict.fromkeys(k.input for k in KINDS if arch in k.archs))
+        readers = [k for k in KINDS if arch in k.archs] or [k for k in KINDS if not k.archs]  # else: a backbone
+        reads = " or ".join(f'"{i}"' for i in dict.fromkeys(k.input for k in readers))
         same = [k for k in KINDS if k.input == input]
         goes = [f'"{a}"' for k in same for a in k.archs] + (["a backbone"] if any(not k.archs for k in same) else [])
         raise PipelineError(f'datablock.input = "{input}" and train.arch = "{arch}" do not go together: "{arch}" '
