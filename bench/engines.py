@@ -38,9 +38,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline.models import exported
+    from pipeline import kinds
 
-    fa, onnx = exported.load(pkl, "fastai"), exported.load(pkl, "onnx")
+    fa, onnx = kinds.load(pkl, "fastai"), kinds.load(pkl, "onnx")
     learn, ort = fa.engine.learn, onnx.engine
     n, bs = len(files), args.batch_size
     print(f"batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")

@@ -24,9 +24,9 @@ def main() -> int:
     args, work, pkl, files = demo_learner_bench(__doc__.split("\n\n")[0],
                                                 "batched evaluation vs per-image learn.predict", "bench_eval")
 
-    from pipeline.models import exported
+    from pipeline import kinds
 
-    model = exported.load(pkl)
+    model = kinds.load(pkl)
     learn = model.engine.learn
     model.predict(files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
     predict_each(learn, files[:1])

@@ -20,7 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=60)
     args = parser.parse_args()
-    from pipeline.data import hand_net, hands
+    from pipeline.data import hands
+    from pipeline.kinds.hand_net import data as hand_net
 
     header("hand network embedding, one core")
     photos = sorted((SHARED_DATA / "massey_asl").rglob("*.jpeg"))[::37] + sorted(

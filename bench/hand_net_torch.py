@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
-    from pipeline.models import hand_net_torch
+    from pipeline.kinds.hand_net import network as hand_net_torch
 
     torch.set_num_threads(1)
     header("hand_landmark_full.tflite as a PyTorch module vs LiteRT, one thread")

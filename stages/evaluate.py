@@ -1,5 +1,5 @@
 """evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots. The engine is
-fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (`exported.load`)."""
+fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (`kinds.load`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,8 @@ from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
 from pipeline.data import datasets, loaders, sources
 from pipeline.data.labels import Labeller
-from pipeline.models import calibration, exported, interpretation
+from pipeline import kinds
+from pipeline.models import calibration, interpretation
 
 STAGE = StageSpec(
     "evaluate",
@@ -186,7 +187,7 @@ def run(cfg, ws, log):
         expected = ws.recorded_sha256("train", ws.learner)  # the hash train recorded, not the card beside it
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
-    model = exported.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
+    model = kinds.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
     store = model.store(ws.data, log)
     vocab = model.vocab
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []

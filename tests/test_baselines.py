@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline import compare, config
 from pipeline.core.errors import PipelineError
-from pipeline.models.baselines import BASELINES, baseline_info, create_baseline, is_baseline
+from pipeline.kinds.images.model import BASELINES, baseline_info, create_baseline, is_baseline
 from tests.conftest import REPO
 
 SEEDS = REPO / "configs" / "seeds"

@@ -59,7 +59,7 @@ def session(path, threads: int | None = None):
 
 
 class OnnxModel:
-    """A verified `.onnx` and its model card, as an engine (`exported.Engine`; `exported.load(..., engine="onnx")`
+    """A verified `.onnx` and its model card, as an engine (`exported.Engine`; `kinds.load(..., engine="onnx")`
     wraps it): `probs` for a ready batch; `images` for image files, `features` for keypoint rows. An onnxruntime
     session is thread-safe, so calls run at once; `lock` is there for the protocol's callers."""
     name = "onnx"
@@ -123,7 +123,7 @@ def _runtime_errors(ort) -> tuple:
 def load_verified(learner: Path, trust: bool = False, threads: int | None = None, reading=None) -> OnnxModel:
     """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
     checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
-    `trust`). `reading` (`kinds.reading`, which `exported.load` passes) checks the card's family and what its kind
+    `trust`). `reading` (`kinds.reading`, which `kinds.load` passes) checks the card's family and what its kind
     reads. Nothing is unpickled; a file onnxruntime cannot load is one line."""
     import numpy as np
 

@@ -1,8 +1,8 @@
-"""The classes a hand-network export pickles and its graph (the kind: kinds/hand_net.py): fastai's tabular MLP over
-the 64 keypoint FEATURES, their shape features (hand_model.py) and MediaPipe's 1152-value hand-network embedding
-(pipeline/data/hand_net.py). Its export answers a photo (`predict("photo.jpg")`), finding the hand and computing the
-embedding (LiteRT) in that process. Its ONNX graph (`graph_plan`, `HandNetGraph`) takes the uint8 crop and the
-keypoint rows and runs the hand network itself, rebuilt in torch (hand_net_torch.py), then the head; `graph_probs`
+"""The classes a hand-network export pickles (the kind: `kind.py`): fastai's tabular MLP over
+the 64 keypoint FEATURES, their shape features (`shared.model`) and MediaPipe's 1152-value hand-network embedding
+(`data.py`). Its export answers a photo (`predict("photo.jpg")`), finding the hand and computing the
+embedding (LiteRT) in that process. Its ONNX graph (`graph.py`: `HandNetGraph`) takes the uint8 crop and the
+keypoint rows and runs the hand network itself, rebuilt in torch (`network.py`), then the head; `graph_probs`
 feeds it photos. `HandNetLateModel` (`train.arch = "late_fusion"`) is late fusion in one model: the keypoint recipe's
 MLP and this MLP, each trained on its own loss (`BranchLoss`), their probabilities averaged.
 
@@ -18,10 +18,11 @@ from fastai.tabular.learner import TabularLearner
 from fastai.tabular.model import TabularModel
 from torch import nn
 
-from ..core.errors import PipelineError
-from ..data import hand_net, hands
-from ..data.hands import FEATURES
-from .hand_model import N_SHAPE, LandmarkNet, feature_probs, shape_features
+from ...data import hands
+from ...data.hands import FEATURES
+from ...models.inference import predict_rows
+from ..shared.model import N_SHAPE, LandmarkNet, shape_features
+from . import data as hand_net
 
 LATE_WEIGHT = 0.5  # the keypoint model's share of a late-fusion mixture (0.5 and 0.8 tried by crossval: docs/crossval.md)
 
@@ -108,7 +109,7 @@ class HandNetLearner(TabularLearner):
         if not found[0]:
             warnings.warn(f"no hand found in {row}: the label is the model's answer for an image without a hand",
                           stacklevel=2)
-        probs = feature_probs(self, x)
+        probs = predict_rows(self, x)
         idx = int(probs[0].argmax())
         return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
@@ -135,62 +136,3 @@ def graph_probs(engine, paths: list, dets: list, batch_size: int):
     return np.concatenate(out) if out else np.zeros((0, len(engine.vocab)), np.float32)
 
 
-class HandNetGraph(nn.Module):
-    """uint8 (N, SIZE, SIZE, 3) RGB crops (`hand_net.pixels`) and float32 (N, 64) keypoint rows to probabilities:
-    / 255, MediaPipe's hand network rebuilt in torch (`hand_net_torch`) up to its pooled feature, zeroed where the
-    rows' no-hand flag (their last column) is 0, beside the rows into the trained `HandNetModel`, softmax."""
-
-    def __init__(self, net: nn.Module, model: HandNetModel):
-        super().__init__()
-        self.net, self.model = net, model
-
-    def forward(self, crop, features):
-        emb = self.net(crop.permute(0, 3, 1, 2).float() / 255.0) * features[:, -1:]
-        return torch.softmax(self.model(features[:, :0].long(), torch.cat([features, emb], dim=1)), dim=1)
-
-
-def _parity_batches(learn, batch: int):
-    """(graph inputs, model inputs) over the validation split: each photo's uint8 crop and keypoint row for the
-    graph, the row beside its LiteRT embedding (as the learner trained on it) for the model."""
-    import numpy as np
-
-    items, photos = learn.dls.valid.items, learn.dls.valid_photos
-    for start in range(0, len(items), batch):
-        part = items.iloc[start:start + batch]
-        conts = torch.from_numpy(part[hand_net.COLUMNS].to_numpy(np.float32))
-        crops = np.zeros((len(part), hand_net.SIZE, hand_net.SIZE, 3), np.uint8)
-        for j, p in enumerate(part["path"]):
-            path, det = photos[p]
-            if det[0]:
-                crops[j] = hand_net.photo_pixels(path, det)
-        yield (crops, conts[:, :len(FEATURES)].numpy()), (torch.zeros(len(part), 0, dtype=torch.long), conts)
-
-
-def graph_plan(learn):
-    """The graph (`HandNetGraph`; `onnx_export.export` checks its parity against the learner, whose embedding is
-    LiteRT's): `crop` and `features` in, both from one MediaPipe pass a client makes (the card's `hand_net` and
-    `onnx.features`)."""
-    import copy
-
-    from . import hand_net_torch, onnx_export
-
-    if not hasattr(learn.dls, "valid_photos"):
-        raise PipelineError("the hand-network model's ONNX export checks its parity on the validation photos, and "
-                            "these DataLoaders do not have them: export it from the train stage")
-    model = copy.deepcopy(learn.model).float().cpu().eval()
-    net = hand_net_torch.load(hand_net.network_path()).float().eval()
-    size = hand_net.SIZE
-    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8), torch.zeros(2, len(FEATURES)))
-    entry = {"name": "crop", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
-             "client_does": f"find the hand with MediaPipe Hands; cut the hand network's crop of it: the photo "
-                            f"(EXIF-upright) turned so wrist -> keypoint 9 points up, the square of {hand_net.SCALE:g} "
-                            f"x the keypoints' box there, {size}x{size} bilinear, mirrored when MediaPipe says Right "
-                            f"(pipeline.data.hand_net.pixels, the card's hand_net); from the same MediaPipe pass, the "
-                            f"keypoint features (onnx.features). A photo with no hand: any crop (zeros) beside the 64 "
-                            f"zeros",
-             "graph_does": f"to float, / 255, MediaPipe's hand network ({hand_net.NETWORK} rebuilt in torch) up to "
-                           f"its pooled {hand_net.N_EMB}-value feature, zeroed where the features' hand flag is 0, "
-                           f"{model.graph_does}, softmax"}
-    return onnx_export.Plan(model, HandNetGraph(net, model), ("crop", "features"), example,
-                            _parity_batches(learn, onnx_export.PARITY_BATCH), entry,
-                            {"features": onnx_export.features_entry()})

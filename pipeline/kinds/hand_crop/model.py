@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from fastai.data.transforms import Transform
 
-from ..data import hand_crops, hands
+from ...data import hands
+from . import data as hand_crops
 
 _DETECTOR = None
 _PREPARED: dict[str, bytes] = {}  # crop files `probs` wrote → their PNG bytes: every CropReader reads them as they are

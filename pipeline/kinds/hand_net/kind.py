@@ -1,15 +1,17 @@
 """The hand-network kind (`datablock.input = "hand_net"`, `train.arch = "landmark_mlp"`): the keypoint recipe's
-MLP with the 1152-value pooled feature of MediaPipe's own hand network (pipeline/data/hand_net.py, read with
-LiteRT on the upright hand) beside the 64 keypoint features; and its late-fusion model (`train.arch = "late_fusion"`):
-that MLP and the keypoint recipe's, trained side by side in one export, their probabilities averaged. The classes
-their exports pickle are in hand_net_model.py."""
+MLP with the 1152-value pooled feature of MediaPipe's own hand network (`data.py`, read with LiteRT on the upright
+hand) beside the 64 keypoint features; and its late-fusion model (`train.arch = "late_fusion"`): that MLP and the
+keypoint recipe's, trained side by side in one export, their probabilities averaged. The classes their exports
+pickle are in `model.py`, their ONNX graph in `graph.py`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ...core.errors import PipelineError
-from ...data import hand_net, hands
-from .landmarks import Landmarks
+from ...data import hands
+from ..landmarks.kind import Landmarks
+from ..landmarks.data import keypoint_table
+from . import data as hand_net
 
 
 class HandNet(Landmarks):
@@ -44,33 +46,34 @@ class HandNet(Landmarks):
         (from the store datablock filled; computed for any it lacks)."""
         import pandas as pd
 
-        from .. import hand_model
+        from ..shared.model import dataloaders
 
         quiet = lambda message: None  # noqa: E731
-        df, root, feats, vocab = self.keypoint_table(ws, cfg, batch_size)
+        bs = batch_size or cfg.train.batch_size
+        df, root, feats, vocab = keypoint_table(ws, bs)
         paths = [root / p for p in df["path"]]
         dets, _ = hands.detections(paths, hands.store(ws.data, quiet), quiet)
         emb = pd.DataFrame(hand_net.embed(paths, dets, ws.data, quiet), columns=hand_net.COLUMNS[len(hands.FEATURES):])
         emb.insert(0, "path", df["path"].to_numpy())
         table = feats[["path"] + hands.FEATURES].merge(emb, on="path", how="inner", validate="one_to_one")
         table[emb.columns[1:]] *= table[[hands.FEATURES[-1]]].to_numpy()  # no hand by the keypoints' flag: no embedding
-        dls = hand_model.dataloaders(df, table, vocab, batch_size or cfg.train.batch_size, hand_net.COLUMNS)
+        dls = dataloaders(df, table, vocab, bs, hand_net.COLUMNS)
         # each validation photo and its detection, by its path in the split: the ONNX export checks its parity on them
         dls.valid_photos = {p: (path, det) for p, path, det, v in zip(df["path"], paths, dets, df["is_valid"]) if v}
         return dls
 
     def model(self, n_out: int, t):
         """The network its learner trains: `HandNetModel` (two hidden layers, `t.head_dropout`)."""
-        from ..hand_model import LAYERS
-        from ..hand_net_model import HandNetModel
+        from ..shared.model import LAYERS
+        from .model import HandNetModel
 
         return HandNetModel(n_out, LAYERS, t.head_dropout)
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
         """A `HandNetLearner` over `model`, with the keypoint recipe's jitter (it moves the keypoint columns, not the
         embedding) and `SettleBatchNorm`."""
-        from ..hand_model import SettleBatchNorm, jitter_callback
-        from ..hand_net_model import HandNetLearner
+        from ..shared.model import SettleBatchNorm, jitter_callback
+        from .model import HandNetLearner
 
         extra = ([jitter_callback(t.landmark_rotate, mirror=t.landmark_mirror)]
                  if t.landmark_rotate or t.landmark_mirror else [])
@@ -80,7 +83,7 @@ class HandNet(Landmarks):
         return HandNetLearner(dls, model, **common)
 
     def recognises(self, learn) -> bool:
-        from ..hand_net_model import HandNetModel
+        from .model import HandNetModel
 
         return (list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
                 and type(getattr(learn, "model", None)) is HandNetModel)
@@ -89,7 +92,7 @@ class HandNet(Landmarks):
         """Keypoints through the stores beside `store` (a content store in the data folder) when given: the fastai
         engine reads the keypoint rows beside LiteRT's embeddings (through the embedding store too), the onnx engine
         the uint8 crops beside the keypoint rows."""
-        from ..hand_net_model import graph_probs
+        from .model import graph_probs
 
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
@@ -116,7 +119,7 @@ class HandNet(Landmarks):
     def onnx_plan(self, learn, t):
         """One graph: the uint8 crop and the keypoint rows in, the hand network rebuilt in torch, the head
         (`hand_net_model.graph_plan`)."""
-        from ..hand_net_model import graph_plan
+        from .graph import graph_plan
 
         return graph_plan(learn)
 
@@ -140,18 +143,18 @@ class HandNetLate(HandNet):
                 "no pixels")
 
     def recipe(self, cfg) -> str:
-        from ..hand_net_model import LATE_WEIGHT
+        from .model import LATE_WEIGHT
 
         return super().recipe(cfg) + f", late fusion ({LATE_WEIGHT:g} × the keypoint MLP)"
 
     def model(self, n_out: int, t):
-        from ..hand_model import LAYERS
-        from ..hand_net_model import HandNetLateModel
+        from ..shared.model import LAYERS
+        from .model import HandNetLateModel
 
         return HandNetLateModel(n_out, LAYERS, t.head_dropout)
 
     def recognises(self, learn) -> bool:
-        from ..hand_net_model import HandNetLateModel
+        from .model import HandNetLateModel
 
         return (list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
                 and isinstance(getattr(learn, "model", None), HandNetLateModel))
