@@ -339,7 +339,7 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
 
     model = kinds.load(pkl, engine="onnx")
     fastai = inference.predict_rows(learn, hand_net.inputs(dets, hand_net.embed(paths, dets, None))).numpy()
-    onnx = hand_net_model.graph_probs(model.engine, paths, dets, batch_size=5)
+    onnx = model.engine.run({"crop": hand_net.Crops(paths, dets), "features": hands.features_of(dets)}, 5)
     assert onnx.shape == (24, 2) and (onnx.argmax(1) == fastai.argmax(1)).all()
     np.testing.assert_allclose(onnx, fastai, atol=1e-4)
     no_hand = inference.predict_rows(learn, np.zeros((1, len(hand_net.COLUMNS)), np.float32)).numpy()

@@ -286,3 +286,46 @@ def test_the_config_check_sees_a_taker(tmp_path):
     assert config_takers(tmp_path) == ["pipeline/core/tracking.py:1 open_tracker",
                                        "pipeline/data/loaders.py:1 dataloaders",
                                        "pipeline/kinds/images/model.py:1 network", "pipeline/models/fit.py:1 fit"]
+
+
+def engine_questions(root: Path) -> list[str]:
+    """`file:line` for each place a model kind (pipeline/kinds/) asks which engine it holds: `engine.learn` (the
+    learner behind a fastai engine) or `getattr(engine, ...)` (what one engine has and the other lacks)."""
+    found = []
+    for f in sorted((root / "pipeline" / "kinds").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            asks = (isinstance(node, ast.Attribute) and node.attr == "learn" and isinstance(node.value, ast.Name)
+                    and node.value.id == "engine")
+            asks |= (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                     and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "engine")
+            if asks:
+                found.append(f"{f.relative_to(root).as_posix()}:{node.lineno}")
+    return found
+
+
+def test_the_kinds_never_ask_which_engine_they_hold():
+    """Both engines answer one call (`Engine.run`, offered named inputs): a kind neither reaches for the learner behind
+    an engine nor asks what an engine has (there were six such places, in the crop, fused and hand-network kinds)."""
+    assert engine_questions(REPO) == []
+
+
+def test_the_engine_check_sees_a_question(tmp_path):
+    (tmp_path / "pipeline" / "kinds" / "k").mkdir(parents=True)
+    (tmp_path / "pipeline" / "kinds" / "k" / "kind.py").write_text(
+        "def probs(engine, x):\n    if engine.learn is None:\n        return getattr(engine, 'threads', 1)\n"
+        "    return engine.run({'rows': x})\n")
+    assert engine_questions(tmp_path) == ["pipeline/kinds/k/kind.py:2", "pipeline/kinds/k/kind.py:3"]
+
+
+def test_the_engines_import_no_kind():
+    """The engines and the loader's engine half (`models/exported.py`, `inference.py`, `onnx_engine.py`) reach no
+    module of `pipeline.kinds`, directly or through what they import."""
+    graph = import_graph(REPO)
+    for engine in ("pipeline.models.exported", "pipeline.models.inference", "pipeline.models.onnx_engine"):
+        seen, todo = set(), [engine]
+        while todo:
+            for m in graph.get(todo.pop(), ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        assert not {m for m in seen if m.startswith("pipeline.kinds")}, engine

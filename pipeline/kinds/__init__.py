@@ -14,7 +14,7 @@ graph); `shared/` holds what several kinds share. Methods import their model cod
 model is built or run; a stage that prepares data does not count it in its fingerprint). `of(cfg)` is the kind of a
 config, `input_of(learn)` that of a loaded learner, `reading(name)` the one that reads a card's ONNX graph; `load`
 opens an export under an engine and pairs it with its kind (`Exported`). A new kind: its package, and its class in
-`KINDS` below.
+`KINDS` below (or, for a kind kept outside this package, one `register(MyKind())`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ from .landmarks.kind import Landmarks
 # every kind, in the order `input_of` asks them about a loaded learner and `reading` picks the reader of an input
 KINDS = (Images(), Baseline(), Landmarks(), HandCrop(), HandFused(), HandNet(), HandNetLate())
 INPUTS = tuple(dict.fromkeys(k.input for k in KINDS))  # the values of datablock.input
+
+
+def register(kind: Kind) -> Kind:
+    """Add `kind` (an instance of a `Kind` subclass defined anywhere: a kind's package outside this one, imported) to
+    `KINDS`, last, and its input to `INPUTS`: the one line a kind of one's own needs."""
+    global KINDS, INPUTS
+    KINDS = (*KINDS, kind)
+    INPUTS = tuple(dict.fromkeys(k.input for k in KINDS))
+    return kind
 
 
 def _claimed() -> set[str]:
@@ -103,8 +112,7 @@ def named_archs() -> str:
 class Exported:
     """An exported model under one engine: `predict` for many photos, `read` for one; `vocab`; `card` (the model
     card beside the file, {} where there is none); `finds_hands` (photos go through MediaPipe first, and serving
-    draws the keypoints); `detector()` (a detector of its own for `read`, or None) and `store(folder)` (the
-    content store of per-photo work to reuse, or None)."""
+    draws the keypoints); `detector()` (a detector of its own for `read`, or None)."""
 
     def __init__(self, path: Path, engine: Engine, kind, card: dict, file: Path | None = None):
         self.path, self.engine, self.kind, self.card = Path(path), engine, kind, card
@@ -113,11 +121,12 @@ class Exported:
         self.finds_hands, self.describe = kind.finds_hands, kind.title
         self.streams = self.finds_hands  # it can read a webcam stream: it follows the hand from frame to frame
 
-    def predict(self, photos: list, batch_size: int = BATCH, tta: int = 0, log=print, store=None) -> Predictions:
-        """Batched predictions for image files (`store`: a content store of per-photo work to reuse)."""
+    def predict(self, photos: list, batch_size: int = BATCH, tta: int = 0, log=print,
+                folder: Path | None = None) -> Predictions:
+        """Batched predictions for image files (`folder`: a data folder whose per-photo stores to reuse and fill)."""
         import numpy as np
 
-        probs, found = self.kind.probs(self.engine, list(photos), batch_size, tta, log, store)
+        probs, found = self.kind.probs(self.engine, list(photos), batch_size, tta, log, folder)
         probs = np.asarray(probs, dtype=np.float32).reshape(len(photos), len(self.vocab))
         idx = probs.argmax(axis=1)
         return Predictions([self.vocab[i] for i in idx], probs.max(axis=1).astype(float).tolist(), probs, found)
@@ -134,8 +143,6 @@ class Exported:
     def tracker(self, track: bool = True):
         return self.kind.tracker(track)
 
-    def store(self, folder: Path, log=print):
-        return self.kind.store(folder, log)
 
 
 def load(path, engine: str = "fastai", trust: bool = False, sha256: str | None = None,

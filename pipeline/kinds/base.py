@@ -152,14 +152,15 @@ class Kind:
         """Whether a loaded (exported) learner is one of this kind's."""
         return False
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """(probabilities, hand found or None) for photos under either engine (`store`: a content store of per-photo
-        work to reuse, or None)."""
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        """(probabilities, hand found or None) for photos, through the one call every engine answers
+        (`engine.run`, offered the inputs this kind makes of them; `folder`: a data folder whose per-photo stores to
+        reuse and fill, or None)."""
         raise NotImplementedError
 
     def read(self, engine, photo, detector):
         """(probabilities, or None with no hand; the keypoints or None) for one photo (a path, with a `detector()`)
-        or one frame of a stream (an RGB array, with a `tracker()`)."""
+        or one frame of a stream (an RGB array, with a `tracker()`), through `engine.run`."""
         raise NotImplementedError
 
     def onnx_plan(self, learn, t):

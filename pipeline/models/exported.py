@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..core.errors import PipelineError
-from .card import BATCH, ENGINES
+from .card import BATCH, ENGINES, given
 
 
 class Predictions(NamedTuple):
@@ -24,47 +24,55 @@ class Predictions(NamedTuple):
 
 
 class Engine(Protocol):
-    """What every engine answers, whichever model it runs (a kind's `probs` and `read` ask only this).
-
-    `images` and `features` are safe to call from several threads at once: an engine whose model is not
-    thread-safe (a fastai learner) holds `lock` around each call, and code that runs `learn` itself takes `lock`
-    too (the fused crop learner answers photos itself)."""
+    """What every engine answers, whichever model it runs: one call, `run`. A kind's `probs` and `read` offer the
+    inputs they can make (`card.INPUTS`, a value or a function that makes it) and never ask which engine they hold;
+    the engine takes those its model `reads`. `run` is safe to call from several threads at once: an engine whose
+    model is not thread-safe (a fastai learner) holds `lock` around each call."""
     name: str                       # "fastai" or "onnx": `--engine`
     vocab: list                     # the classes, in the order of the probabilities' columns
-    learn: object                   # the fastai learner, or None (an engine that runs no learner: onnx)
-    image_size: int | None          # the side of the square the model reads, where the engine knows it without a learner
-    features_input: str | None      # the name of a second graph input of keypoint rows (onnx, fused), else None
+    reads: tuple                    # the named inputs (`card.INPUTS`) its model takes
+    image_size: int | None          # the side of the square the model reads (its card's), or None
     lock: object                    # a re-entrant lock: held around every call into a model that is not thread-safe
 
-    def images(self, paths: list, batch_size: int = BATCH, tta: int = 0, log=print, **features):
-        """Probabilities (n, len(vocab)) for image files (`features=` rows only where `features_input` is set)."""
-
-    def features(self, x, batch_size: int = BATCH):
-        """Probabilities (n, len(vocab)) for float32 keypoint feature rows (n, 64)."""
+    def run(self, inputs: dict, batch_size: int = BATCH, log=print, tta: int = 0):
+        """float32 probabilities (n, len(vocab)) for `inputs` (name -> value or a function making it), `batch_size`
+        items a step; `tta` passes of test-time augmentation where the engine has them (fastai on image files)."""
 
 
 class FastaiEngine:
-    """A verified fastai learner as an `Engine`: `images` for image files, `features` for keypoint rows; one call at
-    a time (a fastai learner is not thread-safe), while the decoding and hand finding around it run in parallel."""
+    """A verified fastai learner as an `Engine`, one call at a time (a fastai learner is not thread-safe), while the
+    decoding and hand finding around it run in parallel. What it reads follows from the learner: its own `reads`
+    where it answers them itself (`answer`), `rows` for a tabular learner, else image `files`."""
     name = "fastai"
-    image_size = None  # the learner's own transforms know it
-    features_input = None
 
-    def __init__(self, learn):
+    def __init__(self, learn, card: dict | None = None):
         self.learn, self.lock = learn, threading.RLock()
         self.vocab = list(learn.dls.vocab)
+        self.image_size = (card or {}).get("image_size") or getattr(learn, "image_size", None)
+        if hasattr(learn, "answer"):
+            self.reads = tuple(learn.reads)
+        elif getattr(learn.dls, "cont_names", None):
+            self.reads = ("rows",)
+        else:
+            self.reads = ("files",)
 
-    def images(self, paths: list, batch_size: int = BATCH, tta: int = 0, log=print):
+    def run(self, inputs: dict, batch_size: int = BATCH, log=print, tta: int = 0):
         from . import inference
 
+        what = f"this {type(self.learn).__name__}"
+        if self.reads == ("files",):
+            paths = [Path(p) for p in given(inputs, "files", what)]
+            with self.lock:
+                return inference.predict_images(self.learn, paths, batch_size, tta, log).numpy()
+        if tta:
+            raise PipelineError("test-time augmentation augments pixels: this model reads none")
+        if self.reads == ("rows",):
+            rows = given(inputs, "rows", what)
+            with self.lock:
+                return inference.predict_rows(self.learn, rows, batch_size).numpy()
+        values = {name: given(inputs, name, what) for name in self.reads}
         with self.lock:
-            return inference.predict_images(self.learn, [Path(p) for p in paths], batch_size, tta, log).numpy()
-
-    def features(self, x, batch_size: int = BATCH):
-        from . import inference
-
-        with self.lock:
-            return inference.predict_rows(self.learn, x, batch_size).numpy()
+            return self.learn.answer(values, batch_size, log).numpy()
 
 
 def _card(path: Path) -> dict:
@@ -99,4 +107,5 @@ def open_engine(path, engine: str = "fastai", trust: bool = False, sha256: str |
     from . import inference
 
     learn = inference.load_verified(path, trust=trust, sha256=sha256)
-    return FastaiEngine(learn), _card(path), path
+    card = _card(path)
+    return FastaiEngine(learn, card), card, path

@@ -17,9 +17,23 @@ from . import data
 _QUIET = lambda message: None  # noqa: E731
 
 
-def _folder(store) -> Path | None:
-    """The data folder of a content store (where the crop and embedding stores lie beside it), or None."""
-    return Path(store.path).parent if store is not None else None
+def _side(engine) -> int:
+    """The side of the crop the engine's model reads (its card's `image_size`)."""
+    if not engine.image_size:
+        raise PipelineError("this hand-crop model's card, which gives the side of the crop it reads (image_size), is "
+                            "missing beside the export: load it with its card")
+    return engine.image_size
+
+
+def _run(engine, pngs: list, dets: list, photos: list, folder: Path | None, batch_size: int, log):
+    """The engine's probabilities for PNG crops: offered as crop files (a crop learner's or an image graph's
+    input), as the crops themselves with their photos and data folder (a learner that answers them: the fused
+    head), and with the keypoint rows of the same detections (a graph that fuses them)."""
+    from . import model as crop_model
+
+    with crop_model.crop_files(pngs) as files:
+        return engine.run({"files": files, "crops": pngs, "photos": photos, "folder": folder,
+                           "features": lambda: hands.features_of(dets)}, batch_size, log)
 
 
 class HandCrop(Kind):
@@ -31,8 +45,11 @@ class HandCrop(Kind):
     check_arch = staticmethod(backbones.check_arch)
 
     def learner(self, dls, t, n_in: int, common: dict, ws):
-        """fastai's `vision_learner` on `train.arch` (models/backbones.py)."""
-        return backbones.learner(dls, t.arch, t.pretrained, n_in, t.head_dropout, ws.data, **common)
+        """fastai's `vision_learner` on `train.arch` (models/backbones.py), which keeps the side of the crop it reads
+        (`image_size`, for an engine loading its export without a card)."""
+        learn = backbones.learner(dls, t.arch, t.pretrained, n_in, t.head_dropout, ws.data, **common)
+        learn.image_size = t.image_size
+        return learn
 
     def seen(self, image_size: int | None, grayscale: bool = False) -> str:
         return f"hand crops (MediaPipe), {image_size} px"
@@ -82,25 +99,22 @@ class HandCrop(Kind):
 
         return crop_reader(learn) is not None
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """Each photo cropped around its hand (through the stores beside `store` when given) and the crops read by
-        the model; a photo with no hand is shown as its whole frame, and said so by hand found False."""
-        from . import model as crop_model
-
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        """Each photo cropped around its hand at the side the model reads (through the stores in `folder` when
+        given) and the crops read by the model; a photo with no hand is shown as its whole frame, and said so by hand
+        found False."""
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-crop model takes none (the crop comes "
                                 "first)")
-        pngs, found, dets = data.photo_crops(paths, crop_model.crop_size(engine), _folder(store), log)
-        return crop_model.engine_probs(engine, pngs, dets, batch_size, log), found
+        pngs, found, dets = data.photo_crops(paths, _side(engine), folder, log)
+        return _run(engine, pngs, dets, [str(p) for p in paths], folder, batch_size, log), found
 
     def read(self, engine, photo, detector):
-        from . import model as crop_model
-
         det, img, points = hands.frame_detection(photo, detector)
         if det is None:
             return None, None
-        png = data.png(data.crop_image(img, det, crop_model.crop_size(engine)))
-        return crop_model.engine_probs(engine, [png], [det], 1, _QUIET)[0], points
+        png = data.png(data.crop_image(img, det, _side(engine)))
+        return _run(engine, [png], [det], [None], None, 1, _QUIET)[0], points
 
     def onnx_plan(self, learn, t):
         """One uint8 crop in (the image graph's), which a client makes with MediaPipe first (the card's

@@ -4,8 +4,7 @@ kind's; `model.py` holds the classes its export pickles (and `embeddings.py` the
 ONNX graph."""
 from __future__ import annotations
 
-from ...data import hands
-from ..hand_crop.kind import HandCrop, _folder
+from ..hand_crop.kind import HandCrop
 
 
 class HandFused(HandCrop):
@@ -43,24 +42,6 @@ class HandFused(HandCrop):
         from .model import FusedLearner
 
         return isinstance(learn, FusedLearner)
-
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """Under fastai the learner answers photos itself (its embeddings through the store), under the engine's
-        lock; an ONNX graph reads the crops (and keypoints) as the fine-tuned crop model's does."""
-        if engine.learn is None or tta:
-            return super().probs(engine, paths, batch_size, tta, log, store)
-        with engine.lock:
-            p, found = engine.learn.photo_probs(paths, batch_size, log, _folder(store))
-        return p.numpy(), found
-
-    def read(self, engine, photo, detector):
-        if engine.learn is None:
-            return super().read(engine, photo, detector)
-        det, img, points = hands.frame_detection(photo, detector)
-        if det is None:
-            return None, None
-        with engine.lock:
-            return engine.learn.crop_probs([det], [img])[0].numpy(), points
 
     def onnx_plan(self, learn, t):
         from .graph import graph_plan

@@ -122,27 +122,37 @@ class FusedLearner(Learner):
         finally:
             self.dls = dls
 
-    def photo_probs(self, paths: list, batch_size: int = BATCH, log=print, folder: Path | None = None):
-        """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
-        when `folder` is given), else found in this process."""
-        pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)
-        # the embeddings through the store (computed once per crop and backbone), or the whole model on the pixels
-        x = (embeddings.embed(self.model.body, paths, pngs, self.embedding_key, folder, log, batch_size)
+    reads = ("crops", "photos", "folder", "features")  # what it answers itself (`FastaiEngine.run`)
+
+    @property
+    def image_size(self) -> int:
+        return self.photo.size
+
+    def answer(self, inputs: dict, batch_size: int = BATCH, log=print):
+        """Probabilities for PNG `crops` of `photos` and their keypoint `features`: the crops' embeddings through the
+        store in the data `folder` (computed once per crop and backbone) when given, else the whole model on them."""
+        pngs, folder = inputs["crops"], inputs["folder"]
+        x = (embeddings.embed(self.model.body, inputs["photos"], pngs, self.embedding_key, folder, log, batch_size)
              if folder is not None else embeddings.to_tensor(pngs, self.photo.mean, self.photo.std))
-        return self._probs(x, dets, batch_size), found
-
-    def crop_probs(self, dets: list, images: list):
-        """Probabilities for upright RGB PIL `images` whose hands `dets` found (`HandFused.read`: a frame)."""
-        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, dets)]
-        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), dets, BATCH)
-
-    def _probs(self, x, dets: list, batch_size: int):
-        feats = torch.from_numpy(hands.features_of(dets))
+        feats = torch.as_tensor(np.asarray(inputs["features"], np.float32))
         self.model.eval()
         with torch.no_grad():
             logits = torch.cat([self.model(x[i:i + batch_size], feats[i:i + batch_size])
                                 for i in range(0, len(x), batch_size)])
         return torch.softmax(logits, dim=1)
+
+    def photo_probs(self, paths: list, batch_size: int = BATCH, log=print, folder: Path | None = None):
+        """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
+        when `folder` is given), else found in this process."""
+        pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)
+        inputs = {"crops": pngs, "photos": paths, "folder": folder, "features": hands.features_of(dets)}
+        return self.answer(inputs, batch_size, log), found
+
+    def crop_probs(self, dets: list, images: list):
+        """Probabilities for upright RGB PIL `images` whose hands `dets` found (a frame), `BATCH` crops a step."""
+        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, dets)]
+        return self.answer({"crops": pngs, "photos": [None] * len(pngs), "folder": None,
+                            "features": hands.features_of(dets)}, BATCH)
 
     def predict(self, item, *args, **kwargs):
         probs, found = self.photo_probs([item], log=lambda m: None)

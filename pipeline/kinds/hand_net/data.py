@@ -119,6 +119,33 @@ def photo_pixels(path, det: list):
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
+class Crops:
+    """The uint8 `photo_pixels` crops of photos whose hands `dets` found (zeros where none was), made when a slice of
+    them is asked for (an engine reads them a batch at a time), decoded in threads (PIL releases the GIL)."""
+
+    def __init__(self, paths: list, dets: list):
+        self.paths, self.dets = [str(p) for p in paths], dets
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, part: slice):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numpy as np
+
+        from ...core.machine import usable_cpus
+
+        idx = range(len(self.paths))[part]
+        out = np.zeros((len(idx), SIZE, SIZE, 3), np.uint8)
+        with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
+            for j, px in enumerate(pool.map(lambda i: photo_pixels(self.paths[i], self.dets[i]) if self.dets[i][0]
+                                            else None, idx)):
+                if px is not None:
+                    out[j] = px
+        return out
+
+
 def crop(path, det: list):
     """`crop_image` of the photo at `path` (upright: EXIF applied)."""
     import numpy as np

@@ -88,21 +88,17 @@ class HandNet(Landmarks):
         return (list(getattr(learn.dls, "cont_names", []) or []) == hand_net.COLUMNS
                 and type(getattr(learn, "model", None)) is HandNetModel)
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """Keypoints through the stores beside `store` (a content store in the data folder) when given: the fastai
-        engine reads the keypoint rows beside LiteRT's embeddings (through the embedding store too), the onnx engine
-        the uint8 crops beside the keypoint rows."""
-        from .model import graph_probs
-
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        """Keypoints through the stores in `folder` when given, offered two ways: beside LiteRT's embeddings (the
+        learner's rows; through the embedding store too) and as the uint8 crops beside the keypoint rows (the ONNX
+        graph's); the engine makes only what its model reads."""
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
-        folder = Path(store.path).parent if store is not None else None
-        if engine.learn is not None:
-            x, found = hand_net.photo_inputs(paths, folder, log)
-            return engine.features(x, batch_size), found
         paths = [str(p) for p in paths]
         dets, _ = hands.detections(paths, hands.store(folder, log) if folder is not None else None, log)
-        return graph_probs(engine, paths, dets, batch_size), [bool(d[0]) for d in dets]
+        inputs = {"rows": lambda: hand_net.inputs(dets, hand_net.embed(paths, dets, folder, log)),
+                  "crop": hand_net.Crops(paths, dets), "features": lambda: hands.features_of(dets)}
+        return engine.run(inputs, batch_size, log), [bool(d[0]) for d in dets]
 
     def read(self, engine, photo, detector):
         det, img, points = hands.frame_detection(photo, detector)
@@ -111,10 +107,9 @@ class HandNet(Landmarks):
         rows = hands.features_of([det])
         if not rows[0, -1]:  # keypoints too close together for the features (the no-hand row)
             return None, None
-        if engine.learn is not None:
-            emb = hand_net.network()(hand_net.crop_image(img, det))[None]
-            return engine.features(hand_net.inputs([det], emb), 1)[0], points
-        return engine.probs(hand_net.pixels(img, det)[None], rows)[0], points
+        inputs = {"rows": lambda: hand_net.inputs([det], hand_net.network()(hand_net.crop_image(img, det))[None]),
+                  "crop": lambda: hand_net.pixels(img, det)[None], "features": rows}
+        return engine.run(inputs, 1, lambda message: None)[0], points
 
     def onnx_plan(self, learn, t):
         """One graph: the uint8 crop and the keypoint rows in, the hand network rebuilt in torch, the head

@@ -2,8 +2,7 @@
 the 64 keypoint FEATURES, their shape features (`shared.model`) and MediaPipe's 1152-value hand-network embedding
 (`data.py`). Its export answers a photo (`predict("photo.jpg")`), finding the hand and computing the
 embedding (LiteRT) in that process. Its ONNX graph (`graph.py`: `HandNetGraph`) takes the uint8 crop and the
-keypoint rows and runs the hand network itself, rebuilt in torch (`network.py`), then the head; `graph_probs`
-feeds it photos. `HandNetLateModel` (`train.arch = "late_fusion"`) is late fusion in one model: the keypoint recipe's
+keypoint rows and runs the hand network itself, rebuilt in torch (`network.py`), then the head. `HandNetLateModel` (`train.arch = "late_fusion"`) is late fusion in one model: the keypoint recipe's
 MLP and this MLP, each trained on its own loss (`BranchLoss`), their probabilities averaged.
 
 Its own module, importing torch at the top, because `load_learner` unpickles `HandNetModel` and `HandNetLearner` by
@@ -113,26 +112,5 @@ class HandNetLearner(TabularLearner):
         idx = int(probs[0].argmax())
         return self.dls.vocab[idx], torch.tensor(idx), probs[0]
 
-
-def graph_probs(engine, paths: list, dets: list, batch_size: int):
-    """An ONNX engine's probabilities for photos whose hands `dets` found: each batch's uint8 crops (decoded in
-    threads; zeros where no hand was found) beside its keypoint rows, into the graph (`HandNetGraph`)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    def pixels(i):
-        return hand_net.photo_pixels(paths[i], dets[i]) if dets[i][0] else None
-
-    out = []
-    with ThreadPoolExecutor(max_workers=max(1, getattr(engine, "threads", 1))) as pool:
-        for start in range(0, len(paths), batch_size):
-            idx = range(start, min(start + batch_size, len(paths)))
-            crops = np.zeros((len(idx), hand_net.SIZE, hand_net.SIZE, 3), np.uint8)
-            for j, px in enumerate(pool.map(pixels, idx)):
-                if px is not None:
-                    crops[j] = px
-            out.append(engine.probs(crops, hands.features_of([dets[i] for i in idx])))
-    return np.concatenate(out) if out else np.zeros((0, len(engine.vocab)), np.float32)
 
 

@@ -65,11 +65,11 @@ class Images(Kind):
         fs = getattr(getattr(valid, "after_item", None), "fs", ())  # a Pipeline's transforms
         return any(type(t).__name__ == "Resize" for t in fs)
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        return engine.images(paths, batch_size, tta, log), None
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        return engine.run({"files": paths}, batch_size, log, tta), None
 
     def read(self, engine, photo, detector):
-        return engine.images([photo], 1, 0, lambda message: None)[0], None
+        return engine.run({"files": [photo]}, 1, lambda message: None)[0], None
 
     def onnx_plan(self, learn, t):
         from ..shared.graph import image_plan

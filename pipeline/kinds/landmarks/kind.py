@@ -42,11 +42,11 @@ class Landmarks(Kind):
     def recognises(self, learn) -> bool:
         return list(getattr(learn.dls, "cont_names", []) or []) == hands.FEATURES
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
         if tta:
             raise PipelineError("test-time augmentation augments pixels: a hand-keypoint model takes none")
-        x, found = hands.photo_features(paths, log, store)
-        return engine.features(x, batch_size), found
+        x, found = hands.photo_features(paths, log, hands.store(folder, log) if folder is not None else None)
+        return engine.run({"rows": x, "features": x}, batch_size, log), found
 
     def read(self, engine, photo, detector):
         import numpy as np
@@ -55,7 +55,8 @@ class Landmarks(Kind):
         feats = hands.canonical(points, handedness) if points is not None else None
         if feats is None:
             return None, None
-        return engine.features(feats[None].astype(np.float32), 1)[0], points
+        x = feats[None].astype(np.float32)
+        return engine.run({"rows": x, "features": x}, 1, lambda message: None)[0], points
 
     def onnx_plan(self, learn, t):
         from .graph import landmark_plan
