@@ -40,18 +40,20 @@ def module_name(f: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules `start` reaches through imports in `graph`, transitively."""
+    seen, todo = set(), [start]
+    while todo:
+        for m in graph.get(todo.pop(), ()):
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
+
+
 def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
     """The groups of modules that reach each other through imports (strongly connected, more than one module)."""
-    def reach(start):
-        seen, todo = set(), [start]
-        while todo:
-            for m in graph.get(todo.pop(), ()):
-                if m not in seen:
-                    seen.add(m)
-                    todo.append(m)
-        return seen
-
-    reached = {m: reach(m) for m in graph}
+    reached = {m: reach(graph, m) for m in graph}
     return {frozenset({m} | {n for n in reached[m] if m in reached[n]}) for m in graph if m in reached[m]}
 
 
@@ -322,10 +324,4 @@ def test_the_engines_import_no_kind():
     module of `pipeline.kinds`, directly or through what they import."""
     graph = import_graph(REPO)
     for engine in ("pipeline.models.exported", "pipeline.models.inference", "pipeline.models.onnx_engine"):
-        seen, todo = set(), [engine]
-        while todo:
-            for m in graph.get(todo.pop(), ()):
-                if m not in seen:
-                    seen.add(m)
-                    todo.append(m)
-        assert not {m for m in seen if m.startswith("pipeline.kinds")}, engine
+        assert not {m for m in reach(graph, engine) if m.startswith("pipeline.kinds")}, engine
