@@ -4,7 +4,7 @@ that differs from one kind of model to another, in one place:
 - its description, class attributes read without importing torch (config's checks, download, a card, the app):
   `name` (the card's `family`), `input` (the value of `datablock.input` it reads), `archs` (the `train.arch` names
   it builds; () for any backbone name no kind claims), `pixels`, `finds_hands`, `writes`, `params`, ...;
-- datablock's work for it: `keep` (before the split), `prepare` (after it), `warm` and `store` (per-photo stores);
+- datablock's work for it: `keep` (before the split), `prepare` (after it), `warm` (its per-photo stores);
 - its model: `dataloaders`, `learner` (built by `make_learner`, the one factory), `recognises` (a loaded learner),
   `probs` and `read` (photos to probabilities under either engine), `onnx_plan` (its ONNX graph).
 

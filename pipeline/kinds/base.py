@@ -97,10 +97,6 @@ class Kind:
         at."""
         return 0
 
-    def store(self, folder: Path, log=print):
-        """The content store of what it computes per photo, or None."""
-        return None
-
     # --- its model ------------------------------------------------------------------------------------------------
     def dataloaders(self, ws, cfg, batch_size: int | None = None):
         """fastai DataLoaders over the persisted split."""

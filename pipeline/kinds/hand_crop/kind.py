@@ -77,8 +77,6 @@ class HandCrop(Kind):
     def warm(self, paths: list, cfg, folder: Path, log) -> int:
         return data.warm(paths, cfg.train.image_size, folder, log)
 
-    store = staticmethod(hands.store)
-
     def dataloaders(self, ws, cfg, batch_size: int | None = None):
         """fastai DataLoaders of crop images over the persisted split (`ColSplitter`), with `aug_transforms` without
         flips when `train.augment` (a mirrored hand is the other hand's sign)."""

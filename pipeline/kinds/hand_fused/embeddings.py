@@ -1,5 +1,5 @@
 """Frozen-backbone embeddings of hand crops, computed once per crop and backbone: what makes a crossval of a
-pretrained backbone on the hand affordable on a CPU (`train.arch = "hand_fused"`, pipeline/models/crop_model.py).
+pretrained backbone on the hand affordable on a CPU (`train.arch = "hand_fused"`, `model.py`).
 
 The store (`crop_embeddings.sqlite` in `run.data_dir`, a `content_store.ContentStore`) keys each pooled embedding
 by the photo's bytes, the crop settings (`hand_crops.crop_settings`), the backbone's name and the sha256 of its

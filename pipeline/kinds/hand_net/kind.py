@@ -18,7 +18,6 @@ class HandNet(Landmarks):
     """The keypoints and MediaPipe's hand-network embedding (frozen), one tabular MLP."""
     name, input, title = "hand keypoints + hand-network embedding", "hand_net", "hand keypoints + hand-network model"
     graph_input = ("tensor(uint8)", 4, "uint8 hand-network crops (batch, 224, 224, 3)")
-    store = staticmethod(hand_net.store)
 
     def require(self) -> None:
         hands.require()
@@ -113,7 +112,7 @@ class HandNet(Landmarks):
 
     def onnx_plan(self, learn, t):
         """One graph: the uint8 crop and the keypoint rows in, the hand network rebuilt in torch, the head
-        (`hand_net_model.graph_plan`)."""
+        (`graph.graph_plan`)."""
         from .graph import graph_plan
 
         return graph_plan(learn)
@@ -121,7 +120,7 @@ class HandNet(Landmarks):
 
 class HandNetLate(HandNet):
     """Late fusion in one export: the keypoint recipe's MLP and the keypoints + embedding MLP, each trained on its own
-    loss, their probabilities averaged (`hand_net_model.HandNetLateModel`). Its data, stores, engines and graph are
+    loss, their probabilities averaged (`model.HandNetLateModel`). Its data, stores, engines and graph are
     the hand-network kind's."""
     name, archs = "hand keypoints, late fusion with the hand-network embedding", ("late_fusion",)
     title = "hand keypoints + hand-network late-fusion model"

@@ -16,7 +16,6 @@ class Landmarks(Kind):
     """fastai's tabular MLP on MediaPipe's hand keypoints."""
     name, input, archs, title = "hand landmarks", "landmarks", ("landmark_mlp",), "hand keypoints"
     finds_hands, writes = True, (artifacts.LANDMARKS,)
-    store = staticmethod(hands.store)
 
     def prepare(self, df, root: Path, cfg, ws, log) -> list[Path]:
         return data.prepare(df, root, ws, log)
