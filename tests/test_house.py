@@ -113,11 +113,9 @@ def may_branch(rel: str) -> bool:
 
 
 BRANCHES = [
-    r"families\.(HAND_LANDMARKS|BASELINE|BACKBONE)\b",            # which family it is
-    r"\b(is_landmark_learner|is_baseline)\(",                    # what a learner or an arch is
-    r"""(arch|input)\s*[!=]=\s*["']""",                          # a family's arch or an input kind by its name
-    r"\bif\b[^#\n]*\.(pixels|finds_hands)\b",                     # an input's property tested
-    r"\bif\b[^#\n]*\.(sees_pixels|keypoints|landmarks)\b(?!\()",  # the input's old names, read to branch on
+    r"\bis_baseline\(",                                          # what an arch is
+    r"""(arch|input)\s*[!=]=\s*["']""",                          # a kind's arch or input by its name
+    r"\bif\b[^#\n]*\.(pixels|finds_hands)\b",                     # a kind's property tested
     r"isinstance\([^)]*\b(OnnxModel|FastaiEngine|HandLearner)\b",  # which engine or learner class
 ]
 
@@ -148,7 +146,7 @@ def test_the_branch_check_sees_each_kind_of_branch(tmp_path):
     (tmp_path / "pipeline" / "kinds" / "landmarks").mkdir(parents=True)
     (tmp_path / "pipeline" / "kinds" / "landmarks" / "model.py").write_text("if arch == 'landmark_mlp': pass\n")  # it may
     (tmp_path / "stages" / "s.py").write_text(
-        "if families.of(cfg) is families.BASELINE: pass\nif cfg.datablock.input == 'landmarks': pass\n"
+        "if baselines.is_baseline(arch): pass\nif cfg.datablock.input == 'landmarks': pass\n"
         "if not kind.pixels: pass  # cache\nx = isinstance(m, onnx_engine.OnnxModel)\nok = kind.prepare(df)\n"
         "# if arch == 'x' in a comment\n")
     assert [line.split(":")[1] for line in branches_outside_the_registry(tmp_path)] == ["1", "2", "3", "4"]
