@@ -77,8 +77,9 @@ if __name__ == "__main__":
 
     header("cfg walk: modules reading the config during train")
     for recipe in ([args.config] if args.config else RECIPES):
+        recipe = None if recipe in ("demo", "configs/demo.toml") else recipe
         path = None if recipe is None else str(REPO / recipe) if not recipe.startswith("/") else recipe
-        shrink = [] if recipe is None else [f"datablock.max_per_class={args.per_class}"]
+        shrink = [] if recipe is None else [f"datablock.max_per_class={args.per_class}", "train.batch_size=8"]
         try:
             reads = walk(path, shrink + args.overrides)
         except PipelineError as e:
