@@ -13,7 +13,6 @@ No torch here: the datablock stage and the stores use it; `model.py` holds what 
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from ...core.errors import PipelineError

@@ -12,7 +12,6 @@ import contextlib
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from fastai.data.transforms import Transform
 

@@ -10,7 +10,6 @@ Its own module, importing torch at the top, because `load_learner` unpickles `Fu
 """
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 

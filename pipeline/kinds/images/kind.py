@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.errors import PipelineError
 from ...data import loaders
 from ...models import backbones
 from ..base import UINT8_IMAGES, Kind, size_problem
