@@ -80,7 +80,7 @@ def test_the_crop_card_says_how_to_crop():
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.models import exported\n"
+        "from pipeline import kinds\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
         "for photo in photos:\n"

@@ -153,7 +153,7 @@ def test_hand_net_configs_are_checked(tmp_path):
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.models import exported\n"
+        "from pipeline import kinds\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
         "for photo in photos:\n"
