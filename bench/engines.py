@@ -1,5 +1,5 @@
 """Benchmark 6: the inference engines on the same export and the same files, in one run: the published per-image
-`learn.predict` loop, fastai batched (`pipeline.models.exported.load(...).predict`, what evaluate runs) and onnxruntime batched
+`learn.predict` loop, fastai batched (`pipeline.kinds.load(...).predict`, what evaluate runs) and onnxruntime batched
 (`pipeline.models.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
 batches decoded beforehand: fastai's normalised tensors channels-last, the graph's uint8 NHWC arrays).
 

@@ -1,7 +1,7 @@
 """Benchmark 1: batched evaluation vs the published per-image loop, on the same learner and the same files.
 
 The published recipe calls `learn.predict(path)` once per test image. The evaluate stage calls
-`pipeline.models.exported.load(...).predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
+`pipeline.kinds.load(...).predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
 same loaded export and the same files; the script prints images/second for each, the ratio (target >= 10x),
 and checks that the predicted labels are identical and the probabilities agree to 1e-3 (evaluate runs convnets
 channels-last, the loop does not: the same arithmetic in another order, so float rounding differs slightly).

@@ -1,4 +1,4 @@
-"""MediaPipe's hand-landmark network as a PyTorch module (`pipeline.models.hand_net_torch`) beside LiteRT: the ops
+"""MediaPipe's hand-landmark network as a PyTorch module (`pipeline.kinds.hand_net.network`) beside LiteRT: the ops
 read from the flatbuffer, the embedding's parity on real photos, and ms per photo of each on one thread.
 
 The photos are asl_alphabet_test's (../shared/data, or `--photos DIR`), resized to 224x224 RGB / 255. LiteRT runs

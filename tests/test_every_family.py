@@ -1,4 +1,4 @@
-"""Every model kind (pipeline/models/kinds/), through the commands that answer one photo or a video: a tiny export
+"""Every model kind (pipeline/kinds/), through the commands that answer one photo or a video: a tiny export
 per kind (real photos, 2 a letter, one epoch, through the runner: .pkl, .onnx and card), read by serve's `Reader`
 and by `spell` under both engines. A kind added without a recipe here fails `test_every_family_has_a_recipe`."""
 import csv

@@ -1,4 +1,4 @@
-"""Hand crops as model input (pipeline/data/hand_crops.py, crop_model.py, fused_model.py, embeddings.py): the crop box,
+"""Hand crops as model input (pipeline/kinds/hand_crop/, hand_fused/): the crop box,
 the families' config checks, and on real photos the stores, the no-hand list, both families and their exports
 (a fresh process's `load_learner(pkl).predict(photo)`, `kinds.load(...).predict` under both engines)."""
 import json

@@ -1,4 +1,4 @@
-"""MediaPipe's hand network as a frozen embedding (pipeline/data/hand_net.py, `datablock.input = "hand_net"`): the
+"""MediaPipe's hand network as a frozen embedding (pipeline/kinds/hand_net/, `datablock.input = "hand_net"`): the
 crop MediaPipe's own landmarks-to-ROI rule makes (upright, left hands mirrored), the store's key, and the embedding
 of a real photo."""
 from __future__ import annotations
@@ -324,7 +324,7 @@ def graph_export(tmp_path_factory, request):
 def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
     """The graph runs the hand network rebuilt in torch on the uint8 crop; the learner read LiteRT's embedding of the
     same crop: parity at export (8 validation photos, 2 with no hand), and the onnx engine's answers for every photo
-    (`hand_net_model`'s batched path) are the learner's; a row with no hand is the all-0 row whatever the crop."""
+    (`run` offered the lazy `Crops`) are the learner's; a row with no hand is the all-0 row whatever the crop."""
     from pipeline.models import inference
     from pipeline import kinds
     from pipeline.kinds.shared import model as shared_model

@@ -1,4 +1,4 @@
-"""MediaPipe's hand-landmark network as a PyTorch module (pipeline/models/hand_net_torch.py): parity with LiteRT."""
+"""MediaPipe's hand-landmark network as a PyTorch module (pipeline/kinds/hand_net/network.py): parity with LiteRT."""
 import warnings
 
 import numpy as np
