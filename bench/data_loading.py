@@ -30,7 +30,8 @@ def measure(size: int, cache: bool, batches: int) -> dict:
 
     from pipeline import config, runner
     from pipeline.core.workspace import Workspace
-    from pipeline.models import kinds, training
+    from pipeline.models import training
+    from pipeline import kinds
 
     work = OUT / "data_loading"
     work.mkdir(parents=True, exist_ok=True)

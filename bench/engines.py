@@ -1,5 +1,5 @@
 """Benchmark 6: the inference engines on the same export and the same files, in one run: the published per-image
-`learn.predict` loop, fastai batched (`pipeline.models.exported.load(...).predict`, what evaluate runs) and onnxruntime batched
+`learn.predict` loop, fastai batched (`pipeline.kinds.load(...).predict`, what evaluate runs) and onnxruntime batched
 (`pipeline.models.onnx_engine`, `evaluate.engine = "onnx"`), each beside its own forward-pass floor (the model alone on
 batches decoded beforehand: fastai's normalised tensors channels-last, the graph's uint8 NHWC arrays).
 
@@ -38,9 +38,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline.models import exported
+    from pipeline import kinds
 
-    fa, onnx = exported.load(pkl, "fastai"), exported.load(pkl, "onnx")
+    fa, onnx = kinds.load(pkl, "fastai"), kinds.load(pkl, "onnx")
     learn, ort = fa.engine.learn, onnx.engine
     n, bs = len(files), args.batch_size
     print(f"batch size {bs}; onnxruntime {ort.threads} intra-op thread(s)")

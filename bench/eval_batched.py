@@ -1,7 +1,7 @@
 """Benchmark 1: batched evaluation vs the published per-image loop, on the same learner and the same files.
 
 The published recipe calls `learn.predict(path)` once per test image. The evaluate stage calls
-`pipeline.models.exported.load(...).predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
+`pipeline.kinds.load(...).predict` (one `test_dl`, `get_preds` in batches). Both run here, in this process, on the
 same loaded export and the same files; the script prints images/second for each, the ratio (target >= 10x),
 and checks that the predicted labels are identical and the probabilities agree to 1e-3 (evaluate runs convnets
 channels-last, the loop does not: the same arithmetic in another order, so float rounding differs slightly).
@@ -24,9 +24,9 @@ def main() -> int:
     args, work, pkl, files = demo_learner_bench(__doc__.split("\n\n")[0],
                                                 "batched evaluation vs per-image learn.predict", "bench_eval")
 
-    from pipeline.models import exported
+    from pipeline import kinds
 
-    model = exported.load(pkl)
+    model = kinds.load(pkl)
     learn = model.engine.learn
     model.predict(files[:8], args.batch_size)  # warm-up: first-call allocations, lazy imports
     predict_each(learn, files[:1])

@@ -1,4 +1,4 @@
-"""Benchmark: MediaPipe's hand network as a frozen embedding (pipeline/data/hand_net.py), milliseconds per photo on
+"""Benchmark: MediaPipe's hand network as a frozen embedding (pipeline/kinds/hand_net/data.py), milliseconds per photo on
 one core: the upright crop (decode + rotate + resize) and the network (LiteRT, one photo at a time), each the median
 over `--photos` real photos whose hands MediaPipe found first (not timed: the keypoint store holds them in a run).
 Target: <= 30 ms a photo for crop + network.
@@ -20,7 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=60)
     args = parser.parse_args()
-    from pipeline.data import hand_net, hands
+    from pipeline.data import hands
+    from pipeline.kinds.hand_net import data as hand_net
 
     header("hand network embedding, one core")
     photos = sorted((SHARED_DATA / "massey_asl").rglob("*.jpeg"))[::37] + sorted(

@@ -1,4 +1,4 @@
-"""MediaPipe's hand-landmark network as a PyTorch module (`pipeline.models.hand_net_torch`) beside LiteRT: the ops
+"""MediaPipe's hand-landmark network as a PyTorch module (`pipeline.kinds.hand_net.network`) beside LiteRT: the ops
 read from the flatbuffer, the embedding's parity on real photos, and ms per photo of each on one thread.
 
 The photos are asl_alphabet_test's (../shared/data, or `--photos DIR`), resized to 224x224 RGB / 255. LiteRT runs
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
-    from pipeline.models import hand_net_torch
+    from pipeline.kinds.hand_net import network as hand_net_torch
 
     torch.set_num_threads(1)
     header("hand_landmark_full.tflite as a PyTorch module vs LiteRT, one thread")

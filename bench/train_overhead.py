@@ -65,7 +65,7 @@ def plain_side(cfg, a) -> dict:
 
     from pipeline.core.workspace import Workspace
     from pipeline.data import loaders
-    from pipeline.models import kinds
+    from pipeline import kinds
 
     ws = Workspace.from_config(cfg)
     df, root, vocab = loaders.load_split(ws)

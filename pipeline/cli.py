@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import compare, config, runner
+from . import compare, config, kinds, runner
 from .core import errors, runlock
 from .core.errors import PipelineError, guarded
 from .models import card, exported
@@ -196,7 +196,7 @@ def _cmd_predict(args) -> int:
         print(f"skipped {loaders.shown_name(path)}: {reason}", file=sys.stderr)
     if not files:
         raise PipelineError(f"none of the {len(skipped)} image(s) could be read (listed above)")
-    model = exported.load(Path(args.learner), args.engine, trust=args.trust_learner, sha256=args.sha256)
+    model = kinds.load(Path(args.learner), args.engine, trust=args.trust_learner, sha256=args.sha256)
     labels, conf, probs, found = model.predict(files, args.batch_size, log=log)
     hand = found if found is not None else [None] * len(files)  # a hand-keypoint model says where it found none
     if found is not None and not all(found):

@@ -19,7 +19,7 @@ from pathlib import Path
 from .core import tracking
 from .core.errors import PipelineError
 from .core.stagespec import DATA, MODEL, ROLES, RUNTIME, SCHEDULE  # noqa: F401  (ROLES: for readers of config)
-from .models import card, kinds
+from .models import card
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,6 +73,11 @@ class SourceCfg(FolderCfg):
                                   # session (e.g. '^(hand\d+)_'); "" = the whole source is one group
     fold: str = "group"           # group | source: crossval --by group holds this source out a group at a time or whole
 
+    def rules(self) -> dict:
+        """Its name and how its labels and groups are read, as `datasets.labelled_images` takes them."""
+        return {"name": self.name, "label_regex": self.label_regex, "label_map": dict(self.label_map),
+                "uppercase": self.uppercase, "class_regex": self.class_regex, "group_regex": self.group_regex}
+
 
 DEFAULT_SOURCE = "data"  # the name of a config's single `download.source`
 
@@ -118,7 +123,7 @@ class LrFindCfg:
 
 @dataclass
 class TrainCfg:
-    # resnet18/34/50 (torchvision), any timm name, or a name a model kind builds (pipeline/models/kinds/: the
+    # resnet18/34/50 (torchvision), any timm name, or a name a model kind builds (pipeline/kinds/: the
     # baselines logreg/mlp/cnnnet/aslnet; landmark_mlp, hand_fused, late_fusion for datablock.input's hand kinds)
     arch: str = entry("tf_efficientnet_lite0", MODEL)
     pretrained: bool = entry(True, MODEL)  # start from ImageNet weights (lite0's ship offline; resnets' download once)
@@ -365,7 +370,6 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise PipelineError(message)
     tracking.check(cfg.run.track)  # a known tracker, and its package installed
-    kinds.check(cfg)  # datablock.input and what the model kind of train.arch can read
     check_source(cfg.download.source, "download.source")
     for what, entries in (("evaluate.test_sets", cfg.evaluate.test_sets), ("download.sources", cfg.download.sources)):
         names = [t.name for t in entries]

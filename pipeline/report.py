@@ -19,7 +19,7 @@ import jinja2
 from .core import artifacts
 from .core.workspace import Workspace, write_text
 from .data import loaders
-from .models import kinds
+from . import kinds
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;

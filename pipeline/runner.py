@@ -22,7 +22,7 @@ from .core.fingerprints import Fingerprint, fingerprint, read_manifest, stalenes
 from .core.stagespec import StageSpec
 from .core.workspace import Workspace, write_text
 from .data import loaders
-from .models import kinds
+from . import kinds
 
 
 STAGE_NAMES = ("download", "datablock", "lr_find", "train", "evaluate")  # the order they run in
@@ -145,7 +145,10 @@ def _share_work(cfg: Config, ws: Workspace, stage: StageSpec) -> None:
 
 def preflight(cfg: Config, stages: list[str]) -> None:
     """What can be checked before any stage starts and the config alone does not show (`config.validate` did the
-    rest): that `train.arch` names a model, when a selected stage builds one."""
+    rest): that the model kinds know `datablock.input` with `train.arch` and find nothing in the config that does not
+    fit the kind (`kinds.check`: the kind's `problems`), and that `train.arch` names a model, when a selected stage
+    builds one."""
+    kinds.check(cfg)
     if any(BY_NAME[name].builds_model for name in stages):
         kinds.check_arch(cfg)
 

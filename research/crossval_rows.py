@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import config, crossval
+from pipeline import config, crossval, kinds
 from pipeline.core import artifacts
 from pipeline.core.workspace import Workspace, read_json
 from pipeline.data import loaders
-from pipeline.models import calibration, exported
+from pipeline.models import calibration
 
 
 def _renamed(cfg, name: str):
@@ -56,7 +56,7 @@ def _row(name, folds, letters, ece) -> str:
 
 
 def _probs(ws: Workspace, paths: list) -> tuple[np.ndarray, list]:
-    model = exported.load(ws.learner, trust=True)  # this project's own fold exports
+    model = kinds.load(ws.learner, trust=True)  # this project's own fold exports
     preds = model.predict(paths, 256, log=lambda m: None, store=model.store(ws.data, lambda m: None))
     return np.asarray(preds.probs, dtype=np.float64), model.vocab
 

@@ -39,7 +39,7 @@ def _tail(cut: str):
     import torch
     from torch import nn
 
-    from pipeline.models import hand_net_torch
+    from pipeline.kinds.hand_net import network as hand_net_torch
 
     full = hand_net_torch.load()
     head = hand_net_torch.load(outputs=(cut,))
@@ -70,7 +70,7 @@ def _cache(paths, dets, folder: Path, cut: str) -> "np.ndarray":
     import numpy as np
     import torch
 
-    from pipeline.data import hand_net
+    from pipeline.kinds.hand_net import data as hand_net
 
     have = [i for i, r in enumerate(dets) if r[0]]
     key = hashlib.sha256(json.dumps([hand_net.settings(), cut, [paths[i] for i in have]], default=str)
@@ -155,7 +155,8 @@ def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a, t):
     import torch
     import torch.nn.functional as F
 
-    from pipeline.models import hand_model, hand_net_model
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.hand_net import model as hand_net_model
 
     torch.manual_seed(a.seed)
     tail = copy.deepcopy(tail0)
@@ -167,7 +168,7 @@ def _fold(kp, acts, hand_row, y, train, test, n_out, tail0, a, t):
     rows = hand_row[tr]
     emb0 = torch.zeros(len(tr), 1152)
     emb0[torch.from_numpy(rows >= 0)] = _embed(tail, acts, rows[rows >= 0])
-    model = hand_net_model.HandNetModel(n_out, hand_model.LAYERS, t.head_dropout)
+    model = hand_net_model.HandNetModel(n_out, shared_model.LAYERS, t.head_dropout)
     bs = t.batch_size
     no_cats = torch.zeros(bs, 0, dtype=torch.long)
     nb = len(tr) // bs
@@ -216,7 +217,8 @@ def main(argv=None) -> int:
 
     from pipeline import config
     from pipeline.core.workspace import Workspace
-    from pipeline.data import hand_net, hands
+    from pipeline.data import hands
+    from pipeline.kinds.hand_net import data as hand_net
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs" / "asl_multi.toml"))

@@ -46,7 +46,7 @@ def _photos(cfg):
     paths, labels, folds = [], [], []
     for entry in meta["sources"]:
         root = Path(entry["root"])
-        found, _ = datasets.labelled_images(root, srcs[entry["name"]])
+        found, _ = datasets.labelled_images(root, **srcs[entry["name"]].rules())
         for rel, label, group in found:
             paths.append(str(root / rel))
             labels.append(label)
@@ -73,7 +73,8 @@ def _embedding_net(n_out: int, layers: list[int], ps: float):
     import torch
     from fastai.tabular.model import TabularModel
 
-    from pipeline.data import hand_net, hands
+    from pipeline.data import hands
+    from pipeline.kinds.hand_net import data as hand_net
 
     class _EmbeddingNet(torch.nn.Module):
         def __init__(self):
@@ -97,7 +98,7 @@ def _flipped(paths, dets, folder: Path):
 
     import numpy as np
 
-    from pipeline.data import hand_net
+    from pipeline.kinds.hand_net import data as hand_net
 
     have = [i for i, r in enumerate(dets) if r[0]]
     key = hashlib.sha256(json.dumps([hand_net.settings(), "flipped", [str(paths[i]) for i in have]], default=str)
@@ -140,18 +141,19 @@ def _fold(x, y, train, test, n_out, a, seed: int, t):
     import torch
     import torch.nn.functional as F
 
-    from pipeline.models import hand_model
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.landmarks import model as landmark_model
 
     torch.manual_seed(seed)
     xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
     if a.emb_only:
-        model = _embedding_net(n_out, hand_model.LAYERS, t.head_dropout)
+        model = _embedding_net(n_out, shared_model.LAYERS, t.head_dropout)
     elif a.hand_net:
-        from pipeline.models import hand_net_model
+        from pipeline.kinds.hand_net import model as hand_net_model
 
-        model = hand_net_model.HandNetModel(n_out, hand_model.LAYERS, t.head_dropout)
+        model = hand_net_model.HandNetModel(n_out, shared_model.LAYERS, t.head_dropout)
     else:
-        model = hand_model.network(n_out, t)
+        model = landmark_model.network(n_out, t.landmark_features == "coords+shape", t.head_dropout)
     bs, lr = t.batch_size, float(t.base_lr)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=t.wd or 0.01)  # fastai's Adam: 0.01 when unset
     steps = t.epochs * (len(xtr) // bs)
@@ -171,7 +173,7 @@ def _fold(x, y, train, test, n_out, a, seed: int, t):
             opt.step()
             sched.step()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:  # as hand_model.SettleBatchNorm: the unjittered training rows, one batch
+    for m in norms:  # as shared_model.SettleBatchNorm: the unjittered training rows, one batch
         m.reset_running_stats()
         m.momentum = None
     with torch.no_grad():
@@ -183,16 +185,17 @@ def _fold(x, y, train, test, n_out, a, seed: int, t):
 
 
 def _jitter(x, turn: float, degrees: float):
-    """The recipe's jitter (3D turns of up to `degrees` about each axis, ± `hand_model.STRETCH` stretch), then the
+    """The recipe's jitter (3D turns of up to `degrees` about each axis, ± `shared_model.STRETCH` stretch), then the
     `turn` lever."""
     import torch
 
-    from pipeline.models import hand_model
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.landmarks import model as landmark_model
 
     n = len(x)
     pts = x[:, :63].reshape(n, 21, 3)
-    stretch = 1 + (torch.rand(n, 1, 3) * 2 - 1) * (hand_model.STRETCH if degrees else 0.0)
-    moved = (pts @ hand_model.random_rotations(n, degrees).transpose(1, 2)) * stretch
+    stretch = 1 + (torch.rand(n, 1, 3) * 2 - 1) * (shared_model.STRETCH if degrees else 0.0)
+    moved = (pts @ shared_model.random_rotations(n, degrees).transpose(1, 2)) * stretch
     flip = torch.ones(n, 1, 3)
     back = torch.rand(n) < turn
     flip[back, 0, 0] = flip[back, 0, 2] = -1
@@ -241,7 +244,7 @@ def main(argv=None) -> int:
     result("photos", len(paths), note=f"{looked} looked at by MediaPipe now, the rest from the detection store")
     x, vocab = _features(dets, a.keypoints), sorted(set(labels))
     if a.hand_net:
-        from pipeline.data import hand_net
+        from pipeline.kinds.hand_net import data as hand_net
 
         folder = Workspace.from_config(cfg).data
         emb = hand_net.embed(paths, dets, folder, log=lambda m: None)

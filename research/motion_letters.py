@@ -24,7 +24,10 @@ def main() -> int:
 
     from pipeline import config
     from pipeline.data import hands
-    from pipeline.models import hand_model, kinds, training
+    from pipeline.models import training
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.landmarks import model as landmark_model
+    from pipeline import kinds
 
     warnings.filterwarnings("ignore")
     header("J and Z through a still-frame hand-landmark model")
@@ -39,7 +42,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     cfg = config.load(None, cwd=work, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false", "train.landmark_rotate=15"])
-    learn = kinds.of(cfg).make_learner(hand_model.dataloaders(split, feats, classes, batch_size=32), cfg,
+    learn = kinds.of(cfg).make_learner(shared_model.dataloaders(split, feats, classes, batch_size=32), cfg,
                                       SimpleNamespace(scratch=work))
     with training.quiet(learn):
         learn.fit_one_cycle(20, 3e-3)
@@ -52,7 +55,7 @@ def main() -> int:
     print("| photos | letter | n | read as (count) | median p |")
     print("|---|---|---:|---|---:|")
     for name, items in sets.items():
-        probs, found = hand_model.photo_probs(learn, [p for _, p in items], log=lambda m: None)
+        probs, found = landmark_model.photo_probs(learn, [p for _, p in items], log=lambda m: None)
         for letter in "JZ":
             idx = [i for i, (c, _) in enumerate(items) if c == letter]
             read = collections.Counter(classes[int(probs[i].argmax())] if found[i] else "no hand" for i in idx)

@@ -13,7 +13,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
 from pipeline.data import datasets, loaders, sources, splitting
-from pipeline.models import kinds
+from pipeline import kinds
 
 STAGE = StageSpec(
     "datablock",
@@ -23,7 +23,7 @@ STAGE = StageSpec(
                            + kinds.of(cfg).writes
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
     reads=lambda cfg: ("download",),
-    shared_work=True,  # under torchrun, every process first finds the hands of its 1/N of the images (`warm`)
+    shared_work=True, model_code=False,  # under torchrun, every process first finds the hands of its 1/N of the images (`warm`)
     params=("datablock", "run.seed"),
     # the cached pixels (train's DATA entries) and what the input's own prepare reads; no other train entry: the
     # split, the keypoints and the cache do not depend on them (batch.png, a picture of one training batch, is drawn
@@ -75,7 +75,7 @@ def _items(meta: dict, cfg, log) -> tuple[Path, list[tuple[str, str, str, str]],
     root = Path(os.path.commonpath([str(r) for r in roots.values()]))
     items, bad = [], []
     for name, r in roots.items():
-        found, _ = datasets.labelled_images(r, srcs[name])
+        found, _ = datasets.labelled_images(r, **srcs[name].rules())
         under = r.relative_to(root).as_posix()
         for rel, label, group in found:
             path = rel if under == "." else f"{under}/{rel}"

@@ -21,7 +21,7 @@ STAGE = StageSpec(
     summary="fetch each source (kaggle/path/url/sklearn) into the cache, find its images, labels and groups",
     writes=(artifacts.DATASET,),
     params=("download",),
-    external=True)
+    external=True, model_code=False)
 
 
 def _local(src) -> str:
@@ -46,7 +46,7 @@ def _key(src) -> str:
 def _describe(src, ws, log) -> dict:
     root = datasets.image_root(src.source, src.subdir, ws.data, log)
     files = sources.list_image_strings(root)  # one walk of the folder, for the labels and the listing fingerprint
-    items, left = datasets.labelled_images(root, src, files)
+    items, left = datasets.labelled_images(root, **src.rules(), files=files)
     counts = Counter(label for _, label, _ in items)
     if left["loose"]:
         log(f"{src.name}: skipped {left['loose']} image(s) directly in {root} (not in a class folder)")

@@ -1,5 +1,5 @@
 """evaluate: batched inference of the exported learner on each test set; accuracy, tallies, plots. The engine is
-fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (`exported.load`)."""
+fastai on the `.pkl`, or with `evaluate.engine = "onnx"` onnxruntime on the `.onnx` (`kinds.load`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,8 @@ from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
 from pipeline.data import datasets, loaders, sources
 from pipeline.data.labels import Labeller
-from pipeline.models import calibration, exported, interpretation
+from pipeline import kinds
+from pipeline.models import calibration, interpretation
 
 STAGE = StageSpec(
     "evaluate",
@@ -115,7 +116,7 @@ def _holdout(ws, vocab: list[str]) -> dict:
             "source": "datablock.holdout: " + ", ".join(sorted(set(df["source"]))), "hint": "none of its labels was trained on"}
 
 
-def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, list[Path]]:
+def evaluate_set(model, listing: dict, cfg, ws, log, folder=None) -> tuple[dict, list[Path]]:
     """Predict one listed test set; write its CSVs, plots and metrics (per group too, where it has groups)."""
     import pandas as pd
 
@@ -130,7 +131,7 @@ def evaluate_set(model, listing: dict, cfg, ws, log, store=None) -> tuple[dict, 
                             f"({listing['hint']})")
     paths = [p for p, _ in known]
     preds, conf, probs, found = model.predict(paths, cfg.evaluate.batch_size, tta=cfg.evaluate.tta, log=log,
-                                              store=store)
+                                              folder=folder)
     df = pd.DataFrame({"file": [str(p.relative_to(root)) for p in paths], "true": [y for _, y in known],
                        "predicted": preds, "confidence": conf})
     df["correct"] = df["true"] == df["predicted"]
@@ -186,13 +187,12 @@ def run(cfg, ws, log):
         expected = ws.recorded_sha256("train", ws.learner)  # the hash train recorded, not the card beside it
         if expected is None and not cfg.evaluate.trust_learner:
             raise PipelineError(f"train's manifest records no sha256 for {ws.learner}: rerun train")
-    model = exported.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
-    store = model.store(ws.data, log)
+    model = kinds.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
     vocab = model.vocab
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
     summary, outputs = {}, []
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
-        summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, store)
+        summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, ws.data)
         outputs += files
     kept = ("accuracy", "top5_accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),

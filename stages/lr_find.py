@@ -6,7 +6,7 @@ import math
 from pipeline.core import artifacts
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, save_figure, write_json
-from pipeline.models import kinds
+from pipeline import kinds
 
 STAGE = StageSpec(
     "lr_find",

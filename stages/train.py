@@ -9,7 +9,8 @@ from pipeline.core.commit import run_folder_of
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import (Workspace, pyplot, read_json, save_figure, save_torch, sha256_file, write_csv,
                                      write_json)
-from pipeline.models import calibration, interpretation, kinds
+from pipeline import kinds
+from pipeline.models import calibration, interpretation
 
 STAGE = StageSpec(
     "train",
@@ -123,7 +124,7 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker, ca
     history = pd.DataFrame(rows)
     write_csv(ws.artifact("train", artifacts.HISTORY), history)
     # the model as exported: the last epoch's, or with train.patience the best epoch's; a learner whose fit changes it
-    # after that (hand_model.SettleBatchNorm) says how it validates then, in `final_valid`
+    # after that (kinds.shared.model.SettleBatchNorm) says how it validates then, in `final_valid`
     last = {**rows[stopping["best_epoch"] - 1 if stopping else -1], **getattr(learn, "final_valid", {})}
     metrics = {"valid_loss": last["valid_loss"], "valid_accuracy": last["valid_accuracy"],
                "valid_error_rate": last["valid_error_rate"], "epochs": len(rows), "lr": lr, "lr_source": lr_source,

@@ -159,7 +159,8 @@ def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands
 
     from pipeline import config
     from pipeline.data import hands
-    from pipeline.models import hand_model, kinds
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline import kinds
 
     rng = np.random.default_rng(0)
     shapes = {c: (0.5 + np.random.default_rng(i).uniform(-0.2, 0.2, (21, 3))).astype(np.float32)
@@ -175,7 +176,7 @@ def synthetic_landmark_learner(tmp_path: Path, features: str = "coords", n_hands
     split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
     feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
     feats.insert(0, "path", split["path"])
-    dls = hand_model.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
+    dls = shared_model.dataloaders(split, feats, ["A", "B", "C", "nothing"], batch_size=16)
     cfg = config.load(None, cwd=tmp_path, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                      "datablock.cache=false", "train.head_dropout=0.1",
                                                      f"train.landmark_features={features}", *overrides])

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline import runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import backbones, kinds
+from pipeline.models import backbones
+from pipeline import kinds
 from tests.conftest import make_image_folder, tiny_config
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
-from pipeline.models.baselines import BASELINES, baseline_info, create_baseline, is_baseline
+from pipeline.kinds.images.model import BASELINES, baseline_info, create_baseline, is_baseline
 
 N_CLASSES = 24
 CASES = list(itertools.product(BASELINES, (1, 3), (28, 40)))

@@ -12,7 +12,7 @@ from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace, read_json
 from pipeline.data import cache, loaders
-from pipeline.models import kinds
+from pipeline import kinds
 from tests.conftest import make_image_folder, tiny_config
 
 

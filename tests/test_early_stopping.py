@@ -30,7 +30,7 @@ def test_patience_stops_and_exports_the_best_epoch(tmp_path):
     from fastai.learner import load_learner
 
     from pipeline.core.workspace import Workspace
-    from pipeline.models import kinds
+    from pipeline import kinds
 
     src = make_image_folder(tmp_path / "src", classes=("A", "B", "C"), per_class=12, size=16)
     # valid_accuracy takes few values on 9 validation images: it stops rising well within 20 epochs

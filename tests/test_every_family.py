@@ -1,4 +1,4 @@
-"""Every model kind (pipeline/models/kinds/), through the commands that answer one photo or a video: a tiny export
+"""Every model kind (pipeline/kinds/), through the commands that answer one photo or a video: a tiny export
 per kind (real photos, 2 a letter, one epoch, through the runner: .pkl, .onnx and card), read by serve's `Reader`
 and by `spell` under both engines. A kind added without a recipe here fails `test_every_family_has_a_recipe`."""
 import csv
@@ -9,7 +9,8 @@ import pytest
 
 from pipeline import runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import card, kinds
+from pipeline.models import card
+from pipeline import kinds
 from tests.conftest import SHARED_DATA, asl_photos, tiny_config, training_fixture
 from tests.helpers import massey, write_video
 
@@ -63,16 +64,16 @@ def exports(tmp_path_factory):
 @pytest.mark.parametrize("engine", card.ENGINES)
 @pytest.mark.parametrize("family", list(RECIPES))
 def test_serve_and_spell_read_with_every_family(exports, family, engine, tmp_path, capsys):
-    """serve's `Reader.read` answers a photo with the model's top-1 (the same as `exported.load(...).predict`), the
+    """serve's `Reader.read` answers a photo with the model's top-1 (the same as `kinds.load(...).predict`), the
     keypoints drawn for a model that finds hands; `spell` spells a video with a hand model (one row a frame, the
     hand found in each) and refuses an image model in one line."""
-    from pipeline.models import exported
+    from pipeline import kinds
     from pipeline.serve import app, live
 
     photo = SHARED_DATA / "asl_alphabet_test" / "B_test.jpg"
     reader = app.Reader(exports[family], engine=engine, parallel=2)
     top, drawn, reading = reader.read(str(photo))
-    model = exported.load(exports[family], engine)
+    model = kinds.load(exports[family], engine)
     expected = model.predict([photo], log=lambda m: None)
     assert len(top) == 5 and reading.startswith(f"{expected.labels[0]} (")
     assert max(top, key=top.get) == expected.labels[0]

@@ -1,6 +1,6 @@
-"""Hand crops as model input (pipeline/data/hand_crops.py, crop_model.py, fused_model.py, embeddings.py): the crop box,
+"""Hand crops as model input (pipeline/kinds/hand_crop/, hand_fused/): the crop box,
 the families' config checks, and on real photos the stores, the no-hand list, both families and their exports
-(a fresh process's `load_learner(pkl).predict(photo)`, `exported.load(...).predict` under both engines)."""
+(a fresh process's `load_learner(pkl).predict(photo)`, `kinds.load(...).predict` under both engines)."""
 import json
 import subprocess
 import sys
@@ -11,8 +11,9 @@ import pytest
 from pipeline import runner
 from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
-from pipeline.data import hand_crops, hands
-from pipeline.models import kinds
+from pipeline.data import hands
+from pipeline.kinds.hand_crop import data as hand_crops
+from pipeline import kinds
 from tests.conftest import asl_photos, subprocess_env, tiny_config
 
 
@@ -46,9 +47,9 @@ def test_the_features_of_a_detection_are_those_of_its_keypoints():
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"datablock.input": "hand_crop", "train.arch": "resnet18"}, kinds.crops.HandCrop),
-    ({"datablock.input": "hand_crop", "train.arch": "hand_fused"}, kinds.crops.CropEmbedding),
-    ({"datablock.input": "images", "train.arch": "resnet18"}, kinds.images.Images),
+    ({"datablock.input": "hand_crop", "train.arch": "resnet18"}, kinds.HandCrop),
+    ({"datablock.input": "hand_crop", "train.arch": "hand_fused"}, kinds.HandFused),
+    ({"datablock.input": "images", "train.arch": "resnet18"}, kinds.Images),
 ])
 def test_a_backbone_on_hand_crops_is_the_crop_family(tmp_path, overrides, expected):
     cfg = tiny_config(tmp_path, overrides)
@@ -64,8 +65,9 @@ def test_a_backbone_on_hand_crops_is_the_crop_family(tmp_path, overrides, expect
     ({"datablock.input": "hand_crop", "train.arch": "resnet18", "evaluate.tta": 2}, "evaluate.tta"),
 ])
 def test_hand_crop_configs_are_checked(tmp_path, overrides, message):
+    """The config's own checks, then the kinds' (`kinds.check`, which a run makes before any stage starts)."""
     with pytest.raises(PipelineError, match=message):
-        tiny_config(tmp_path, overrides)
+        kinds.check(tiny_config(tmp_path, overrides))
 
 
 def test_the_crop_card_says_how_to_crop():
@@ -78,7 +80,7 @@ def test_the_crop_card_says_how_to_crop():
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.models import exported\n"
+        "from pipeline import kinds\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
         "for photo in photos:\n"
@@ -88,16 +90,16 @@ _USE = ("import sys, warnings\n"
         "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
         "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
         "for engine in ('fastai', 'onnx'):\n"
-        "    p = exported.load(pkl, engine=engine).predict(photos, log=lambda m: None)\n"
+        "    p = kinds.load(pkl, engine=engine).predict(photos, log=lambda m: None)\n"
         "    print('loaded', engine, *p.labels, *p.hand_found)\n"
-        "    e = exported.load(pkl, engine=engine)\n"
+        "    e = kinds.load(pkl, engine=engine)\n"
         "    read = [e.read(photo, e.detector()) for photo in photos]\n"
         "    print('read', engine, *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n")
 
 
 def _answers(tmp_path, pkl, photos) -> tuple[list, dict]:
     """A fresh process's answers for `photos`: `load_learner(pkl).predict` (label, n probs, their sum, no-hand
-    warned) each, and `exported.load(pkl, engine).predict`'s labels and hand found, by engine."""
+    warned) each, and `kinds.load(pkl, engine).predict`'s labels and hand found, by engine."""
     script = tmp_path / "use.py"
     script.write_text(_USE)
     done = subprocess.run([sys.executable, str(script), str(pkl), *map(str, photos)], capture_output=True, text=True,
@@ -119,7 +121,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     from PIL import Image
 
-    from pipeline.models import embeddings
+    from pipeline.kinds.hand_fused import embeddings
 
     base = {**asl_photos(shared_data, 2, "test28"), "datablock.input": "hand_crop", "train.image_size": 32,
             "train.batch_size": 8, "train.base_lr": 1e-3, "train.epochs": 1}
@@ -146,7 +148,7 @@ def test_crop_families_on_real_photos(tmp_path, shared_data, monkeypatch):
     runner.run(fused, ["download", "datablock", "lr_find", "train"])
     assert looked == [] and cropped == []  # every photo's hand and crop came from the stores
     assert embeddings.embed.computed == 0  # train found the embeddings lr_find computed
-    runner.run(fused, ["evaluate"])  # through exported.load: the fused learner answers photos itself
+    runner.run(fused, ["evaluate"])  # through kinds.load: the fused learner answers photos itself
     scored = json.loads((tmp_path / "runs" / "fused" / "evaluate" / "test28" / artifacts.METRICS).read_text())
     assert scored["scored"] == 27  # asl_alphabet_test's letters the model knows (no `nothing`: it had no hand)
     fused_card = json.loads((tmp_path / "exports" / "fused.json").read_text())
@@ -174,7 +176,7 @@ def _synthetic_fused(tmp_path, monkeypatch, fusion: str):
     from torch import nn
 
     from pipeline.core.workspace import Workspace
-    from pipeline.models import embeddings
+    from pipeline.kinds.hand_fused import embeddings
 
     rng = np.random.default_rng(0)
     cfg = tiny_config(tmp_path, {"datablock.input": "hand_crop", "train.arch": "hand_fused", "train.crop_fusion": fusion,
@@ -207,6 +209,7 @@ def test_the_fused_onnx_graph_reads_the_crop_and_the_keypoints_by_name(tmp_path,
     import numpy as np
 
     from pipeline.models import card, exported, onnx_engine
+    from pipeline import kinds
 
     learn, cfg = _synthetic_fused(tmp_path, monkeypatch, fusion)
     kind = kinds.input_of(learn)
@@ -235,3 +238,24 @@ def test_the_fused_onnx_graph_reads_the_crop_and_the_keypoints_by_name(tmp_path,
         with pytest.raises(PipelineError, match="onnx.features.name"):
             card.check_graph(tmp_path / "f.pkl", {**meta, "onnx": {**entry, "features": {"name": "keypoints"}}},
                              graph_inputs, 3)
+
+
+def test_a_fused_learner_reads_frames_in_prediction_batches(monkeypatch):
+    """`FusedLearner.crop_probs` (a frame under fastai) runs its model `card.BATCH` crops at a time: it passed the width
+    of a keypoint row (`hands.N_FEATURES`) as the batch size, which only happened to equal it."""
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    from pipeline.kinds.hand_fused import model as fused_model
+
+    monkeypatch.setattr(fused_model, "BATCH", 3)
+    net = fused_model.FusedNet(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 3, True, 2, 0.0)
+    learn = fused_model.FusedLearner.__new__(fused_model.FusedLearner)
+    learn.model, learn.photo = net, fused_model.PhotoDls(["A", "B"], 8, [0.5] * 3, [0.5] * 3, True)
+    seen = []
+    net.head.register_forward_hook(lambda m, inputs, out: seen.append(len(out)))
+    no_hand = [False, "", 0.0]
+    probs = learn.crop_probs([no_hand] * 7, [Image.new("RGB", (20, 12), (i, 0, 0)) for i in range(7)])
+    assert seen == [3, 3, 1] and probs.shape == (7, 2)
+    assert torch.allclose(probs.sum(1), torch.ones(7))

@@ -1,4 +1,4 @@
-"""MediaPipe's hand network as a frozen embedding (pipeline/data/hand_net.py, `datablock.input = "hand_net"`): the
+"""MediaPipe's hand network as a frozen embedding (pipeline/kinds/hand_net/, `datablock.input = "hand_net"`): the
 crop MediaPipe's own landmarks-to-ROI rule makes (upright, left hands mirrored), the store's key, and the embedding
 of a real photo."""
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.data import hand_net, hands
+from pipeline.data import hands
+from pipeline.kinds.hand_net import data as hand_net
 from tests.conftest import training_fixture
 
 W, H = 400, 300
@@ -122,7 +123,7 @@ def test_the_embedding_of_a_real_photo(tmp_path, shared_data):
     ({"datablock.input": "landmarks", "train.arch": "landmark_mlp"}, "Landmarks"),
 ])
 def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, family):
-    from pipeline.models import kinds
+    from pipeline import kinds
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, overrides)
@@ -133,23 +134,27 @@ def test_landmark_mlp_on_hand_net_is_the_hand_net_family(tmp_path, overrides, fa
 
 
 def test_hand_net_configs_are_checked(tmp_path):
+    from pipeline import kinds
     from pipeline.core.errors import PipelineError
     from tests.conftest import tiny_config
 
+    def check(overrides):
+        kinds.check(tiny_config(tmp_path, overrides))
+
     with pytest.raises(PipelineError, match="late_fusion.* mixes two: turn it off"):
-        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "late_fusion", "train.calibrate": True})
+        check({"datablock.input": "hand_net", "train.arch": "late_fusion", "train.calibrate": True})
     with pytest.raises(PipelineError, match='"late_fusion" reads "hand_net"'):
-        tiny_config(tmp_path, {"datablock.input": "landmarks", "train.arch": "late_fusion"})
+        check({"datablock.input": "landmarks", "train.arch": "late_fusion"})
 
     with pytest.raises(PipelineError, match="do not go together"):
-        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "resnet18"})
+        check({"datablock.input": "hand_net", "train.arch": "resnet18"})
     with pytest.raises(PipelineError, match="evaluate.tta augments pixels"):
-        tiny_config(tmp_path, {"datablock.input": "hand_net", "train.arch": "landmark_mlp", "evaluate.tta": 2})
+        check({"datablock.input": "hand_net", "train.arch": "landmark_mlp", "evaluate.tta": 2})
 
 
 _USE = ("import sys, warnings\n"
         "from fastai.learner import load_learner\n"
-        "from pipeline.models import exported\n"
+        "from pipeline import kinds\n"
         "pkl, photos = sys.argv[1], sys.argv[2:]\n"
         "learn = load_learner(pkl)\n"
         "for photo in photos:\n"
@@ -158,13 +163,13 @@ _USE = ("import sys, warnings\n"
         "        label, idx, probs = learn.predict(photo)\n"
         "    no_hand = any('no hand found' in str(w.message) for w in seen)\n"
         "    print('answer', label, len(probs), round(float(probs.sum()), 3), no_hand)\n"
-        "e = exported.load(pkl)\n"
+        "e = kinds.load(pkl)\n"
         "p = e.predict(photos, log=lambda m: None)\n"
         "print('loaded', *p.labels, *p.hand_found)\n"
         "read = [e.read(photo, e.detector()) for photo in photos]\n"
         "print('read', *[len(p) if p is not None else None for p, _ in read], *[k is not None for _, k in read])\n"
         "print('top', *[int(q.argmax()) for q in p.probs], int(read[0][0].argmax()))\n"
-        "o = exported.load(pkl, engine='onnx')\n"
+        "o = kinds.load(pkl, engine='onnx')\n"
         "q = o.predict(photos, log=lambda m: None)\n"
         "print('onnx', *q.labels, *q.hand_found)\n"
         "print('onnxtop', *[int(x.argmax()) for x in q.probs], int(o.read(photos[0], o.detector())[0].argmax()),\n"
@@ -178,8 +183,8 @@ def test_a_hand_net_run_on_real_photos(tmp_path, shared_data, monkeypatch):
     """2 photos a letter, one epoch: datablock writes the keypoint rows and fills the embedding store, train reads the
     embeddings from it (none computed again), the card says how the embedding is made and lists the ONNX graph
     (its parity against the LiteRT embedding's learner); a fresh process's `load_learner(pkl).predict`,
-    `exported.load(pkl).predict` and `.read` answer a photo alike and say when a photo has no hand, and the graph
-    (`exported.load(pkl, engine="onnx")`) answers them as fastai does."""
+    `kinds.load(pkl).predict` and `.read` answer a photo alike and say when a photo has no hand, and the graph
+    (`kinds.load(pkl, engine="onnx")`) answers them as fastai does."""
     import json
     import subprocess
     import sys
@@ -284,7 +289,9 @@ def graph_export(tmp_path_factory, request):
 
     from pipeline import config
     from pipeline.core.workspace import sha256_file
-    from pipeline.models import hand_model, kinds
+    from pipeline.models import inference
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline import kinds
 
     tmp = tmp_path_factory.mktemp("hand_net_graph")
     rng = np.random.default_rng(0)
@@ -301,7 +308,7 @@ def graph_export(tmp_path_factory, request):
     table = pd.DataFrame(hand_net.inputs(dets, hand_net.embed(paths, dets, None, log=lambda m: None)),
                          columns=hand_net.COLUMNS)
     table.insert(0, "path", split["path"])
-    dls = hand_model.dataloaders(split, table, ["A", "B"], 8, hand_net.COLUMNS)
+    dls = shared_model.dataloaders(split, table, ["A", "B"], 8, hand_net.COLUMNS)
     dls.valid_photos = {p: (path, det) for p, path, det, v in zip(split["path"], paths, dets, split["is_valid"]) if v}
     cfg = config.load(None, cwd=tmp, overrides=["datablock.input=hand_net", f"train.arch={request.param}",
                                                 "datablock.cache=false"])
@@ -317,8 +324,11 @@ def graph_export(tmp_path_factory, request):
 def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(graph_export):
     """The graph runs the hand network rebuilt in torch on the uint8 crop; the learner read LiteRT's embedding of the
     same crop: parity at export (8 validation photos, 2 with no hand), and the onnx engine's answers for every photo
-    (`hand_net_model`'s batched path) are the learner's; a row with no hand is the all-0 row whatever the crop."""
-    from pipeline.models import exported, hand_model, hand_net_model
+    (`run` offered the lazy `Crops`) are the learner's; a row with no hand is the all-0 row whatever the crop."""
+    from pipeline.models import inference
+    from pipeline import kinds
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.hand_net import model as hand_net_model
 
     learn, pkl, entry, paths, dets = graph_export
     assert entry["file"] == "hn.onnx" and entry["family"] == "hand_net"
@@ -327,12 +337,12 @@ def test_the_onnx_graph_takes_the_crop_and_keypoints_and_answers_as_the_learner(
     assert entry["parity"]["items"] == 8 and entry["parity"]["top1_agreement"] == 1.0
     assert entry["parity"]["max_abs_prob_diff"] <= 1e-4
 
-    model = exported.load(pkl, engine="onnx")
-    fastai = hand_model.feature_probs(learn, hand_net.inputs(dets, hand_net.embed(paths, dets, None))).numpy()
-    onnx = hand_net_model.graph_probs(model.engine, paths, dets, batch_size=5)
+    model = kinds.load(pkl, engine="onnx")
+    fastai = inference.predict_rows(learn, hand_net.inputs(dets, hand_net.embed(paths, dets, None))).numpy()
+    onnx = model.engine.run({"crop": hand_net.Crops(paths, dets), "features": hands.features_of(dets)}, 5)
     assert onnx.shape == (24, 2) and (onnx.argmax(1) == fastai.argmax(1)).all()
     np.testing.assert_allclose(onnx, fastai, atol=1e-4)
-    no_hand = hand_model.feature_probs(learn, np.zeros((1, len(hand_net.COLUMNS)), np.float32)).numpy()
+    no_hand = inference.predict_rows(learn, np.zeros((1, len(hand_net.COLUMNS)), np.float32)).numpy()
     noise = np.random.default_rng(1).integers(0, 256, (1, hand_net.SIZE, hand_net.SIZE, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.engine.probs(noise, np.zeros((1, hands.N_FEATURES), np.float32)), no_hand,
                                atol=1e-5)
@@ -345,7 +355,7 @@ def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(grap
     import shutil
 
     from pipeline.core.errors import PipelineError
-    from pipeline.models import exported
+    from pipeline import kinds
 
     _, pkl, *_ = graph_export
     old = tmp_path / "old.pkl"
@@ -355,9 +365,9 @@ def test_an_export_without_a_graph_still_loads_and_refuses_onnx_in_one_line(grap
            "export of it here; use the fastai engine")
     card["onnx"] = {"file": None, "why": why}
     old.with_suffix(".json").write_text(json.dumps(card))
-    assert exported.load(old).vocab == ["A", "B"]
+    assert kinds.load(old).vocab == ["A", "B"]
     with pytest.raises(PipelineError, match=r"lists no ONNX export \(the hand-network model reads .* TFLite graph"):
-        exported.load(old, engine="onnx")
+        kinds.load(old, engine="onnx")
 
 
 def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_export):
@@ -366,7 +376,7 @@ def test_a_hand_net_learner_without_its_validation_photos_has_no_graph(graph_exp
     import copy
 
     from pipeline.core.errors import PipelineError
-    from pipeline.models import kinds
+    from pipeline import kinds
 
     learn = copy.copy(graph_export[0])
     learn.dls = copy.copy(learn.dls)
@@ -386,7 +396,7 @@ def test_late_fusion_mixes_two_models_each_trained_on_its_own_loss():
     import torch.nn.functional as F
     from fastai.losses import CrossEntropyLossFlat
 
-    from pipeline.models.hand_net_model import BranchLoss, HandNetLateModel
+    from pipeline.kinds.hand_net.model import BranchLoss, HandNetLateModel
 
     torch.manual_seed(0)
     model = HandNetLateModel(5, [16, 8], 0.0)

@@ -1,4 +1,4 @@
-"""MediaPipe's hand-landmark network as a PyTorch module (pipeline/models/hand_net_torch.py): parity with LiteRT."""
+"""MediaPipe's hand-landmark network as a PyTorch module (pipeline/kinds/hand_net/network.py): parity with LiteRT."""
 import warnings
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import PipelineError
-from pipeline.models import hand_net_torch
+from pipeline.kinds.hand_net import network as hand_net_torch
 
 HEADS = ("Identity", "Identity_1", "Identity_2", "Identity_3")  # 21 landmarks, hand flag, handedness, world landmarks
 

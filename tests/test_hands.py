@@ -13,7 +13,10 @@ from pipeline import config, runner
 from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
-from pipeline.models import hand_model, kinds, training
+from pipeline.models import inference, training
+from pipeline.kinds.shared import model as shared_model
+from pipeline.kinds.landmarks import model as landmark_model
+from pipeline import kinds
 from tests.conftest import asl_photos, pipeline_cmd, subprocess_env, synthetic_landmark_learner, tiny_config
 
 
@@ -39,13 +42,13 @@ def test_canonical_features_ignore_position_size_and_handedness():
 
 
 def test_random_rotations_are_rotations_within_the_bound():
-    r = hand_model.random_rotations(500, 30.0, generator=torch.Generator().manual_seed(0))
+    r = shared_model.random_rotations(500, 30.0, generator=torch.Generator().manual_seed(0))
     eye = torch.eye(3).expand(500, 3, 3)
     assert torch.allclose(r @ r.transpose(1, 2), eye, atol=1e-5)
     assert torch.allclose(torch.linalg.det(r), torch.ones(500), atol=1e-5)
     # trace = 1 + 2 cos(total angle); three turns of <= 30 degrees compose to well under 90
     assert (r.diagonal(dim1=1, dim2=2).sum(-1) > 1.0).all()
-    assert torch.allclose(hand_model.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
+    assert torch.allclose(shared_model.random_rotations(4, 0.0), torch.eye(3).expand(4, 3, 3))
 
 
 class _MarkerHands:
@@ -153,12 +156,12 @@ def test_unturn_inverts_each_quarter_turn():
 
 
 def test_shape_features_ignore_turns_but_keep_direction():
-    from pipeline.models.hand_model import N_SHAPE, shape_features
+    from pipeline.kinds.shared.model import N_SHAPE, shape_features
 
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(6)] + [np.zeros(64, np.float32)]))
     f = shape_features(conts)
     assert f.shape == (7, N_SHAPE) and torch.equal(f[6], torch.zeros(N_SHAPE))  # no hand: all 0
-    rot = hand_model.random_rotations(6, 60.0, generator=torch.Generator().manual_seed(1))
+    rot = shared_model.random_rotations(6, 60.0, generator=torch.Generator().manual_seed(1))
     pts = conts[:6, :63].reshape(6, 21, 3) @ rot.transpose(1, 2)
     turned = shape_features(torch.cat([pts.reshape(6, 63), conts[:6, 63:]], dim=1))
     distances = N_SHAPE - 9
@@ -168,7 +171,7 @@ def test_shape_features_ignore_turns_but_keep_direction():
 
 
 def test_jitter_moves_training_hands_only():
-    cb = hand_model.jitter_callback(30.0)
+    cb = shared_model.jitter_callback(30.0)
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(8)] + [np.zeros(64, np.float32)]))
     cats = torch.zeros(9, 0, dtype=torch.long)
     cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
@@ -210,7 +213,7 @@ def test_mirror_flips_x_of_training_hands_with_its_probability():
     conts = torch.tensor(np.stack([hands.canonical(_hand(i), "Left") for i in range(400)]))
     cats = torch.zeros(400, 0, dtype=torch.long)
     for p, share in ((0.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
-        cb = hand_model.jitter_callback(0.0, mirror=p)
+        cb = shared_model.jitter_callback(0.0, mirror=p)
         cb.learn = SimpleNamespace(xb=(cats, conts.clone()), training=True)
         cb.before_batch()
         moved, pts = cb.learn.xb[1][:, :63].reshape(-1, 21, 3), conts[:, :63].reshape(-1, 21, 3)
@@ -232,8 +235,9 @@ def test_mirror_flips_x_of_training_hands_with_its_probability():
     (["train.landmark_features=angles"], "landmark_features must be coords or coords"),
 ])
 def test_landmark_options_are_validated(tmp_path, overrides, message):
+    """By the config (ranges, choices) or by the kinds (`kinds.check`, the run's preflight)."""
     with pytest.raises(PipelineError, match=message):
-        config.load(None, cwd=tmp_path, overrides=overrides)
+        kinds.check(config.load(None, cwd=tmp_path, overrides=overrides))
 
 
 def test_missing_mediapipe_is_one_line_with_the_install_command(monkeypatch):
@@ -249,8 +253,8 @@ def test_missing_mediapipe_is_one_line_with_the_install_command(monkeypatch):
 def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     """Synthetic keypoints (three well-separated hand shapes plus no-hand rows): the tabular learner with the
     jitter callback learns them, the temperature folds into its last layer, and the export loads and predicts
-    without our callbacks, as a `hand_model.HandLearner` (whose `predict` takes a photo) over fastai's
-    TabularModel for "coords", or hand_model.LandmarkNet (the shape features) for "coords+shape"."""
+    without our callbacks, as a `landmark_model.HandLearner` (whose `predict` takes a photo) over fastai's
+    TabularModel for "coords", or shared_model.LandmarkNet (the shape features) for "coords+shape"."""
     from fastai.learner import load_learner
 
     learn, _, split, feats = synthetic_landmark_learner(tmp_path, features, overrides=("train.landmark_rotate=10",))
@@ -269,11 +273,11 @@ def test_landmark_learner_trains_calibrates_and_exports(tmp_path, features):
     learn.export(tmp_path / "lm.pkl")
     loaded = load_learner(tmp_path / "lm.pkl")
     assert type(kinds.input_of(loaded)).__name__ == "Landmarks" and list(loaded.dls.vocab) == vocab
-    assert type(loaded) is hand_model.HandLearner
+    assert type(loaded) is landmark_model.HandLearner
     assert not any(type(cb).__module__.startswith("pipeline") for cb in loaded.cbs)
     model_type = type(loaded.model)
     assert (model_type.__module__, model_type.__name__) == (
-        ("pipeline.models.hand_model", "LandmarkNet") if features == "coords+shape" else ("fastai.tabular.model", "TabularModel"))
+        ("pipeline.kinds.shared.model", "LandmarkNet") if features == "coords+shape" else ("fastai.tabular.model", "TabularModel"))
     test = feats.loc[split["is_valid"].to_numpy(), hands.FEATURES].reset_index(drop=True)
     with training.quiet(loaded):
         probs, _ = loaded.get_preds(dl=loaded.dls.test_dl(test))
@@ -449,16 +453,18 @@ def test_predicting_leaves_a_hand_learner_as_it_is(tmp_path):
     import torch
     from fastai.learner import load_learner
 
-    from pipeline.models import hand_model
+    from pipeline.models import inference
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.landmarks import model as landmark_model
     from tests.conftest import synthetic_landmark_learner
 
     learn, _, _, feats = synthetic_landmark_learner(tmp_path, features="coords+shape")
     with learn.no_bar(), learn.no_logging():
         learn.fit(2, 1e-2)
-    x = feats[hand_model.FEATURES].to_numpy(np.float32)[:12]
-    first = hand_model.feature_probs(learn, x)
-    assert torch.equal(hand_model.feature_probs(learn, x), first)
+    x = feats[hands.FEATURES].to_numpy(np.float32)[:12]
+    first = inference.predict_rows(learn, x)
+    assert torch.equal(inference.predict_rows(learn, x), first)
     learn.export(tmp_path / "m.pkl")
     loaded = load_learner(tmp_path / "m.pkl")
-    again = [hand_model.feature_probs(loaded, x) for _ in range(3)]
+    again = [inference.predict_rows(loaded, x) for _ in range(3)]
     assert all(torch.allclose(p, first, atol=1e-5) for p in again)

@@ -1,12 +1,12 @@
-"""The model kinds (pipeline/models/kinds/): one lookup from (`datablock.input`, `train.arch`), one arch check,
+"""The model kinds (pipeline/kinds/): one lookup from (`datablock.input`, `train.arch`), one arch check,
 the pairings the config checks, and every kind complete."""
 from types import SimpleNamespace
 
 import pytest
 
-from pipeline import config
+from pipeline import config, runner
 from pipeline.core.errors import PipelineError
-from pipeline.models import kinds
+from pipeline import kinds
 
 
 def _cfg(input, arch):
@@ -53,14 +53,18 @@ def test_an_unknown_arch_names_every_kind():
     (["datablock.input=pixels"], "datablock.input must be images or landmarks or hand_crop or hand_net, got 'pixels'"),
 ])
 def test_the_config_pairs_each_kind_with_its_input(tmp_path, sets, message):
+    """The kinds check a config (`kinds.check`, the run's preflight, before any stage starts): config.py asks none."""
+    cfg = config.load(None, sets, cwd=tmp_path)
     with pytest.raises(PipelineError, match=message):
-        config.load(None, sets, cwd=tmp_path)
+        kinds.check(cfg)
+    with pytest.raises(PipelineError, match=message):
+        runner.preflight(cfg, ["download"])
 
 
 def test_the_kinds_name_exactly_the_models_their_modules_build():
     """The arch names a kind claims (kept in its class so that config checks import no model code) are the ones its
     builder module makes: a baseline added to baselines.py but not to its kind would be taken for a timm name."""
-    from pipeline.models import baselines
+    from pipeline.kinds.images import model as baselines
 
     baseline = kinds.find("images", "logreg")
     assert set(baseline.archs) == set(baselines.BASELINES) == set(baselines._FACTORIES)
@@ -84,7 +88,7 @@ def test_the_kinds_import_no_model_code_until_used():
     import subprocess
     import sys
 
-    code = ("import sys; from pipeline.models import kinds; from pipeline import config; "
+    code = ("import sys; from pipeline import kinds; from pipeline import config; "
             "print(sorted(m for m in ('torch', 'fastai', 'timm', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -95,7 +99,7 @@ def test_each_kind_recognises_only_its_own_learners():
     DataLoaders lack (a loaded fused learner's `PhotoDls` has no `valid`: the image kind, asked first, raised)."""
     from types import SimpleNamespace
 
-    from pipeline.models import fused_model
+    from pipeline.kinds.hand_fused import model as fused_model
 
     fused = fused_model.FusedLearner.__new__(fused_model.FusedLearner)
     fused.dls = fused_model.PhotoDls(["A"], 16, [0.5] * 3, [0.5] * 3, False)

@@ -9,7 +9,7 @@ import pytest
 from pipeline import config, runner
 from pipeline.config import TrainCfg
 from pipeline.core.errors import PipelineError
-from pipeline.models import kinds
+from pipeline import kinds
 from tests.conftest import make_image_folder, tiny_config
 
 
@@ -58,13 +58,13 @@ def test_levers_train_and_evaluate_end_to_end(tmp_path):
     from fastai.learner import load_learner
 
     learn = load_learner(tmp_path / "exports" / "lev.pkl")
-    from pipeline.models import exported
+    from pipeline import kinds
 
     assert type(learn.loss_func).__name__ == "LabelSmoothingCrossEntropyFlat"
     assert "RandomResizedCropGPU" in _names(learn.dls.train.after_batch.fs)
     # evaluate used TTA: the plain pass alone gives other confidences (equal ones would mean tta was ignored)
     preds = pd.read_csv(tmp_path / "runs" / "lev" / "evaluate" / "same" / "predictions.csv")
     assert preds["correct"].mean() == pytest.approx(test["accuracy"]) and len(preds) == 36
-    _, plain, _, _ = exported.load(tmp_path / "exports" / "lev.pkl").predict(
+    _, plain, _, _ = kinds.load(tmp_path / "exports" / "lev.pkl").predict(
         [Path(test["root"]) / f for f in preds["file"]], tta=0)
     assert max(abs(a - b) for a, b in zip(preds["confidence"], plain)) > 1e-3

@@ -49,7 +49,10 @@ def helo(tmp_path_factory):
     import pandas as pd
 
     from pipeline import config
-    from pipeline.models import hand_model, kinds, training
+    from pipeline.models import training
+    from pipeline.kinds.shared import model as shared_model
+    from pipeline.kinds.landmarks import model as landmark_model
+    from pipeline import kinds
 
     root = tmp_path_factory.mktemp("helo")
     train = [(c, massey(SHARED_DATA, c, i)) for c in LETTERS for i in range(8)]
@@ -68,14 +71,14 @@ def helo(tmp_path_factory):
     split = pd.DataFrame(split, columns=["path", "label", "is_valid"])
     feats = pd.DataFrame(np.stack(rows), columns=hands.FEATURES)
     feats.insert(0, "path", split["path"])
-    dls = hand_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
+    dls = shared_model.dataloaders(split, feats, [*LETTERS, "nothing"], batch_size=16)
     cfg = config.load(None, cwd=root, overrides=["datablock.input=landmarks", "train.arch=landmark_mlp",
                                                   "datablock.cache=false"])
     learn = kinds.of(cfg).make_learner(dls, cfg, SimpleNamespace(scratch=root))
     with training.quiet(learn):
         learn.fit_one_cycle(10, 1e-2)
     photos = {c: massey(SHARED_DATA, c, 8) for c in LETTERS}
-    probs, hand = hand_model.photo_probs(learn, list(photos.values()), log=lambda m: None)
+    probs, hand = landmark_model.photo_probs(learn, list(photos.values()), log=lambda m: None)
     vocab = list(learn.dls.vocab)
     readings = {p: ((vocab[int(row.argmax())], float(row.max())) if h else (None, 0.0))
                 for p, row, h in zip(photos.values(), probs, hand)}
@@ -115,19 +118,19 @@ def test_a_tracked_still_photo_gives_the_training_features(shared_data):
 def _one_letter_reader(vocab=("X", "nothing")):
     """A stand-in for a loaded hand model (`serve.Reader`'s attributes): the real keypoint input and tracker, and an
     engine that reads every hand as the first label."""
-    from pipeline.models import exported, kinds
+    from pipeline import kinds
 
     labels = list(vocab)
 
     class OneLetter:
-        name, vocab = "one letter", labels
+        name, vocab, reads = "one letter", labels, ("rows",)
 
-        def features(self, x, batch_size=64):
-            out = np.zeros((len(x), len(vocab)), np.float32)
+        def run(self, inputs, batch_size=64, log=print, tta=0):
+            out = np.zeros((len(inputs["rows"]), len(vocab)), np.float32)
             out[:, 0] = 1.0
             return out
 
-    return SimpleNamespace(vocab=list(vocab), model=exported.Exported(Path("x.pkl"), OneLetter(),
+    return SimpleNamespace(vocab=list(vocab), model=kinds.Exported(Path("x.pkl"), OneLetter(),
                                                                        kinds.reading("landmarks"), {}))
 
 
@@ -156,9 +159,9 @@ def test_each_stream_has_its_own_tracker_and_text(shared_data):
     finally:
         a.close()
         b.close()
-    from pipeline.models import exported, kinds
+    from pipeline import kinds
 
-    image_model = exported.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), kinds.reading("images"), {})
+    image_model = kinds.Exported(Path("x.pkl"), SimpleNamespace(vocab=["a", "b"]), kinds.reading("images"), {})
     with pytest.raises(PipelineError, match="needs a model that finds the hand .*this learner reads whole images"):
         live.LiveStream(SimpleNamespace(model=image_model, vocab=["a", "b"]))
 

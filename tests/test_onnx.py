@@ -14,7 +14,8 @@ import pytest
 from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.data import hands
-from pipeline.models import kinds, onnx_engine, onnx_export, training
+from pipeline.models import onnx_engine, onnx_export, training
+from pipeline import kinds
 from tests.conftest import subprocess_env, synthetic_landmark_learner
 
 
@@ -259,7 +260,7 @@ def _landmark_export(tmp_path):
 def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_path, family, extra, expected):
     """A landmark export's card edited to say family "images" reached onnxruntime's `InvalidArgument: Unexpected input
     data type` when predicting (issue 36): the card's family against the graph's input, at load."""
-    from pipeline.models import exported
+    from pipeline import kinds
 
     pkl = _landmark_export(tmp_path)
     card = json.loads(pkl.with_suffix(".json").read_text())
@@ -267,7 +268,7 @@ def test_a_card_naming_another_family_than_the_landmark_graph_is_one_line(tmp_pa
     card.update(extra)
     pkl.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(PipelineError) as err:
-        exported.load(pkl, engine="onnx")
+        kinds.load(pkl, engine="onnx")
     assert str(err.value) == (f"the model card {pkl.with_suffix('.json')} is damaged: {expected}; rerun train "
                               f"(`python -m pipeline run --stages train --force`) or restore the card")
 

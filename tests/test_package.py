@@ -137,33 +137,125 @@ def test_wheel_installed_outside_the_repo_runs_the_demo(tmp_path):
     assert (empty / "runs/demo/datablock" / artifacts.SPLITS).is_file()
 
 
-def test_an_export_pickled_before_the_layout_move_still_loads(tmp_path):
-    """Landmark exports made before pipeline/'s modules moved into subpackages name `pipeline.hand_model` (and
-    `pipeline.training`, ...): `pipeline._OldNames` answers those names, so such a .pkl loads in a fresh process."""
+# Where each class an export pickles lived at 7ffad77 (before each kind had its package): what an export made then
+# names, and what `pipeline._OldNames` must answer (the flat layout's `pipeline.hand_model` before that too).
+OLD_HOMES = {"pipeline.kinds.landmarks.model": "pipeline.models.hand_model",
+             "pipeline.kinds.shared.model": "pipeline.models.hand_model",
+             "pipeline.kinds.hand_crop.model": "pipeline.models.crop_model",
+             "pipeline.kinds.hand_fused.model": "pipeline.models.fused_model",
+             "pipeline.kinds.hand_net.model": "pipeline.models.hand_net_model"}
+
+
+def _one_of_each_kind(tmp_path: Path) -> dict:
+    """name -> (an untrained learner of that kind, inputs for its model): every kind whose export pickles classes of
+    this package, built without MediaPipe, LiteRT or a download (an image export names none of them)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.data.transforms import Pipeline
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.vision.all import CategoryBlock, ColReader, ColSplitter, DataBlock, ImageBlock
+    from PIL import Image
+    from torch import nn
+
+    from pipeline.data import hands
+    from pipeline.kinds.hand_crop.data import png
+    from pipeline.kinds.hand_crop.model import CropReader
+    from pipeline.kinds.hand_fused.model import FusedLearner, FusedNet, PhotoDls, head_params
+    from pipeline.kinds.hand_net import data as hand_net
+    from pipeline.kinds.hand_net.model import HandNetLateModel, HandNetLearner, HandNetModel
+    from pipeline.kinds.shared import model as shared_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    out = {}
+    learn, _, split, feats = synthetic_landmark_learner(tmp_path, "coords+shape", n_hands=30, n_nothing=5)
+    rows = torch.tensor(feats[hands.FEATURES].to_numpy(np.float32)[:8])
+    out["landmarks"] = (learn, (torch.zeros(8, 0, dtype=torch.long), rows))
+    emb = pd.DataFrame(rng.normal(size=(len(feats), hand_net.N_EMB)).astype(np.float32),
+                       columns=hand_net.COLUMNS[len(hands.FEATURES):])
+    table = pd.concat([feats, emb], axis=1)
+    dls = shared_model.dataloaders(split, table, sorted(set(split["label"])), 8, hand_net.COLUMNS)
+    wide = torch.tensor(table[hand_net.COLUMNS].to_numpy(np.float32)[:8])
+    for name, model in (("hand_net", HandNetModel(4, [16], 0.0)), ("late_fusion", HandNetLateModel(4, [16], 0.0))):
+        out[name] = (HandNetLearner(dls, model, loss_func=CrossEntropyLossFlat(), path=tmp_path),
+                     (torch.zeros(8, 0, dtype=torch.long), wide))
+    df = pd.DataFrame({"file": [f"{i}.jpg" for i in range(8)], "label": ["A", "B"] * 4,
+                       "is_valid": [False] * 6 + [True] * 2})
+    crops = {f: png(Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))) for f in df["file"]}
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=["A", "B"])), get_x=CropReader(16, crops),
+                      get_y=ColReader("label"), splitter=ColSplitter("is_valid"))
+    tiny = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    out["hand_crop"] = (Learner(block.dataloaders(df, bs=4, num_workers=0), tiny, loss_func=CrossEntropyLossFlat(),
+                                path=tmp_path), (torch.rand(2, 3, 16, 16),))
+    items = [(torch.rand(3), torch.rand(64), i % 2) for i in range(8)]
+    dls = DataLoaders(DataLoader(items[:6], bs=2, after_batch=Pipeline([])),
+                      DataLoader(items[6:], bs=2, after_batch=Pipeline([])), path=tmp_path)
+    model = FusedNet(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 3, True, 2, 0.0)
+    fused = FusedLearner(dls, model, splitter=head_params, loss_func=CrossEntropyLossFlat(), path=tmp_path)
+    fused.photo, fused.embedding_key = PhotoDls(["A", "B"], 16, [0.5] * 3, [0.5] * 3, True), {}
+    out["hand_fused"] = (fused, (torch.rand(2, 3, 16, 16), torch.rand(2, 64)))
+    return out
+
+
+def _export_under(learn, path: Path, homes: dict) -> bytes:
+    """Export `learn` to `path` with each class of the modules in `homes` pickled under the module it maps to (as an
+    export made where those classes lived there names them); the pickle's bytes."""
     import zipfile
 
-    from pipeline.models import hand_model, training
-
-    learn, *_ = synthetic_landmark_learner(tmp_path)
-    training.strip_for_export(learn)
-    # what the export named before the move: the classes' and functions' __module__ at pickling time
-    moved = [(o, o.__module__) for m in (hand_model, training) for o in vars(m).values()
-             if getattr(o, "__module__", None) == m.__name__]
+    moved = [(o, o.__module__) for m in homes for o in vars(importlib.import_module(m)).values()
+             if callable(o) and getattr(o, "__module__", None) == m]
+    for old in set(homes.values()):
+        importlib.import_module(old)  # `_OldNames`' answer: pickle checks that the name finds the class itself
     for o, name in moved:
-        o.__module__ = name.replace("pipeline.models.", "pipeline.")
-    for m in ("pipeline.hand_model", "pipeline.training"):  # imported, so cloudpickle names them (by reference)
-        importlib.import_module(m)
+        o.__module__ = homes[name]
     try:
-        learn.export(tmp_path / "old.pkl")
+        learn.export(path)
     finally:
         for o, name in moved:
             o.__module__ = name
-    with zipfile.ZipFile(tmp_path / "old.pkl") as z:
-        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    assert b"pipeline.hand_model" in pickled and b"pipeline.models" not in pickled
-    code = ("import sys; from fastai.learner import load_learner; learn = load_learner(sys.argv[1]); "
-            "from pipeline.models import hand_model; print(type(learn) is hand_model.HandLearner, list(learn.dls.vocab))")
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "old.pkl")], capture_output=True, text=True,
-                       env=subprocess_env(), cwd=tmp_path)
+    with zipfile.ZipFile(path) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+
+
+_SAME = """import sys, torch
+from fastai.learner import load_learner
+folder = sys.argv[1]
+for name in sys.argv[2:]:
+    new, old = load_learner(f"{folder}/{name}.pkl"), load_learner(f"{folder}/{name}-old.pkl")
+    inputs = torch.load(f"{folder}/{name}.pt")
+    new.model.eval(); old.model.eval()
+    with torch.no_grad():
+        a, b = new.model(*inputs), old.model(*inputs)
+    same = type(new) is type(old) and type(new.model) is type(old.model) and torch.allclose(a, b)
+    print(name, type(old.model).__module__, same, a.argmax(1).tolist() == b.argmax(1).tolist())
+"""
+
+
+def test_exports_naming_the_modules_of_7ffad77_still_load_and_answer_alike(tmp_path):
+    """A fresh export of every kind whose class paths are those of 7ffad77 (`pipeline.models.hand_model`,
+    `crop_model`, `fused_model`, `hand_net_model`) loads in a fresh process, as the same classes, and gives the same
+    labels and probabilities as the export naming the kinds' packages; so does a landmark export naming the flat
+    layout's `pipeline.hand_model`."""
+    import torch
+
+    learners = _one_of_each_kind(tmp_path)
+    for name, (learn, inputs) in learners.items():
+        learn.export(tmp_path / f"{name}.pkl")
+        pickled = _export_under(learn, tmp_path / f"{name}-old.pkl", OLD_HOMES)
+        assert b"pipeline.models." in pickled and b"pipeline.kinds" not in pickled, name
+        torch.save(inputs, tmp_path / f"{name}.pt")
+    flat = {m: "pipeline.hand_model" for m in ("pipeline.kinds.landmarks.model", "pipeline.kinds.shared.model")}
+    assert b"pipeline.hand_model" in _export_under(learners["landmarks"][0], tmp_path / "flat-old.pkl", flat)
+    (tmp_path / "flat.pkl").write_bytes((tmp_path / "landmarks.pkl").read_bytes())
+    torch.save(learners["landmarks"][1], tmp_path / "flat.pt")
+    p = subprocess.run([sys.executable, "-c", _SAME, str(tmp_path), *learners, "flat"], capture_output=True,
+                       text=True, env=subprocess_env(), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.strip() == "True ['A', 'B', 'C', 'nothing']"
+    model_home = {"landmarks": "pipeline.kinds.shared.model", "hand_net": "pipeline.kinds.hand_net.model",
+                  "late_fusion": "pipeline.kinds.hand_net.model", "hand_crop": "torch.nn.modules.container",
+                  "hand_fused": "pipeline.kinds.hand_fused.model", "flat": "pipeline.kinds.shared.model"}
+    assert sorted(p.stdout.splitlines()) == sorted(f"{n} {h} True True" for n, h in model_home.items())

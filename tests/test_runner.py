@@ -195,16 +195,43 @@ def test_an_unknown_arch_stops_the_run_before_any_stage(project, capsys):
 def test_code_files_follow_the_import_graph():
     """Each stage's code is what stages/<name>.py reaches through imports inside pipeline/ (the hand-kept lists
     missed datasets for download and evaluate, training for evaluate, baselines for lr_find and train)."""
-    names = {s: {p.name for p in fingerprints.code_files(s)} for s in runner.STAGE_NAMES}
-    assert {"download.py", "datasets.py", "sources.py", "sign_mnist.py", "idx.py"} <= names["download"]
-    assert {"evaluate.py", "datasets.py", "inference.py", "labels.py", "calibration.py"} <= names["evaluate"]
-    assert {"baselines.py", "backbones.py", "training.py"} <= names["lr_find"] & names["train"]
-    assert {"landmarks.py", "crops.py", "hand_model.py"} <= names["lr_find"] & names["train"] & names["evaluate"]
-    # config's checks ask the model kinds, and a kind is one class with its model methods: every stage reaches them
-    # (a model edit reruns download and datablock too; their outputs stay the same, so nothing after them reruns for
-    # it, and download's per-source listing is cached by `module_code_hash` of data.datasets alone)
-    assert {"crops.py", "hand_model.py"} <= names["download"] & names["datablock"]
-    assert "interpretation.py" not in names["download"] | names["datablock"] | names["lr_find"]
+    files = {s: fingerprints.code_files(s, runner.BY_NAME[s].model_code) for s in runner.STAGE_NAMES}
+    names = {s: {p.relative_to(REPO).as_posix() for p in f} for s, f in files.items()}
+    assert {"stages/download.py", "pipeline/data/datasets.py", "pipeline/data/sources.py", "pipeline/data/sign_mnist.py",
+            "pipeline/data/idx.py"} <= names["download"]
+    assert {"stages/evaluate.py", "pipeline/data/datasets.py", "pipeline/models/inference.py", "pipeline/data/labels.py",
+            "pipeline/models/calibration.py"} <= names["evaluate"]
+    model = {f"pipeline/kinds/{k}/model.py" for k in ("images", "landmarks", "hand_crop", "hand_fused", "hand_net")}
+    assert model | {"pipeline/models/backbones.py", "pipeline/models/training.py"} <= names["lr_find"] & names["train"]
+    assert model <= names["evaluate"]
+    assert "pipeline/models/interpretation.py" not in names["download"] | names["datablock"] | names["lr_find"]
+
+
+def test_download_holds_no_model_code_and_datablock_only_the_kinds_data_preparation():
+    """A model edit leaves download up to date, and datablock too unless a kind's data preparation changed: download
+    reaches no kind and no model module; datablock reaches the kinds' classes and data preparation (each kind's
+    `data.py`, `shared/data.py`) and no network, learner, graph or training code."""
+    def names(stage):
+        return {p.relative_to(REPO).as_posix() for p in fingerprints.code_files(stage, runner.BY_NAME[stage].model_code)}
+
+    download, datablock = names("download"), names("datablock")
+    assert not {n for n in download if n.startswith(("pipeline/kinds/", "pipeline/models/"))}, download
+    kinds_code = {n for n in datablock if n.startswith("pipeline/kinds/")}
+    assert {f"pipeline/kinds/{k}/data.py" for k in ("images", "landmarks", "hand_crop", "hand_net", "shared")} <= kinds_code
+    assert {Path(n).name for n in kinds_code} <= {"__init__.py", "base.py", "loaded.py", "kind.py", "data.py"}, kinds_code
+    assert not {n for n in datablock if n.startswith("pipeline/models/")}, datablock
+    # and the stages that build or run a model count it all
+    assert {"pipeline/kinds/landmarks/model.py", "pipeline/kinds/hand_net/graph.py",
+            "pipeline/models/training.py"} <= names("train")
+
+
+def test_a_kinds_data_preparation_imports_no_model_code():
+    """What keeps datablock's fingerprint honest: a kind's data module (and shared/data.py) imports nothing that
+    `fingerprints.is_model_code` leaves out of it."""
+    for f in sorted((REPO / "pipeline" / "kinds").rglob("data.py")):
+        package = ".".join(f.relative_to(REPO).with_suffix("").parts[:-1])
+        model = {m for m in fingerprints._imported_modules(f, package) if fingerprints.is_model_code(m)}
+        assert not model, f"{f.relative_to(REPO)} imports model code: {sorted(model)}"
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import RUNTIME, TrainCfg
 from pipeline.core import runtime
-from pipeline.models import kinds
+from pipeline import kinds
 
 
 @pytest.mark.parametrize("cuda,bf16,cpus,arch,want", [
@@ -36,7 +36,7 @@ def test_undo_leaves_a_plain_fp32_learner():
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from pipeline.models.baselines import create_baseline
+    from pipeline.kinds.images.model import create_baseline
 
     dl = torch.utils.data.DataLoader([(torch.zeros(1, 28, 28), 0)] * 4, batch_size=2)
     learn = Learner(DataLoaders(dl, dl), create_baseline("cnnnet", 3), loss_func=torch.nn.CrossEntropyLoss())

@@ -72,12 +72,30 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _reached(start: Path, package: str) -> set[Path]:
-    """`start` (a module of `package`) and every `pipeline` module it reaches through imports, transitively."""
+# The modules that build, train, export or run a model: the model machinery (`pipeline.models`) and each kind's
+# model, graph, network and embedding modules (`pipeline.kinds.<kind>.<role>`). A stage that only prepares data
+# (`StageSpec.model_code` False: download, datablock) does not count them: a kind's class reaches them only inside
+# the methods that build or run its model, and its data preparation (`kinds/<kind>/data.py`) imports none of them
+# (`tests/test_house.py`), so a model edit leaves those stages up to date.
+MODEL_ROLES = ("model", "graph", "network", "embeddings")
+
+
+def is_model_code(name: str) -> bool:
+    """Whether the `pipeline` module `name` is model code (`MODEL_ROLES`, `pipeline.models`)."""
+    parts = name.split(".")
+    return (parts[:2] == ["pipeline", "models"]
+            or (parts[:2] == ["pipeline", "kinds"] and len(parts) >= 4 and parts[3] in MODEL_ROLES))
+
+
+def _reached(start: Path, package: str, model_code: bool = True) -> set[Path]:
+    """`start` (a module of `package`) and every `pipeline` module it reaches through imports, transitively (without
+    passing through model code unless `model_code`)."""
     files, todo = {start}, [(start, package)]
     while todo:
         path, package = todo.pop()
         for name in _imported_modules(path, package):
+            if not model_code and is_model_code(name):
+                continue
             f = _module_file(name)
             if f is not None and f not in files:
                 files.add(f)
@@ -85,12 +103,13 @@ def _reached(start: Path, package: str) -> set[Path]:
     return files
 
 
-def code_files(stage_name: str) -> tuple[Path, ...]:
+def code_files(stage_name: str, model_code: bool = True) -> tuple[Path, ...]:
     """`stages/<stage_name>.py` and every `pipeline` module it reaches through imports, followed transitively:
     the code whose edit can change the stage's result (derived, so no list is kept by hand). `pipeline/config.py`
-    and what it reaches count for every stage: each reads its config through those dataclasses and their methods."""
+    and what it reaches count for every stage: each reads its config through those dataclasses and their methods.
+    Without `model_code` (a stage that prepares data only: `StageSpec.model_code`), no model code (`is_model_code`)."""
     stage = Path(importlib.util.find_spec(f"stages.{stage_name}").origin)
-    return tuple(sorted(_reached(stage, "stages") | _reached(PKG / "config.py", "pipeline")))
+    return tuple(sorted(_reached(stage, "stages", model_code) | _reached(PKG / "config.py", "pipeline", model_code)))
 
 
 def module_code_hash(module: str) -> str:
@@ -102,7 +121,7 @@ def module_code_hash(module: str) -> str:
 
 
 def _code_hash(stage) -> str:
-    return sha256_text("".join(sha256_file(f) for f in code_files(stage.name)) + __version__)
+    return sha256_text("".join(sha256_file(f) for f in code_files(stage.name, getattr(stage, "model_code", True))) + __version__)
 
 
 @dataclass

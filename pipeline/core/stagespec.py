@@ -56,6 +56,8 @@ class StageSpec:
     shared_work: bool = False    # a distributed launch first runs its module's warm(cfg, ws, log) on every process:
                                  # each does 1/N of the per-image work into the content stores, then rank 0 runs it
     builds_model: bool = False   # it builds train.arch: a run checks that the name is a model before any stage starts
+    model_code: bool = True      # its code fingerprint counts model code (`fingerprints.is_model_code`); False for a
+                                 # stage that only prepares data, so a model edit leaves it up to date
     checkpoints: bool = False    # it keeps resumable checkpoints in `Workspace.checkpoints(name)` (`checkpoint.json`
                                  # says where it stands): the runner removes them once it commits, status reports them
 

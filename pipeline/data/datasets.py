@@ -56,24 +56,26 @@ def local_fingerprint(source: str, subdir: str) -> str:
     return listing_fingerprint(sources.list_image_strings(root), root)
 
 
-def labelled_images(root: Path, src, files: list[str] | None = None) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
-    """((path relative to `root`, label, group) for each image of source `src` under `root`, counts of what was
+def labelled_images(root: Path, name: str, label_regex: str = "", label_map: dict | None = None, uppercase: bool = False,
+                    class_regex: str = "", group_regex: str = "", files: list[str] | None = None
+                    ) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """((path relative to `root`, label, group) for each image of the source `name` under `root`, counts of what was
     left out: "loose" (no class folder and no label_regex), "unmatched" (label_regex did not match), "filtered"
     (label outside class_regex)). The label comes from label_regex on the file name, else the first folder under
     `root`, then label_map and uppercase; the group ("<source>/<match>") from group_regex searched in the relative
     path, else in the file name (so `^(hand\\d+)_` anchors at the file name), else the source's name. A path that
     group_regex does not match is its own group, counted as "ungrouped". `files`: `root`'s image listing
-    (`sources.list_image_strings`), when the caller has it already."""
+    (`sources.list_image_strings`), when the caller has it already. The rules are a source's (`SourceCfg.rules()`)."""
     from .labels import Labeller
 
-    label = Labeller(src.label_regex, src.label_map, src.uppercase)
-    keep = re.compile(src.class_regex) if src.class_regex else None
-    group = re.compile(src.group_regex) if src.group_regex else None
+    label = Labeller(label_regex, label_map or {}, uppercase)
+    keep = re.compile(class_regex) if class_regex else None
+    group = re.compile(group_regex) if group_regex else None
     items, left = [], {"loose": 0, "unmatched": 0, "filtered": 0, "ungrouped": 0}
     prefix = str(root).rstrip(os.sep) + os.sep
     for p in sources.list_image_strings(root) if files is None else files:
         rel = p[len(prefix):].replace(os.sep, "/")
-        if src.label_regex:
+        if label_regex:
             y = label(Path(rel))
             if y is None:
                 left["unmatched"] += 1
@@ -87,10 +89,10 @@ def labelled_images(root: Path, src, files: list[str] | None = None) -> tuple[li
             left["filtered"] += 1
             continue
         if group is None:
-            g = src.name
+            g = name
         elif m := group.search(rel) or group.search(rel.rsplit("/", 1)[-1]):
-            g = f"{src.name}/{m.group(1)}"
+            g = f"{name}/{m.group(1)}"
         else:
-            g, left["ungrouped"] = f"{src.name}/{rel}", left["ungrouped"] + 1
+            g, left["ungrouped"] = f"{name}/{rel}", left["ungrouped"] + 1
         items.append((rel, y, g))
     return items, left

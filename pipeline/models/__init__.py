@@ -1,3 +1,3 @@
-"""The models: one class per kind of model (`kinds`: what it reads, how datablock prepares it, how it builds and
-answers), the modules of the classes each kind's export pickles, the fit loop, calibration, the card, ONNX export
-and the engines, and `exported.load`, the one loader. It imports `pipeline.core` and `pipeline.data`."""
+"""The models' machinery every kind builds on: backbones, the fit loop and checkpoints, calibration, interpretation, the
+model card, ONNX export and the two engines (`exported.open_engine`). It imports `pipeline.core` and `pipeline.data`;
+the model kinds (`pipeline.kinds`) sit above it."""

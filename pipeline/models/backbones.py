@@ -88,3 +88,18 @@ def _probe_download(arch: str) -> None:
                             f"'{OFFLINE_TIMM}' whose weights ship offline") from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def learner(dls, arch: str, pretrained: bool, n_in: int, ps: float, cache_dir: Path, **common):
+    """fastai's `vision_learner` on `arch` (torchvision or timm, `resolve`), dropout `ps` in its head, `common` (loss,
+    optimiser, metrics, path) passed on."""
+    from fastai.vision.learner import vision_learner
+
+    model, extra = resolve(arch, pretrained, cache_dir)
+    try:
+        return vision_learner(dls, model, pretrained=pretrained, n_in=n_in, ps=ps, **extra, **common)
+    except (RuntimeError, OSError) as e:
+        if pretrained and any(w in str(e).lower() for w in ("download", "connect", "hub")):
+            raise PipelineError(f"could not get pretrained weights for {arch} ({type(e).__name__}); set "
+                                f"train.pretrained=false or use arch '{OFFLINE_TIMM}'") from None
+        raise

@@ -75,11 +75,11 @@ def fit_temperature(logits, targets) -> float:
 
 def last_linear(model):
     """The model's final nn.Linear when it is the last module of a Sequential tree (it then produces the logits);
-    fastai's TabularModel (alone or inside hand_model.LandmarkNet) ends in its `layers` Sequential when it has no
+    fastai's TabularModel (alone or inside kinds.shared.model.LandmarkNet) ends in its `layers` Sequential when it has no
     `y_range`."""
     import torch
 
-    last = model = getattr(model, "tabular", model)  # hand_model.LandmarkNet: its TabularModel gives the logits
+    last = model = getattr(model, "tabular", model)  # LandmarkNet: its TabularModel gives the logits
     if type(model).__name__ == "TabularModel" and getattr(model, "y_range", None) is None:
         last = model.layers
     while isinstance(last, torch.nn.Sequential) and len(last):

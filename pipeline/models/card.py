@@ -141,3 +141,23 @@ def check_graph(model_file, card: dict, inputs: dict, width, types: dict | None 
     if recorded is not None and recorded != vocab_sha256(card["vocab"]):
         raise _damaged(where, "vocab", f"{card['vocab']} is not the one the graph was exported with (its sha256 is "
                                        f"in the graph's metadata, {VOCAB_KEY})")
+
+
+# The named inputs a kind may offer an engine (`Engine.run`): each as a value, or as a function of no arguments that
+# makes it (only an engine that reads it calls it). A model reads some of them (`Engine.reads`):
+#   files     image files: a fastai vision learner reads them through its own transforms; an ONNX graph's uint8
+#             image input ("image", "crop") is decoded from them at the card's `image_size` when not given itself
+#   rows      float32 rows of a tabular learner's continuous columns (the keypoint features, and more beside them)
+#   features  float32 (n, 64) keypoint rows: a graph's keypoint input
+#   crop      uint8 (n, S, S, 3) crops: a graph's crop input (a sequence that decodes the slice asked for will do)
+#   crops, photos, folder   PNG crops, the photos they were cut from and the data folder whose stores to reuse: a
+#             learner that answers them itself (its `reads` and `answer`: the fused crop learner)
+INPUTS = ("files", "rows", "features", "crop", "crops", "photos", "folder")
+
+
+def given(inputs: dict, name: str, model: str):
+    """The input `name` of `inputs`, made now if a function makes it; a one-line error where the kind offers none."""
+    if name not in inputs:
+        raise PipelineError(f"{model} reads {name!r} and was given only {', '.join(sorted(inputs)) or 'nothing'}")
+    value = inputs[name]
+    return value() if callable(value) else value

@@ -17,7 +17,7 @@ class BestEpoch(Callback):
     After each epoch it compares `monitor` (a history column) with the best so far; a better epoch's weights are saved
     into `folder`, and `patience` epochs in a row without one stop the phase (fine_tune's frozen phase then goes on to
     the unfrozen one, as fine_tune with fastai's callbacks does). At the end of the last phase the best epoch's
-    weights are put back, before any later `after_fit` (hand_model.SettleBatchNorm settles the model exported).
+    weights are put back, before any later `after_fit` (kinds.shared.model.SettleBatchNorm settles the model exported).
     fastai's own two callbacks reset at every fit and number epochs per fit, and SaveModelCallback loads the best
     model at the end of each fit (the unfrozen phase would start from the best frozen epoch), so they are not used
     as they are."""

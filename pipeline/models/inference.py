@@ -1,5 +1,5 @@
-"""The fastai engine's two halves: load an exported learner safely (`load_verified`: its sha256 checked before
-anything is unpickled) and an image learner's batched inference (`predict_images`). `exported.load` is where
+"""The fastai engine's parts: load an exported learner safely (`load_verified`: its sha256 checked before
+anything is unpickled), an image learner's batched inference (`predict_images`) and a tabular one's (`predict_rows`). `kinds.load` is where
 evaluate, `predict` and `serve` get them from."""
 from __future__ import annotations
 
@@ -101,4 +101,18 @@ def predict_images(learn, paths: list[Path], batch_size: int = card.BATCH, tta: 
         else:
             with _fast_inputs(learn) as cbs:
                 probs, _ = learn.get_preds(dl=dl, cbs=cbs)
+    return probs
+
+
+def predict_rows(learn, x, batch_size: int = card.BATCH):
+    """Probabilities (n, len(vocab), a torch tensor) of a tabular learner for float32 rows `x` of its continuous
+    columns (`learn.dls.cont_names`: the 64 keypoint features, or more beside them)."""
+    import numpy as np
+    import pandas as pd
+
+    from . import training
+
+    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=list(learn.dls.cont_names)), bs=batch_size)
+    with training.quiet(learn):
+        probs, _ = learn.get_preds(dl=dl)
     return probs

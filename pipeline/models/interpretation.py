@@ -178,7 +178,7 @@ def validation(learn, ws, finds_hands: bool, log=print) -> tuple[dict, list[Path
 
 def _valid_probs(learn):
     """(softmax probabilities, target indices) of `learn`'s model over its validation loader, as numpy arrays: the
-    model's forward in eval mode, batch by batch, as `hand_model.SettleBatchNorm._validate` does. Not `get_preds`: it
+    model's forward in eval mode, batch by batch, as `kinds.shared.model.SettleBatchNorm._validate` does. Not `get_preds`: it
     fires `after_fit`, where SettleBatchNorm recomputes the BatchNorm statistics (through dropout, so differently each
     time) and would change the model about to be exported."""
     import torch

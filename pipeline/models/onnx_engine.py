@@ -61,11 +61,10 @@ def session(path, threads: int | None = None):
 
 
 class OnnxModel:
-    """A verified `.onnx` and its model card, as an engine (`exported.Engine`; `exported.load(..., engine="onnx")`
-    wraps it): `probs` for a ready batch; `images` for image files, `features` for keypoint rows. An onnxruntime
+    """A verified `.onnx` and its model card, as an engine (`exported.Engine`; `kinds.load(..., engine="onnx")`
+    wraps it): `run` for named inputs (the graph's, by their names), `probs` for one ready batch. An onnxruntime
     session is thread-safe, so calls run at once; `lock` is there for the protocol's callers."""
     name = "onnx"
-    learn = None  # it runs a graph, no learner
 
     def __init__(self, path: Path, card: dict, threads: int | None = None, graph: bytes | None = None):
         self.lock = threading.RLock()
@@ -74,6 +73,9 @@ class OnnxModel:
         self.vocab = list(card["vocab"])
         self.input = card["onnx"]["input"]["name"]
         self.features_input = (card["onnx"].get("features") or {}).get("name")  # a second input: keypoint rows
+        self.reads = (self.input,) + ((self.features_input,) if self.features_input else ())
+        # a uint8 image input (rank 4) is decoded from image files when a kind offers those rather than pixels
+        self.decodes = any(i.name == self.input and i.type == "tensor(uint8)" for i in self.session.get_inputs())
         self.image_size, self.grayscale = card["image_size"], bool(card.get("grayscale"))
         self.threads = self.session.get_session_options().intra_op_num_threads
 
@@ -91,27 +93,25 @@ class OnnxModel:
     def load(self, path):
         return load_image(path, self.image_size, self.grayscale)
 
-    def images(self, paths: list, batch_size: int = card.BATCH, tta: int = 0, log=print, features=None):
-        """Probabilities for image files, decoded in threads (PIL releases the GIL) `batch_size` at a time (with
-        each file's keypoint `features` row, for a graph that reads them too)."""
+    def run(self, inputs: dict, batch_size: int = card.BATCH, log=print, tta: int = 0):
+        """Probabilities for the graph's inputs (`reads`), `batch_size` items a step; a uint8 image input not given
+        itself is decoded from image `files` in threads (PIL releases the GIL)."""
         import numpy as np
 
         if tta:
             raise PipelineError("test-time augmentation runs fastai's training transforms: use the fastai engine")
+        what = f"the graph {self.path.name}"
+        first = (card.given(inputs, self.input, what) if self.input in inputs or not self.decodes
+                 else [str(p) for p in card.given(inputs, "files", what)])
+        feats = card.given(inputs, self.features_input, what) if self.features_input else None
         out = []
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            for i in range(0, len(paths), batch_size):
-                feats = None if features is None else features[i:i + batch_size]
-                out.append(self.probs(np.stack(list(pool.map(self.load, paths[i:i + batch_size]))), feats))
+            for i in range(0, len(first), batch_size):
+                batch = first[i:i + batch_size]
+                if isinstance(batch, list):
+                    batch = np.stack(list(pool.map(self.load, batch)))
+                out.append(self.probs(np.asarray(batch), None if feats is None else feats[i:i + batch_size]))
         return np.concatenate(out) if out else np.zeros((0, len(self.vocab)), np.float32)
-
-    def features(self, x, batch_size: int = card.BATCH):
-        """Probabilities for float32 keypoint feature rows (n, 64), `batch_size` at a time."""
-        import numpy as np
-
-        if not len(x):
-            return np.zeros((0, len(self.vocab)), np.float32)
-        return np.concatenate([self.probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def _runtime_errors(ort) -> tuple:
@@ -125,7 +125,7 @@ def _runtime_errors(ort) -> tuple:
 def load_verified(learner: Path, trust: bool = False, threads: int | None = None, reading=None) -> OnnxModel:
     """The `.onnx` beside `learner` (`exports/RUN.pkl` or `exports/RUN.onnx`) with its model card (`card.read`,
     checked against the graph by `card.check_graph`), after checking its sha256 against the card (skipped if
-    `trust`). `reading` (`kinds.reading`, which `exported.load` passes) checks the card's family and what its kind
+    `trust`). `reading` (`kinds.reading`, which `kinds.load` passes) checks the card's family and what its kind
     reads. The card and the graph are each read once: the graph's bytes hashed are the bytes onnxruntime loads.
     Nothing is unpickled; a file onnxruntime cannot load is one line."""
     import numpy as np

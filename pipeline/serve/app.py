@@ -2,7 +2,7 @@
 or a webcam frame with an exported learner: the top-5 letters with probabilities, and for a hand-landmark model
 the keypoints drawn on the photo, or "no hand found" instead of a guessed letter.
 
-- Engines: `exported.load`, as `predict` loads: fastai on the `.pkl` (its sha256 checked against the model card),
+- Engines: `kinds.load`, as `predict` loads: fastai on the `.pkl` (its sha256 checked against the model card),
   or with `--engine onnx` onnxruntime on the `.onnx` (nothing unpickled). A photo goes through the same code as
   `predict`, so the app and `predict` give the same top-1.
 - Offline: analytics off, the Hugging Face hub offline, no server-side rendering, the theme's fonts served by the
@@ -52,7 +52,7 @@ def keypoints_on(path, points):
 
 
 class Reader:
-    """An exported model (`exported.load`, either engine) answering one photo at a time: `read(path)` → (top-k
+    """An exported model (`kinds.load`, either engine) answering one photo at a time: `read(path)` → (top-k
     {letter: p}, or {} with no hand; the keypoint image or None; the reading: "B (97.0 %)" or "no hand found").
 
     A model that finds hands first gets `parallel` detectors (default: one per usable core, at most 4): finding the
@@ -62,12 +62,12 @@ class Reader:
 
     def __init__(self, learner: Path, engine: str = "fastai", trust: bool = False, parallel: int = 0):
         from ..core.machine import usable_cpus
-        from ..models import exported
+        from .. import kinds
 
         if not 0 <= parallel <= MAX_PARALLEL:
             raise PipelineError(f"--parallel must be 1 to {MAX_PARALLEL} (or 0: one per usable core, at most 4), got "
                                 f"{parallel}: a hand model reads each photo with a MediaPipe detector of its own")
-        self.model = exported.load(learner, engine, trust=trust)  # its engine runs the model one call at a time
+        self.model = kinds.load(learner, engine, trust=trust)  # its engine runs the model one call at a time
         self.vocab, self.engine = self.model.vocab, self.model.engine.name
         first = self.model.detector()
         self.parallel = (parallel or min(4, usable_cpus())) if first is not None else 1

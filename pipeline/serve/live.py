@@ -13,7 +13,7 @@ follows the hand from frame to frame), the model's letter (`probs`), and text (`
 - `spell_video`: `python -m pipeline spell --learner RUN.pkl VIDEO [--csv]`, a recorded video read with OpenCV
   (which comes with MediaPipe) through the same `LiveStream`.
 
-It does not load models itself: it is handed `serve.Reader`'s loaded model (`exported.Exported`), and a frame goes
+It does not load models itself: it is handed `serve.Reader`'s loaded model (`kinds.Exported`), and a frame goes
 through the model's own `read`, as a photo does, with a tracker in place of a photo detector. It is over 300 lines
 because a stream, the limits a server puts on its streams and the page section that runs them change together.
 """

@@ -3,7 +3,8 @@ of the keypoint features beside it."""
 import torch
 
 from research import keypoint_levers
-from pipeline.data import hand_net, hands
+from pipeline.data import hands
+from pipeline.kinds.hand_net import data as hand_net
 
 
 def test_the_embedding_only_model_reads_the_embedding_and_not_the_keypoints():
@@ -45,7 +46,7 @@ def test_the_mirrored_view_is_the_flipped_crop_embedded_once_then_read_from_its_
 
 def test_a_fold_trains_the_configs_recipe_with_the_pipelines_network(monkeypatch):
     """The bench re-implemented the recipe with its own hyperparameters (issue 34 §5): a fold now builds the model
-    `hand_model.network` builds for `cfg.train`, and jitters by the config's `landmark_rotate`, `batch_size` rows a
+    `landmark_model.network` builds for `cfg.train`'s features and dropout, and jitters by the config's `landmark_rotate`, `batch_size` rows a
     step, `epochs` times over."""
     import argparse
     import dataclasses
@@ -53,13 +54,13 @@ def test_a_fold_trains_the_configs_recipe_with_the_pipelines_network(monkeypatch
     import numpy as np
 
     from pipeline.config import TrainCfg
-    from pipeline.models import hand_model
+    from pipeline.kinds.landmarks import model as landmark_model
 
     t = dataclasses.replace(TrainCfg(), arch="landmark_mlp", base_lr=1e-3, epochs=2, batch_size=8,
                             landmark_rotate=7.0, landmark_features="coords+shape", head_dropout=0.0)
     built, jittered = [], []
-    network, jitter = hand_model.network, keypoint_levers._jitter
-    monkeypatch.setattr(hand_model, "network", lambda n, cfg: built.append((n, cfg)) or network(n, cfg))
+    network, jitter = landmark_model.network, keypoint_levers._jitter
+    monkeypatch.setattr(landmark_model, "network", lambda n, shape, ps: built.append((n, shape, ps)) or network(n, shape, ps))
     monkeypatch.setattr(keypoint_levers, "_jitter", lambda x, turn, deg: jittered.append((len(x), deg)) or jitter(x, turn, deg))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, len(hands.FEATURES))).astype(np.float32)
@@ -68,6 +69,6 @@ def test_a_fold_trains_the_configs_recipe_with_the_pipelines_network(monkeypatch
     train = np.arange(40) < 32
     a = argparse.Namespace(emb_only=False, hand_net=False, turn=0.0, emb_drop=0.0, tta="")
     probs = keypoint_levers._fold(x, y, train, ~train, 3, a, 0, t)
-    assert built == [(3, t)]
+    assert built == [(3, True, 0.0)]
     assert jittered == [(8, 7.0)] * (2 * 32 // 8)  # epochs x steps of batch_size rows
     assert probs.shape == (8, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)

@@ -10,7 +10,7 @@ from pipeline.compare import read_meta
 from pipeline.data.idx import FLAT_LABEL_RE as IDX_LABEL_RE
 from pipeline.data.sign_mnist import FLAT_LABEL_RE
 from pipeline.data.sources import split_converted
-from pipeline.models.baselines import BASELINES, baseline_info
+from pipeline.kinds.images.model import BASELINES, baseline_info
 from tests.conftest import REPO, SHARED_DATA
 
 SEEDS = REPO / "research" / "seeds"

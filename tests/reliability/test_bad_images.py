@@ -24,7 +24,7 @@ from pipeline import config, runner
 from pipeline.core.errors import PipelineError
 from pipeline.core.workspace import Workspace
 from pipeline.data import loaders
-from pipeline.models import kinds
+from pipeline import kinds
 from tests.conftest import make_image_folder, training_fixture
 from tests.reliability.conftest import write_config
 

@@ -199,8 +199,9 @@ def every_store(which: str):
     """(store factory over a folder, a value it holds, one of the wrong shape or type) for the store `which`."""
     from PIL import Image
 
-    from pipeline.data import hand_crops, hands
-    from pipeline.models import embeddings
+    from pipeline.data import hands
+    from pipeline.kinds.hand_crop import data as hand_crops
+    from pipeline.kinds.hand_fused import embeddings
 
     def png(side):
         return hand_crops.png(Image.new("RGB", (side, side)))

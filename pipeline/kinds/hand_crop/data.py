@@ -9,15 +9,15 @@ padding, the detector's settings). A keypoint model on the same photos finds eve
 datablock stage lists it (no_hand.csv) and leaves it out of the split; at prediction time it is shown to the model
 as the whole frame, and said so.
 
-No torch here: the datablock stage and the stores use it; `crop_model.py` is the learner.
+No torch here: the datablock stage and the stores use it; `model.py` holds what the export pickles.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from ..core.errors import PipelineError
-from . import content_store, hands
+from ...core.errors import PipelineError
+from ...data import content_store, hands
+from ..shared.data import keypoint_pixels, plot_crops, png
 
 CROPS = "hand_crops.sqlite"
 PAD = 0.2          # each side of the keypoints' bounding square grows by this fraction of its side
@@ -51,13 +51,6 @@ def warm(paths: list, size: int, folder: Path, log=print) -> int:
     found, looked = hands.warm(paths, hands.store(folder, log), log)
     crops([p for p, _ in found], [d for _, d in found], size, folder, log)
     return looked
-
-
-def keypoint_pixels(det: list, width: int, height: int) -> tuple[list[float], list[float]]:
-    """The x and y of a found `det`'s 21 keypoints in the photo's pixels."""
-    side, top, left = hands.padding(height, width)  # the square `hands.Detector` looked in
-    points = hands.keypoints(det)
-    return [x * side - left for x, _, _ in points], [y * side - top for _, y, _ in points]
 
 
 def box(det: list, width: int, height: int) -> tuple[float, float, float, float]:
@@ -109,12 +102,6 @@ def crop_image(img, det: list | None, size: int):
     return img.crop(tuple(round(v) for v in (l, t, r, b))).resize((size, size), Image.BILINEAR)
 
 
-def png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def crops(paths: list, dets: list, size: int, folder: Path, log=print, what: str = "images") -> tuple[list, int]:
     """(PNG bytes of each path's crop, None where no hand was found; how many were cropped now rather than found
     in the crop store in `folder`)."""
@@ -147,17 +134,17 @@ def client_settings(size: int) -> dict:
             "how": "the keypoints' bounding square, each side grown by pad of its side (at least min_side of the "
                    "photo's shorter side), cut from the upright photo (black outside it) with everything off the "
                    "hand black (the bones drawn mask x the hand's size wide each side, the palm filled: "
-                   "pipeline.data.hand_crops.mask), resized bilinear to size x size: pipeline.data.hand_crops.crop"}
+                   "pipeline.kinds.hand_crop.data.mask), resized bilinear to size x size: pipeline.kinds.hand_crop.data.crop"}
 
 
 def keep_hands(df, holdout, root: Path, ws, log):
     """(the images of `df` where MediaPipe found a hand; vocab.json's `n_no_hand`): no_hand.csv lists the others,
     which a crop model is not trained on (a whole frame is not a crop). The held-out images are looked at too, so
-    evaluate finds them in the stores. `kinds.crops.HandCrop.keep`."""
+    evaluate finds them in the stores. `HandCrop.keep`."""
     import pandas as pd
 
-    from ..core import artifacts
-    from ..core.workspace import write_csv
+    from ...core import artifacts
+    from ...core.workspace import write_csv
 
     paths = [root / p for p in pd.concat([df["path"], holdout["path"]])]
     dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
@@ -172,9 +159,9 @@ def keep_hands(df, holdout, root: Path, ws, log):
 def prepare(df, root: Path, size: int, ws, log) -> list[Path]:
     """The `size`-pixel crop of every image of the split in the crop store, landmarks.csv (the keypoints of the same
     detection, for a model that fuses them), no_hand.csv (`keep_hands` wrote it) and batch.png: training crops with
-    their labels. `kinds.crops.HandCrop.prepare`."""
-    from ..core import artifacts
-    from ..core.workspace import write_csv
+    their labels. `HandCrop.prepare`."""
+    from ...core import artifacts
+    from ...core.workspace import write_csv
 
     paths = [root / p for p in df["path"]]
     dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
@@ -189,7 +176,7 @@ def prepare(df, root: Path, size: int, ws, log) -> list[Path]:
 def split_crops(ws, bs: int, image_size: int):
     """(split DataFrame with `file` = absolute path, its crops' PNG bytes by file, vocab): `image_size` crops from
     the store the datablock stage filled, the split checked for batches of `bs`."""
-    from . import loaders
+    from ...data import loaders
 
     df, root, vocab = loaders.checked_split(ws, bs)
     df = df.assign(file=[str(root / p) for p in df["path"]])
@@ -214,22 +201,3 @@ def photo_crops(paths: list, size: int, folder: Path | None, log=print) -> tuple
     return pngs, found, dets
 
 
-def plot_crops(images: list, labels: list, path: Path, title: str = "training images: hand crops") -> Path:
-    """A grid of crops (PNG bytes) titled with their labels: what the model sees, to check by eye."""
-    from PIL import Image
-
-    from ..core.workspace import pyplot, save_figure
-
-    plt = pyplot()
-
-    n = len(images)
-    cols = min(4, max(1, n))
-    rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, png_bytes, label in zip(axes.flat, images, labels):
-        ax.imshow(Image.open(io.BytesIO(png_bytes)))
-        ax.set_title(label, fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle(title)
-    return save_figure(fig, path)

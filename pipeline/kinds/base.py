@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core import runtime
-from ...core.errors import PipelineError
-from ...core.stagespec import RUNTIME
-from ..card import MAX_IMAGE_SIZE
+from ..core import runtime
+from ..core.errors import PipelineError
+from ..core.stagespec import RUNTIME
+from ..models.card import MAX_IMAGE_SIZE
 
 UINT8_IMAGES = ("tensor(uint8)", 4, "uint8 images (batch, H, W, 3)")
 FLOAT_ROWS = ("tensor(float)", 2, "float keypoint rows (batch, 64)")
@@ -39,7 +39,7 @@ class Kind:
     def require(self) -> None:
         """Fail now, in one line, when what it needs is not installed (before minutes of verifying)."""
         if self.finds_hands:
-            from ...data import hands
+            from ..data import hands
 
             hands.require()
 
@@ -97,10 +97,6 @@ class Kind:
         at."""
         return 0
 
-    def store(self, folder: Path, log=print):
-        """The content store of what it computes per photo, or None."""
-        return None
-
     # --- its model ------------------------------------------------------------------------------------------------
     def dataloaders(self, ws, cfg, batch_size: int | None = None):
         """fastai DataLoaders over the persisted split."""
@@ -114,14 +110,14 @@ class Kind:
     @staticmethod
     def batch_tfms(t) -> list:
         """The training-batch augmentation the [train] config `t` asks for (`loaders.batch_augmentation`)."""
-        from ...data.loaders import batch_augmentation
+        from ..data.loaders import batch_augmentation
 
         return batch_augmentation(t.image_size, t.grayscale, t.augment, t.augment_strength, t.random_crop_scale)
 
     def training_data(self, learn, ws, cfg, log):
         """`cache.training_data` for `cfg`: within the block `learn` trains from datablock's pixel cache where it
         has one for the config's pixels (a kind that reads whole photos, `datablock.cache`); yields whether it does."""
-        from ...data import cache
+        from ..data import cache
 
         t = cfg.train
         return cache.training_data(learn, ws, log, self.pixels and cfg.datablock.cache, t.image_size, t.grayscale)
@@ -137,7 +133,7 @@ class Kind:
         from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
         from fastai.metrics import accuracy, error_rate
 
-        from ..training import opt_func
+        from ..models.training import opt_func
 
         t = cfg.train
         loss = LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing) if t.label_smoothing else CrossEntropyLossFlat()
@@ -152,14 +148,15 @@ class Kind:
         """Whether a loaded (exported) learner is one of this kind's."""
         return False
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        """(probabilities, hand found or None) for photos under either engine (`store`: a content store of per-photo
-        work to reuse, or None)."""
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        """(probabilities, hand found or None) for photos, through the one call every engine answers
+        (`engine.run`, offered the inputs this kind makes of them; `folder`: a data folder whose per-photo stores to
+        reuse and fill, or None)."""
         raise NotImplementedError
 
     def read(self, engine, photo, detector):
         """(probabilities, or None with no hand; the keypoints or None) for one photo (a path, with a `detector()`)
-        or one frame of a stream (an RGB array, with a `tracker()`)."""
+        or one frame of a stream (an RGB array, with a `tracker()`), through `engine.run`."""
         raise NotImplementedError
 
     def onnx_plan(self, learn, t):
@@ -169,7 +166,7 @@ class Kind:
     def export_onnx(self, learn, path, t, log=print) -> dict:
         """Write the ONNX graph of `learn` to `path` (parity-checked, `onnx_export.export`) and return the model card's
         `onnx` entry; where it has no graph, an entry saying why, and no file."""
-        from .. import onnx_export
+        from ..models import onnx_export
 
         try:
             plan = self.onnx_plan(learn, t)
@@ -182,7 +179,7 @@ class Kind:
         """A per-photo detector of its own for `read` (MediaPipe Hands: not thread-safe, one per concurrent reader),
         or None for a kind that needs none."""
         if self.finds_hands:
-            from ...data import hands
+            from ..data import hands
 
             return hands.Detector()
         return None
@@ -191,7 +188,7 @@ class Kind:
         """A detector for `read` over the frames of one stream, following the hand from frame to frame (MediaPipe in
         video mode; `track=False` finds it afresh in each), or None for a kind that finds no hand."""
         if self.finds_hands:
-            from ...data import hands
+            from ..data import hands
 
             return hands.Tracker(track=track)
         return None

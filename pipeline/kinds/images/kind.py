@@ -1,29 +1,15 @@
 """The kinds that read whole photos at `train.image_size` (`datablock.input = "images"`): a pretrained backbone
-fine-tuned with fastai's `vision_learner` (any torchvision or timm name: backbones.py), and the from-scratch
-baselines (baselines.py). Both answer through the engine's `images`; their ONNX graph reads uint8 images."""
+fine-tuned with fastai's `vision_learner` (any torchvision or timm name: models/backbones.py), and the from-scratch
+baselines (`model.py`). Both answer through the engine's `images`; their ONNX graph reads uint8 images
+(`shared.graph.image_plan`); datablock's batch.png and pixel cache: `data.py`."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ...core import artifacts
-from ...core.errors import PipelineError
 from ...data import loaders
-from .. import backbones
-from .base import UINT8_IMAGES, Kind, size_problem
-
-
-def backbone_learner(dls, t, n_in: int, common: dict, ws):
-    """fastai's `vision_learner` on `t.arch` (torchvision or timm: backbones.py), `common` passed on."""
-    from fastai.vision.learner import vision_learner
-
-    arch, extra = backbones.resolve(t.arch, t.pretrained, ws.data)
-    try:
-        return vision_learner(dls, arch, pretrained=t.pretrained, n_in=n_in, ps=t.head_dropout, **extra, **common)
-    except (RuntimeError, OSError) as e:
-        if t.pretrained and any(w in str(e).lower() for w in ("download", "connect", "hub")):
-            raise PipelineError(f"could not get pretrained weights for {t.arch} ({type(e).__name__}); set "
-                                f"train.pretrained=false or use arch '{backbones.OFFLINE_TIMM}'") from None
-        raise
+from ...models import backbones
+from ..base import UINT8_IMAGES, Kind, size_problem
+from . import data
 
 
 class Images(Kind):
@@ -32,7 +18,10 @@ class Images(Kind):
     pixels, channels_last, needs_package = True, True, False
     graph_input = UINT8_IMAGES
     check_arch = staticmethod(backbones.check_arch)
-    learner = staticmethod(backbone_learner)
+
+    def learner(self, dls, t, n_in: int, common: dict, ws):
+        """fastai's `vision_learner` on `train.arch` (models/backbones.py)."""
+        return backbones.learner(dls, t.arch, t.pretrained, n_in, t.head_dropout, ws.data, **common)
 
     def require(self) -> None:
         pass
@@ -66,34 +55,25 @@ class Images(Kind):
         return None
 
     def prepare(self, df, root: Path, cfg, ws, log) -> list[Path]:
-        """batch.png (a training batch as the model sees it) and, with datablock.cache, every image decoded once."""
-        from ...core.workspace import pyplot, save_figure
-        from ...data import cache
-
-        plt = pyplot()
         n_valid = int(df["is_valid"].sum())
         dls = self.dataloaders(ws, cfg, batch_size=max(1, min(16, len(df) - n_valid)))
-        dls.show_batch(max_n=16, figsize=(8, 8))
-        outputs = [save_figure(plt.gcf(), ws.artifact("datablock", artifacts.BATCH_PNG))]
-        if cfg.datablock.cache:
-            outputs += cache.build(ws, dls, df, root, log, cfg.train.image_size, cfg.train.grayscale)
-        return outputs
+        return data.prepare(dls, df, root, ws, log, cfg.datablock.cache, cfg.train.image_size, cfg.train.grayscale)
 
     def recognises(self, learn) -> bool:
         valid = getattr(learn.dls, "valid", None)  # a loaded fused learner's `PhotoDls` has none
         fs = getattr(getattr(valid, "after_item", None), "fs", ())  # a Pipeline's transforms
         return any(type(t).__name__ == "Resize" for t in fs)
 
-    def probs(self, engine, paths: list, batch_size: int, tta: int, log, store):
-        return engine.images(paths, batch_size, tta, log), None
+    def probs(self, engine, paths: list, batch_size: int, tta: int, log, folder: Path | None):
+        return engine.run({"files": paths}, batch_size, log, tta), None
 
     def read(self, engine, photo, detector):
-        return engine.images([photo], 1, 0, lambda message: None)[0], None
+        return engine.run({"files": [photo]}, 1, lambda message: None)[0], None
 
     def onnx_plan(self, learn, t):
-        from .. import onnx_export
+        from ..shared.graph import image_plan
 
-        return onnx_export.image_plan(learn, t.image_size, t.grayscale)
+        return image_plan(learn, t.image_size, t.grayscale)
 
 
 class Baseline(Images):
@@ -106,6 +86,6 @@ class Baseline(Images):
     def learner(self, dls, t, n_in: int, common: dict, ws):
         from fastai.learner import Learner
 
-        from ..baselines import create_baseline
+        from .model import create_baseline
 
         return Learner(dls, create_baseline(t.arch, len(dls.vocab), n_in=n_in, size=t.image_size), **common)

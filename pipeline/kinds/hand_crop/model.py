@@ -1,21 +1,22 @@
 """What the hand-crop kinds (kinds/crops.py) share to read photos: `CropReader`, the `get_x` of a fine-tuned crop
 backbone's DataLoaders, hands over the stored crop of a photo of the split and crops any other photo itself
 (MediaPipe in this process), so the export answers `load_learner(pkl).predict("photo.jpg")` with no step of this
-project's run in between; `detect` (one photo or frame), `crop_size` and `engine_probs` (crops to an engine).
+project's run in between; `crop_files` (PNG crops as the files an engine reads).
 
 Its own module because `load_learner` unpickles `CropReader` by its class name (the card says the export needs
 this package).
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from fastai.data.transforms import Transform
 
-from ..data import hand_crops, hands
+from ...data import hands
+from . import data as hand_crops
 
 _DETECTOR = None
 _PREPARED: dict[str, bytes] = {}  # crop files `probs` wrote → their PNG bytes: every CropReader reads them as they are
@@ -70,33 +71,21 @@ def crop_reader(learn) -> CropReader | None:
     return next((f for f in fs if isinstance(f, CropReader)), None)
 
 
-def _crop_files(pngs: list[bytes], folder: Path) -> list[str]:
-    """Write each PNG crop to `folder` as a file of its own (what an engine's `images` reads), registered so that a
-    `CropReader` takes it as the crop it is."""
-    files = []
-    for i, png in enumerate(pngs):
-        f = Path(folder) / f"crop{i:06d}.png"
-        f.write_bytes(png)
-        _PREPARED[str(f)] = png
-        files.append(str(f))
-    return files
-
-
-def engine_probs(engine, pngs: list[bytes], dets: list, batch_size: int, log) -> np.ndarray:
-    """An engine's probabilities for crops (written to a scratch folder for its `images`), with the keypoint rows
-    of the detections `dets` for an ONNX graph that reads them too (the fused model's)."""
+@contextlib.contextmanager
+def crop_files(pngs: list[bytes]):
+    """For the block, each PNG crop written to a scratch folder as a file of its own (what an engine reads as image
+    `files`), registered so that a `CropReader` takes it as the crop it is."""
     import tempfile
 
-    more = {"features": hands.features_of(dets)} if engine.features_input else {}
     with tempfile.TemporaryDirectory(prefix="crops-") as tmp:
-        files = _crop_files(pngs, Path(tmp))
+        files = []
+        for i, png in enumerate(pngs):
+            f = Path(tmp) / f"crop{i:06d}.png"
+            f.write_bytes(png)
+            _PREPARED[str(f)] = png
+            files.append(str(f))
         try:
-            return np.asarray(engine.images(files, batch_size, 0, log, **more))
+            yield files
         finally:
             for f in files:
                 _PREPARED.pop(f, None)
-
-
-def crop_size(engine) -> int:
-    """The side of the crop the engine's model reads (the fastai engine's `CropReader`, the onnx engine's card)."""
-    return crop_reader(engine.learn).size if engine.learn is not None else engine.image_size

@@ -39,7 +39,7 @@ def _activation(code: int):
     """TFLite's fused activation (ActivationFunctionType) as a function."""
     acts = {0: lambda x: x, 1: F.relu, 2: lambda x: x.clamp(-1.0, 1.0), 3: F.relu6, 4: torch.tanh}
     if code not in acts:
-        raise PipelineError(f"the tflite graph uses fused activation {code}, which hand_net_torch does not support")
+        raise PipelineError(f"the tflite graph uses fused activation {code}, which this rebuild does not support")
     return acts[code]
 
 
@@ -279,4 +279,4 @@ def _op(S, kind: str, op, ins: list, constant, in_channels: int, path: Path):
         o.Init(opts.Bytes, opts.Pos)
         return _MaxPool((o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW()), o.Padding() == S.Padding.SAME,
                         o.FusedActivationFunction()), [ins[0]]
-    raise PipelineError(f"{path}: the tflite op {kind} is not supported by hand_net_torch")
+    raise PipelineError(f"{path}: the tflite op {kind} is not supported by this rebuild")

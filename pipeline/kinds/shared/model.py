@@ -1,30 +1,19 @@
-"""The hand-landmark learner (`train.arch = "landmark_mlp"`): its DataLoaders over landmarks.csv, its training
-jitter (random 3D turns, stretches and mirrors of the keypoints), and its model with shape features
-(`train.landmark_features = "coords+shape"`): fastai's TabularModel over the keypoint FEATURES of `data/hands/` plus
-features of the hand's shape that no turn of the camera changes, computed from the keypoints inside the model.
-Computing them in the forward pass (not in landmarks.csv) means the training jitter turns the keypoints first, and
-the export takes the same keypoint rows as the plain model.
-
-Its own module, importing torch at the top, because `load_learner` unpickles the learner and the model by their
-class names (so the export needs this package installed, and the model card says so); `data/hands/` (keypoint
-extraction, which needs no torch) does not import it.
-"""
+"""What several kinds share on the model side: the keypoint MLP's pieces (`LAYERS`, the `shape_features` of a hand and
+`LandmarkNet`, the tabular DataLoaders over keypoint rows `dataloaders`, the training `jitter_callback`) and
+`SettleBatchNorm`, which settles a keypoint model's batch-norm statistics after each fit. The landmark, hand-network
+and fused kinds build on them. Torch at the top: exports pickle `LandmarkNet` by its class name."""
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
-from fastai.tabular.learner import TabularLearner
 from fastai.tabular.model import TabularModel
 from torch import nn
 
-from ..core import artifacts
-from ..core.errors import PipelineError
-from ..data.hands import FEATURES, N_POINTS
-from .card import BATCH
+from ...core import artifacts
+from ...core.errors import PipelineError
+from ...data.hands import FEATURES, N_POINTS
+
 
 N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
 LAYERS = [512, 256]  # the hidden layers of every keypoint MLP (this one, the hand-network kinds', bench/keypoint_levers.py)
@@ -52,65 +41,6 @@ class LandmarkNet(nn.Module):
 
     def forward(self, x_cat, x_cont):
         return self.tabular(x_cat, torch.cat([x_cont, shape_features(x_cont)], dim=1))
-
-
-class HandLearner(TabularLearner):
-    """fastai's TabularLearner over the keypoint FEATURES, whose `predict` also takes a photo, as a vision learner's
-    does: `load_learner(pkl).predict("photo.jpg")` finds the hand (MediaPipe, in this process) and returns (label,
-    index, probabilities). A row of features (a pandas Series) is predicted as TabularLearner does. For a photo with
-    no hand the model answers as it learned for the all-0 row, and a warning says that no hand was found."""
-
-    def predict(self, row, *args, **kwargs):
-        import pandas as pd
-
-        if isinstance(row, pd.Series):
-            return super().predict(row, *args, **kwargs)
-        probs, found = photo_probs(self, [row], log=lambda message: None)
-        if not found[0]:
-            warnings.warn(f"no hand found in {row}: the label is the model's answer for an image without a hand",
-                          stacklevel=2)
-        idx = int(probs[0].argmax())
-        return self.dls.vocab[idx], torch.tensor(idx), probs[0]
-
-
-def feature_probs(learn, x, batch_size: int = BATCH) -> torch.Tensor:
-    """Probabilities (n, len(vocab)) of a hand-landmark learner for float32 rows `x` of its columns (FEATURES:
-    (n, 64))."""
-    import pandas as pd
-
-    from .training import quiet
-
-    columns = list(learn.dls.cont_names)  # FEATURES, or more beside them (hand_net_model.py)
-    dl = learn.dls.test_dl(pd.DataFrame(np.asarray(x, np.float32), columns=columns), bs=batch_size)
-    with quiet(learn):
-        probs, _ = learn.get_preds(dl=dl)
-    return probs
-
-
-def photo_probs(learn, paths: list, batch_size: int = BATCH, log=print, store=None) -> tuple[torch.Tensor, list[bool]]:
-    """(probabilities, hand found per photo) of a hand-landmark learner for image files: MediaPipe finds each
-    photo's keypoints (`hands.extract`, reusing `store`'s), the model classifies them (a photo without a hand
-    gets the all-0 row the model learned)."""
-    from ..data import hands
-
-    x, found = hands.photo_features(paths, log, store)
-    return feature_probs(learn, x, batch_size), found
-
-
-def network(n_out: int, t) -> nn.Module:
-    """fastai's tabular MLP (LAYERS, `t.head_dropout` between them) on FEATURES (`t.landmark_features` "coords"), or
-    on FEATURES plus the shape features computed from them ("coords+shape": `LandmarkNet`)."""
-    if t.landmark_features == "coords+shape":
-        return LandmarkNet(n_out, LAYERS, t.head_dropout)
-    # what fastai's tabular_learner builds for continuous columns only
-    return TabularModel([], len(FEATURES), n_out, LAYERS, ps=t.head_dropout, embed_p=0.0, y_range=None)
-
-
-def make_learner(dls, t, **common) -> HandLearner:
-    """A `HandLearner` over `network`; its batch-norm statistics are settled over the training set after each fit
-    (`SettleBatchNorm`)."""
-    common = {**common, "cbs": [*common.get("cbs", []), SettleBatchNorm()]}
-    return HandLearner(dls, network(len(dls.vocab), t), **common)
 
 
 def dataloaders(split, feats, vocab: list[str], batch_size: int, columns: list[str] = FEATURES):

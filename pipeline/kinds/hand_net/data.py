@@ -5,8 +5,8 @@ square, `SCALE` x the keypoints' box, `SIZE` px, RGB in [0, 1]; a left hand mirr
 
 Each embedding is kept in a content store (`hand_net.sqlite`, in `run.data_dir`) under the photo's bytes, the
 network file's sha256 and the crop settings, so a crossval computes each once. A photo with no hand has none (its
-model sees zeros and the no-hand flag, as the keypoint model does). No torch here; hand_net_model.py is the learner,
-and its ONNX graph runs the network rebuilt in torch (models/hand_net_torch.py) on the uint8 crop (`pixels`).
+model sees zeros and the no-hand flag, as the keypoint model does). No torch here; `model.py` is the learner,
+and its ONNX graph runs the network rebuilt in torch (`network.py`) on the uint8 crop (`pixels`).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import hashlib
 import threading
 from pathlib import Path
 
-from ..core.errors import PipelineError
-from . import content_store, hand_crops, hands
+from ...core.errors import PipelineError
+from ...data import content_store, hands
+from ..shared.data import keypoint_pixels, plot_crops, png
 
 STORE = "hand_net.sqlite"
 NETWORK = "hand_landmark_full.tflite"
@@ -70,7 +71,7 @@ def roi(det: list, width: int, height: int) -> tuple[float, float, float, float,
     mirrored for a left hand (MediaPipe says "Right": it names hands as in a mirrored selfie)."""
     import numpy as np
 
-    xs, ys = hand_crops.keypoint_pixels(det, width, height)
+    xs, ys = keypoint_pixels(det, width, height)
     pts = np.stack([xs, ys], axis=1)
     up = pts[9] - pts[0]
     norm = float(np.hypot(*up))
@@ -116,6 +117,33 @@ def photo_pixels(path, det: list):
         return pixels(Image.fromarray(hands.load_rgb(path)), det)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+
+
+class Crops:
+    """The uint8 `photo_pixels` crops of photos whose hands `dets` found (zeros where none was), made when a slice of
+    them is asked for (an engine reads them a batch at a time), decoded in threads (PIL releases the GIL)."""
+
+    def __init__(self, paths: list, dets: list):
+        self.paths, self.dets = [str(p) for p in paths], dets
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, part: slice):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numpy as np
+
+        from ...core.machine import usable_cpus
+
+        idx = range(len(self.paths))[part]
+        out = np.zeros((len(idx), SIZE, SIZE, 3), np.uint8)
+        with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
+            for j, px in enumerate(pool.map(lambda i: photo_pixels(self.paths[i], self.dets[i]) if self.dets[i][0]
+                                            else None, idx)):
+                if px is not None:
+                    out[j] = px
+        return out
 
 
 def crop(path, det: list):
@@ -202,9 +230,9 @@ def client_settings() -> dict:
             "scale": SCALE, "how": "MediaPipe Hands' keypoints (pipeline.data.hands.Detector); the photo rotated so "
                                    "wrist -> keypoint 9 points up, the square of scale x the keypoints' box there, "
                                    "size x size bilinear, RGB / 255, mirrored when MediaPipe says Right: "
-                                   "pipeline.data.hand_net.crop; the network's tensor read with LiteRT (the fastai "
+                                   "pipeline.kinds.hand_net.data.crop; the network's tensor read with LiteRT (the fastai "
                                    "export). The ONNX graph runs the network itself: it takes that crop as uint8, "
-                                   "before / 255 (pipeline.data.hand_net.pixels)"}
+                                   "before / 255 (pipeline.kinds.hand_net.data.pixels)"}
 
 
 def inputs(dets: list, emb):
@@ -239,8 +267,8 @@ def prepare(df, root: Path, ws, log) -> list[Path]:
     import numpy as np
     from PIL import Image
 
-    from ..core import artifacts
-    from ..core.workspace import write_csv
+    from ...core import artifacts
+    from ...core.workspace import write_csv
 
     paths = [root / p for p in df["path"]]
     dets, _ = hands.detections(paths, hands.store(ws.data, log), log)
@@ -250,7 +278,7 @@ def prepare(df, root: Path, ws, log) -> list[Path]:
     log("hand found per class, lowest first: " + ", ".join(f"{k} {v:.0%}" for k, v in rate.head(6).items()))
     train = df[~df["is_valid"].to_numpy() & np.array([bool(d[0]) for d in dets])]
     train = train.sample(n=min(16, len(train)), random_state=0)
-    pngs = [hand_crops.png(Image.fromarray(photo_pixels(paths[i], dets[i]))) for i in train.index]
+    pngs = [png(Image.fromarray(photo_pixels(paths[i], dets[i]))) for i in train.index]
     return [write_csv(ws.artifact("datablock", artifacts.LANDMARKS), feats),
-            hand_crops.plot_crops(pngs, list(train["label"]), ws.artifact("datablock", artifacts.BATCH_PNG),
+            plot_crops(pngs, list(train["label"]), ws.artifact("datablock", artifacts.BATCH_PNG),
                                   f"training images: the hand network's upright crops, {SIZE}px")]

@@ -1,5 +1,5 @@
 """Frozen-backbone embeddings of hand crops, computed once per crop and backbone: what makes a crossval of a
-pretrained backbone on the hand affordable on a CPU (`train.arch = "hand_fused"`, pipeline/models/crop_model.py).
+pretrained backbone on the hand affordable on a CPU (`train.arch = "hand_fused"`, `model.py`).
 
 The store (`crop_embeddings.sqlite` in `run.data_dir`, a `content_store.ContentStore`) keys each pooled embedding
 by the photo's bytes, the crop settings (`hand_crops.crop_settings`), the backbone's name and the sha256 of its
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import PipelineError
-from ..data import content_store, hand_crops
-from .card import BATCH
+from ...core.errors import PipelineError
+from ...data import content_store
+from ...models.card import BATCH
+from ..hand_crop import data as hand_crops
 
 EMBEDDINGS = "crop_embeddings.sqlite"
 
@@ -25,7 +26,7 @@ def body(arch: str, pretrained: bool, cache_dir: Path) -> tuple[torch.nn.Module,
     """(a timm backbone without its classifier, giving the pooled embedding; its input normalisation {mean, std})."""
     import timm
 
-    from . import backbones
+    from ...models import backbones
 
     if arch in backbones.TORCHVISION:
         raise PipelineError(f"train.crop_backbone {arch!r}: the frozen crop embedding takes a timm model name "
@@ -93,8 +94,8 @@ def keypoint_features(ws, df) -> np.ndarray:
     """The 64 keypoint FEATURES of each row of the split `df` (landmarks.csv, written by the datablock stage)."""
     import pandas as pd
 
-    from ..core import artifacts
-    from ..data import hands
+    from ...core import artifacts
+    from ...data import hands
 
     feats = pd.read_csv(ws.artifact("datablock", artifacts.LANDMARKS), dtype={"path": str}, keep_default_na=False)
     joined = df[["path"]].merge(feats[["path"] + hands.FEATURES], on="path", how="left", validate="one_to_one")

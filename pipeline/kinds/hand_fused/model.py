@@ -1,4 +1,4 @@
-"""The hand-crop embedding head's machinery (the kind: `kinds.crops.CropEmbedding`, `train.arch = "hand_fused"`): the
+"""The fused hand-crop model (the kind: `HandFused`, `train.arch = "hand_fused"`): the
 crop's pooled embedding is computed once per crop and backbone (`embeddings.py`), and a fold trains only the head,
 in seconds: on the embedding alone, or concatenated with the 64 keypoint features and their shape features
 (`train.crop_fusion = "keypoints"`: early fusion). Its export is one `FusedNet` (backbone + head) in a
@@ -10,7 +10,6 @@ Its own module, importing torch at the top, because `load_learner` unpickles `Fu
 """
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
@@ -19,28 +18,27 @@ import torch
 from fastai.learner import Learner
 from torch import nn
 
-from ..data import hand_crops, hands
+from ...data import hands
+from ...models.card import BATCH
+from ..hand_crop import data as hand_crops
+from ..shared.model import N_SHAPE, shape_features
 from . import embeddings
-from .card import BATCH
-from .hand_model import shape_features
 
 
-def embedding_dataloaders(ws, cfg, bs: int):
-    """DataLoaders of (crop embedding, keypoint features, label) over the persisted split, `bs` a batch, embeddings
-    through the store; they carry what the learner needs: the frozen `body`, its `embedding_key` and the `photo`
-    settings (`kinds.crops.CropEmbedding`)."""
+def embedding_dataloaders(ws, bs: int, size: int, backbone: str, pretrained: bool, fusion: bool):
+    """DataLoaders of (embedding of the `size`-pixel crop by the frozen `backbone`, keypoint features when `fusion`,
+    label) over the persisted split, `bs` a batch, embeddings through the store; they carry what the learner needs:
+    the frozen `body`, its `embedding_key` and the `photo` settings (`HandFused`)."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.data.transforms import Pipeline
 
-    t = cfg.train
-    df, crops, vocab = hand_crops.split_crops(ws, bs, t.image_size)
-    model, norm = embeddings.body(t.crop_backbone, t.pretrained, ws.data)
-    key = embeddings.settings(t.crop_backbone, t.image_size, model, norm)
+    df, crops, vocab = hand_crops.split_crops(ws, bs, size)
+    model, norm = embeddings.body(backbone, pretrained, ws.data)
+    key = embeddings.settings(backbone, size, model, norm)
     emb = embeddings.embed(model, list(crops), list(crops.values()), key, ws.data)
     feats = torch.from_numpy(embeddings.keypoint_features(ws, df))
     y = torch.tensor([vocab.index(label) for label in df["label"]])
-    fusion = t.crop_fusion == "keypoints"
     items = [(e, f, c) if fusion else (e, c) for e, f, c in zip(emb, feats, y)]
     valid = df["is_valid"].to_numpy()
     # no batch transforms, but an empty Pipeline where fastai and training.normalisation look for them
@@ -50,7 +48,7 @@ def embedding_dataloaders(ws, cfg, bs: int):
                       path=ws.scratch)
     dls.vocab, dls.n_inp, dls.after_batch = vocab, 2 if fusion else 1, ()
     dls.body, dls.embedding_key = model, key
-    dls.photo = PhotoDls(vocab, t.image_size, norm["mean"], norm["std"], fusion)
+    dls.photo = PhotoDls(vocab, size, norm["mean"], norm["std"], fusion)
     # the validation crops and keypoints as the photos gave them: the ONNX export checks its parity on them
     dls.valid_crops = [png for png, v in zip(crops.values(), valid) if v]
     dls.valid_feats = feats[torch.from_numpy(valid.astype(bool))]
@@ -64,8 +62,6 @@ class FusedNet(nn.Module):
 
     def __init__(self, body: nn.Module, n_emb: int, fusion: bool, n_out: int, ps: float):
         super().__init__()
-        from .hand_model import N_SHAPE
-
         self.body, self.fusion = body, fusion
         n_in = n_emb + (len(hands.FEATURES) + N_SHAPE if fusion else 0)
         self.head = nn.Sequential(nn.BatchNorm1d(n_in), nn.Dropout(ps), nn.Linear(n_in, 512), nn.ReLU(inplace=True),
@@ -125,27 +121,37 @@ class FusedLearner(Learner):
         finally:
             self.dls = dls
 
-    def photo_probs(self, paths: list, batch_size: int = BATCH, log=print, folder: Path | None = None):
-        """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
-        when `folder` is given), else found in this process."""
-        pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)
-        # the embeddings through the store (computed once per crop and backbone), or the whole model on the pixels
-        x = (embeddings.embed(self.model.body, paths, pngs, self.embedding_key, folder, log, batch_size)
+    reads = ("crops", "photos", "folder", "features")  # what it answers itself (`FastaiEngine.run`)
+
+    @property
+    def image_size(self) -> int:
+        return self.photo.size
+
+    def answer(self, inputs: dict, batch_size: int = BATCH, log=print):
+        """Probabilities for PNG `crops` of `photos` and their keypoint `features`: the crops' embeddings through the
+        store in the data `folder` (computed once per crop and backbone) when given, else the whole model on them."""
+        pngs, folder = inputs["crops"], inputs["folder"]
+        x = (embeddings.embed(self.model.body, inputs["photos"], pngs, self.embedding_key, folder, log, batch_size)
              if folder is not None else embeddings.to_tensor(pngs, self.photo.mean, self.photo.std))
-        return self._probs(x, dets, batch_size), found
-
-    def crop_probs(self, dets: list, images: list):
-        """Probabilities for upright RGB PIL `images` whose hands `dets` found (`crop_model.read`: a frame)."""
-        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, dets)]
-        return self._probs(embeddings.to_tensor(pngs, self.photo.mean, self.photo.std), dets, hands.N_FEATURES)
-
-    def _probs(self, x, dets: list, batch_size: int):
-        feats = torch.from_numpy(hands.features_of(dets))
+        feats = torch.as_tensor(np.asarray(inputs["features"], np.float32))
         self.model.eval()
         with torch.no_grad():
             logits = torch.cat([self.model(x[i:i + batch_size], feats[i:i + batch_size])
                                 for i in range(0, len(x), batch_size)])
         return torch.softmax(logits, dim=1)
+
+    def photo_probs(self, paths: list, batch_size: int = BATCH, log=print, folder: Path | None = None):
+        """(probabilities, hand found) for photos: crops through the stores in `folder` (and their embeddings,
+        when `folder` is given), else found in this process."""
+        pngs, found, dets = hand_crops.photo_crops(paths, self.photo.size, folder, log)
+        inputs = {"crops": pngs, "photos": paths, "folder": folder, "features": hands.features_of(dets)}
+        return self.answer(inputs, batch_size, log), found
+
+    def crop_probs(self, dets: list, images: list):
+        """Probabilities for upright RGB PIL `images` whose hands `dets` found (a frame), `BATCH` crops a step."""
+        pngs = [hand_crops.png(hand_crops.crop_image(im, r, self.photo.size)) for im, r in zip(images, dets)]
+        return self.answer({"crops": pngs, "photos": [None] * len(pngs), "folder": None,
+                            "features": hands.features_of(dets)}, BATCH)
 
     def predict(self, item, *args, **kwargs):
         probs, found = self.photo_probs([item], log=lambda m: None)
@@ -156,57 +162,3 @@ class FusedLearner(Learner):
         return self.photo.vocab[idx], torch.tensor(idx), probs[0]
 
 
-class FusedGraph(nn.Module):
-    """uint8 (N, S, S, 3) RGB crops, and float32 (N, 64) keypoint features when the model fuses them, to
-    probabilities: `embeddings.to_tensor`'s float operations, the frozen backbone, the head and the softmax."""
-
-    def __init__(self, model: FusedNet, mean, std):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, crop, features=None):
-        x = crop.permute(0, 3, 1, 2).float() / 255.0
-        return torch.softmax(self.model((x - self.mean) / self.std, features), dim=1)
-
-
-def _parity_batches(learn, batch: int):
-    """(graph inputs, model inputs) over the validation crops and keypoints the DataLoaders kept."""
-    from PIL import Image
-
-    dls, photo = learn.dls, learn.photo
-    for i in range(0, len(dls.valid_crops), batch):
-        pngs = dls.valid_crops[i:i + batch]
-        pixels = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs])
-        x = embeddings.to_tensor(pngs, photo.mean, photo.std)
-        if photo.fusion:
-            f = dls.valid_feats[i:i + batch].float()
-            yield (pixels, f.numpy()), (x, f)
-        else:
-            yield (pixels,), (x,)
-
-
-def graph_plan(learn: FusedLearner):
-    """The fused model's graph (`onnx_export.export` checks its parity): `crop` in, and `features` when it fuses the
-    keypoints, both from one MediaPipe pass a client makes (the card's `hand_crop` and `onnx.features`)."""
-    import copy
-
-    from . import onnx_export
-
-    photo, size = learn.photo, learn.photo.size
-    model = copy.deepcopy(learn.model).float().cpu().eval()
-    names = ("crop", "features") if photo.fusion else ("crop",)
-    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),) + ((torch.zeros(2, hands.N_FEATURES),) if photo.fusion else ())
-    entry = {"name": "crop", "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
-             "client_does": f"find the hand with MediaPipe Hands and cut the padded square around it "
-                            f"(pipeline.data.hand_crops.crop, the card's hand_crop), {size}x{size} RGB; a photo with "
-                            f"no hand: the whole frame, as the fastai export answers it"
-                            + ("; from the same MediaPipe pass, the keypoint features (onnx.features; 64 zeros "
-                               "with no hand)" if photo.fusion else ""),
-             "graph_does": "to float, / 255, normalise (the backbone's mean/std), the frozen backbone, "
-                           + ("concatenated with the keypoint features and their shape features, " if photo.fusion
-                              else "") + "the head, softmax"}
-    more = {"features": onnx_export.features_entry()} if photo.fusion else {}
-    return onnx_export.Plan(model, FusedGraph(model, photo.mean, photo.std), names, example,
-                            _parity_batches(learn, onnx_export.PARITY_BATCH), entry, more)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.errors import PipelineError
+from ...core.errors import PipelineError
 
 _INFO = {
     "logreg": {
