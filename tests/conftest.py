@@ -258,6 +258,13 @@ class Trained:
                 (project / ".trained").write_text("")
         return project
 
+    def copy(self, name: str, dest: Path) -> Path:
+        """A copy of recipe `name`'s project at `dest`, for a test that changes it (reruns a stage, rewrites an
+        export): the shared one stays as trained."""
+        shutil.copytree(self(name), dest, symlinks=True)
+        (dest / ".trained").unlink()
+        return dest
+
     def count(self, name: str) -> int:
         """How many times recipe `name` was trained in this session (by every worker)."""
         log = self.root / TRAININGS_LOG
@@ -270,14 +277,6 @@ def trained(tmp_path_factory) -> Trained:
     root = shared_tmp(tmp_path_factory) / "trained"
     root.mkdir(exist_ok=True)
     return Trained(root)
-
-
-    def copy(self, name: str, dest: Path) -> Path:
-        """A copy of recipe `name`'s project at `dest`, for a test that changes it (reruns a stage, rewrites an
-        export): the shared one stays as trained."""
-        shutil.copytree(self(name), dest, symlinks=True)
-        (dest / ".trained").unlink()
-        return dest
 
 
 def tiny_project(root: Path) -> Path:

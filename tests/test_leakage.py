@@ -159,7 +159,7 @@ def test_real_photos_one_signer_split_at_random_leaks_and_massey_split_by_signer
 def test_evaluate_flags_a_test_set_of_copied_training_photos(trained, tmp_path):
     from pipeline import config, runner
 
-    project = shutil.copytree(trained("tiny_run"), tmp_path / "p", symlinks=True)  # the shared one stays as trained
+    project = trained.copy("tiny_run", tmp_path / "p")
     splits = pd.read_csv(project / "runs" / "tiny" / "datablock" / "splits.csv")
     root = json.loads((project / "runs" / "tiny" / "datablock" / "vocab.json").read_text())["root"]
     copies = tmp_path / "copies"
