@@ -1,7 +1,7 @@
 """`python -m pipeline report`: one self-contained HTML page per run (images inlined, no network, no scripts):
-dataset summary, sample batch, class counts, near-copies across the split, lr_find, training curves and metrics, and per test set the
-accuracy, calibration, per-category tallies, confusion matrix, the worst mistakes with their images, and the
-interpretation (per-class precision/recall/F1, most confused pairs, top-losses gallery; the validation split's too);
+dataset summary, sample batch, class counts, near-copies across the split, lr_find, training curves and metrics,
+and per test set the accuracy, calibration, per-category tallies, confusion matrix, the worst mistakes with their
+images, and the interpretation (per-class precision/recall/F1, most confused pairs, top-losses gallery; the validation split's too);
 the leave-one-group-out tables and plot where `crossval` has run.
 Built only from the artifacts on disk; a stage that has not run is shown as such.
 

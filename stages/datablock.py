@@ -196,8 +196,8 @@ def run(cfg, ws, log):
                 write_json(ws.artifact("datablock", artifacts.VOCAB), {
                     "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
                     "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
-                    "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"])), "leakage": leaks,
-                    **noted}),
+                    "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"])),
+                    "leakage": leaks, **noted}),
                 _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     if b.holdout:
         outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))

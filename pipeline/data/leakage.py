@@ -7,10 +7,12 @@ much of either there is, so the run log, metrics.json, the model card and the re
 
 The measure is a 64-bit DCT perceptual hash (pHash: the photo in grey at 32×32, its 2-D DCT, the 8×8 lowest
 frequencies against their median) and the Hamming distance between two hashes (0–64 bits). It needs only PIL and
-numpy, costs one or two milliseconds a photo (a JPEG is decoded at 1/4 or 1/8 scale), and each photo's hash is kept in a
-content store (`phash.sqlite` in the download cache), so a rerun or a crossval fold hashes nothing again.
-`NEAR` was chosen on real data (`python -m bench.leakage`): within one signer (grassknoted's frames) most
-validation photos have a training photo within it, across Massey's signers almost none do.
+numpy, costs one or two milliseconds a photo (a JPEG is decoded at 1/4 or 1/8 scale, in threads), and each photo's
+hash is kept in a content store (`phash.sqlite` in the download cache), so a rerun or a crossval fold reads it back
+(about 0.15 ms a photo). `NEAR` was chosen on real data (`python -m bench.leakage`, figures in docs/runs.md): within
+one signer (grassknoted's frames split at random) a quarter of the validation photos lie within it of a training
+photo, across Massey's signers under 1 %; a looser threshold soon counts other signers' hands on the same black
+background as copies.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def hashes(paths: list, folder: Path | None, log: Callable = print) -> "np.ndarr
         store = content_store.ContentStore(Path(folder) / STORE, SETTINGS, encode=lambda h: bytes(h),
                                            decode=lambda b: np.frombuffer(b, np.uint8), log=log,
                                            check=lambda h: h.shape == (8,))
+
     def compute(todo):  # in threads: PIL decodes and resizes without the GIL
         with ThreadPoolExecutor(machine.usable_cpus()) as pool:
             yield from pool.map(phash, [paths[i] for i in todo])
@@ -69,22 +72,24 @@ def hashes(paths: list, folder: Path | None, log: Callable = print) -> "np.ndarr
     return np.stack(values) if values else np.zeros((0, 8), np.uint8)
 
 
-_BITS = None
+@functools.cache
+def _bits16():
+    """The number of set bits of each 16-bit value (numpy before 2.0 has no `bitwise_count`)."""
+    import numpy as np
+
+    return np.unpackbits(np.arange(2**16, dtype=">u2").view(np.uint8).reshape(-1, 2), axis=1).sum(1).astype(np.uint8)
 
 
 def distances(a, b) -> "np.ndarray":
     """The Hamming distance between every hash of `a` (N×8 uint8) and every hash of `b` (M×8): N×M, 0–64."""
     import numpy as np
 
-    global _BITS
     a64 = np.ascontiguousarray(a, dtype=np.uint8).view(">u8")[:, 0].astype(np.uint64)
     b64 = np.ascontiguousarray(b, dtype=np.uint8).view(">u8")[:, 0].astype(np.uint64)
     x = a64[:, None] ^ b64[None, :]
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.uint8)
-    if _BITS is None:  # numpy before 2.0: the bits of each 16-bit quarter from a table
-        _BITS = np.unpackbits(np.arange(2**16, dtype=">u2").view(np.uint8).reshape(-1, 2), axis=1).sum(1).astype(np.uint8)
-    return _BITS[x.view(np.uint16).reshape(*x.shape, 4)].sum(axis=-1, dtype=np.uint8)
+    return _bits16()[x.view(np.uint16).reshape(*x.shape, 4)].sum(axis=-1, dtype=np.uint8)
 
 
 def nearest(query, ref, chunk: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
