@@ -13,6 +13,7 @@ bench/out/leakage_hist.png.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -38,7 +39,9 @@ def main() -> None:
     t0 = time.perf_counter()
     hg = leakage.hashes(grass, store, log=lambda *_: None)
     cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
     hm = leakage.hashes(massey, store, log=lambda *_: None)
+    cold_massey = time.perf_counter() - t0
     t0 = time.perf_counter()
     leakage.hashes(grass, store, log=lambda *_: None)
     warm = time.perf_counter() - t0
@@ -63,6 +66,25 @@ def main() -> None:
     gv = np.isin(signer, list(groups))
     massey_group = leakage.nearest(hm[gv], hm[~gv])[1]
 
+    # the cost on asl_multi's 9,343 photos (grassknoted, Massey's letters, Roboflow): datablock hashes each photo
+    # once (cold) or reads it back (every later run, every crossval fold), evaluate reads the training photos' back
+    rob = sorted(p for p in (SHARED_DATA / "asl_letters_roboflow").glob("*/*.jpg"))
+    every = grass + massey + rob
+    t0 = time.perf_counter()
+    leakage.hashes(rob, store, log=lambda *_: None)
+    cold_all = cold + cold_massey + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    h_all = leakage.hashes(every, store, log=lambda *_: None)
+    warm_all = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    leakage.nearest(h_all[: len(every) // 20], h_all[len(every) // 20:])  # monitor's 5 % against the rest
+    search = time.perf_counter() - t0
+    run_s, fold_s = 227.0, 300.0 / 7  # docs/signers.md: a whole asl_multi run from empty stores on 2 cores; a warm fold
+    result("asl_multi, first run: hash every photo + search", cold_all + search, "s",
+           f"{len(every)} photos; {100 * (cold_all + search) / run_s:.1f} % of the {run_s:.0f} s run on 2 cores "
+           f"(this figure on {len(os.sched_getaffinity(0))} core(s))")
+    result("asl_multi, warm run or crossval fold: read back twice (datablock, evaluate) + search", 2 * warm_all + search,
+           "s", f"{100 * (2 * warm_all + search) / fold_s:.1f} % of a warm fold ({fold_s:.0f} s)")
     print(f"\nnearest distance (bits of 64) | grassknoted random | Massey by signer (each vs the rest) | Massey random")
     for lo in range(0, 40, 2):
         cnt = [int(((d >= lo) & (d < lo + 2)).sum()) for d in (within, across, massey_random)]

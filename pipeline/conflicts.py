@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-MOST = 0.5       # the share of a class's photos read as one other class at or above which the cell is flagged
+MOST = 0.5       # the share of a class's photos read as one other class above which the cell is flagged: most of them
 MIN_PHOTOS = 5   # a class with fewer photos in a group is never flagged: too few to say
 EXAMPLES = 4     # photos kept per flagged cell, for the report's thumbnails
 COLUMNS = ["held_out", "class", "photos", "read_as", "count", "share", "flag", "verdict", "examples"]
@@ -24,9 +24,9 @@ CONFLICT, SPREAD = "spelled its own way", "spread confusion"
 def table(predictions):
     """`predictions` (held_out, true, predicted, and `path` where the report should show photos: one row per
     out-of-fold photo) → one row per held-out group, class and class read as: `photos` of that class in that group,
-    `count` read as `read_as` and its `share`; `flag` on the row of another class that takes at least `MOST` of
+    `count` read as `read_as` and its `share`; `flag` on the row of another class that takes more than `MOST` of
     them (with `MIN_PHOTOS` or more); `verdict` on every row of the cell: `CONFLICT` where one is flagged, `SPREAD`
-    where most are wrong but no one class takes `MOST`, else empty; `examples`: a JSON list of up to `EXAMPLES`
+    where most are wrong but no one class takes more than `MOST`, else empty; `examples`: a JSON list of up to `EXAMPLES`
     paths of a flagged row's photos."""
     import pandas as pd
 
@@ -36,8 +36,8 @@ def table(predictions):
         n = len(g)
         counts = g["predicted"].value_counts()
         wrong = counts.drop(cls, errors="ignore")
-        top = wrong.index[0] if len(wrong) and wrong.iloc[0] / n >= MOST and n >= MIN_PHOTOS else None
-        verdict = CONFLICT if top is not None else (SPREAD if wrong.sum() / n >= MOST and n >= MIN_PHOTOS else "")
+        top = wrong.index[0] if len(wrong) and wrong.iloc[0] / n > MOST and n >= MIN_PHOTOS else None
+        verdict = CONFLICT if top is not None else (SPREAD if wrong.sum() / n > MOST and n >= MIN_PHOTOS else "")
         for read_as, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             ex = (list(g.loc[g["predicted"] == read_as, "path"].astype(str)[:EXAMPLES])
                   if read_as == top and has_path else [])
@@ -65,9 +65,9 @@ def said(t) -> str:
     spread = t.drop_duplicates(["held_out", "class"])
     n_spread = int((spread["verdict"] == SPREAD).sum())
     if not len(f):
-        return (f"label conflicts: none (no class of a held-out group is read as one other class in ≥ {MOST:.0%} of "
-                f"its photos); {n_spread} class(es) mostly wrong in many directions (spread confusion)")
+        return (f"label conflicts: none (no class of a held-out group is read as one other class in over {MOST:.0%} "
+                f"of its photos); {n_spread} class(es) mostly wrong in many directions (spread confusion)")
     shown = "; ".join(sentence(r) for _, r in f.head(3).iterrows())
-    return (f"label conflicts: {len(f)} class(es) of a held-out group read as one other class in ≥ {MOST:.0%} of "
-            f"their photos: {shown}" + (f"; and {len(f) - 3} more" if len(f) > 3 else "")
+    return (f"label conflicts: {len(f)} class(es) of a held-out group read as one other class in over {MOST:.0%} "
+            f"of their photos: {shown}" + (f"; and {len(f) - 3} more" if len(f) > 3 else "")
             + f" ({n_spread} more mostly wrong in many directions: spread confusion, not flagged)")

@@ -107,7 +107,8 @@ def test_conflicts_flag_one_other_class_taking_most_photos_not_spread_confusion(
             + _oof("grassknoted", "N", dict(zip("NMSAEO", (4, 2, 1, 1, 1, 1))))  # hard: wrong, but spread
             + _oof("grassknoted", "A", {"A": 10})
             + _oof("massey", "T", {"T": 9, "X": 1})
-            + _oof("massey", "Z", {"J": 3}))                             # 3 photos: too few to say
+            + _oof("massey", "Z", {"J": 3})                              # 3 photos: too few to say
+            + _oof("massey", "Q", {"Q": 5, "G": 5}))                     # half: not most
     t = conflicts.table(pd.DataFrame(rows))
     assert t.columns.tolist() == conflicts.COLUMNS
     f = conflicts.flagged(t)
@@ -119,6 +120,7 @@ def test_conflicts_flag_one_other_class_taking_most_photos_not_spread_confusion(
     assert verdicts[("grassknoted", "T")] == conflicts.CONFLICT
     assert verdicts[("grassknoted", "N")] == conflicts.SPREAD
     assert verdicts[("grassknoted", "A")] == verdicts[("massey", "T")] == verdicts[("massey", "Z")] == ""
+    assert verdicts[("massey", "Q")] == ""
     cell = t[(t["held_out"] == "grassknoted") & (t["class"] == "N")]
     assert cell["share"].sum() == pytest.approx(1.0) and len(cell) == 6
     assert conflicts.sentence(row) == ("grassknoted's T is read as X in 80% (8 of 10 photos): this group spells T "
