@@ -8,7 +8,7 @@ merely hard is wrong in many directions (spread confusion), and is not flagged.
 
     table(predictions)      per held-out group, class and class read as: photos, share, flag, verdict
     flagged(table)          the flagged cells, one row each (what the report and crossval.md list)
-    sentence(row)           "grassknoted's T is read as X in 93 % (28 photos): this group spells T its own way"
+    sentence(row)           "grassknoted's T is read as A in 60% (24 of 40 photos): this group spells T its own way"
 """
 from __future__ import annotations
 
