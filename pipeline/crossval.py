@@ -20,8 +20,9 @@ import copy
 import hashlib
 import re
 import time
+from pathlib import Path
 
-from . import config, runner
+from . import config, conflicts, runner
 from .core import artifacts, runlock, tracking
 from .core.errors import PipelineError
 from .core.workspace import Workspace, pyplot, read_json, save_figure, write_csv, write_text
@@ -75,7 +76,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
     runner.run(base, ["download"], wait=wait)
     folds = units(base, by)
     log(f"[crossval] {len(folds)} folds of {base.run.name}, one per held-out {by}: {', '.join(folds)}")
-    rows, letters, failed, tracked = [], [], [], tracking.stamped("crossval")
+    rows, letters, failed, tracked, preds = [], [], [], tracking.stamped("crossval"), []
     for i, unit in enumerate(folds, 1):
         log(f"[crossval] fold {i}/{len(folds)}: hold out {unit} (run {fold_name(base.run.name, unit)})")
         t0 = time.perf_counter()
@@ -93,6 +94,7 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
         tally = pd.read_csv(out / artifacts.TALLIES, keep_default_na=False)
         tally["held_out"] = unit
         letters.append(tally)
+        preds.append(_out_of_fold(out, unit, m["root"]))
         worst = tally.sort_values(["accuracy", "category"]).head(WORST)
         rows.append({"held_out": unit, "images": m["scored"], "accuracy": m["accuracy"],
                      "no_hand": m.get("no_hand", ""), "seconds": round(time.perf_counter() - t0, 1),
@@ -103,18 +105,32 @@ def run(config_path, overrides: list[str], by: str = "group", log=print, wait: b
                          {"held_out": unit, "by": by}, rows[-1])
     with runlock.hold(Workspace.from_config(base).root, wait=wait):
         summary = write_table(Workspace.from_config(base).root / "crossval", base, by, pd.DataFrame(rows),
-                              pd.concat(letters) if letters else None, config_path, overrides)
+                              pd.concat(letters) if letters else None, config_path, overrides,
+                              pd.concat(preds) if preds else None)
     tracking.log_row(base.run.track, Workspace.from_config(base).root, f"{tracked}/mean",
                      {"held_out": "mean over folds", "by": by}, {"accuracy": summary["mean"], "std": summary["std"], "pooled": summary["pooled"]})
     log(f"[crossval] mean {summary['mean']:.4f} ± {summary['std']:.4f}, lowest group {summary['min_group']}, "
         f"lowest letter {summary['min_letter']}; table in {summary['path']}")
+    if "conflicts" in summary:
+        log(f"[crossval] {summary['conflicts']}")
     if failed:
         raise PipelineError(f"{len(failed)} fold(s) failed: {', '.join(failed)} (the others are in the table)")
     return summary
 
 
-def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) -> dict:
-    """crossval.md, crossval.csv, letters.csv and crossval.png in `folder`; returns the summary figures."""
+def _out_of_fold(folder, unit: str, root: str):
+    """The held-out set's predictions of one fold (held_out, true, predicted, the photo's path)."""
+    import pandas as pd
+
+    df = pd.read_csv(folder / artifacts.PREDICTIONS, dtype={"file": str, "true": str, "predicted": str},
+                     keep_default_na=False)
+    return pd.DataFrame({"held_out": unit, "true": df["true"], "predicted": df["predicted"],
+                         "path": [str(Path(root) / f) for f in df["file"]]})
+
+
+def write_table(folder, cfg, by: str, folds, letters, config_path, overrides, preds=None) -> dict:
+    """crossval.md, crossval.csv, letters.csv, crossval.png and, from the out-of-fold predictions `preds`,
+    conflicts.csv in `folder`; returns the summary figures (with `conflicts`, the log's line about them)."""
     import shlex
 
     ok = folds.dropna(subset=["accuracy"])
@@ -135,6 +151,17 @@ def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) ->
                   "| letter | mean | lowest fold | folds |", "|---|---:|---:|---:|"]
         lines += [f"| {r.letter} | {r.mean:.1%} | {r.min:.1%} | {r.folds} |"
                   for r in per_letter.sort_values(["mean", "letter"]).itertuples()]
+    said = None
+    if preds is not None:
+        found = conflicts.table(preds)
+        write_csv(folder / artifacts.CONFLICTS, found)
+        said = conflicts.said(found)
+        lines += ["", f"Label conflicts ({artifacts.CONFLICTS}): the classes a held-out {by} spells its own way, "
+                      f"most of its photos read as one other class by models that never saw it:", ""]
+        lines += [f"- {cell(conflicts.sentence(r))}" for _, r in conflicts.flagged(found).iterrows()] or ["- none"]
+        lines.append("")
+    else:  # no fold scored: a table of an earlier crossval would pass for this one's
+        (folder / artifacts.CONFLICTS).unlink(missing_ok=True)
     write_text(folder / artifacts.CROSSVAL_MD, "\n".join(lines) + "\n")
     write_csv(folder / artifacts.CROSSVAL_CSV, folds)
     if per_letter is not None:
@@ -143,7 +170,8 @@ def write_table(folder, cfg, by: str, folds, letters, config_path, overrides) ->
     low = per_letter.sort_values("mean").iloc[0] if per_letter is not None and len(per_letter) else None
     return {"mean": mean, "std": std, "pooled": pooled, "path": str(folder / artifacts.CROSSVAL_MD),
             "min_group": f"{ok.sort_values('accuracy').iloc[0]['held_out']} {ok['accuracy'].min():.1%}" if len(ok) else "",
-            "min_letter": f"{low['letter']} {low['mean']:.1%}" if low is not None else ""}
+            "min_letter": f"{low['letter']} {low['mean']:.1%}" if low is not None else "",
+            **({"conflicts": said} if said else {})}
 
 
 def _plot(folds, per_letter, path, name: str):

@@ -1,12 +1,17 @@
 """`python -m pipeline report`: one self-contained HTML page per run (images inlined, no network, no scripts):
-dataset summary, sample batch, class counts, lr_find, training curves and metrics, and per test set the
-accuracy, calibration, per-category tallies, confusion matrix, the worst mistakes with their images, and the
-interpretation (per-class precision/recall/F1, most confused pairs, top-losses gallery; the validation split's too);
+dataset summary, sample batch, class counts, near-copies across the split, lr_find, training curves and metrics,
+and per test set the accuracy, calibration, per-category tallies, confusion matrix, the worst mistakes with their
+images, and the interpretation (per-class precision/recall/F1, most confused pairs, top-losses gallery; the validation split's too);
 the leave-one-group-out tables and plot where `crossval` has run.
 Built only from the artifacts on disk; a stage that has not run is shown as such.
 
 The page is a jinja2 template with autoescape on: every value (a file name, a class, a config path) is escaped
-where it is written, so no name can inject markup. This module gathers the values; the template lays them out."""
+where it is written, so no name can inject markup. This module gathers the values; the template lays them out.
+It is over 300 lines because that template (a hundred lines of layout) sits beside the functions that fill it.
+
+It also shows what says how far the figures can be trusted: the validation photos and each test set's photos with
+a near-copy among the training photos (data/leakage.py, with the gallery of the closest pairs), and crossval's
+label conflicts (conflicts.py: the classes a held-out group spells its own way, with its photos)."""
 from __future__ import annotations
 
 import base64
@@ -84,7 +89,17 @@ TEMPLATE = """\
 {%- if crossval.summary %}<p>{{ crossval.summary }}</p>{% endif %}
 {%- if crossval.folds %}<h3>Per held-out group</h3>{{ table(crossval.folds) }}{% endif %}
 {%- if crossval.letters %}<h3>Per letter, over the folds (lowest first)</h3>{{ table(crossval.letters) }}{% endif %}
-{{ img(crossval.plot) }}{% endif %}
+{{ img(crossval.plot) }}
+{%- if crossval.conflicts %}<h3 id="conflicts">Label conflicts: classes a held-out group spells its own way</h3>
+{%- if crossval.conflicts.cells %}<table id="conflicts-table"><tr><th>held out</th><th>class</th><th>read as</th>
+<th>share</th><th>photos</th><th>examples</th></tr>
+{%- for c in crossval.conflicts.cells %}<tr><td>{{ c.held_out }}</td><td>{{ c.cls }}</td><td class="bad">{{ c.read_as }}</td>
+<td>{{ c.share }}</td><td>{{ c.count }} of {{ c.photos }}</td><td>{% for t in c.thumbs %}<img alt="{{ c.cls }}" src="{{ t }}" width="64">{% endfor %}</td></tr>
+{%- endfor %}</table><p class="muted">Most photos of the class, from a group no fold's model saw, are read as one
+other class: that group forms or photographs the sign as no other group does (a label conflict, not a hard letter).</p>
+{%- else %}<p class="good">none: no class of a held-out group is mostly read as one other class.</p>{% endif %}
+{%- if crossval.conflicts.spread %}<p class="muted">Mostly wrong, in many directions (spread confusion, not
+flagged): {{ crossval.conflicts.spread }}</p>{% endif %}{% endif %}{% endif %}
 </body></html>
 """
 _PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(TEMPLATE)
@@ -132,9 +147,22 @@ def _dataset(ws: Workspace) -> dict | None:
     if vocab:
         pairs += [("train / valid", f"{vocab['n_train']} / {vocab['n_valid']} (valid_pct {vocab['valid_pct']}, "
                                     f"seed {vocab['seed']})"), ("corrupt excluded", vocab.get("n_corrupt", 0))]
+        if "leakage" in vocab:
+            pairs.append(("valid photos with a near-copy in train", _leaks(vocab["leakage"])))
     return {"pairs": pairs, "images": [
         ("Sample batch", _img(ws.artifact("datablock", artifacts.BATCH_PNG))),
-        ("Images per class", _img(ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG)))]}
+        ("Images per class", _img(ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))),
+        ("Near-copies across the split (each validation photo and its nearest training photo, closest first)",
+         _img(ws.artifact("datablock", artifacts.LEAKAGE_PNG)))]}
+
+
+def _leaks(s: dict) -> str:
+    """A leakage summary (data/leakage.py) as the report says it: the share, and what a high one means."""
+    from .data import leakage
+
+    said = (f"{_pct(s['share'])} ({s['near_copies']} of {s['photos']}; Hamming distance ≤ {s['threshold']} of 64 "
+            f"bits, median {s['median_distance']})")
+    return said + (": its accuracy measures memory, not reading unseen photos" if s["share"] > leakage.HIGH else "")
 
 
 def _lr_find(ws: Workspace) -> dict | None:
@@ -154,6 +182,8 @@ def _train(ws: Workspace) -> dict | None:
         return None
     pairs = [("valid accuracy", _pct(m["valid_accuracy"])), ("valid loss", f"{m['valid_loss']:.4f}"),
              ("epochs", m["epochs"]), ("lr", f"{m['lr']:.2e}" + (f" ({m['lr_source']})" if "lr_source" in m else "")), ("train time", f"{m['train_seconds']:.0f} s")]
+    if m.get("valid_near_copies"):
+        pairs.insert(1, ("valid photos with a near-copy in train", _leaks(m["valid_near_copies"])))
     if card:
         seen = kinds.reading(card.get("input", "images")).seen(card.get("image_size"), bool(card.get("grayscale")))
         pairs = [("model", f"{card['arch']} (pretrained={card['pretrained']}), {seen}")] + pairs
@@ -211,7 +241,8 @@ def _crossval(ws: Workspace) -> dict | None:
     folds, letters = _csv(folder / artifacts.CROSSVAL_CSV), _csv(folder / artifacts.CROSSVAL_LETTERS)
     if folds is None:
         return None
-    out = {"summary": "", "folds": None, "letters": None, "plot": _img(folder / artifacts.CROSSVAL_PNG, "crossval")}
+    out = {"summary": "", "folds": None, "letters": None, "plot": _img(folder / artifacts.CROSSVAL_PNG, "crossval"),
+           "conflicts": _conflicts(folder)}
     cols = [c for c in ("held_out", "images", "accuracy", "no_hand", "seconds", "worst") if c in folds]
     out["folds"] = {"id": "crossval-folds", "columns": [c.replace("_", " ") for c in cols],
                     "rows": _rows(folds, cols, {"accuracy": _pct, "images": "{:.0f}".format,
@@ -225,6 +256,24 @@ def _crossval(ws: Workspace) -> dict | None:
         out["letters"] = {"id": "crossval-letters", "columns": ["letter", "mean", "lowest fold", "folds"],
                           "rows": _rows(letters, ["letter", "mean", "min", "folds"], {"mean": _pct, "min": _pct})}
     return out
+
+
+def _conflicts(folder: Path) -> dict | None:
+    """The flagged cells of crossval's conflicts.csv (pipeline/conflicts.py), each with thumbnails of its photos;
+    None where it has not been written."""
+    from . import conflicts
+
+    if (df := _csv(folder / artifacts.CONFLICTS)) is None:
+        return None
+    flagged = conflicts.flagged(df)
+    spread = df.drop_duplicates(["held_out", "class"])
+    return {"cells": [{"held_out": r["held_out"], "cls": r["class"], "read_as": r["read_as"],
+                       "share": _pct(r["share"]), "count": r["count"], "photos": r["photos"],
+                       "thumbs": [t for p in (json.loads(r["examples"]) if r["examples"] else [])
+                                  if (t := _thumb(Path(p), 96))]}
+                      for _, r in flagged.iterrows()],
+            "spread": ", ".join(f"{r['held_out']} {r['class']}" for _, r in
+                                spread[spread["verdict"] == conflicts.SPREAD].iterrows())}
 
 
 TALLY_COLUMNS = ["category", "total", "correct", "accuracy", "most_confused_with"]
@@ -248,11 +297,15 @@ def _test_set(ws: Workspace, name: str, worst: int) -> dict:
         out["pairs"].insert(1, ("top-5 accuracy", f"{_pct(m['top5_accuracy'])} (mean loss {m['mean_loss']:.3f})"))
     if m.get("missing_classes"):
         out["pairs"].append(("classes absent from this set", ", ".join(m["missing_classes"])))
+    if "leakage" in m:
+        out["pairs"].append(("near-copies of training photos", _leaks(m["leakage"])))
     if (folder / artifacts.TALLIES).exists():
         df = pd.read_csv(folder / artifacts.TALLIES, keep_default_na=False)
         df["accuracy"] = df["accuracy"].map(_pct)
         out["tallies"] = df[TALLY_COLUMNS].astype(str).values.tolist()
     out["plots"] = [_img(folder / artifacts.CONFUSION_PNG), _img(folder / artifacts.RELIABILITY_PNG)]
+    if (folder / artifacts.LEAKAGE_PNG).exists():
+        out["plots"].append(_img(folder / artifacts.LEAKAGE_PNG, f"{name}: nearest training photos"))
     if (folder / artifacts.PREDICTIONS).exists():
         df = pd.read_csv(folder / artifacts.PREDICTIONS, keep_default_na=False, dtype={"true": str, "predicted": str})
         wrong = df[~df["correct"].astype(bool)].sort_values("confidence", ascending=False).head(worst)

@@ -12,13 +12,14 @@ from pipeline.core import artifacts
 from pipeline.core.errors import PipelineError
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_file, write_csv, write_json
-from pipeline.data import datasets, loaders, sources, splitting
+from pipeline.data import datasets, leakage, loaders, sources, splitting
 from pipeline import kinds
 
 STAGE = StageSpec(
     "datablock",
     summary="merge the sources, verify images, hold out groups, split (random or by group), persist the split",
-    writes=(artifacts.SPLITS, artifacts.VOCAB, artifacts.CORRUPT, artifacts.BATCH_PNG, artifacts.CLASS_COUNTS_PNG),
+    writes=(artifacts.SPLITS, artifacts.VOCAB, artifacts.CORRUPT, artifacts.BATCH_PNG, artifacts.CLASS_COUNTS_PNG,
+            artifacts.LEAKAGE, artifacts.LEAKAGE_PNG),
     writes_if=lambda cfg: (((artifacts.CACHE, artifacts.CACHE_META) if cfg.datablock.cache else ())
                            + kinds.of(cfg).writes
                            + ((artifacts.HOLDOUT,) if cfg.datablock.holdout else ())),
@@ -186,12 +187,18 @@ def run(cfg, ws, log):
     log(f"split {len(df) - n_valid} train / {n_valid} valid ({b.split}, valid_pct {b.valid_pct}, seed {seed}), "
         f"{len(vocab)} classes, {df['group'].nunique()} group(s), {len(bad)} corrupt excluded")
     write_csv(ws.artifact("datablock", artifacts.SPLITS), df)
-    outputs = [ws.artifact("datablock", artifacts.SPLITS), ws.artifact("datablock", artifacts.CORRUPT),
-               write_json(ws.artifact("datablock", artifacts.VOCAB), {
-                   "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
-                   "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
-                   "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"])), **noted}),
-               _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
+    valid, train = df[df["is_valid"]], df[~df["is_valid"]]  # near-copies of training photos among the valid ones
+    leaks, outputs = leakage.check([root / p for p in valid["path"]], list(valid["label"]),
+                                   [root / p for p in train["path"]], list(train["label"]), (root, root), ws.data,
+                                   ws.artifact("datablock", artifacts.LEAKAGE),
+                                   ws.artifact("datablock", artifacts.LEAKAGE_PNG), "validation", leakage.SPLIT_FIX, log)
+    outputs += [ws.artifact("datablock", artifacts.SPLITS), ws.artifact("datablock", artifacts.CORRUPT),
+                write_json(ws.artifact("datablock", artifacts.VOCAB), {
+                    "root": str(root), "vocab": vocab, "n_train": len(df) - n_valid, "n_valid": n_valid,
+                    "valid_pct": b.valid_pct, "split": b.split, "seed": seed, "n_corrupt": len(bad),
+                    "n_holdout": len(holdout), "n_duplicates": n_dup, "sources": sorted(set(df["source"])),
+                    "leakage": leaks, **noted}),
+                _plot_counts(df, ws.artifact("datablock", artifacts.CLASS_COUNTS_PNG))]
     if b.holdout:
         outputs.append(write_csv(ws.artifact("datablock", artifacts.HOLDOUT), holdout))
     else:

@@ -8,7 +8,7 @@ from pipeline.core import artifacts, tracking
 from pipeline.core.errors import PipelineError
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, read_json, save_figure, sha256_text, write_csv, write_json
-from pipeline.data import datasets, loaders, sources
+from pipeline.data import datasets, leakage, loaders, sources
 from pipeline.data.labels import Labeller
 from pipeline import kinds
 from pipeline.models import calibration, interpretation
@@ -18,9 +18,10 @@ STAGE = StageSpec(
     summary="batched inference on each test set (and the held-out groups); accuracy, tallies, per-class report, plots",
     writes=tuple(f"{{set}}/{n}" for n in (artifacts.PREDICTIONS, artifacts.TALLIES, artifacts.SKIPPED,
                                           artifacts.TALLIES_PNG, artifacts.CONFUSION_PNG, artifacts.RELIABILITY_PNG,
-                                          *artifacts.INTERPRETATION, artifacts.METRICS)) + (artifacts.METRICS,),
+                                          *artifacts.INTERPRETATION, artifacts.LEAKAGE, artifacts.LEAKAGE_PNG,
+                                          artifacts.METRICS)) + (artifacts.METRICS,),
     sets=lambda cfg: ((loaders.HOLDOUT_SET,) if cfg.datablock.holdout else ()) + tuple(t.name for t in cfg.evaluate.test_sets),
-    reads=lambda cfg: ("datablock", "train") if cfg.datablock.holdout else ("train",),
+    reads=lambda cfg: ("datablock", "train"),  # datablock: the held-out groups, and the training photos (leakage)
     params=("evaluate",),
     external=True)
 
@@ -116,8 +117,20 @@ def _holdout(ws, vocab: list[str]) -> dict:
             "source": "datablock.holdout: " + ", ".join(sorted(set(df["source"]))), "hint": "none of its labels was trained on"}
 
 
-def evaluate_set(model, listing: dict, cfg, ws, log, folder=None) -> tuple[dict, list[Path]]:
-    """Predict one listed test set; write its CSVs, plots and metrics (per group too, where it has groups)."""
+def _training_photos(ws) -> tuple[list[Path], list[str], Path]:
+    """The photos the model trained on (datablock's split, training side), their labels, and their root."""
+    import pandas as pd
+
+    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), dtype={"path": str, "label": str},
+                     keep_default_na=False)
+    root = Path(read_json(ws.artifact("datablock", artifacts.VOCAB))["root"])
+    train = df[~df["is_valid"].astype(bool)]
+    return [root / p for p in train["path"]], list(train["label"]), root
+
+
+def evaluate_set(model, listing: dict, cfg, ws, log, folder=None, train=None) -> tuple[dict, list[Path]]:
+    """Predict one listed test set; write its CSVs, plots and metrics (per group too, where it has groups); with
+    `train` (`_training_photos`), its near-copies of training photos (data/leakage.py)."""
     import pandas as pd
 
     name, root, known = listing["name"], listing["root"], listing["known"]
@@ -169,7 +182,12 @@ def evaluate_set(model, listing: dict, cfg, ws, log, folder=None) -> tuple[dict,
     if metrics["missing_classes"]:
         log(f"{name}: no test images for {len(metrics['missing_classes'])} of the model's {len(vocab)} classes "
             f"({', '.join(metrics['missing_classes'][:10])}): listed as missing_classes in metrics.json")
-    files_out = [write_csv(out / artifacts.PREDICTIONS, df), write_csv(out / artifacts.TALLIES, tally),
+    leaks = []
+    if train is not None:
+        metrics["leakage"], leaks = leakage.check(paths, list(df["true"]), train[0], train[1], (root, train[2]),
+                                                  ws.data, out / artifacts.LEAKAGE, out / artifacts.LEAKAGE_PNG,
+                                                  f"test set {name}", leakage.TEST_FIX, log)
+    files_out = [*leaks, write_csv(out / artifacts.PREDICTIONS, df), write_csv(out / artifacts.TALLIES, tally),
                  write_csv(out / artifacts.SKIPPED, skipped),
                  _plot_tallies(tally, name, out / artifacts.TALLIES_PNG),
                  _plot_confusion(df, vocab, name, out / artifacts.CONFUSION_PNG),
@@ -190,13 +208,14 @@ def run(cfg, ws, log):
     model = kinds.load(ws.learner, cfg.evaluate.engine, trust=cfg.evaluate.trust_learner, sha256=expected)
     vocab = model.vocab
     listings = [_holdout(ws, vocab)] if cfg.datablock.holdout else []
-    summary, outputs = {}, []
+    summary, outputs, train = {}, [], _training_photos(ws)
     for listing in listings + [_listed(t, ws, vocab, log) for t in cfg.evaluate.test_sets]:
-        summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, ws.data)
+        summary[listing["name"]], files = evaluate_set(model, listing, cfg, ws, log, ws.data, train)
         outputs += files
     kept = ("accuracy", "top5_accuracy", "scored", "correct", "unmatched", "out_of_vocab", "ece")
     outputs.append(write_json(ws.artifact("evaluate", artifacts.METRICS),
-                              {k: {m: v[m] for m in kept} for k, v in summary.items()}))
+                              {k: {**{m: v[m] for m in kept}, "near_copies": v["leakage"]["share"]}
+                               for k, v in summary.items()}))
     if tracker := tracking.open_tracker(cfg.run.track, ws.root, "evaluate"):  # each set's figures, and the params
         try:
             tracker.hparams(tracking.params(cfg.to_saved_dict()),

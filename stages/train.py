@@ -131,6 +131,9 @@ def _export(cfg, ws, log, learn, dls, rows, stopping, lr, lr_source, tracker, ca
                "train_seconds": round(sum(r["seconds"] for r in rows), 1),
                "runtime": {**kind.decide_runtime(t).as_dict(), "cache": cached},
                "distributed": distributed.describe(t.batch_size, lr),
+               # the validation photos with a near-copy in training (data/leakage.py): how far valid_accuracy is
+               # a figure on unseen photos; in the card too
+               "valid_near_copies": read_json(ws.artifact("datablock", artifacts.VOCAB)).get("leakage"),
                **({"early_stopping": stopping} if stopping else {})}
     log(f"valid accuracy {metrics['valid_accuracy']:.4f}" + (f" (epoch {stopping['best_epoch']} of {len(rows)}: the best "
                                                              f"{t.monitor})" if stopping else ""))

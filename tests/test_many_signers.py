@@ -148,6 +148,11 @@ def test_crossval_writes_its_table_and_finds_each_hand_once(three_sources, monke
     assert list(table["images"]) == [8, 9, 9, 12]
     assert "| hands/hand1 | 9 |" in (folder / "crossval.md").read_text()
     assert (folder / "letters.csv").is_file() and (folder / "crossval.png").stat().st_size > 5000
+    found = pd.read_csv(folder / "conflicts.csv", keep_default_na=False)  # every out-of-fold photo, once
+    assert found.drop_duplicates(["held_out", "class"])["photos"].sum() == 38 and found["count"].sum() == 38
+    assert set(found["held_out"]) == {"one", "hands/hand1", "hands/hand2", "flat"}
+    assert "Label conflicts (conflicts.csv)" in (folder / "crossval.md").read_text()
+    assert summary["conflicts"].startswith("label conflicts: ")
     assert 0 <= summary["mean"] <= 1
     metrics = read_json(three_sources / "runs" / crossval.fold_name("multi", "hands/hand1") / "evaluate" / "holdout"
                         / "metrics.json")

@@ -27,9 +27,9 @@ def test_report_is_self_contained_and_shows_every_stage(finished_run):
                     "Worst mistakes", "Per class: precision, recall, F1", "Top losses"):
         assert heading in page
     assert "Cross-validation" not in page  # crossval has not run for this run
-    # every plot inlined (batch, class counts, lr_find, curves, confusion, reliability, the validation split's and
-    # the test set's top losses) and nothing fetched
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 8
+    # every plot inlined (batch, class counts, the validation split's near-copies, lr_find, curves, confusion,
+    # reliability, the test set's near-copies, the validation split's and the test set's top losses), nothing fetched
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 10
     assert not re.search(r'(src|href)="(https?:|file:|/)', page)
     assert "<script" not in page
     # the figures are the run's own
@@ -91,6 +91,39 @@ def test_the_held_out_groups_are_shown_as_a_test_set(tmp_path):
     assert f'id="report-{loaders.HOLDOUT_SET}"' in page and "(2/4)" in page
     assert "<td>A</td><td>B</td><td>1</td>" in page.replace("\n", "")  # most confused: A as B once
     assert pd.read_csv(folder / artifacts.CLASS_REPORT)["recall"].tolist()[:2] == [0.5, 0.5]
+
+
+def test_report_shows_near_copies_and_label_conflicts(finished_run):
+    """The validation split's and the test set's near-copies (their share and the gallery of closest pairs) and
+    crossval's label conflicts: the flagged cell with thumbnails of its photos, the spread one named apart."""
+    import json
+
+    import pandas as pd
+
+    from pipeline import crossval
+
+    project, cfg = finished_run
+    photos = sorted(str(p) for p in (project / "train" / "A").glob("*.png"))
+    preds = pd.DataFrame([{"held_out": "grassknoted", "true": "A", "predicted": "B", "path": p} for p in photos[:8]]
+                         + [{"held_out": "grassknoted", "true": "C", "predicted": c, "path": ""} for c in "ABCAB"])
+    folder = Workspace.from_config(cfg).root / "crossval"
+    folds = pd.DataFrame([{"held_out": "grassknoted", "images": 13, "accuracy": 0.1, "worst": "A 0%"}])
+    try:
+        summary = crossval.write_table(folder, cfg, "group", folds, None, None, [], preds)
+        page = report.build(cfg, runner.status(cfg)).read_text()
+    finally:
+        shutil.rmtree(folder)
+    assert summary["conflicts"].startswith("label conflicts: 1 class(es)")
+    assert "grassknoted's A is read as B in 100% (8 of 8 photos)" in summary["conflicts"]
+    table = page[page.index('id="conflicts-table"'):page.index("</table>", page.index('id="conflicts-table"'))]
+    assert "<td>grassknoted</td><td>A</td>" in table and "100.0 %" in table and "8 of 8" in table
+    assert table.count('src="data:image/jpeg;base64,') == 4  # the flagged cell's first photos
+    assert "spread confusion" in page and "grassknoted C" in page
+    vocab = json.loads((project / "runs" / "tiny" / "datablock" / "vocab.json").read_text())
+    assert "valid photos with a near-copy in train" in page and f"of {vocab['n_valid']};" in page
+    assert "near-copies of training photos" in page
+    for alt in ("leakage", "t: nearest training photos"):
+        assert f'alt="{alt}" src="data:image/png;base64,' in page
 
 
 @pytest.mark.skipif(not BROWSER, reason="no Chromium browser found (chromium, chromium-browser or google-chrome on "

@@ -15,6 +15,9 @@ NO_HAND = "no_hand.csv"             # datablock.input = "hand_crop": photos with
 CACHE = "cache.npy"                 # datablock.cache: every image decoded and resized once
 CACHE_META = "cache.json"
 HOLDOUT = "holdout.csv"             # datablock.holdout's images (path, label, source, group), scored by evaluate
+# datablock for the validation split, evaluate per test set: each photo's nearest training photo (data/leakage.py)
+LEAKAGE = "leakage.csv"             # photo, nearest_train, distance, near, label, train_label
+LEAKAGE_PNG = "leakage.png"         # the closest pairs
 # lr_find
 LR_FIND = "lr_find.json"            # the suggestions and the chosen one
 LR_FIND_PNG = "lr_find.png"
@@ -42,6 +45,7 @@ CROSSVAL_MD = "crossval.md"         # the table per held-out group, then mean ±
 CROSSVAL_CSV = "crossval.csv"
 CROSSVAL_LETTERS = "letters.csv"    # per-letter mean over folds
 CROSSVAL_PNG = "crossval.png"
+CONFLICTS = "conflicts.csv"         # per held-out group and class, the share read as each class (pipeline/conflicts.py)
 # every stage folder, and the run folder itself
 MANIFEST = "manifest.json"          # fingerprint, outputs with hashes, times: written last
 CONFIG = "config.json"              # the resolved config of the last run
