@@ -114,16 +114,16 @@ def _under(p, root: Path | None) -> str:
     return p.relative_to(root).as_posix() if root is not None and p.is_relative_to(root) else str(p)
 
 
-def match(photos: list, labels: list, train: list, train_labels: list, folder: Path | None,
+def match(photos: list, labels: list, train_photos: list, train_labels: list, folder: Path | None,
           log: Callable = print, roots: tuple = (None, None)):
-    """The leakage table: per photo of `photos` (in order), its nearest photo of `train`, their distance and
+    """The leakage table: per photo of `photos` (in order), its nearest photo of `train_photos`, their distance and
     whether it is a near-copy (≤ `NEAR`), with both labels; paths relative to `roots` (photos', train's)."""
     import pandas as pd
 
-    h = hashes(list(photos) + list(train), folder, log)
+    h = hashes(list(photos) + list(train_photos), folder, log)
     idx, dist = nearest(h[:len(photos)], h[len(photos):])
     return pd.DataFrame({"photo": [_under(p, roots[0]) for p in photos],
-                         "nearest_train": [_under(train[i], roots[1]) if i >= 0 else "" for i in idx],
+                         "nearest_train": [_under(train_photos[i], roots[1]) if i >= 0 else "" for i in idx],
                          "distance": dist, "near": dist <= NEAR, "label": list(labels),
                          "train_label": [train_labels[i] if i >= 0 else "" for i in idx]}, columns=COLUMNS)
 
@@ -166,7 +166,8 @@ def gallery(table, path: Path, root_photos: Path, root_train: Path, title: str, 
         return save_figure(fig, path)
     fig, axes = plt.subplots(2, len(pairs), figsize=(1.8 * len(pairs), 4.2), squeeze=False)
     for j, r in enumerate(pairs.itertuples()):
-        for i, (p, label) in enumerate(((root_photos / r.photo, r.label), (root_train / r.nearest_train, r.train_label))):
+        pair = ((root_photos / r.photo, r.label), (root_train / r.nearest_train, r.train_label))
+        for i, (p, label) in enumerate(pair):
             ax = axes[i][j]
             ax.axis("off")
             try:
@@ -188,13 +189,13 @@ TEST_FIX = ("it is not out-of-domain: remove those photos from the test set (lea
             "set from another signer or source")
 
 
-def check(photos: list, labels: list, train: list, train_labels: list, roots: tuple[Path, Path],
+def check(photos: list, labels: list, train_photos: list, train_labels: list, roots: tuple[Path, Path],
           folder: Path | None, csv_path: Path, png_path: Path, what: str, fix: str, log: Callable = print):
-    """The whole check of `photos` (under `roots[0]`) against the training photos `train` (under `roots[1]`):
+    """The whole check of `photos` (under `roots[0]`) against the training photos `train_photos` (under `roots[1]`):
     the leakage table at `csv_path`, the gallery of its closest pairs at `png_path`, one line in `log` (and a
     warning naming `fix` when the share is high). Returns (the summary, the two files written)."""
     from ..core.workspace import write_csv
-    table = match(photos, labels, train, train_labels, folder, log, roots)
+    table = match(photos, labels, train_photos, train_labels, folder, log, roots)
     s = summary(table)
     log(said(s, what))
     if line := warning(s, what, fix):
