@@ -242,21 +242,15 @@ def test_a_headless_browser_reads_the_letter_off_the_page(server, shared_data):
     assert elsewhere == []
 
 
-@training_fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    """`serve` (fastai engine, collect mode) for a logistic regression trained briefly on generated images: the
-    server the bad-input probes below share."""
-    from tests.conftest import make_image_folder, tiny_config
-
-    root = tmp_path_factory.mktemp("tiny-serve")
-    src = make_image_folder(root / "src", classes=("A", "B", "C"), per_class=8, size=20)
-    cfg = tiny_config(root, {"run.name": "m", "download.source": f"path:{src}", "download.subdir": "",
-                             "datablock.valid_pct": 0.25})
-    runner.run(cfg, ["download", "datablock", "train"])
+@pytest.fixture(scope="module")
+def tiny_server(trained, tmp_path_factory):
+    """`serve` (fastai engine, collect mode) for a copy of the session's tiny run (conftest's `tiny_project`: a
+    logistic regression on three generated classes): the server the bad-input probes below share."""
+    root = trained.copy("tiny_run", tmp_path_factory.mktemp("tiny-serve") / "project")
     work = root / "work"
     work.mkdir()
-    with serving(root / "exports" / "m.pkl", work, "--collect", str(work / "collected")) as url:
-        yield {"url": url, "root": root, "work": work, "photo": next((src / "A").glob("*.png"))}
+    with serving(root / "exports" / "tiny.pkl", work, "--collect", str(work / "collected")) as url:
+        yield {"url": url, "root": root, "work": work, "photo": next((root / "train" / "A").glob("*.png"))}
 
 
 def _app_error(client, path, api_name="/predict", *more) -> str:
@@ -361,12 +355,12 @@ def test_twenty_requests_at_once_and_a_learner_changed_on_disk(tiny_server, tmp_
     jobs = [client.submit(good, api_name="/predict") for _ in range(20)]
     readings = {job.result(timeout=120)[2] for job in jobs}
     assert len(readings) == 1 and "note" not in next(iter(readings))
-    pkl = tiny_server["root"] / "exports" / "m.pkl"
+    pkl = tiny_server["root"] / "exports" / "tiny.pkl"
     original = pkl.read_bytes()
     try:
         pkl.write_bytes(b"retrained, or damaged")
         reading = client.predict(good, api_name="/predict")[2]
     finally:
         pkl.write_bytes(original)
-    assert reading == (f"{next(iter(readings))}; note: m.pkl changed on disk after serve loaded it; this answer is "
+    assert reading == (f"{next(iter(readings))}; note: tiny.pkl changed on disk after serve loaded it; this answer is "
                        f"from the model loaded at start: restart serve to load the new one")

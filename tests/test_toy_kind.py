@@ -95,7 +95,7 @@ TOY = {
 }
 
 
-@pytest.mark.slow  # trains and runs the pipeline (house rule: slow)
+@pytest.mark.slow
 def test_a_kind_from_a_folder_of_its_own_trains_exports_predicts_and_serves(tmp_path, monkeypatch):
     import json
 

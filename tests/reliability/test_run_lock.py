@@ -220,7 +220,7 @@ def test_status_says_a_complete_staged_commit_is_waiting_and_recover_finishes_it
     assert again.stdout.strip() == "run r: nothing to recover", again.stdout
 
 
-@pytest.mark.slow  # trains twice (house rule: slow)
+@pytest.mark.slow
 def test_an_export_another_run_folder_made_is_not_replaced_unasked(tmp_path):
     """Two configs with the same run.name and exports folder but other workdirs share exports/<name>.*: the second's
     train is refused before it trains (the first's export, card and status stay), `status` says whose export it

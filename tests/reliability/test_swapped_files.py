@@ -66,21 +66,14 @@ def test_a_pkl_swapped_for_a_payload_after_its_check_never_runs(tmp_path, swap_a
     assert not marker.exists(), "the payload swapped in after the sha256 check was unpickled"
 
 
-@pytest.mark.slow  # trains the pipeline in its fixture (house rule: slow); CI's full suite runs it
-def test_an_onnx_swapped_after_its_check_is_not_the_graph_loaded(tmp_path, swap_after_hashing):
-    from pipeline import runner
+def test_an_onnx_swapped_after_its_check_is_not_the_graph_loaded(tmp_path, swap_after_hashing, trained):
     from pipeline.models import onnx_engine
-    from tests.conftest import make_image_folder, tiny_config
 
-    train = make_image_folder(tmp_path / "train", classes=("A", "B", "C"), per_class=8, size=16)
-    cfg = tiny_config(tmp_path, {"run.name": "m", "download.source": f"path:{train}", "download.subdir": "",
-                                 "datablock.valid_pct": 0.25})
-    runner.run(cfg, ["download", "datablock", "train"])
     folder = tmp_path / "copy"
     folder.mkdir()
-    for name in ("m.pkl", "m.json", "m.onnx"):
-        shutil.copy(tmp_path / "exports" / name, folder / name)
-    swap_after_hashing(folder / "m.onnx", b"not the graph the card's sha256 names")
-    model = onnx_engine.load_verified(folder / "m.pkl")  # the bytes it checked: the graph train wrote
-    assert model.vocab == json.loads((folder / "m.json").read_text())["vocab"] == ["A", "B", "C"]
-    assert (folder / "m.onnx").read_bytes() == b"not the graph the card's sha256 names"
+    for name in ("tiny.pkl", "tiny.json", "tiny.onnx"):  # the session's tiny run: a logistic regression on A, B, C
+        shutil.copy(trained("tiny_run") / "exports" / name, folder / name)
+    swap_after_hashing(folder / "tiny.onnx", b"not the graph the card's sha256 names")
+    model = onnx_engine.load_verified(folder / "tiny.pkl")  # the bytes it checked: the graph train wrote
+    assert model.vocab == json.loads((folder / "tiny.json").read_text())["vocab"] == ["A", "B", "C"]
+    assert (folder / "tiny.onnx").read_bytes() == b"not the graph the card's sha256 names"

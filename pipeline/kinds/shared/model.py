@@ -16,7 +16,7 @@ from ...data.hands import FEATURES, N_POINTS
 
 
 N_SHAPE = N_POINTS * (N_POINTS - 1) // 2 + 9  # 210 distances, then 3 unit vectors
-LAYERS = [512, 256]  # the hidden layers of every keypoint MLP (this one, the hand-network kinds', bench/keypoint_levers.py)
+LAYERS = [512, 256]  # the hidden layers of every keypoint MLP (this one, the hand-network kinds', research/keypoint_levers.py)
 STRETCH = 0.1       # the jitter's stretch of each axis, up to ± this fraction (with a rotation)
 
 
