@@ -113,6 +113,9 @@ class DatablockCfg:
     holdout: list[str] = field(default_factory=list, metadata={"later": "field"})
 
 
+LR_SUGGESTIONS = ("valley", "slide", "minimum", "steep")  # fastai's lr_find suggestions, in the order it names them
+
+
 @dataclass
 class LrFindCfg:
     suggestion: str = "valley"    # valley | slide | minimum | steep: the one train uses when base_lr = "lr_find"
@@ -335,8 +338,8 @@ def validate(cfg: Config) -> None:
         (cfg.train.freeze_epochs >= 0, "train.freeze_epochs must be >= 0"),
         (cfg.train.method in ("fine_tune", "fit_one_cycle", "fit"), "train.method must be fine_tune, fit_one_cycle or fit"),
         (cfg.train.opt in ("adam", "sgd"), "train.opt must be adam or sgd"),
-        (cfg.lr_find.suggestion in ("valley", "slide", "minimum", "steep"),
-         "lr_find.suggestion must be valley, slide, minimum or steep"),
+        (cfg.lr_find.suggestion in LR_SUGGESTIONS,
+         f"lr_find.suggestion must be {', '.join(LR_SUGGESTIONS[:-1])} or {LR_SUGGESTIONS[-1]}"),
         (isinstance(cfg.train.base_lr, float) or cfg.train.base_lr == "lr_find",
          "train.base_lr must be a number or \"lr_find\""),
         (not isinstance(f.base_lr, float) or _positive(f.base_lr), "train.base_lr must be a finite number > 0"),

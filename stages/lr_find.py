@@ -7,6 +7,7 @@ from pipeline.core import artifacts
 from pipeline.core.stagespec import StageSpec
 from pipeline.core.workspace import pyplot, save_figure, write_json
 from pipeline import kinds
+from pipeline.config import LR_SUGGESTIONS
 
 STAGE = StageSpec(
     "lr_find",
@@ -17,9 +18,6 @@ STAGE = StageSpec(
     # schedule after the sweep nor how fast it runs (the same arithmetic up to float rounding): train takes those
     params=("lr_find", "train:data,model", "run.seed"),
     builds_model=True)
-
-SUGGESTIONS = ("valley", "slide", "minimum", "steep")
-
 
 def _plot(lrs, losses, found: dict, chosen: tuple[str, float], fixed: float | None, path):
     """The sweep with every suggestion marked, the chosen one as a line, and a fixed `train.base_lr` (the lr train
@@ -76,7 +74,7 @@ def run(cfg, ws, log):
         learn.lr_find(start_lr=c.start_lr, end_lr=c.end_lr, num_it=c.num_it, show_plot=False, suggest_funcs=None)
     rec = learn.recorder
     lrs, losses = [float(x) for x in rec.lrs], [float(x) for x in rec.losses]
-    found = suggest(lrs, losses, c.num_it, dict(zip(SUGGESTIONS, (valley, slide, minimum, steep))))
+    found = suggest(lrs, losses, c.num_it, dict(zip(LR_SUGGESTIONS, (valley, slide, minimum, steep))))
     chosen = found[c.suggestion]
     if chosen is None:
         chosen = next((v for v in found.values() if v), 1e-3)

@@ -1,7 +1,9 @@
 """The README's main job, for real: the offline demo through all five stages, reruns, export round trip."""
+import collections
 import json
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -28,26 +30,34 @@ def run(cwd, *args, check=True):
 
 @training_fixture(scope="module")
 def demo(tmp_path_factory):
-    """One real demo run in a fresh directory (no pipeline.toml: the embedded demo config is used)."""
+    """One real demo run in a fresh directory (no pipeline.toml: the embedded demo config is used): (its folder,
+    the finished process, the seconds it took)."""
     cwd = tmp_path_factory.mktemp("demo")
-    return cwd, run(cwd, "run", "--stages", "all")
+    t0 = time.monotonic()
+    first = run(cwd, "run", "--stages", "all")
+    return cwd, first, time.monotonic() - t0
 
 
 def test_all_stages_leave_every_artifact(demo):
-    cwd, first = demo
+    from pipeline.core.progress import EVERY_S
+
+    cwd, first, seconds = demo
     for stage in ("download", "datablock", "lr_find", "train", "evaluate"):
         assert f"[{stage}] running (never run)" in first.stdout
     missing = [a for a in ARTIFACTS if not (cwd / a).is_file()]
     assert not missing, missing
-    # readable in a log: one line per epoch, no per-batch redraws; progress lines come by the clock (about one
-    # every few seconds of a long loop), so a loaded machine prints more of them: counted apart
+    # readable in a log: one line per epoch, no per-batch redraws. Progress lines come by the clock (a line every
+    # EVERY_S seconds of a loop, or at each further tenth), so a slower machine prints more of them: each loop's
+    # are bounded by its tenths and the time the whole run took, not counted against a fixed number
     lines = first.stdout.splitlines()
     progress = [line for line in lines if ", ETA " in line]
-    assert len(lines) - len(progress) < 45 and len(progress) < 60 and "\r" not in first.stdout, first.stdout
+    assert len(lines) - len(progress) < 45 and "\r" not in first.stdout, first.stdout
+    per_loop = collections.Counter(line.split(": ")[0] for line in progress)
+    assert all(n <= 10 + seconds / EVERY_S for n in per_loop.values()), per_loop
 
 
 def test_demo_reaches_90_percent_on_held_out_digits(demo):
-    cwd, _ = demo
+    cwd, *_ = demo
     metrics = json.loads((cwd / "runs/demo/evaluate/metrics.json").read_text())
     assert metrics["digits_test"]["accuracy"] >= 0.90, metrics
     assert metrics["digits_test"]["scored"] >= 250 and metrics["digits_test"]["unmatched"] == 0
@@ -59,7 +69,7 @@ def test_demo_reaches_90_percent_on_held_out_digits(demo):
 
 
 def test_second_run_skips_everything(demo):
-    cwd, _ = demo
+    cwd, *_ = demo
     again = run(cwd, "run", "--stages", "all")
     assert again.stdout.count("up to date, skipped") == 5, again.stdout
     status = run(cwd, "status").stdout
@@ -68,7 +78,7 @@ def test_second_run_skips_everything(demo):
 
 def test_exported_learner_loads_with_only_fastai(demo, tmp_path):
     """A fresh interpreter with only fastai importable (not this project) predicts what evaluate predicted."""
-    cwd, _ = demo
+    cwd, *_ = demo
     preds = pd.read_csv(cwd / "runs/demo/evaluate/digits_test/predictions.csv", dtype={"true": str, "predicted": str})
     root = json.loads((cwd / "runs/demo/evaluate/digits_test/metrics.json").read_text())["root"]
     files = [f"{root}/{f}" for f in preds["file"][:40]]
@@ -91,7 +101,7 @@ print(json.dumps(out))
 
 
 def test_predict_command_and_tamper_check(demo, tmp_path):
-    cwd, _ = demo
+    cwd, *_ = demo
     preds = pd.read_csv(cwd / "runs/demo/evaluate/digits_test/predictions.csv", dtype={"predicted": str})
     root = json.loads((cwd / "runs/demo/evaluate/digits_test/metrics.json").read_text())["root"]
     out = run(cwd, "predict", "--learner", "exports/demo.pkl", root, "--csv").stdout
@@ -106,11 +116,3 @@ def test_predict_command_and_tamper_check(demo, tmp_path):
     bad = run(cwd, "predict", "--learner", str(tampered), root, check=False)
     assert bad.returncode == 2 and "does not match its model card" in bad.stderr
     assert "Traceback" not in bad.stderr
-
-
-def test_changing_epochs_reruns_exactly_train_and_evaluate(demo):
-    cwd, _ = demo
-    p = run(cwd, "run", "--stages", "all", "--set", "train.epochs=1")
-    ran = [s for s in ("download", "datablock", "lr_find", "train", "evaluate") if f"[{s}] running" in p.stdout]
-    assert ran == ["train", "evaluate"], p.stdout
-    assert "[train] running (config changed)" in p.stdout

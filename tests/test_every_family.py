@@ -49,7 +49,9 @@ def exports(tmp_path_factory):
         pytest.skip(f"real data folder {SHARED_DATA} not present")
     pytest.importorskip("mediapipe", reason="the [hands] extra is not installed")
     root = tmp_path_factory.mktemp("families")
-    base = {**asl_photos(SHARED_DATA, 2, "test28"), "train.batch_size": 8, "train.base_lr": 1e-3, "train.epochs": 1}
+    # one data folder for every kind: MediaPipe looks at each photo once, the hand kinds read its stored detections
+    base = {**asl_photos(SHARED_DATA, 2, "test28"), "train.batch_size": 8, "train.base_lr": 1e-3, "train.epochs": 1,
+            "run.data_dir": str(root / "data")}
     out = {}
     for i, (name, recipe) in enumerate(RECIPES.items()):
         project = root / f"p{i}"

@@ -179,3 +179,14 @@ def test_one_class_dataset_is_refused(tmp_path):
     (data / "B" / "x.png").write_bytes(b"broken")
     with pytest.raises(PipelineError, match=r"1 class\(es\) with usable images \(A\): a classifier needs at least two"):
         runner.run(cfg, ["download", "datablock"])
+
+
+def test_changing_epochs_reruns_exactly_train_and_evaluate(trained, tmp_path, capsys):
+    """A schedule entry changed (train.epochs): train and evaluate run again, the stages before them are skipped."""
+    project = trained.copy("tiny_run", tmp_path / "project")
+    capsys.readouterr()
+    runner.run(config.load(None, ["train.epochs=1"], cwd=project), list(runner.STAGE_NAMES))
+    out = capsys.readouterr().out
+    ran = [s for s in runner.STAGE_NAMES if f"[{s}] running" in out]
+    assert ran == ["train", "evaluate"], out
+    assert "[train] running (config changed)" in out
