@@ -1,8 +1,9 @@
 """The engines' side of an exported model: `Engine`, what every engine answers (`FastaiEngine` here,
 `onnx_engine.OnnxModel`), and `open_engine`, which checks the file's sha256 before anything runs it and opens it
 under the engine asked for (`--engine`, `evaluate.engine`). It knows no model kind: `kinds.load` pairs the engine
-with the kind that turns photos into what the engine takes (`kinds/loaded.py`). An engine is safe to share between
-threads (serve reads several photos at once): it runs its model one call at a time where the model needs that.
+with the kind that turns photos into what the engine takes (`Exported`, in `pipeline/kinds/__init__.py`). An engine
+is safe to share between threads (serve reads several photos at once): it runs its model one call at a time where
+the model needs that.
 """
 from __future__ import annotations
 
