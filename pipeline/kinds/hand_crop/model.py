@@ -1,7 +1,7 @@
-"""What the hand-crop kinds (`hand_crop/kind.py`, `hand_fused/kind.py`) share to read photos: `CropReader`, the
-`get_x` of a fine-tuned crop backbone's DataLoaders, hands over the stored crop of a photo of the split and crops any other photo itself
-(MediaPipe in this process), so the export answers `load_learner(pkl).predict("photo.jpg")` with no step of this
-project's run in between; `crop_files` (PNG crops as the files an engine reads).
+"""What the hand-crop kinds (`hand_crop/kind.py`, `hand_fused/kind.py`) share to read photos: `CropReader`, the `get_x`
+of a fine-tuned crop backbone's DataLoaders, hands over the stored crop of a photo of the split and crops any other
+photo itself (MediaPipe in this process), so the export answers `load_learner(pkl).predict("photo.jpg")` with no
+step of this project's run in between; `crop_files` (PNG crops as the files an engine reads).
 
 Its own module because `load_learner` unpickles `CropReader` by its class name (the card says the export needs
 this package).
