@@ -119,12 +119,8 @@ def _holdout(ws, vocab: list[str]) -> dict:
 
 def _training_photos(ws) -> tuple[list[Path], list[str], Path]:
     """The photos the model trained on (datablock's split, training side), their labels, and their root."""
-    import pandas as pd
-
-    df = pd.read_csv(ws.artifact("datablock", artifacts.SPLITS), dtype={"path": str, "label": str},
-                     keep_default_na=False)
-    root = Path(read_json(ws.artifact("datablock", artifacts.VOCAB))["root"])
-    train = df[~df["is_valid"].astype(bool)]
+    df, root, _ = loaders.load_split(ws)
+    train = df[~df["is_valid"]]
     return [root / p for p in train["path"]], list(train["label"]), root
 
 
